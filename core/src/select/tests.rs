@@ -1,0 +1,386 @@
+use super::*;
+use crate::profile::{BatchRow, LatencyMs, MeterKind, Percentile, ProfileTable};
+use proptest::prelude::*;
+
+/// The H200 reference sweep (see `fixtures/README.md`) as profile tables.
+fn h200(model: &str) -> ProfileTable {
+    let raw: serde_json::Value =
+        serde_json::from_str(include_str!("../../fixtures/h200_torch_eager_sweep.json")).unwrap();
+    let rows = raw["models"][model]
+        .as_array()
+        .unwrap_or_else(|| panic!("no model {model} in fixture"))
+        .iter()
+        .map(|r| {
+            let batch = r["batch"].as_u64().unwrap() as u32;
+            let per_s = r["img_per_s"].as_f64().unwrap();
+            let joules = r["j_per_img_counter"].as_f64().unwrap();
+            BatchRow {
+                batch_size: batch,
+                latency_ms: LatencyMs {
+                    p50: r["p50_ms"].as_f64().unwrap(),
+                    p95: r["p95_ms"].as_f64().unwrap(),
+                    p99: None,
+                },
+                throughput_per_second: per_s,
+                avg_watts: r["avg_w"].as_f64(),
+                joules_per_inference: Some(joules),
+                joules_spread: None,
+                windows: 1,
+            }
+        })
+        .collect();
+    ProfileTable {
+        meter: MeterKind::NvmlCounter,
+        meter_note: None,
+        idle_watts: raw["info"]["idle_w"].as_f64(),
+        rows,
+        skipped: vec![],
+    }
+}
+
+fn p95(ms: f64) -> Slo {
+    Slo::new(ms, Percentile::P95).unwrap()
+}
+
+fn pick(model: &str, slo: Slo) -> Selection {
+    choose(
+        &h200(model),
+        slo,
+        BatchingMode::Auto,
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn resnet50_with_p95_10ms_picks_batch_32() {
+    let s = pick("resnet50", p95(10.0));
+    assert!(s.slo_attainable, "{}", s.reason);
+    assert_eq!(s.choice.batch_size, 32, "{}", s.reason);
+    // budget 9 ms minus p95 5.37 ms
+    assert!(
+        (s.choice.max_queue_delay_ms - (9.0 - 5.37)).abs() < 0.01,
+        "{:?}",
+        s.choice
+    );
+    let j = s.choice.joules_per_inference.unwrap();
+    assert!((j - 0.0837).abs() < 0.001, "{j}");
+    assert!((s.saving_vs_batch1().unwrap() - 0.5938 / 0.0837).abs() < 0.05);
+    assert!(
+        s.reason.contains("batch 32") && s.reason.contains("less than batch 1"),
+        "{}",
+        s.reason
+    );
+}
+
+#[test]
+fn picks_follow_the_measured_curves() {
+    // shufflenet: tiny model, launch-bound; the biggest batch is cheapest and still fast.
+    assert_eq!(pick("shufflenet_v2_x0_5", p95(10.0)).choice.batch_size, 256);
+    // vit_b_16: batch 8 (p95 9.63 ms) exceeds the 9 ms budget; batch 4 is the cheapest that fits.
+    assert_eq!(pick("vit_b_16", p95(10.0)).choice.batch_size, 4);
+    // resnet50 with a loose SLO: 256 is the cheapest measured (81.1 mJ).
+    assert_eq!(pick("resnet50", p95(100.0)).choice.batch_size, 256);
+    // alexnet with 2 ms: 64 is the largest that fits (1.53 ms p95).
+    assert_eq!(pick("alexnet", p95(2.0)).choice.batch_size, 64);
+}
+
+#[test]
+fn unattainable_slo_returns_the_closest_config_with_a_reason() {
+    let s = pick("resnet50", p95(3.0));
+    assert!(!s.slo_attainable);
+    // batch 8 has the lowest p95 (3.61 ms) of resnet50's rows.
+    assert_eq!(s.choice.batch_size, 8);
+    assert_eq!(s.choice.max_queue_delay_ms, 0.0);
+    assert!(
+        s.reason.contains("not attainable") && s.reason.contains("3.61"),
+        "{}",
+        s.reason
+    );
+}
+
+#[test]
+fn missing_percentile_is_an_error_not_a_guess() {
+    let err = choose(
+        &h200("resnet50"),
+        Slo::new(10.0, Percentile::P99).unwrap(),
+        BatchingMode::Auto,
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, DecisionError::NoUsableRows { .. }), "{err}");
+}
+
+#[test]
+fn fixed_mode_reports_the_cost_against_the_best_feasible() {
+    let s = choose(
+        &h200("resnet50"),
+        p95(10.0),
+        BatchingMode::Fixed(8),
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert_eq!(s.choice.batch_size, 8);
+    assert!(s.slo_attainable);
+    assert_eq!(s.best_alternative.as_ref().map(|c| c.batch_size), Some(32));
+    assert!(
+        s.reason.contains("best feasible batch size, 32"),
+        "{}",
+        s.reason
+    );
+    let err = choose(
+        &h200("resnet50"),
+        p95(10.0),
+        BatchingMode::Fixed(3),
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err, DecisionError::FixedSizeNotProfiled(3));
+}
+
+#[test]
+fn at_a_known_rate_idle_power_and_capacity_drive_the_choice() {
+    let profile = h200("resnet50");
+    let range = ReplicaRange::new(1, 4).unwrap();
+    let at = |rate: f64| {
+        choose(
+            &profile,
+            p95(50.0),
+            BatchingMode::Auto,
+            Some(rate),
+            range,
+            &Policy::default(),
+        )
+        .unwrap()
+    };
+    let low = at(100.0);
+    let high = at(2000.0);
+    assert!(
+        low.slo_attainable && high.slo_attainable,
+        "{} / {}",
+        low.reason,
+        high.reason
+    );
+    // 100 req/s: one replica, and idle power (83 W / 100 req/s = 0.83 J) dominates.
+    assert_eq!(low.choice.replicas, 1);
+    let j_low = low.choice.joules_per_inference.unwrap();
+    assert!(j_low > 0.83 && j_low < 1.0, "{j_low}");
+    // 2000 req/s: batches fill; far less energy per request.
+    let j_high = high.choice.joules_per_inference.unwrap();
+    assert!(j_high < 0.15, "{j_high} {}", high.reason);
+    assert!(
+        high.choice.realised_batch.unwrap() >= 8.0,
+        "{:?}",
+        high.choice
+    );
+    assert!(high.choice.utilisation.unwrap() <= 0.8);
+    // batch 1 alone cannot carry 2000 req/s on 4 replicas (288 inferences/s each).
+    let fixed1 = choose(
+        &profile,
+        p95(50.0),
+        BatchingMode::Fixed(1),
+        Some(2000.0),
+        range,
+        &Policy::default(),
+    )
+    .unwrap();
+    assert!(!fixed1.slo_attainable);
+    assert!(fixed1.reason.contains("busy"), "{}", fixed1.reason);
+}
+
+#[test]
+fn no_energy_falls_back_to_the_latency_proxy_and_says_so() {
+    let mut profile = h200("resnet50");
+    profile.meter = MeterKind::None;
+    profile.idle_watts = None;
+    for r in &mut profile.rows {
+        r.joules_per_inference = None;
+    }
+    let s = choose(
+        &profile,
+        p95(10.0),
+        BatchingMode::Auto,
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert_eq!(s.energy_basis, EnergyBasis::LatencyProxy);
+    assert_eq!(s.choice.joules_per_inference, None);
+    assert_eq!(s.batch1_joules_per_inference, None);
+    assert!(s.reason.contains("no energy measured"), "{}", s.reason);
+    assert!(s.slo_attainable);
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_the_field() {
+    let empty = ProfileTable {
+        meter: MeterKind::None,
+        meter_note: None,
+        idle_watts: None,
+        rows: vec![],
+        skipped: vec![],
+    };
+    let policy = Policy::default();
+    assert_eq!(
+        choose(
+            &empty,
+            p95(10.0),
+            BatchingMode::Auto,
+            None,
+            ReplicaRange::single(),
+            &policy
+        )
+        .unwrap_err(),
+        DecisionError::EmptyProfile
+    );
+    let err = ReplicaRange::new(3, 2).unwrap_err();
+    assert!(err.to_string().contains("replicas.min"), "{err}");
+    assert!(ReplicaRange::new(0, 2).is_err());
+    let bad = Policy {
+        headroom_fraction: f64::NAN,
+        ..Policy::default()
+    };
+    let err = choose(
+        &h200("alexnet"),
+        p95(10.0),
+        BatchingMode::Auto,
+        None,
+        ReplicaRange::single(),
+        &bad,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("headroomFraction"), "{err}");
+}
+
+// ---- properties -------------------------------------------------------------------------------
+
+fn any_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        8 => 0.01f64..500.0,
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(0.0),
+        1 => Just(-1.0),
+    ]
+}
+
+fn row_strategy(sane: bool) -> impl Strategy<Value = BatchRow> {
+    let lat = if sane {
+        (0.05f64..200.0).boxed()
+    } else {
+        any_f64().boxed()
+    };
+    let joules = if sane {
+        (0.001f64..5.0).prop_map(Some).boxed()
+    } else {
+        proptest::option::of(any_f64()).boxed()
+    };
+    (0u32..600, lat, 1.0f64..2.0, 1.0f64..1.5, joules).prop_map(move |(b, p50, k95, k99, j)| {
+        BatchRow {
+            batch_size: if sane { b.max(1) } else { b },
+            latency_ms: LatencyMs {
+                p50,
+                p95: p50 * k95,
+                p99: Some(p50 * k95 * k99),
+            },
+            throughput_per_second: 1.0,
+            avg_watts: None,
+            joules_per_inference: j,
+            joules_spread: None,
+            windows: 5,
+        }
+    })
+}
+
+fn table(sane: bool) -> impl Strategy<Value = ProfileTable> {
+    let idle = if sane {
+        (0.0f64..200.0).prop_map(Some).boxed()
+    } else {
+        proptest::option::of(any_f64()).boxed()
+    };
+    (
+        proptest::collection::vec(row_strategy(sane), if sane { 1..12 } else { 0..12 }),
+        idle,
+    )
+        .prop_map(|(rows, idle_watts)| ProfileTable {
+            meter: MeterKind::Synthetic,
+            meter_note: None,
+            idle_watts,
+            rows,
+            skipped: vec![],
+        })
+}
+
+fn percentile() -> impl Strategy<Value = Percentile> {
+    prop_oneof![
+        Just(Percentile::P50),
+        Just(Percentile::P95),
+        Just(Percentile::P99)
+    ]
+}
+
+fn rate() -> impl Strategy<Value = Option<f64>> {
+    prop_oneof![
+        Just(None),
+        (0.1f64..20000.0).prop_map(Some),
+        any_f64().prop_map(Some)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn never_panics_on_any_input(t in table(false), ms in any_f64(), pct in percentile(), r in rate(),
+                                 min in 0u32..5, extra in 0u32..5, fixed in proptest::option::of(0u32..600)) {
+        if let (Ok(slo), Ok(range)) = (Slo::new(ms, pct), ReplicaRange::new(min, min + extra)) {
+            let mode = fixed.map_or(BatchingMode::Auto, BatchingMode::Fixed);
+            if let Ok(s) = choose(&t, slo, mode, r, range, &Policy::default()) {
+                prop_assert!(!s.reason.is_empty());
+                prop_assert!(s.choice.max_queue_delay_ms >= 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn never_infeasible_when_a_feasible_config_exists(t in table(true), ms in 0.1f64..300.0, pct in percentile()) {
+        let slo = Slo::new(ms, pct).unwrap();
+        let s = choose(&t, slo, BatchingMode::Auto, None, ReplicaRange::single(), &Policy::default()).unwrap();
+        let budget = ms * 0.9;
+        let exists = t.rows.iter().any(|r| r.latency_ms.at(pct).unwrap() <= budget);
+        prop_assert_eq!(s.slo_attainable, exists, "{}", s.reason);
+        if s.slo_attainable {
+            prop_assert!(s.choice.expected_latency_ms <= budget + 1e-9);
+        }
+    }
+
+    #[test]
+    fn a_looser_slo_never_raises_the_energy_of_the_choice(t in table(true), ms in 0.1f64..200.0, extra in 0.0f64..200.0,
+                                                        pct in percentile(), r in proptest::option::of(1.0f64..5000.0),
+                                                        max in 1u32..6) {
+        let range = ReplicaRange::new(1, max).unwrap();
+        let tight = choose(&t, Slo::new(ms, pct).unwrap(), BatchingMode::Auto, r, range, &Policy::default()).unwrap();
+        let loose = choose(&t, Slo::new(ms + extra, pct).unwrap(), BatchingMode::Auto, r, range, &Policy::default()).unwrap();
+        if tight.slo_attainable {
+            prop_assert!(loose.slo_attainable);
+            let (jt, jl) = (tight.choice.joules_per_inference.unwrap(), loose.choice.joules_per_inference.unwrap());
+            prop_assert!(jl <= jt + 1e-12, "tight {} -> {jt}, loose {} -> {jl}", tight.reason, loose.reason);
+        }
+    }
+
+    #[test]
+    fn replicas_stay_within_bounds(t in table(true), ms in 0.1f64..300.0, r in rate(), min in 1u32..8, extra in 0u32..8) {
+        let range = ReplicaRange::new(min, min + extra).unwrap();
+        let s = choose(&t, Slo::new(ms, Percentile::P99).unwrap(), BatchingMode::Auto, r, range, &Policy::default()).unwrap();
+        prop_assert!(s.choice.replicas >= min && s.choice.replicas <= min + extra);
+    }
+}

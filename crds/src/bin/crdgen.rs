@@ -1,0 +1,54 @@
+//! Writes the CRD YAML of the greenbatch API into a directory (default: `crds/` of the workspace),
+//! or with `--check` fails when the checked-in files differ from what the types generate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut check = false;
+    let mut dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR")));
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--check" => check = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: crdgen [--check] [DIR]\n  writes (or checks) the CRD YAML files in DIR (default: crds/)"
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => dir = PathBuf::from(other),
+        }
+    }
+    let mut stale = Vec::new();
+    for crd in greenbatch_crds::all_crds() {
+        let path = dir.join(greenbatch_crds::crd_file_name(&crd));
+        let yaml = match greenbatch_crds::crd_yaml(&crd) {
+            Ok(y) => y,
+            Err(e) => {
+                eprintln!("crdgen: cannot render {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
+        let current = std::fs::read_to_string(&path).ok();
+        if current.as_deref() == Some(yaml.as_str()) {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else if let Err(e) = std::fs::write(&path, yaml) {
+            eprintln!("crdgen: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        } else {
+            println!("wrote {}", path.display());
+        }
+    }
+    if stale.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "crdgen: out of date: {} (run `cargo run -p greenbatch-crds --bin crdgen`)",
+            stale.join(", ")
+        );
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,298 @@
+//! `InferenceService`: a model to serve under a latency SLO, at the least energy per inference.
+
+use crate::condition::Condition;
+use crate::model::{ModelSpec, Precision};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The batch sizes profiled when the user names none.
+pub const DEFAULT_CANDIDATES: [u32; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+/// The largest batch size the API accepts; beyond it a single request stops being "a batch".
+pub const MAX_BATCH_SIZE: u32 = 4096;
+
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "greenbatch.dev",
+    version = "v1alpha1",
+    kind = "InferenceService",
+    namespaced,
+    shortname = "gis",
+    category = "greenbatch",
+    status = "InferenceServiceStatus",
+    derive = "PartialEq",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Batch",
+        type_ = "integer",
+        json_path = ".status.selected.batchSize"
+    ),
+    printcolumn(name = "SLO-ms", type_ = "number", json_path = ".spec.slo.latencyMs"),
+    printcolumn(
+        name = "J/inf",
+        type_ = "number",
+        json_path = ".status.selected.joulesPerInference"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas.ready",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceSpec {
+    pub model: ModelSpec,
+    pub slo: SloSpec,
+    #[serde(default)]
+    pub batching: BatchingSpec,
+    #[serde(default)]
+    pub gpu: GpuSpec,
+    #[serde(default)]
+    pub replicas: ReplicasSpec,
+    #[serde(default)]
+    pub profiling: ProfilingSpec,
+}
+
+/// What to do when no profiled configuration meets the SLO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UnattainablePolicy {
+    /// Do not deploy; the service stays Degraded with the closest configuration in status.
+    #[default]
+    DoNotServe,
+    /// Serve at the closest configuration anyway; the service is Degraded, not Serving.
+    ServeClosest,
+}
+
+/// End-to-end request latency objective: queueing plus execution, at a percentile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SloSpec {
+    #[schemars(range(min = 0, max = 3_600_000), extend("exclusiveMinimum" = true))]
+    pub latency_ms: f64,
+    #[serde(default = "default_percentile")]
+    #[schemars(extend("enum" = [50, 95, 99]))]
+    pub percentile: u32,
+    #[serde(default)]
+    pub when_unattainable: UnattainablePolicy,
+}
+
+fn default_percentile() -> u32 {
+    99
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingMode {
+    /// Profile every candidate and choose the least-energy one that meets the SLO.
+    #[default]
+    Auto,
+    /// Serve at `batchSize`; it is still profiled, and status shows its cost against the best.
+    Fixed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchingSpec {
+    #[serde(default)]
+    pub mode: BatchingMode,
+    /// Batch sizes to profile.
+    #[serde(default = "default_candidates")]
+    #[schemars(length(min = 1, max = 32), inner(range(min = 1, max = 4096)))]
+    pub candidates: Vec<u32>,
+    /// Required with `mode: fixed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub batch_size: Option<u32>,
+}
+
+fn default_candidates() -> Vec<u32> {
+    DEFAULT_CANDIDATES.to_vec()
+}
+
+impl Default for BatchingSpec {
+    fn default() -> Self {
+        BatchingSpec {
+            mode: BatchingMode::Auto,
+            candidates: default_candidates(),
+            batch_size: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuSpec {
+    /// Extended resource name requested per pod.
+    #[serde(default = "default_gpu_resource")]
+    #[schemars(length(min = 1, max = 253))]
+    pub resource: String,
+    /// GPUs per pod; 0 runs on CPU (for development).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 16))]
+    pub count: u32,
+    /// GPU product (the `nvidia.com/gpu.product` node label), e.g. `NVIDIA-H100-80GB-HBM3`. Profiles
+    /// are per product; pods are pinned to nodes with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
+    pub product: Option<String>,
+}
+
+fn default_gpu_resource() -> String {
+    "nvidia.com/gpu".to_string()
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for GpuSpec {
+    fn default() -> Self {
+        GpuSpec {
+            resource: default_gpu_resource(),
+            count: 1,
+            product: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicasSpec {
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min: u32,
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: u32,
+}
+
+impl Default for ReplicasSpec {
+    fn default() -> Self {
+        ReplicasSpec { min: 1, max: 1 }
+    }
+}
+
+/// The measurement protocol (see docs/measurement.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfilingSpec {
+    /// Measurement windows per batch size; the median is reported.
+    #[serde(default = "default_windows")]
+    #[schemars(range(min = 3, max = 50))]
+    pub windows: u32,
+    /// Length of each window. The NVML energy counter moves every ~100 ms: below 0.5 s it is noise.
+    #[serde(default = "default_window_seconds")]
+    #[schemars(range(min = 0.1, max = 60.0))]
+    pub window_seconds: f64,
+    #[serde(default = "default_warmup_seconds")]
+    #[schemars(range(min = 0.0, max = 300.0))]
+    pub warmup_seconds: f64,
+    /// Re-measure a batch size when (max - min) / median of its windows exceeds this.
+    #[serde(default = "default_max_spread")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub max_spread: f64,
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+fn default_windows() -> u32 {
+    5
+}
+fn default_window_seconds() -> f64 {
+    0.5
+}
+fn default_warmup_seconds() -> f64 {
+    1.0
+}
+fn default_max_spread() -> f64 {
+    0.1
+}
+
+impl Default for ProfilingSpec {
+    fn default() -> Self {
+        ProfilingSpec {
+            windows: default_windows(),
+            window_seconds: default_window_seconds(),
+            warmup_seconds: default_warmup_seconds(),
+            max_spread: default_max_spread(),
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Profiling,
+    Serving,
+    Degraded,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Name of the EnergyProfile (same namespace) the choice was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<SelectedConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedServing>,
+}
+
+/// The configuration greenbatch serves at, with the numbers it was chosen on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedConfig {
+    pub batch_size: u32,
+    pub max_queue_delay_ms: f64,
+    /// Expected latency at the SLO percentile (queue delay + execution).
+    pub expected_latency_ms: f64,
+    pub percentile: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_inference: Option<f64>,
+    /// What batch 1 costs: the baseline the choice saves against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch1_joules_per_inference: Option<f64>,
+    pub slo_attainable: bool,
+    /// The meter the energy numbers came from.
+    pub meter: greenbatch_core::MeterKind,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    pub desired: u32,
+    pub ready: u32,
+}
+
+/// What the serving pods measure (from their /metrics), to check predictions against.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedServing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joules_per_inference: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_ms: Option<f64>,
+}

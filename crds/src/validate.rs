@@ -1,0 +1,235 @@
+//! Spec rules a Kubernetes 1.20 API server cannot express in a CRD schema (one-of, cross-field,
+//! semantic checks), as a pure function. Every error names the field it is about, in the same
+//! path syntax the API server uses (`spec.batching.batchSize`).
+
+use crate::inference_service::{BatchingMode, InferenceServiceSpec, MAX_BATCH_SIZE};
+use greenbatch_core::{BatchingMode as CoreMode, ReplicaRange, Slo};
+
+/// Elements in one item above which an input is refused: 2^28 floats is 1 GiB per item.
+pub const MAX_ITEM_ELEMENTS: i64 = 1 << 28;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// All errors, joined for a condition message.
+pub fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A spec that passed validation, in the decision core's terms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedSpec {
+    pub slo: Slo,
+    pub mode: CoreMode,
+    pub replicas: ReplicaRange,
+    /// Sorted, de-duplicated batch sizes to profile (in fixed mode the fixed size is included).
+    pub candidates: Vec<u32>,
+}
+
+pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
+    let mut errors = Vec::new();
+
+    let source = &spec.model.source;
+    match (&source.uri, &source.builtin) {
+        (Some(_), Some(_)) => errors.push(err(
+            "spec.model.source",
+            "set exactly one of uri or builtin, not both",
+        )),
+        (None, None) => errors.push(err(
+            "spec.model.source",
+            "set exactly one of uri or builtin",
+        )),
+        (Some(uri), None) => {
+            let rest = uri
+                .strip_prefix("file://")
+                .or_else(|| uri.strip_prefix("pvc://"));
+            match rest {
+                None => errors.push(err(
+                    "spec.model.source.uri",
+                    format!("unsupported scheme in {uri:?}: use file:// or pvc://"),
+                )),
+                Some(path) if path.is_empty() || path.split('/').any(|seg| seg == "..") => errors
+                    .push(err(
+                        "spec.model.source.uri",
+                        format!("{uri:?} has an empty path or a '..' segment"),
+                    )),
+                Some(path)
+                    if uri.starts_with("pvc://") && !path.trim_start_matches('/').contains('/') =>
+                {
+                    errors.push(err(
+                        "spec.model.source.uri",
+                        format!("{uri:?} must be pvc://<claim>/<path-in-claim>"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    if let Some(d) = &source.digest {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64
+            || !hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
+            errors.push(err(
+                "spec.model.source.digest",
+                format!("{d:?} is not sha256:<64 lowercase hex digits>"),
+            ));
+        }
+    }
+
+    let shape = &spec.model.input.shape;
+    if shape.is_empty() {
+        errors.push(err(
+            "spec.model.input.shape",
+            "must have at least one dimension",
+        ));
+    } else if let Some((i, d)) = shape.iter().enumerate().find(|(_, d)| **d < 1) {
+        errors.push(err(
+            &format!("spec.model.input.shape[{i}]"),
+            format!("dimension must be >= 1, got {d}"),
+        ));
+    } else {
+        let elements = shape.iter().try_fold(1i64, |acc, d| acc.checked_mul(*d));
+        if elements.is_none_or(|n| n > MAX_ITEM_ELEMENTS) {
+            errors.push(err(
+                "spec.model.input.shape",
+                format!("{shape:?} has more than {MAX_ITEM_ELEMENTS} elements per item"),
+            ));
+        }
+    }
+
+    let slo = Slo::from_parts(spec.slo.latency_ms, spec.slo.percentile)
+        .map_err(|e| {
+            let field = if matches!(e, greenbatch_core::SloError::Percentile(_)) {
+                "spec.slo.percentile"
+            } else {
+                "spec.slo.latencyMs"
+            };
+            errors.push(err(field, e.to_string()));
+        })
+        .ok();
+
+    let b = &spec.batching;
+    let mut candidates: Vec<u32> = b.candidates.clone();
+    if candidates.is_empty() {
+        errors.push(err(
+            "spec.batching.candidates",
+            "must list at least one batch size",
+        ));
+    }
+    if let Some((i, c)) = candidates
+        .iter()
+        .enumerate()
+        .find(|(_, c)| **c < 1 || **c > MAX_BATCH_SIZE)
+    {
+        errors.push(err(
+            &format!("spec.batching.candidates[{i}]"),
+            format!("must be in 1..={MAX_BATCH_SIZE}, got {c}"),
+        ));
+    }
+    let mode = match (b.mode, b.batch_size) {
+        (BatchingMode::Auto, _) => Some(CoreMode::Auto),
+        (BatchingMode::Fixed, None) => {
+            errors.push(err(
+                "spec.batching.batchSize",
+                "required when mode is fixed",
+            ));
+            None
+        }
+        (BatchingMode::Fixed, Some(size)) if !(1..=MAX_BATCH_SIZE).contains(&size) => {
+            errors.push(err(
+                "spec.batching.batchSize",
+                format!("must be in 1..={MAX_BATCH_SIZE}, got {size}"),
+            ));
+            None
+        }
+        (BatchingMode::Fixed, Some(size)) => {
+            candidates.push(size);
+            Some(CoreMode::Fixed(size))
+        }
+    };
+    candidates.sort_unstable();
+    candidates.dedup();
+
+    let replicas = ReplicaRange::new(spec.replicas.min, spec.replicas.max)
+        .map_err(|_| {
+            errors.push(err(
+                "spec.replicas",
+                format!(
+                    "min must be >= 1 and <= max, got min {}, max {}",
+                    spec.replicas.min, spec.replicas.max
+                ),
+            ))
+        })
+        .ok();
+
+    if spec.gpu.count > 0 && spec.gpu.resource.trim().is_empty() {
+        errors.push(err(
+            "spec.gpu.resource",
+            "must name an extended resource when count > 0",
+        ));
+    }
+    if spec.gpu.count == 0 && spec.gpu.product.is_some() {
+        errors.push(err(
+            "spec.gpu.product",
+            "set with gpu.count 0: a CPU service cannot be pinned to a GPU product",
+        ));
+    }
+
+    let p = &spec.profiling;
+    if !(3..=50).contains(&p.windows) {
+        errors.push(err(
+            "spec.profiling.windows",
+            format!("must be in 3..=50, got {}", p.windows),
+        ));
+    }
+    if !(p.window_seconds.is_finite() && (0.1..=60.0).contains(&p.window_seconds)) {
+        errors.push(err(
+            "spec.profiling.windowSeconds",
+            format!("must be in 0.1..=60, got {}", p.window_seconds),
+        ));
+    }
+    if !(p.warmup_seconds.is_finite() && (0.0..=300.0).contains(&p.warmup_seconds)) {
+        errors.push(err(
+            "spec.profiling.warmupSeconds",
+            format!("must be in 0..=300, got {}", p.warmup_seconds),
+        ));
+    }
+    if !(p.max_spread.is_finite() && (0.0..=10.0).contains(&p.max_spread)) {
+        errors.push(err(
+            "spec.profiling.maxSpread",
+            format!("must be in 0..=10, got {}", p.max_spread),
+        ));
+    }
+
+    match (slo, mode, replicas) {
+        (Some(slo), Some(mode), Some(replicas)) if errors.is_empty() => Ok(ValidatedSpec {
+            slo,
+            mode,
+            replicas,
+            candidates,
+        }),
+        _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+use super::*;
+use crate::inference_service::{
+    BatchingSpec, GpuSpec, ProfilingSpec, ReplicasSpec, SloSpec, UnattainablePolicy,
+};
+use crate::model::{BuiltinModel, Dtype, InputSpec, ModelSource, ModelSpec};
+
+fn valid() -> InferenceServiceSpec {
+    InferenceServiceSpec {
+        model: ModelSpec {
+            source: ModelSource {
+                builtin: Some(BuiltinModel::Resnet50),
+                ..Default::default()
+            },
+            input: InputSpec {
+                shape: vec![3, 224, 224],
+                dtype: Dtype::Float32,
+            },
+        },
+        slo: SloSpec {
+            latency_ms: 50.0,
+            percentile: 99,
+            when_unattainable: UnattainablePolicy::DoNotServe,
+        },
+        batching: BatchingSpec::default(),
+        gpu: GpuSpec::default(),
+        replicas: ReplicasSpec { min: 1, max: 4 },
+        profiling: ProfilingSpec::default(),
+    }
+}
+
+fn fields(spec: &InferenceServiceSpec) -> Vec<String> {
+    validate_spec(spec)
+        .unwrap_err()
+        .into_iter()
+        .map(|e| e.field)
+        .collect()
+}
+
+#[test]
+fn a_valid_spec_becomes_core_terms() {
+    let v = validate_spec(&valid()).unwrap();
+    assert_eq!(v.slo.latency_ms(), 50.0);
+    assert_eq!(v.mode, CoreMode::Auto);
+    assert_eq!((v.replicas.min(), v.replicas.max()), (1, 4));
+    assert_eq!(v.candidates, vec![1, 2, 4, 8, 16, 32, 64, 128, 256]);
+}
+
+#[test]
+fn fixed_mode_adds_its_size_to_the_candidates() {
+    let mut s = valid();
+    s.batching = BatchingSpec {
+        mode: BatchingMode::Fixed,
+        candidates: vec![4, 1, 4],
+        batch_size: Some(12),
+    };
+    let v = validate_spec(&s).unwrap();
+    assert_eq!(v.mode, CoreMode::Fixed(12));
+    assert_eq!(v.candidates, vec![1, 4, 12]);
+}
+
+type Mutation = fn(&mut InferenceServiceSpec);
+
+#[test]
+fn each_bad_field_is_named() {
+    let cases: Vec<(Mutation, &str)> = vec![
+        (
+            |s| s.model.source.uri = Some("file:///m.pt".into()),
+            "spec.model.source",
+        ),
+        (|s| s.model.source.builtin = None, "spec.model.source"),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("http://x/m.pt".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("file://../etc/passwd".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("pvc://claim-only".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| s.model.source.digest = Some("sha256:XYZ".into()),
+            "spec.model.source.digest",
+        ),
+        (|s| s.model.input.shape = vec![], "spec.model.input.shape"),
+        (
+            |s| s.model.input.shape = vec![3, 0, 224],
+            "spec.model.input.shape[1]",
+        ),
+        (
+            |s| s.model.input.shape = vec![1 << 20, 1 << 20],
+            "spec.model.input.shape",
+        ),
+        (
+            |s| s.model.input.shape = vec![i64::MAX, 3],
+            "spec.model.input.shape",
+        ),
+        (|s| s.slo.latency_ms = 0.0, "spec.slo.latencyMs"),
+        (|s| s.slo.latency_ms = f64::NAN, "spec.slo.latencyMs"),
+        (|s| s.slo.percentile = 90, "spec.slo.percentile"),
+        (
+            |s| s.batching.candidates = vec![],
+            "spec.batching.candidates",
+        ),
+        (
+            |s| s.batching.candidates = vec![1, 0],
+            "spec.batching.candidates[1]",
+        ),
+        (
+            |s| s.batching.candidates = vec![1, 5000],
+            "spec.batching.candidates[1]",
+        ),
+        (
+            |s| s.batching.mode = BatchingMode::Fixed,
+            "spec.batching.batchSize",
+        ),
+        (
+            |s| {
+                s.batching.mode = BatchingMode::Fixed;
+                s.batching.batch_size = Some(0)
+            },
+            "spec.batching.batchSize",
+        ),
+        (
+            |s| s.replicas = ReplicasSpec { min: 3, max: 2 },
+            "spec.replicas",
+        ),
+        (
+            |s| s.replicas = ReplicasSpec { min: 0, max: 2 },
+            "spec.replicas",
+        ),
+        (|s| s.gpu.resource = " ".into(), "spec.gpu.resource"),
+        (
+            |s| {
+                s.gpu.count = 0;
+                s.gpu.product = Some("NVIDIA-H100".into())
+            },
+            "spec.gpu.product",
+        ),
+        (|s| s.profiling.windows = 1, "spec.profiling.windows"),
+        (
+            |s| s.profiling.window_seconds = f64::INFINITY,
+            "spec.profiling.windowSeconds",
+        ),
+        (
+            |s| s.profiling.warmup_seconds = -1.0,
+            "spec.profiling.warmupSeconds",
+        ),
+        (
+            |s| s.profiling.max_spread = f64::NAN,
+            "spec.profiling.maxSpread",
+        ),
+    ];
+    for (i, (mutate, field)) in cases.into_iter().enumerate() {
+        let mut s = valid();
+        mutate(&mut s);
+        let got = fields(&s);
+        assert!(
+            got.iter().any(|f| f == field),
+            "case {i}: expected an error on {field}, got {got:?}"
+        );
+        let msg = describe(&validate_spec(&s).unwrap_err());
+        assert!(msg.contains(field), "case {i}: {msg}");
+    }
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let mut s = valid();
+    s.slo.latency_ms = -1.0;
+    s.replicas = ReplicasSpec { min: 5, max: 1 };
+    s.batching.candidates = vec![];
+    let got = fields(&s);
+    assert_eq!(got.len(), 3, "{got:?}");
+}

@@ -1,0 +1,23 @@
+# Shared helpers for the setup scripts. Sourced, never executed.
+# Everything downloaded or built is cached under one fixed directory so a second run is fast.
+GREENBATCH_CACHE="${GREENBATCH_CACHE:-$HOME/.cache/greenbatch}"
+export GREENBATCH_CACHE
+mkdir -p "$GREENBATCH_CACHE"
+
+log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# apt-get update at most once per script run, and only when a package is missing.
+_apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null || die "need Debian packages ${missing[*]} but apt-get is not available"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  local aptlog="$GREENBATCH_CACHE/apt.log"
+  if [ $_apt_updated -eq 0 ]; then $sudo apt-get update -qq >>"$aptlog" 2>&1 || die "apt-get update failed (see $aptlog)"; _apt_updated=1; fi
+  log "installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1 \
+    || { tail -20 "$aptlog" >&2; die "apt-get install ${missing[*]} failed (full log: $aptlog)"; }
+}
