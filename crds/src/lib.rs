@@ -9,6 +9,10 @@
 //! (types, enums, ranges, non-empty lists). What it cannot express (one-of, cross-field rules) is
 //! checked by the pure [`validate`] module, whose errors name the field.
 
+// `#[kube(printcolumn(type_ = ..), printcolumn(type_ = ..))]` repeats keys inside different
+// printcolumn groups, which clippy's duplicated_attributes lint misreads as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod condition;
 pub mod energy_profile;
 pub mod inference_service;
@@ -32,7 +36,34 @@ use kube::CustomResourceExt;
 
 /// Every CRD of the API, in apply order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![InferenceService::crd(), EnergyProfile::crd()]
+    vec![
+        without_null_enum_values(InferenceService::crd()),
+        without_null_enum_values(EnergyProfile::crd()),
+    ]
+}
+
+/// schemars lists `null` among the `enum` values of an `Option<enum>` (beside `nullable: true`).
+/// A 1.20 API server then rejects the whole CRD ("per-version schemas may not all be set to
+/// identical values") and kubectl 1.33 refuses the YAML ("unknown object type nil"). `nullable`
+/// alone already admits the absent value our types produce, so the `null` entries are dropped.
+fn without_null_enum_values(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|x| !x.is_null());
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    strip(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// The file name each CRD is checked in under `crds/`.

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# GPU checks for the runtime's profiler, in one run on a GPU host (no Rust toolchain needed there):
+#   1. the CUDA link trap is fixed: the binary links libtorch_cuda and sees the GPU;
+#   2. for resnet50 and shufflenet_v2_x0_5 (TorchScript traced from torchvision, random weights):
+#      Python torch eager sweep, then `greenbatch-runtime profile` twice back to back, all with the
+#      same protocol and the same NVML counter; compare.py prints latency and J/inference ratios,
+#      the deviation from the H200 reference sweep, and run-to-run agreement;
+#   3. CUDA out of memory at a huge batch is reported as a skipped row, not a crash.
+# Usage (repo root): BIN=path/to/greenbatch-runtime OUT=results-dir bash benchmarks/gpu/run.sh
+set -uo pipefail
+BIN=${BIN:-.device/greenbatch-runtime}
+OUT=${OUT:-/tmp/greenbatch-gpu}
+WORK=$(mktemp -d)
+MODELS=${MODELS:-"resnet50 shufflenet_v2_x0_5"}
+ANCHOR=core/fixtures/h200_torch_eager_sweep.json
+mkdir -p "$OUT"
+TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1 GREENBATCH_LOG_FORMAT=text
+step() { echo "== $(date +%T) $*"; }
+
+step "host"
+nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,temperature.gpu --format=csv | tee "$OUT/host.txt"
+python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$OUT/host.txt"
+step "link check"
+if ldd "$BIN" | grep -q libtorch_cuda.so; then echo "ok: $BIN links libtorch_cuda.so"; else echo "FAIL: libtorch_cuda.so not linked"; fi | tee -a "$OUT/host.txt"
+
+for m in $MODELS; do
+  step "trace $m"
+  timeout 120 python3 benchmarks/python_eager_sweep.py --model "$m" --trace-to "$WORK/$m.pt" || echo "FAIL trace $m"
+done
+for m in $MODELS; do
+  step "python eager $m"
+  timeout 200 python3 benchmarks/python_eager_sweep.py --model "$m" --device cuda --out "$OUT/py-$m.json" 2>>"$OUT/log.txt" || echo "FAIL python $m"
+  for run in 1 2; do
+    step "rust profile $m run $run"
+    timeout 200 "$BIN" profile --model "$WORK/$m.pt" --json "$OUT/rust$run-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
+    echo "exit $?"
+  done
+  python3 benchmarks/compare.py --title "$m fp32" --python "$OUT/py-$m.json" --rust "$OUT/rust1-$m.json" \
+    --rust2 "$OUT/rust2-$m.json" --anchor "$ANCHOR" --anchor-model "$m" | tee -a "$OUT/compare.md"
+done
+
+step "out of memory is a row, not a crash"
+timeout 120 "$BIN" profile --model builtin:resnet18 --shape 3,2048,2048 --candidates 1,1024,2048 --windows 3 \
+  --window-seconds 0.2 --warmup-seconds 0 --json "$OUT/oom.json" >"$OUT/oom.txt" 2>&1
+echo "exit $?" | tee -a "$OUT/oom.txt"
+tail -n 8 "$OUT/oom.txt"
+
+step "tune on the GPU (resnet50, p95 <= 10 ms) from the saved profile"
+"$BIN" tune --from-profile "$OUT/rust1-resnet50.json" --slo-ms 10 --percentile 95 --plot "$OUT/tune-resnet50.svg" | tail -n 9
+step "done"

@@ -1,0 +1,161 @@
+//! Command-line arguments. Parsing only: each command lives in its own module.
+
+use crate::device::DeviceArg;
+use crate::meter::MeterChoice;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "greenbatch-runtime",
+    version,
+    about = "Measure, choose and serve the energy-optimal batch size of a model"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "GREENBATCH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Measure latency and joules per inference for each candidate batch size.
+    Profile(ProfileArgs),
+    /// Profile (or load a saved profile) and choose the batching config for an SLO, locally.
+    Tune(TuneArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// `builtin:<name>` (random weights, e.g. builtin:resnet50) or a TorchScript file path.
+    #[arg(long, env = "GREENBATCH_MODEL")]
+    pub model: String,
+    /// One item's shape without the batch dimension, e.g. 3,224,224.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "3,224,224",
+        env = "GREENBATCH_INPUT_SHAPE"
+    )]
+    pub shape: Vec<i64>,
+    /// Input element type: float32, float16, bfloat16, int64, int32, uint8.
+    #[arg(long, default_value = "float32", env = "GREENBATCH_INPUT_DTYPE")]
+    pub dtype: String,
+    /// fp32 (default), or fp16 / bf16 on CUDA.
+    #[arg(long, default_value = "fp32", env = "GREENBATCH_PRECISION")]
+    pub precision: String,
+    /// auto (CUDA when available), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto", env = "GREENBATCH_DEVICE")]
+    pub device: DeviceArg,
+    /// Intra-op CPU threads for libtorch (default: libtorch's own choice).
+    #[arg(long, env = "GREENBATCH_THREADS")]
+    pub threads: Option<i32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProtocolArgs {
+    /// Batch sizes to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16,32,64,128,256",
+        env = "GREENBATCH_CANDIDATES"
+    )]
+    pub candidates: Vec<u32>,
+    #[arg(long, default_value_t = 5, env = "GREENBATCH_WINDOWS")]
+    pub windows: u32,
+    #[arg(long, default_value_t = 0.5, env = "GREENBATCH_WINDOW_SECONDS")]
+    pub window_seconds: f64,
+    #[arg(long, default_value_t = 1.0, env = "GREENBATCH_WARMUP_SECONDS")]
+    pub warmup_seconds: f64,
+    /// Re-measure a batch size while (max - min) / median of its windows' J/inference exceeds this.
+    #[arg(long, default_value_t = 0.1, env = "GREENBATCH_MAX_SPREAD")]
+    pub max_spread: f64,
+    /// auto, nvml, nvml-power, rapl, synthetic (a labelled test double), none.
+    #[arg(long, default_value = "auto", env = "GREENBATCH_METER")]
+    pub meter: MeterChoice,
+    /// Stop growing the batch once its p50 exceeds this many milliseconds.
+    #[arg(long, env = "GREENBATCH_STOP_LATENCY_MS")]
+    pub stop_latency_ms: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+    /// Write the profile (EnergyProfile status schema) as JSON here; `-` for stdout.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the status of this EnergyProfile in the cluster (kubeconfig or in-cluster credentials).
+    #[arg(long, env = "GREENBATCH_PROFILE_NAME")]
+    pub output_profile: Option<String>,
+    /// Namespace of --output-profile (default: the client's default namespace).
+    #[arg(long, env = "GREENBATCH_PROFILE_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Model to profile (omit with --from-profile).
+    #[arg(
+        long,
+        env = "GREENBATCH_MODEL",
+        required_unless_present = "from_profile"
+    )]
+    pub model: Option<String>,
+    #[arg(long, value_delimiter = ',', default_value = "3,224,224")]
+    pub shape: Vec<i64>,
+    #[arg(long, default_value = "float32")]
+    pub dtype: String,
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceArg,
+    #[arg(long)]
+    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+    /// Use a saved profile (JSON written by `profile --json`) instead of measuring.
+    #[arg(long, conflicts_with = "model")]
+    pub from_profile: Option<PathBuf>,
+    /// Latency SLO in milliseconds (end to end: queueing + execution).
+    #[arg(long)]
+    pub slo_ms: f64,
+    /// SLO percentile: 50, 95 or 99.
+    #[arg(long, default_value_t = 99)]
+    pub percentile: u32,
+    /// Expected arrival rate (inferences per second); sizes replicas and the queue delay for it.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub max_replicas: u32,
+    /// Write an SVG plot (J/inference and latency vs batch size, SLO line, the pick marked).
+    #[arg(long, default_value = "greenbatch-tune.svg")]
+    pub plot: PathBuf,
+    /// Also write the profile JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl TuneArgs {
+    pub fn model_args(&self) -> Option<ModelArgs> {
+        Some(ModelArgs {
+            model: self.model.clone()?,
+            shape: self.shape.clone(),
+            dtype: self.dtype.clone(),
+            precision: self.precision.clone(),
+            device: self.device,
+            threads: self.threads,
+        })
+    }
+}

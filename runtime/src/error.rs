@@ -1,0 +1,92 @@
+//! Runtime errors and the process exit code each maps to. Distinct codes let a Job's controller (and
+//! a person reading `kubectl describe pod`) tell a bad model from a bad argument from a broken GPU.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("invalid argument {arg}: {message}")]
+    Usage { arg: &'static str, message: String },
+    #[error("cannot read model file {path}: {message}")]
+    ModelMissing { path: PathBuf, message: String },
+    #[error("cannot load TorchScript model {path}: {message}")]
+    ModelCorrupt { path: PathBuf, message: String },
+    #[error("model rejects the declared input {shape:?} ({dtype}): {message}")]
+    InputMismatch {
+        shape: Vec<i64>,
+        dtype: String,
+        message: String,
+    },
+    #[error("unknown builtin model {name:?}; known: {known}")]
+    UnknownBuiltin { name: String, known: String },
+    #[error("energy meter {kind} unavailable: {message}")]
+    Meter { kind: String, message: String },
+    #[error("no batch size could be measured: {0}")]
+    NothingMeasured(String),
+    #[error("cannot write {path}: {message}")]
+    Output { path: String, message: String },
+    #[error("Kubernetes API: {0}")]
+    Cluster(String),
+    #[error("{0} is not supported on this device: {1}")]
+    Unsupported(String, String),
+    #[error("invalid batch sizes: {0}")]
+    Candidates(String),
+}
+
+impl RuntimeError {
+    /// Exit codes: 2 usage, 3 model file missing, 4 model corrupt, 5 input mismatch, 6 unknown
+    /// builtin, 7 meter unavailable, 8 nothing measured (e.g. out of memory at every size),
+    /// 9 output not writable, 10 Kubernetes API failure, 11 unsupported on this device,
+    /// 12 invalid candidate batch sizes.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RuntimeError::Usage { .. } => 2,
+            RuntimeError::ModelMissing { .. } => 3,
+            RuntimeError::ModelCorrupt { .. } => 4,
+            RuntimeError::InputMismatch { .. } => 5,
+            RuntimeError::UnknownBuiltin { .. } => 6,
+            RuntimeError::Meter { .. } => 7,
+            RuntimeError::NothingMeasured(_) => 8,
+            RuntimeError::Output { .. } => 9,
+            RuntimeError::Cluster(_) => 10,
+            RuntimeError::Unsupported(..) => 11,
+            RuntimeError::Candidates(_) => 12,
+        }
+    }
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// The first line(s) of a libtorch error: its C++ backtraces are noise for a user. Handles both
+/// real newlines and the escaped `\n` of an error that went through `Debug` (tch's panics).
+pub fn torch_message(e: &impl std::fmt::Display) -> String {
+    let full = e.to_string().replace("\\n", "\n");
+    let full = full
+        .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+        .map(|rest| rest.trim_start_matches("Torch(\"").to_string())
+        .unwrap_or(full);
+    let lines: Vec<&str> = full
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Exception raised from") && !l.starts_with("frame #")
+        })
+        .take(4)
+        .collect();
+    lines.join(" | ").trim_end_matches("\")").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_messages_lose_backtraces_and_debug_wrapping() {
+        let panic = "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 256.00 GiB.\\nException raised from malloc at x.cpp:1 (most recent call first):\\nframe #0: c10::Error\")";
+        assert_eq!(
+            torch_message(&panic),
+            "CUDA out of memory. Tried to allocate 256.00 GiB."
+        );
+        assert_eq!(torch_message(&"bad shape\nframe #1: foo"), "bad shape");
+    }
+}

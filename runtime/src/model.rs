@@ -1,0 +1,339 @@
+//! Loading a model (a TorchScript file, or a tch::vision architecture with random weights) and
+//! running one batch through it. Errors from libtorch — which tch turns into panics in its
+//! non-`f_` API — are caught here and classified (out of memory vs. anything else), so one bad batch
+//! size becomes a row in the report instead of a crash.
+
+use crate::error::{Result, RuntimeError, torch_message};
+use greenbatch_crds::{BuiltinModel, Dtype, Precision};
+use std::path::PathBuf;
+use tch::nn::ModuleT;
+use tch::{CModule, Device, IValue, Kind, Tensor, nn};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSource {
+    TorchScript(PathBuf),
+    Builtin(BuiltinModel),
+}
+
+impl ModelSource {
+    /// Parses `builtin:<name>`, `file://<path>` or a plain path.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(name) = s.strip_prefix("builtin:") {
+            return BuiltinModel::from_name(name)
+                .map(ModelSource::Builtin)
+                .ok_or_else(|| RuntimeError::UnknownBuiltin {
+                    name: name.to_string(),
+                    known: BuiltinModel::ALL
+                        .iter()
+                        .map(|m| m.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+        }
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        if path.is_empty() {
+            return Err(RuntimeError::Usage {
+                arg: "--model",
+                message: "empty model path".into(),
+            });
+        }
+        Ok(ModelSource::TorchScript(PathBuf::from(path)))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::TorchScript(p) => format!("TorchScript {}", p.display()),
+            ModelSource::Builtin(b) => format!("builtin {b} (random weights)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub source: ModelSource,
+    /// One item's shape, without the batch dimension.
+    pub item_shape: Vec<i64>,
+    pub dtype: Dtype,
+    pub precision: Precision,
+    pub device: Device,
+}
+
+enum Net {
+    Script(CModule),
+    Native {
+        _vars: nn::VarStore,
+        net: Box<dyn ModuleT>,
+    },
+}
+
+/// Why a batch failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForwardError {
+    OutOfMemory(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardError::OutOfMemory(m) => write!(f, "out of memory: {m}"),
+            ForwardError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+pub struct LoadedModel {
+    net: Net,
+    pub config: ModelConfig,
+    input_kind: Kind,
+}
+
+fn input_kind(dtype: Dtype, precision: Precision) -> Kind {
+    match (dtype, precision) {
+        (Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16, Precision::Fp16) => Kind::Half,
+        (Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16, Precision::Bf16) => Kind::BFloat16,
+        (Dtype::Float32, Precision::Fp32) => Kind::Float,
+        (Dtype::Float16, Precision::Fp32) => Kind::Half,
+        (Dtype::Bfloat16, Precision::Fp32) => Kind::BFloat16,
+        (Dtype::Int64, _) => Kind::Int64,
+        (Dtype::Int32, _) => Kind::Int,
+        (Dtype::Uint8, _) => Kind::Uint8,
+    }
+}
+
+fn build_native(model: BuiltinModel, p: &nn::Path) -> Box<dyn ModuleT> {
+    use tch::vision::*;
+    const CLASSES: i64 = 1000;
+    match model {
+        BuiltinModel::Resnet18 => Box::new(resnet::resnet18(p, CLASSES)),
+        BuiltinModel::Resnet34 => Box::new(resnet::resnet34(p, CLASSES)),
+        BuiltinModel::Resnet50 => Box::new(resnet::resnet50(p, CLASSES)),
+        BuiltinModel::Resnet101 => Box::new(resnet::resnet101(p, CLASSES)),
+        BuiltinModel::Alexnet => Box::new(alexnet::alexnet(p, CLASSES)),
+        BuiltinModel::Vgg16 => Box::new(vgg::vgg16(p, CLASSES)),
+        BuiltinModel::Densenet121 => Box::new(densenet::densenet121(p, CLASSES)),
+        BuiltinModel::MobilenetV2 => Box::new(mobilenet::v2(p, CLASSES)),
+        BuiltinModel::EfficientnetB0 => Box::new(efficientnet::b0(p, CLASSES)),
+        BuiltinModel::Squeezenet1_1 => Box::new(squeezenet::v1_1(p, CLASSES)),
+    }
+}
+
+thread_local! {
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs a panic hook that stays quiet for panics this module catches on purpose (libtorch
+/// errors surfaced by tch as panics) and reports every other panic as usual.
+pub fn install_panic_filter() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !CATCHING.with(|c| c.get()) {
+            default(info);
+        }
+    }));
+}
+
+/// Runs `f`, turning a panic (a libtorch exception via tch) into a classified error.
+pub fn catch_torch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, ForwardError> {
+    CATCHING.with(|c| c.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(false));
+    result.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "libtorch error".to_string());
+        classify(&msg)
+    })
+}
+
+fn classify(msg: &str) -> ForwardError {
+    let short = torch_message(&msg);
+    if msg.contains("out of memory")
+        || msg.contains("CUBLAS_STATUS_ALLOC_FAILED")
+        || msg.contains("DefaultCPUAllocator: can't allocate")
+    {
+        ForwardError::OutOfMemory(short)
+    } else {
+        ForwardError::Failed(short)
+    }
+}
+
+impl LoadedModel {
+    /// Loads the model and proves it accepts the declared input by running batches of 1 and 2.
+    pub fn load(config: ModelConfig) -> Result<Self> {
+        let is_float = matches!(
+            config.dtype,
+            Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16
+        );
+        if config.precision != Precision::Fp32 && !config.device.is_cuda() {
+            return Err(RuntimeError::Unsupported(
+                format!("precision {}", config.precision.as_str()),
+                "fp16/bf16 are offered on CUDA only; use fp32 on CPU".into(),
+            ));
+        }
+        if config.precision != Precision::Fp32 && !is_float {
+            return Err(RuntimeError::Usage {
+                arg: "--precision",
+                message: format!(
+                    "{} applies to float inputs, not {:?}",
+                    config.precision.as_str(),
+                    config.dtype
+                ),
+            });
+        }
+        let kind = input_kind(config.dtype, config.precision);
+        let net = match &config.source {
+            ModelSource::TorchScript(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| RuntimeError::ModelMissing {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                if !meta.is_file() {
+                    return Err(RuntimeError::ModelMissing {
+                        path: path.clone(),
+                        message: "not a regular file".into(),
+                    });
+                }
+                let mut module = CModule::load_on_device(path, config.device).map_err(|e| {
+                    RuntimeError::ModelCorrupt {
+                        path: path.clone(),
+                        message: torch_message(&e),
+                    }
+                })?;
+                module.set_eval();
+                if config.precision != Precision::Fp32 {
+                    module.to(config.device, kind, false);
+                }
+                Net::Script(module)
+            }
+            ModelSource::Builtin(b) => {
+                let mut vars = nn::VarStore::new(config.device);
+                let net = build_native(*b, &vars.root());
+                match config.precision {
+                    Precision::Fp32 => {}
+                    Precision::Fp16 => vars.half(),
+                    Precision::Bf16 => vars.bfloat16(),
+                }
+                Net::Native { _vars: vars, net }
+            }
+        };
+        let model = LoadedModel {
+            net,
+            config,
+            input_kind: kind,
+        };
+        for batch in [1, 2] {
+            let input = model
+                .example_input(batch)
+                .map_err(|e| model.mismatch(e.to_string()))?;
+            let output = model
+                .forward(&input)
+                .map_err(|e| model.mismatch(e.to_string()))?;
+            // Responses are split per request along the first dimension: it must be the batch.
+            let leading = output.size().first().copied();
+            if leading != Some(i64::from(batch)) {
+                return Err(model.mismatch(format!(
+                    "output shape {:?} does not keep the batch dimension {batch} first",
+                    output.size()
+                )));
+            }
+        }
+        Ok(model)
+    }
+
+    fn mismatch(&self, message: String) -> RuntimeError {
+        RuntimeError::InputMismatch {
+            shape: self.config.item_shape.clone(),
+            dtype: format!("{:?}", self.config.dtype),
+            message,
+        }
+    }
+
+    pub fn random_weights(&self) -> bool {
+        matches!(self.config.source, ModelSource::Builtin(_))
+    }
+
+    /// A batch of `batch` items of the declared shape: standard-normal floats, or zeros for
+    /// integer inputs (token ids and the like must stay in range).
+    pub fn example_input(&self, batch: u32) -> std::result::Result<Tensor, ForwardError> {
+        let mut shape = vec![i64::from(batch)];
+        shape.extend_from_slice(&self.config.item_shape);
+        let (kind, device) = (self.input_kind, self.config.device);
+        catch_torch(|| match kind {
+            Kind::Float | Kind::Half | Kind::BFloat16 => {
+                Tensor::randn(shape.as_slice(), (kind, device))
+            }
+            _ => Tensor::zeros(shape.as_slice(), (kind, device)),
+        })
+    }
+
+    /// Runs one batch and waits for the device to finish it.
+    pub fn forward(&self, input: &Tensor) -> std::result::Result<Tensor, ForwardError> {
+        let out = catch_torch(|| {
+            let _guard = tch::no_grad_guard();
+            match &self.net {
+                Net::Script(m) => m
+                    .forward_is(&[IValue::Tensor(input.shallow_clone())])
+                    .map_err(|e| classify(&e.to_string())),
+                Net::Native { net, .. } => Ok(IValue::Tensor(net.forward_t(input, false))),
+            }
+        })??;
+        self.synchronize();
+        first_tensor(out).ok_or_else(|| ForwardError::Failed("the model returned no tensor".into()))
+    }
+
+    pub fn synchronize(&self) {
+        if let Device::Cuda(i) = self.config.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+}
+
+/// The model's first output tensor (models may return a tuple or list).
+fn first_tensor(v: IValue) -> Option<Tensor> {
+    match v {
+        IValue::Tensor(t) => Some(t),
+        IValue::Tuple(vs) | IValue::GenericList(vs) => vs.into_iter().find_map(first_tensor),
+        IValue::TensorList(ts) => ts.into_iter().next(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_model_sources() {
+        assert_eq!(
+            ModelSource::parse("builtin:resnet18").unwrap(),
+            ModelSource::Builtin(BuiltinModel::Resnet18)
+        );
+        assert_eq!(
+            ModelSource::parse("file:///m.pt").unwrap(),
+            ModelSource::TorchScript("/m.pt".into())
+        );
+        assert_eq!(
+            ModelSource::parse("m.pt").unwrap(),
+            ModelSource::TorchScript("m.pt".into())
+        );
+        let err = ModelSource::parse("builtin:resnet9000").unwrap_err();
+        assert_eq!(err.exit_code(), 6);
+        assert!(err.to_string().contains("resnet50"), "{err}");
+        assert_eq!(ModelSource::parse("file://").unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn classifies_out_of_memory() {
+        assert!(matches!(
+            classify("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            ForwardError::OutOfMemory(_)
+        ));
+        assert!(matches!(
+            classify("shape mismatch"),
+            ForwardError::Failed(_)
+        ));
+    }
+}

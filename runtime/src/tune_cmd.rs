@@ -1,0 +1,155 @@
+//! `greenbatch-runtime tune`: profile locally (or read a saved profile), run the decision core for
+//! an SLO (and a rate), print the choice with its saving against batch 1, and draw the plot.
+
+use crate::cli::TuneArgs;
+use crate::error::{Result, RuntimeError};
+use crate::output::JsonSink;
+use crate::{plot, profile_cmd, table};
+use greenbatch_core::{BatchingMode, Policy, ReplicaRange, Selection, Slo};
+use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
+
+fn read_profile(path: &std::path::Path) -> Result<EnergyProfileStatus> {
+    let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::Usage {
+        arg: "--from-profile",
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    serde_json::from_str(&text).map_err(|e| RuntimeError::Usage {
+        arg: "--from-profile",
+        message: format!(
+            "{} is not a profile JSON (EnergyProfile status): {e}",
+            path.display()
+        ),
+    })
+}
+
+pub fn report(selection: &Selection, slo: &Slo) -> String {
+    let c = &selection.choice;
+    let mut s = String::new();
+    let verdict = if selection.slo_attainable {
+        "meets"
+    } else {
+        "CANNOT meet"
+    };
+    s.push_str(&format!("SLO {slo}: {verdict} it\n"));
+    s.push_str(&format!("  batch size        {}\n", c.batch_size));
+    s.push_str(&format!(
+        "  max queue delay   {:.2} ms\n",
+        c.max_queue_delay_ms
+    ));
+    s.push_str(&format!(
+        "  expected latency  {:.2} ms ({})\n",
+        c.expected_latency_ms,
+        slo.percentile()
+    ));
+    if let Some(j) = c.joules_per_inference {
+        s.push_str(&format!(
+            "  energy            {:.2} mJ per inference\n",
+            j * 1000.0
+        ));
+    }
+    if let Some(x) = selection.saving_vs_batch1() {
+        s.push_str(&format!(
+            "  saving vs batch 1 {x:.2}x less energy per inference\n"
+        ));
+    }
+    if let (Some(r), Some(u)) = (c.realised_batch, c.utilisation) {
+        s.push_str(&format!(
+            "  at the given rate {} replica(s), ~{r:.1} items per batch, {:.0}% busy\n",
+            c.replicas,
+            u * 100.0
+        ));
+    }
+    s.push_str(&format!("  why: {}\n", selection.reason));
+    s
+}
+
+pub fn run(args: &TuneArgs) -> Result<()> {
+    let slo = Slo::from_parts(args.slo_ms, args.percentile).map_err(|e| RuntimeError::Usage {
+        arg: "--slo-ms/--percentile",
+        message: e.to_string(),
+    })?;
+    let replicas = ReplicaRange::new(1, args.max_replicas).map_err(|e| RuntimeError::Usage {
+        arg: "--max-replicas",
+        message: e.to_string(),
+    })?;
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(RuntimeError::Usage {
+            arg: "--rate",
+            message: "must be a positive number of inferences per second".into(),
+        });
+    }
+    // Fail on unwritable outputs now, not after minutes of measurement.
+    let plot_sink = JsonSink::prepare(&args.plot)?;
+    let json_sink = args.json.as_deref().map(JsonSink::prepare).transpose()?;
+
+    let (status, title) = match (&args.from_profile, args.model_args()) {
+        (Some(path), _) => (
+            read_profile(path)?,
+            format!("greenbatch tune: {}", path.display()),
+        ),
+        (None, Some(model_args)) => {
+            let mut protocol = args.protocol.clone();
+            // Far past the SLO there is nothing left to learn: stop growing the batch.
+            protocol.stop_latency_ms.get_or_insert(4.0 * args.slo_ms);
+            let model = profile_cmd::load_model(&model_args)?;
+            let status = profile_cmd::measure(&model, &protocol)?;
+            let device = status
+                .measured_on
+                .as_ref()
+                .map_or_else(|| "?".to_string(), |m| m.device.clone());
+            (
+                status,
+                format!("greenbatch tune: {} on {device}", model_args.model),
+            )
+        }
+        (None, None) => {
+            return Err(RuntimeError::Usage {
+                arg: "--model",
+                message: "give --model or --from-profile".into(),
+            });
+        }
+    };
+    let table = match (&status.table, status.phase) {
+        (Some(t), Some(ProfilePhase::Complete)) if !t.rows.is_empty() => t.clone(),
+        _ => {
+            return Err(RuntimeError::NothingMeasured(
+                status
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the profile has no rows".into()),
+            ));
+        }
+    };
+    print!("{}", table::render(&table));
+    let selection = greenbatch_core::choose(
+        &table,
+        slo,
+        BatchingMode::Auto,
+        args.rate,
+        replicas,
+        &Policy::default(),
+    )
+    .map_err(|e| RuntimeError::NothingMeasured(e.to_string()))?;
+    print!("\n{}", report(&selection, &slo));
+    let svg = plot::render_svg(
+        &table,
+        slo.percentile(),
+        slo.latency_ms(),
+        &selection,
+        &title,
+    )
+    .map_err(|e| RuntimeError::Output {
+        path: args.plot.display().to_string(),
+        message: e,
+    })?;
+    plot_sink.commit(&svg)?;
+    println!("plot: {}", args.plot.display());
+    if let Some(sink) = json_sink {
+        let json = serde_json::to_string_pretty(&status).map_err(|e| RuntimeError::Output {
+            path: "json".into(),
+            message: e.to_string(),
+        })?;
+        sink.commit(&json)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! The runtime binary end to end on the CPU with real libtorch: tiny TorchScript fixtures (made by
+//! `fixtures/make_fixtures.py`), the synthetic meter (a labelled test double) for energy, and every
+//! bad input mapped to its own exit code with nothing half-written.
+
+use greenbatch_core::MeterKind;
+use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"));
+    c.env("GREENBATCH_LOG", "warn")
+        .env_remove("GREENBATCH_METER");
+    c
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+const FAST: &[&str] = &[
+    "--windows",
+    "3",
+    "--window-seconds",
+    "0.05",
+    "--warmup-seconds",
+    "0.02",
+    "--threads",
+    "1",
+];
+
+fn profile(model: &str, extra: &[&str]) -> Output {
+    bin()
+        .arg("profile")
+        .args(["--model", model, "--shape", "3,16,16"])
+        .args(FAST)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn dir_is_empty(d: &Path) -> bool {
+    std::fs::read_dir(d).unwrap().next().is_none()
+}
+
+#[test]
+fn profiles_a_torchscript_model_into_the_energy_profile_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("profile.json");
+    let o = profile(
+        &fixture("tiny_cnn.pt"),
+        &[
+            "--candidates",
+            "4,1,2,8",
+            "--meter",
+            "synthetic",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("meter: synthetic") && stdout.contains("not a measurement"),
+        "{stdout}"
+    );
+    let status: EnergyProfileStatus =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(status.phase, Some(ProfilePhase::Complete));
+    let table = status.table.as_ref().unwrap();
+    assert_eq!(table.meter, MeterKind::Synthetic);
+    assert_eq!(
+        table.rows.iter().map(|r| r.batch_size).collect::<Vec<_>>(),
+        vec![1, 2, 4, 8]
+    );
+    for r in &table.rows {
+        assert!(
+            r.latency_ms.p50 > 0.0 && r.latency_ms.p95 >= r.latency_ms.p50,
+            "{r:?}"
+        );
+        assert!(r.latency_ms.p99.unwrap() >= r.latency_ms.p95);
+        assert!(
+            r.joules_per_inference.unwrap() > 0.0 && r.windows >= 3,
+            "{r:?}"
+        );
+        assert!(r.throughput_per_second > 0.0);
+    }
+    assert!(table.idle_watts.is_some());
+    assert!(status.best_batch_size.is_some());
+    let on = status.measured_on.unwrap();
+    assert_eq!(on.device, "cpu");
+    assert!(!on.random_weights);
+    assert_eq!(
+        status.runtime_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    // The written JSON is valid as the EnergyProfile status of the CRD (same serde types).
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(raw["table"]["meter"], "synthetic");
+    assert!(raw["table"]["rows"][0]["latencyMs"]["p50"].is_number());
+}
+
+#[test]
+fn without_a_meter_energy_is_null_and_the_profile_says_why() {
+    let o = profile(
+        &fixture("tuple_out.pt"),
+        &["--candidates", "2", "--meter", "none", "--json", "-"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let status: EnergyProfileStatus = serde_json::from_slice(&o.stdout).unwrap();
+    let t = status.table.unwrap();
+    assert_eq!(t.meter, MeterKind::None);
+    assert!(t.meter_note.unwrap().contains("disabled"));
+    assert_eq!(t.rows[0].joules_per_inference, None);
+    assert_eq!(status.best_batch_size, None);
+}
+
+#[test]
+fn builtin_architectures_run_with_random_weights_flagged() {
+    let o = bin()
+        .args([
+            "profile",
+            "--model",
+            "builtin:squeezenet1_1",
+            "--shape",
+            "3,64,64",
+            "--candidates",
+            "1",
+            "--meter",
+            "none",
+            "--json",
+            "-",
+        ])
+        .args(FAST)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let status: EnergyProfileStatus = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(status.measured_on.unwrap().random_weights);
+}
+
+#[test]
+fn each_bad_input_has_its_own_exit_code_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let j = json.to_str().unwrap();
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec!["--model".into(), fixture("missing.pt")],
+            3,
+            "cannot read model file",
+        ),
+        (
+            vec!["--model".into(), fixture("corrupt.pt")],
+            4,
+            "cannot load TorchScript",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--shape".into(),
+                "5,16,16".into(),
+            ],
+            5,
+            "rejects the declared input",
+        ),
+        (
+            vec!["--model".into(), fixture("no_batch_dim.pt")],
+            5,
+            "batch dimension",
+        ),
+        (
+            vec!["--model".into(), "builtin:resnet9000".into()],
+            6,
+            "unknown builtin",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--meter".into(),
+                "nvml".into(),
+            ],
+            7,
+            "meter nvml-counter unavailable",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--precision".into(),
+                "fp16".into(),
+            ],
+            11,
+            "CUDA only",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--candidates".into(),
+                "0".into(),
+            ],
+            12,
+            "invalid batch sizes",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--candidates".into(),
+                "1,99999".into(),
+            ],
+            12,
+            "outside",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--shape".into(),
+                "3,0,16".into(),
+            ],
+            2,
+            "--shape",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let o = bin()
+            .arg("profile")
+            .args(["--shape", "3,16,16", "--candidates", "1", "--json", j])
+            .args(FAST)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{args:?}\n{}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains(message),
+            "{args:?}: expected {message:?}\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(dir_is_empty(dir.path()), "{args:?} left files behind");
+    }
+    // An unwritable destination fails before any measurement.
+    let o = profile(
+        &fixture("tiny_cnn.pt"),
+        &["--candidates", "1", "--json", "/nonexistent-dir/p.json"],
+    );
+    assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+}
+
+/// A saved profile built from the H200 reference sweep (see core/fixtures/README.md).
+fn h200_resnet50_profile(dir: &Path) -> PathBuf {
+    let raw: serde_json::Value = serde_json::from_str(include_str!(
+        "../../core/fixtures/h200_torch_eager_sweep.json"
+    ))
+    .unwrap();
+    let rows: Vec<serde_json::Value> = raw["models"]["resnet50"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "batchSize": r["batch"], "latencyMs": {"p50": r["p50_ms"], "p95": r["p95_ms"]},
+                "throughputPerSecond": r["img_per_s"], "avgWatts": r["avg_w"],
+                "joulesPerInference": r["j_per_img_counter"], "windows": 1
+            })
+        })
+        .collect();
+    let status = serde_json::json!({
+        "phase": "Complete",
+        "table": {"meter": "nvml-counter", "idleWatts": raw["info"]["idle_w"], "rows": rows}
+    });
+    let path = dir.join("h200-resnet50.json");
+    std::fs::write(&path, status.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn tune_picks_from_a_known_profile_and_draws_the_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = h200_resnet50_profile(dir.path());
+    let svg = dir.path().join("tune.svg");
+    let o = bin()
+        .args([
+            "tune",
+            "--from-profile",
+            profile.to_str().unwrap(),
+            "--slo-ms",
+            "10",
+            "--percentile",
+            "95",
+        ])
+        .args(["--plot", svg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("batch size        32"), "{stdout}");
+    assert!(stdout.contains("saving vs batch 1 7.09x"), "{stdout}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        plot.starts_with("<svg") && plot.contains("chosen: batch 32") && plot.contains("SLO 10 ms"),
+        "{}",
+        &plot[..200.min(plot.len())]
+    );
+
+    // With a rate: batch 1 at 2000 req/s cannot keep up; the pick batches.
+    let o = bin()
+        .args([
+            "tune",
+            "--from-profile",
+            profile.to_str().unwrap(),
+            "--slo-ms",
+            "50",
+            "--percentile",
+            "95",
+        ])
+        .args([
+            "--rate",
+            "2000",
+            "--max-replicas",
+            "4",
+            "--plot",
+            svg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("at the given rate"),
+        "{}",
+        text(&o)
+    );
+
+    // A profile that is not JSON is a usage error naming the file.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{not json").unwrap();
+    let o = bin()
+        .args([
+            "tune",
+            "--from-profile",
+            bad.to_str().unwrap(),
+            "--slo-ms",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.json"));
+}
+
+#[test]
+fn tune_measures_locally_when_given_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("t.svg");
+    let o = bin()
+        .args([
+            "tune",
+            "--model",
+            &fixture("tiny_cnn.pt"),
+            "--shape",
+            "3,16,16",
+            "--candidates",
+            "1,4,16",
+            "--meter",
+            "synthetic",
+        ])
+        .args(FAST)
+        .args(["--slo-ms", "1000", "--plot", svg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("meets it") && stdout.contains("mJ per inference"),
+        "{stdout}"
+    );
+    assert!(
+        std::fs::read_to_string(&svg)
+            .unwrap()
+            .contains("meter: synthetic")
+    );
+}
+
+#[test]
+fn the_binary_links_libtorch_cuda_when_libtorch_has_it() {
+    // The CUDA link trap (see build.rs): without the fix, `--as-needed` drops libtorch_cuda.so and a
+    // GPU host reports no CUDA. The PyPI libtorch used here ships libtorch_cuda.so.
+    let lib = Path::new(env!("GREENBATCH_LIBTORCH_LIB"));
+    let o = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_greenbatch-runtime"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&o.stdout);
+    if lib.join("libtorch_cuda.so").exists() {
+        assert!(
+            listing.contains("libtorch_cuda.so"),
+            "libtorch_cuda.so missing from the binary's needs:\n{listing}"
+        );
+    } else {
+        assert!(!listing.contains("libtorch_cuda.so"));
+    }
+}
