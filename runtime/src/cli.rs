@@ -31,6 +31,80 @@ pub enum Command {
     Profile(ProfileArgs),
     /// Profile (or load a saved profile) and choose the batching config for an SLO, locally.
     Tune(TuneArgs),
+    /// Serve the model over the KServe v2 protocol with energy-aware dynamic batching.
+    Serve(ServeArgs),
+    /// Drive a v2 server with open-loop (Poisson) or closed-loop load; report latency and energy.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Model name in the v2 API (default: the builtin name or the file stem).
+    #[arg(long, env = "GREENBATCH_MODEL_NAME")]
+    pub name: Option<String>,
+    #[arg(long, default_value_t = 8080, env = "GREENBATCH_PORT")]
+    pub port: u16,
+    #[arg(long, default_value = "0.0.0.0", env = "GREENBATCH_BIND")]
+    pub bind: std::net::IpAddr,
+    /// Largest batch the server forms (and the largest request it accepts, in items).
+    #[arg(long, default_value_t = 8, env = "GREENBATCH_MAX_BATCH_SIZE")]
+    pub max_batch_size: u32,
+    /// Longest time the oldest request waits for its batch to fill.
+    #[arg(long, default_value_t = 2.0, env = "GREENBATCH_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: f64,
+    /// Items the queue holds before refusing with 429.
+    #[arg(long, default_value_t = 1024, env = "GREENBATCH_QUEUE_CAPACITY")]
+    pub queue_capacity: usize,
+    /// Request bodies above this are refused with 413.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, env = "GREENBATCH_MAX_BODY_BYTES")]
+    pub max_body_bytes: usize,
+    #[arg(long, default_value_t = 2, env = "GREENBATCH_HTTP_THREADS")]
+    pub http_threads: usize,
+    /// Energy meter for accounting: auto, nvml, nvml-power, rapl, synthetic, none.
+    #[arg(long, default_value = "auto", env = "GREENBATCH_METER")]
+    pub meter: MeterChoice,
+    /// A profile (EnergyProfile status JSON): with --slo-ms, adapt batch cap and delay to the load.
+    #[arg(long, env = "GREENBATCH_PROFILE_JSON")]
+    pub profile: Option<PathBuf>,
+    #[arg(long, env = "GREENBATCH_SLO_MS")]
+    pub slo_ms: Option<f64>,
+    #[arg(long, default_value_t = 99, env = "GREENBATCH_SLO_PERCENTILE")]
+    pub percentile: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Model name (default: asked from the server's metadata is not possible in v2, so required).
+    #[arg(long)]
+    pub model: String,
+    /// Open loop: Poisson arrivals at this many requests per second.
+    #[arg(
+        long,
+        conflicts_with = "concurrency",
+        required_unless_present = "concurrency"
+    )]
+    pub rate: Option<f64>,
+    /// Closed loop: this many requests in flight.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_seconds: f64,
+    /// Items per request.
+    #[arg(long, default_value_t = 1)]
+    pub items: u32,
+    /// Latency SLO to report attainment against (milliseconds).
+    #[arg(long)]
+    pub slo_ms: Option<f64>,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug, Clone)]

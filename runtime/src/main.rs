@@ -5,6 +5,7 @@ mod cli;
 mod clock;
 mod device;
 mod error;
+mod loadgen;
 mod meter;
 mod model;
 mod output;
@@ -12,6 +13,7 @@ mod plot;
 mod profile_cmd;
 mod protocol;
 mod publish;
+mod serve;
 mod table;
 mod tune_cmd;
 
@@ -40,6 +42,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Profile(args) => profile_cmd::run(args),
         Command::Tune(args) => tune_cmd::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Loadgen(args) => loadgen::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -251,6 +251,17 @@ impl LoadedModel {
         }
     }
 
+    /// The tensor kind the model's input is fed as (the declared dtype at the chosen precision).
+    pub fn input_kind(&self) -> Kind {
+        self.input_kind
+    }
+
+    /// The output shape of one item (without the batch dimension), from a probe run.
+    pub fn output_item_shape(&self) -> std::result::Result<Vec<i64>, ForwardError> {
+        let out = self.forward(&self.example_input(1)?)?;
+        Ok(out.size().into_iter().skip(1).collect())
+    }
+
     pub fn random_weights(&self) -> bool {
         matches!(self.config.source, ModelSource::Builtin(_))
     }

@@ -23,7 +23,7 @@ use tch::{Device, Tensor};
 
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn parse_dtype(s: &str) -> Result<Dtype> {
+pub fn parse_dtype(s: &str) -> Result<Dtype> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
         RuntimeError::Usage {
             arg: "--dtype",

@@ -8,7 +8,7 @@ use crate::{plot, profile_cmd, table};
 use greenbatch_core::{BatchingMode, Policy, ReplicaRange, Selection, Slo};
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 
-fn read_profile(path: &std::path::Path) -> Result<EnergyProfileStatus> {
+pub fn read_profile(path: &std::path::Path) -> Result<EnergyProfileStatus> {
     let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::Usage {
         arg: "--from-profile",
         message: format!("cannot read {}: {e}", path.display()),

@@ -1,0 +1,294 @@
+//! `greenbatch-runtime loadgen`: drives a v2 server with open-loop Poisson arrivals (`--rate`) or a
+//! closed loop (`--concurrency`), and reports latency percentiles, throughput, errors by status, SLO
+//! attainment, and joules per inference read from the server's own `/metrics` (energy and
+//! inference counters before and after).
+
+use crate::cli::LoadgenArgs;
+use crate::error::{Result, RuntimeError};
+use greenbatch_core::stats::quantile;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Exp};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Debug)]
+pub struct Report {
+    pub mode: String,
+    pub offered_rate: Option<f64>,
+    pub concurrency: Option<usize>,
+    pub duration_seconds: f64,
+    pub requests: usize,
+    pub ok: usize,
+    pub errors: BTreeMap<String, usize>,
+    pub throughput_per_second: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub slo_ms: Option<f64>,
+    pub slo_attainment: Option<f64>,
+    pub server_inferences: Option<f64>,
+    pub server_energy_joules: Option<f64>,
+    pub joules_per_inference: Option<f64>,
+}
+
+fn err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Output {
+        path: "loadgen".into(),
+        message: e.to_string(),
+    }
+}
+
+/// The value of an unlabelled sample in Prometheus text (`name value`, or `name_total value`).
+pub fn scrape_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some((
+        scrape_value(&text, "greenbatch_inferences_total")?,
+        scrape_value(&text, "greenbatch_energy_joules_total").unwrap_or(0.0),
+    ))
+}
+
+async fn request_body(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    items: u32,
+) -> Result<serde_json::Value> {
+    let meta: serde_json::Value = client
+        .get(format!("{url}/v2/models/{model}"))
+        .send()
+        .await
+        .map_err(err)?
+        .error_for_status()
+        .map_err(err)?
+        .json()
+        .await
+        .map_err(err)?;
+    let input = &meta["inputs"][0];
+    let mut shape: Vec<i64> = input["shape"]
+        .as_array()
+        .ok_or_else(|| err("metadata has no input shape"))?
+        .iter()
+        .filter_map(|d| d.as_i64())
+        .collect();
+    shape[0] = i64::from(items);
+    let n: i64 = shape.iter().product();
+    let datatype = input["datatype"].as_str().unwrap_or("FP32");
+    let data: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            if datatype == "FP32" {
+                ((i % 7) as f64 * 0.1).into()
+            } else {
+                (i % 7).into()
+            }
+        })
+        .collect();
+    Ok(
+        serde_json::json!({"inputs": [{"name": input["name"], "datatype": datatype, "shape": shape, "data": data}]}),
+    )
+}
+
+pub fn run(args: &LoadgenArgs) -> Result<()> {
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(RuntimeError::Usage {
+            arg: "--rate",
+            message: "must be a positive number of requests per second".into(),
+        });
+    }
+    if args.concurrency == Some(0)
+        || !(args.duration_seconds.is_finite() && args.duration_seconds > 0.0)
+    {
+        return Err(RuntimeError::Usage {
+            arg: "--concurrency/--duration-seconds",
+            message: "must be positive".into(),
+        });
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(err)?;
+    let report = rt.block_on(drive(args))?;
+    let json = serde_json::to_string_pretty(&report).map_err(err)?;
+    println!("{json}");
+    if let Some(p) = &args.json {
+        crate::output::JsonSink::prepare(p)?.commit(&json)?;
+    }
+    if let Some(p) = &args.csv {
+        let header = "mode,offered_rate,concurrency,requests,ok,throughput_per_second,p50_ms,p95_ms,p99_ms,slo_attainment,joules_per_inference";
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        let row = format!(
+            "{},{},{},{},{},{:.3},{},{},{},{},{}",
+            report.mode,
+            f(report.offered_rate),
+            report
+                .concurrency
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            report.requests,
+            report.ok,
+            report.throughput_per_second,
+            f(report.latency_p50_ms),
+            f(report.latency_p95_ms),
+            f(report.latency_p99_ms),
+            f(report.slo_attainment),
+            f(report.joules_per_inference)
+        );
+        crate::output::JsonSink::prepare(p)?.commit(&format!("{header}\n{row}"))?;
+    }
+    Ok(())
+}
+
+type Outcomes = Arc<Mutex<Vec<(Option<u16>, f64)>>>;
+
+async fn one(client: reqwest::Client, url: String, body: Arc<serde_json::Value>, out: Outcomes) {
+    let start = Instant::now();
+    let status = client
+        .post(&url)
+        .json(&*body)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16());
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    out.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((status, ms));
+}
+
+async fn drive(args: &LoadgenArgs) -> Result<Report> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(err)?;
+    let base = args.url.trim_end_matches('/').to_string();
+    let body = Arc::new(request_body(&client, &base, &args.model, args.items).await?);
+    let infer_url = format!("{base}/v2/models/{}/infer", args.model);
+    let before = scrape(&client, &base).await;
+    let outcomes: Outcomes = Arc::new(Mutex::new(Vec::new()));
+    let duration = Duration::from_secs_f64(args.duration_seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    match (args.rate, args.concurrency) {
+        (Some(rate), _) => {
+            let exp = Exp::new(rate).map_err(err)?;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+            let mut next = Duration::ZERO;
+            while next < duration {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(start + next)).await;
+                tasks.push(tokio::spawn(one(
+                    client.clone(),
+                    infer_url.clone(),
+                    body.clone(),
+                    outcomes.clone(),
+                )));
+                next += Duration::from_secs_f64(exp.sample(&mut rng));
+            }
+        }
+        (None, Some(c)) => {
+            for _ in 0..c {
+                let (client, url, body, out) = (
+                    client.clone(),
+                    infer_url.clone(),
+                    body.clone(),
+                    outcomes.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    while start.elapsed() < duration {
+                        one(client.clone(), url.clone(), body.clone(), out.clone()).await;
+                    }
+                }));
+            }
+        }
+        (None, None) => {
+            return Err(RuntimeError::Usage {
+                arg: "--rate/--concurrency",
+                message: "give one".into(),
+            });
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = scrape(&client, &base).await;
+    let outcomes = outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let ok_lat: Vec<f64> = outcomes
+        .iter()
+        .filter(|(s, _)| *s == Some(200))
+        .map(|(_, ms)| *ms)
+        .collect();
+    let mut errors = BTreeMap::new();
+    for (s, _) in outcomes.iter().filter(|(s, _)| *s != Some(200)) {
+        *errors
+            .entry(s.map_or_else(|| "connection".to_string(), |c| c.to_string()))
+            .or_insert(0) += 1;
+    }
+    let (inferences, energy) = match (before, after) {
+        (Some(b), Some(a)) => (Some(a.0 - b.0), Some(a.1 - b.1)),
+        _ => (None, None),
+    };
+    Ok(Report {
+        mode: if args.rate.is_some() {
+            "open-loop-poisson".into()
+        } else {
+            "closed-loop".into()
+        },
+        offered_rate: args.rate,
+        concurrency: args.concurrency,
+        duration_seconds: elapsed,
+        requests: outcomes.len(),
+        ok: ok_lat.len(),
+        errors,
+        throughput_per_second: ok_lat.len() as f64 * f64::from(args.items) / elapsed,
+        latency_p50_ms: quantile(&ok_lat, 0.5),
+        latency_p95_ms: quantile(&ok_lat, 0.95),
+        latency_p99_ms: quantile(&ok_lat, 0.99),
+        slo_ms: args.slo_ms,
+        slo_attainment: args.slo_ms.filter(|_| !outcomes.is_empty()).map(|slo| {
+            outcomes
+                .iter()
+                .filter(|(s, ms)| *s == Some(200) && *ms <= slo)
+                .count() as f64
+                / outcomes.len() as f64
+        }),
+        server_inferences: inferences,
+        server_energy_joules: energy.filter(|e| *e > 0.0),
+        joules_per_inference: match (energy, inferences) {
+            (Some(e), Some(n)) if n > 0.0 && e > 0.0 => Some(e / n),
+            _ => None,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scrapes_unlabelled_samples() {
+        let text = "# HELP x\ngreenbatch_inferences_total 42\ngreenbatch_energy_joules_total 3.5\ngreenbatch_requests_total{code=\"200\"} 1\n";
+        assert_eq!(
+            super::scrape_value(text, "greenbatch_inferences_total"),
+            Some(42.0)
+        );
+        assert_eq!(
+            super::scrape_value(text, "greenbatch_energy_joules_total"),
+            Some(3.5)
+        );
+        assert_eq!(super::scrape_value(text, "missing"), None);
+    }
+}

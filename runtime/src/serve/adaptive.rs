@@ -1,0 +1,249 @@
+//! Adapting the batcher to the observed arrival rate. Given the model's profile and the SLO, the
+//! decision core predicts, for the current rate, the batch cap and max queue delay with the least
+//! energy per inference that keep the SLO percentile within the SLO; the controller applies it.
+//!
+//! Stability (hysteresis): a new decision is considered only when the rate has moved by more than
+//! `rate_band` (default 20%) since the last decision and at least `min_interval` has passed, and it
+//! is applied only when it is predicted to save more than `min_gain` (default 5%) energy per inference
+//! or the current configuration no longer meets the SLO at this rate. Rate noise inside the band
+//! therefore never flips the configuration back and forth.
+
+use super::batcher::BatchPolicy;
+use greenbatch_core::{BatchingMode, Policy, ProfileTable, ReplicaRange, Slo, choose};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct AdaptiveConfig {
+    pub rate_band: f64,
+    pub min_gain: f64,
+    pub min_interval: Duration,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            rate_band: 0.2,
+            min_gain: 0.05,
+            min_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct AdaptiveController {
+    profile: ProfileTable,
+    slo: Slo,
+    config: AdaptiveConfig,
+    current: BatchPolicy,
+    decided_at_rate: Option<f64>,
+    last_change: Option<Duration>,
+}
+
+/// A change the controller made, with its reason (logged and exported).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adjustment {
+    pub policy: BatchPolicy,
+    pub rate: f64,
+    pub predicted_joules: Option<f64>,
+    pub reason: String,
+}
+
+impl AdaptiveController {
+    /// `cap` is the largest batch the server may form (the operator's choice or the CLI's); the
+    /// profile rows above it are ignored.
+    pub fn new(
+        mut profile: ProfileTable,
+        slo: Slo,
+        cap: u32,
+        initial: BatchPolicy,
+        config: AdaptiveConfig,
+    ) -> Self {
+        profile.rows.retain(|r| r.batch_size <= cap);
+        AdaptiveController {
+            profile,
+            slo,
+            config,
+            current: initial,
+            decided_at_rate: None,
+            last_change: None,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn current(&self) -> BatchPolicy {
+        self.current
+    }
+
+    fn predict(&self, mode: BatchingMode, rate: f64) -> Option<greenbatch_core::Selection> {
+        choose(
+            &self.profile,
+            self.slo,
+            mode,
+            Some(rate),
+            ReplicaRange::single(),
+            &Policy::default(),
+        )
+        .ok()
+    }
+
+    /// Called periodically with the observed arrival rate (inferences per second).
+    pub fn observe(&mut self, now: Duration, rate: f64) -> Option<Adjustment> {
+        if !(rate.is_finite() && rate > 0.0) || self.profile.rows.is_empty() {
+            return None;
+        }
+        if self
+            .last_change
+            .is_some_and(|t| now.saturating_sub(t) < self.config.min_interval)
+        {
+            return None;
+        }
+        if let Some(prev) = self.decided_at_rate {
+            if ((rate - prev) / prev).abs() <= self.config.rate_band {
+                return None;
+            }
+        }
+        self.decided_at_rate = Some(rate);
+        let best = self.predict(BatchingMode::Auto, rate)?;
+        let current = self.predict(BatchingMode::Fixed(self.current.max_batch), rate);
+        let (best_j, current_j) = (
+            best.choice.joules_per_inference,
+            current.as_ref().and_then(|c| c.choice.joules_per_inference),
+        );
+        let current_ok = current.as_ref().is_some_and(|c| c.slo_attainable);
+        let worth_it = match (best_j, current_j) {
+            _ if !current_ok => true,
+            (Some(b), Some(c)) => b < c * (1.0 - self.config.min_gain),
+            // Without energy data the proxy ranking decides; change only for a different batch size.
+            _ => best.choice.batch_size != self.current.max_batch,
+        };
+        let new = BatchPolicy {
+            max_batch: best.choice.batch_size,
+            max_queue_delay: Duration::from_secs_f64(best.choice.max_queue_delay_ms / 1000.0),
+        };
+        if !worth_it || new == self.current {
+            return None;
+        }
+        self.current = new;
+        self.last_change = Some(now);
+        Some(Adjustment {
+            policy: new,
+            rate,
+            predicted_joules: best_j,
+            reason: best.reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greenbatch_core::{BatchRow, LatencyMs, MeterKind, Percentile};
+
+    /// A fake model of known latency: 1 ms + 0.05 ms per item; energy 100 W idle, 300 W busy.
+    fn profile() -> ProfileTable {
+        let rows = [1u32, 2, 4, 8, 16, 32, 64]
+            .iter()
+            .map(|&b| {
+                let t = 1.0 + 0.05 * f64::from(b);
+                BatchRow {
+                    batch_size: b,
+                    latency_ms: LatencyMs {
+                        p50: t,
+                        p95: t * 1.1,
+                        p99: Some(t * 1.2),
+                    },
+                    throughput_per_second: f64::from(b) / (t / 1000.0),
+                    avg_watts: Some(300.0),
+                    joules_per_inference: Some(300.0 * t / 1000.0 / f64::from(b)),
+                    joules_spread: Some(0.01),
+                    windows: 5,
+                }
+            })
+            .collect();
+        ProfileTable {
+            meter: MeterKind::Synthetic,
+            meter_note: None,
+            idle_watts: Some(100.0),
+            rows,
+            skipped: vec![],
+        }
+    }
+
+    fn controller() -> AdaptiveController {
+        let initial = BatchPolicy {
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
+        };
+        AdaptiveController::new(
+            profile(),
+            Slo::new(50.0, Percentile::P99).unwrap(),
+            64,
+            initial,
+            AdaptiveConfig::default(),
+        )
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn grows_the_batch_with_the_rate_and_keeps_the_slo() {
+        let mut c = controller();
+        let low = c.observe(S(10), 50.0);
+        // At 50 req/s batch 1 keeps up; any change must be worth > 5%.
+        if let Some(a) = &low {
+            assert!(a.policy.max_batch >= 1);
+        }
+        let high = c.observe(S(20), 5000.0).expect("5000 req/s needs batching");
+        assert!(high.policy.max_batch >= 16, "{high:?}");
+        let t99 = 1.2 * (1.0 + 0.05 * f64::from(high.policy.max_batch));
+        let latency = high.policy.max_queue_delay.as_secs_f64() * 1000.0 + t99;
+        assert!(
+            latency <= 45.0 + 1e-9,
+            "{latency} ms exceeds the 90% budget"
+        );
+        assert!(high.reason.contains("meets"), "{}", high.reason);
+    }
+
+    #[test]
+    fn rate_noise_inside_the_band_never_flips_the_config() {
+        let mut c = controller();
+        c.observe(S(10), 4000.0).expect("first decision");
+        let settled = c.current();
+        let mut changes = 0;
+        for (i, rate) in [3700.0, 4300.0, 3900.0, 4400.0, 3600.0, 4100.0]
+            .iter()
+            .enumerate()
+        {
+            if c.observe(S(20 + 10 * i as u64), *rate).is_some() {
+                changes += 1;
+            }
+        }
+        assert_eq!(changes, 0);
+        assert_eq!(c.current(), settled);
+    }
+
+    #[test]
+    fn changes_are_rate_limited() {
+        let mut c = controller();
+        assert!(c.observe(S(10), 5000.0).is_some());
+        let after_first = c.current();
+        // A big swing right after a change waits for min_interval (5 s) ...
+        assert!(c.observe(S(12), 40000.0).is_none());
+        assert_eq!(c.current(), after_first);
+        // ... and is acted on once it has passed: 40k req/s is beyond one replica (the closest
+        // configuration, the biggest batch, is applied).
+        let later = c
+            .observe(S(16), 40000.0)
+            .expect("decided after the interval");
+        assert_ne!(later.policy, after_first);
+        assert_eq!(later.policy.max_batch, 64, "{later:?}");
+        assert!(later.reason.contains("not attainable"), "{}", later.reason);
+    }
+
+    #[test]
+    fn ignores_bad_rates() {
+        let mut c = controller();
+        for r in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(c.observe(S(10), r).is_none());
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Prometheus metrics of the server (`/metrics`), named and united per Prometheus conventions
+//! (`_total` counters, `_seconds` and `_joules` units, base units only). Checked with `promtool`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<CodeLabel, Counter>,
+    pub inferences: Counter,
+    pub batches: Counter,
+    pub batch_size: Histogram,
+    pub queue_wait: Histogram,
+    pub request_duration: Histogram,
+    pub energy: Counter<f64, AtomicU64>,
+    pub power: Gauge<f64, AtomicU64>,
+    pub idle_power: Gauge<f64, AtomicU64>,
+    pub joules_per_inference: Gauge<f64, AtomicU64>,
+    pub queue_depth: Gauge,
+    pub max_batch_size: Gauge,
+    pub max_queue_delay: Gauge<f64, AtomicU64>,
+    pub adjustments: Counter,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+    ]
+    .into_iter()
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("greenbatch");
+        let m = Metrics {
+            requests: Family::default(),
+            inferences: Counter::default(),
+            batches: Counter::default(),
+            batch_size: Histogram::new((0..=12).map(|i| f64::from(1u32 << i))),
+            queue_wait: Histogram::new(latency_buckets()),
+            request_duration: Histogram::new(latency_buckets()),
+            energy: Counter::default(),
+            power: Gauge::default(),
+            idle_power: Gauge::default(),
+            joules_per_inference: Gauge::default(),
+            queue_depth: Gauge::default(),
+            max_batch_size: Gauge::default(),
+            max_queue_delay: Gauge::default(),
+            adjustments: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Inference requests by HTTP status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "inferences",
+            "Items inferred (a request may carry several)",
+            m.inferences.clone(),
+        );
+        registry.register("batches", "Batches executed", m.batches.clone());
+        registry.register(
+            "batch_size",
+            "Items per executed batch",
+            m.batch_size.clone(),
+        );
+        registry.register_with_unit(
+            "queue_wait",
+            "Time a request waited for its batch",
+            Unit::Seconds,
+            m.queue_wait.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a request's arrival to its response",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        registry.register_with_unit(
+            "energy",
+            "Device energy measured while serving",
+            Unit::Other("joules".into()),
+            m.energy.clone(),
+        );
+        registry.register_with_unit(
+            "power",
+            "Device power, last accounting interval",
+            Unit::Other("watts".into()),
+            m.power.clone(),
+        );
+        registry.register_with_unit(
+            "idle_power",
+            "Device power while no batch ran",
+            Unit::Other("watts".into()),
+            m.idle_power.clone(),
+        );
+        registry.register(
+            "joules_per_inference",
+            "Energy per inference over the last accounting window (idle share included)",
+            m.joules_per_inference.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Items waiting in the batch queue",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "max_batch_size",
+            "Current batch size cap",
+            m.max_batch_size.clone(),
+        );
+        registry.register_with_unit(
+            "max_queue_delay",
+            "Current max queue delay",
+            Unit::Seconds,
+            m.max_queue_delay.clone(),
+        );
+        registry.register(
+            "batching_adjustments",
+            "Changes made by the adaptive batching controller",
+            m.adjustments.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools (promtool) that do not
+    /// negotiate OpenMetrics: counter families are named with their `_total` suffix and there is no
+    /// `# EOF` line.
+    pub fn encode_prometheus_text(&self) -> String {
+        to_prometheus_text(&self.encode())
+    }
+
+    pub fn count_request(&self, code: u16) {
+        self.requests
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// Converts OpenMetrics text to the classic Prometheus text format.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE ", "# UNIT "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if *prefix == "# UNIT " {
+                return Some(String::new());
+            }
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) if l.is_empty() => continue,
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,230 @@
+//! `greenbatch-runtime serve`: the KServe v2 server with energy-aware dynamic batching.
+//!
+//! Threads: the HTTP server (tokio), the executor (owns the model), the energy accounting (owns the
+//! meter), and the adaptive controller (a tokio task). Lifecycle: the port opens at once and
+//! readiness is false until the model has loaded (or forever, with the reason, if it fails); on
+//! SIGTERM/SIGINT readiness turns false, new requests get 503, queued and in-flight ones are
+//! answered, then the process exits.
+
+pub mod adaptive;
+pub mod batcher;
+pub mod energy;
+pub mod executor;
+pub mod metrics;
+pub mod server;
+pub mod v2;
+
+use crate::cli::ServeArgs;
+use crate::error::{Result, RuntimeError};
+use adaptive::{AdaptiveConfig, AdaptiveController};
+use batcher::BatchPolicy;
+use executor::Shared;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn usage(arg: &'static str, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::Usage {
+        arg,
+        message: message.into(),
+    }
+}
+
+pub fn run(args: &ServeArgs) -> Result<()> {
+    if !(1..=greenbatch_crds::inference_service::MAX_BATCH_SIZE).contains(&args.max_batch_size) {
+        return Err(usage(
+            "--max-batch-size",
+            format!("{} is outside 1..=4096", args.max_batch_size),
+        ));
+    }
+    if !(args.max_queue_delay_ms.is_finite() && (0.0..=60_000.0).contains(&args.max_queue_delay_ms))
+    {
+        return Err(usage(
+            "--max-queue-delay-ms",
+            format!("{} is outside 0..=60000", args.max_queue_delay_ms),
+        ));
+    }
+    let dtype = crate::profile_cmd::parse_dtype(&args.model.dtype)?;
+    let datatype = v2::Datatype::from_dtype(dtype).ok_or_else(|| {
+        usage(
+            "--dtype",
+            "the server accepts float32, int64, int32 or uint8 inputs (fp16/bf16 via --precision)",
+        )
+    })?;
+    let policy = BatchPolicy {
+        max_batch: args.max_batch_size,
+        max_queue_delay: Duration::from_secs_f64(args.max_queue_delay_ms / 1000.0),
+    };
+    let controller = match (&args.profile, args.slo_ms) {
+        (Some(path), Some(slo_ms)) => {
+            let status = crate::tune_cmd::read_profile(path)?;
+            let table = status
+                .table
+                .ok_or_else(|| usage("--profile", "the profile has no table"))?;
+            let slo = greenbatch_core::Slo::from_parts(slo_ms, args.percentile)
+                .map_err(|e| usage("--slo-ms", e.to_string()))?;
+            Some(AdaptiveController::new(
+                table,
+                slo,
+                args.max_batch_size,
+                policy,
+                AdaptiveConfig::default(),
+            ))
+        }
+        (Some(_), None) => return Err(usage("--profile", "adaptive batching needs --slo-ms too")),
+        _ => None,
+    };
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| model_name(&args.model.model));
+    let shared = Arc::new(Shared::new(policy, args.queue_capacity));
+    let app = Arc::new(server::App {
+        shared: shared.clone(),
+        model_name: name.clone(),
+        signature: v2::Signature {
+            input_name: "input__0".into(),
+            datatype,
+            item_shape: args.model.shape.clone(),
+            max_batch: args.max_batch_size,
+        },
+        max_body_bytes: args.max_body_bytes,
+    });
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.http_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| RuntimeError::Output {
+            path: "tokio runtime".into(),
+            message: e.to_string(),
+        })?;
+    rt.block_on(async move {
+        let addr = std::net::SocketAddr::from((args.bind, args.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RuntimeError::Output { path: format!("listen {addr}"), message: e.to_string() })?;
+        tracing::info!(%addr, model = %name, max_batch = policy.max_batch, max_queue_delay_ms = args.max_queue_delay_ms, "listening");
+
+        let model_args = args.model.clone();
+        let exec_shared = shared.clone();
+        let (device_tx, device_rx) = std::sync::mpsc::channel();
+        let executor = std::thread::Builder::new()
+            .name("executor".into())
+            .spawn(move || {
+                executor::run(
+                    || {
+                        let m = crate::profile_cmd::load_model(&model_args);
+                        let _ = device_tx.send(m.as_ref().map(|m| m.config.device).ok());
+                        m
+                    },
+                    exec_shared,
+                )
+            })
+            .map_err(|e| RuntimeError::Output { path: "executor thread".into(), message: e.to_string() })?;
+        let meter = args.meter;
+        let energy_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("energy".into())
+            .spawn(move || {
+                if let Ok(Some(device)) = device_rx.recv() {
+                    energy::run(energy_shared, meter, device, Duration::from_millis(250));
+                }
+            })
+            .map_err(|e| RuntimeError::Output { path: "energy thread".into(), message: e.to_string() })?;
+        if let Some(c) = controller {
+            tokio::spawn(adapt(shared.clone(), c));
+        }
+
+        let drain_shared = shared.clone();
+        let shutdown = async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: draining");
+            drain_shared.draining.store(true, Ordering::Relaxed);
+            drain_shared.wake.notify_all();
+        };
+        axum::serve(listener, server::router(app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| RuntimeError::Output { path: "http server".into(), message: e.to_string() })?;
+        shared.draining.store(true, Ordering::Relaxed);
+        shared.wake.notify_all();
+        let _ = tokio::task::spawn_blocking(move || executor.join()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// A v2 model name from the model argument: the builtin name or the file stem.
+fn model_name(model: &str) -> String {
+    let base = model.strip_prefix("builtin:").unwrap_or(model);
+    let file = base.rsplit('/').next().unwrap_or(base);
+    let stem = file.split('.').next().unwrap_or(file);
+    if stem.is_empty() {
+        "model".into()
+    } else {
+        stem.to_string()
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Every second: the arrival rate (EWMA) into the controller; its adjustments into the batcher.
+async fn adapt(shared: Arc<Shared>, mut controller: AdaptiveController) {
+    let mut last = shared.arrivals.load(Ordering::Relaxed);
+    let mut rate: Option<f64> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let now_count = shared.arrivals.load(Ordering::Relaxed);
+        let observed = (now_count - last) as f64;
+        last = now_count;
+        let r = rate.map_or(observed, |r| 0.7 * r + 0.3 * observed);
+        rate = Some(r);
+        if let Some(adj) = controller.observe(shared.origin.elapsed(), r) {
+            tracing::info!(
+                rate = format!("{:.0}", adj.rate),
+                max_batch = adj.policy.max_batch,
+                max_queue_delay_ms =
+                    format!("{:.2}", adj.policy.max_queue_delay.as_secs_f64() * 1000.0),
+                "adaptive batching: {}",
+                adj.reason
+            );
+            shared.metrics.adjustments.inc();
+            shared.set_policy(adj.policy);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn model_names_come_from_the_model_argument() {
+        assert_eq!(super::model_name("builtin:resnet50"), "resnet50");
+        assert_eq!(super::model_name("/models/classifier.pt"), "classifier");
+        assert_eq!(super::model_name("/models/"), "model");
+    }
+}

@@ -1,0 +1,359 @@
+//! HTTP: the KServe v2 endpoints (plus the Triton `config` extension perf_analyzer asks for),
+//! `/metrics`, and errors as `{"error": "..."}` with a 4xx/5xx status. Handlers only translate:
+//! decoding is `v2`, queueing is `executor::Shared`.
+
+use super::batcher::Rejected;
+use super::executor::{Job, Shared};
+use super::v2::{self, InferResponse, OutputTensor, Signature, V2Error};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+pub const OUTPUT_NAME: &str = "output__0";
+
+pub struct App {
+    pub shared: Arc<Shared>,
+    pub model_name: String,
+    pub signature: Signature,
+    pub max_body_bytes: usize,
+}
+
+type AppState = State<Arc<App>>;
+
+fn error(status: u16, message: impl Into<String>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn retry_later(status: StatusCode, message: String) -> Response {
+    let mut r = (status, Json(json!({ "error": message }))).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
+        .route("/v2/health/ready", get(server_ready))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_versioned),
+        )
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_versioned),
+        )
+        .route("/v2/models/{name}/config", get(model_config))
+        .route(
+            "/v2/models/{name}/versions/{version}/config",
+            get(model_config_versioned),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_versioned),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(404, "no such endpoint") })
+        .with_state(app)
+}
+
+/// A 404 for a model name or version this server does not serve.
+fn unknown_model(app: &App, name: &str, version: Option<&str>) -> Option<Response> {
+    if name != app.model_name {
+        return Some(error(
+            404,
+            format!(
+                "unknown model {name:?}; this server serves {:?}",
+                app.model_name
+            ),
+        ));
+    }
+    if let Some(v) = version.filter(|v| *v != "1") {
+        return Some(error(
+            404,
+            format!("unknown version {v:?} of {name:?}; available: 1"),
+        ));
+    }
+    None
+}
+
+fn is_ready(app: &App) -> bool {
+    app.shared.ready.load(Ordering::Relaxed) && !app.shared.draining.load(Ordering::Relaxed)
+}
+
+async fn server_ready(State(app): AppState) -> Response {
+    if is_ready(&app) {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false})),
+        )
+            .into_response()
+    }
+}
+
+async fn server_metadata() -> Response {
+    Json(json!({"name": "greenbatch-runtime", "version": env!("CARGO_PKG_VERSION"), "extensions": []})).into_response()
+}
+
+fn metadata(app: &App) -> serde_json::Value {
+    let mut input_shape = vec![-1i64];
+    input_shape.extend_from_slice(&app.signature.item_shape);
+    let out_item = app
+        .shared
+        .output_item_shape
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let mut output_shape = vec![-1i64];
+    output_shape.extend(out_item.unwrap_or_default());
+    json!({
+        "name": app.model_name,
+        "versions": ["1"],
+        "platform": "pytorch_libtorch",
+        "inputs": [{"name": app.signature.input_name, "datatype": app.signature.datatype.name(), "shape": input_shape}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": output_shape}],
+    })
+}
+
+async fn model_metadata(State(app): AppState, Path(name): Path<String>) -> Response {
+    unknown_model(&app, &name, None).unwrap_or_else(|| Json(metadata(&app)).into_response())
+}
+
+async fn model_metadata_versioned(
+    State(app): AppState,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    unknown_model(&app, &name, Some(&version))
+        .unwrap_or_else(|| Json(metadata(&app)).into_response())
+}
+
+fn ready_response(app: &App) -> Response {
+    if is_ready(app) {
+        return Json(json!({"name": app.model_name, "ready": true})).into_response();
+    }
+    let reason = if app.shared.draining.load(Ordering::Relaxed) {
+        "draining: the server is shutting down".to_string()
+    } else {
+        app.shared
+            .not_ready_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "not ready".into())
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"name": app.model_name, "ready": false, "reason": reason})),
+    )
+        .into_response()
+}
+
+async fn model_ready(State(app): AppState, Path(name): Path<String>) -> Response {
+    unknown_model(&app, &name, None).unwrap_or_else(|| ready_response(&app))
+}
+
+async fn model_ready_versioned(
+    State(app): AppState,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    unknown_model(&app, &name, Some(&version)).unwrap_or_else(|| ready_response(&app))
+}
+
+/// Triton's model configuration extension: perf_analyzer needs `max_batch_size` to batch.
+fn config(app: &App) -> serde_json::Value {
+    let out_item = app
+        .shared
+        .output_item_shape
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default();
+    json!({
+        "name": app.model_name,
+        "platform": "pytorch_libtorch",
+        "max_batch_size": app.signature.max_batch,
+        "input": [{"name": app.signature.input_name, "data_type": app.signature.datatype.triton_config_name(), "dims": app.signature.item_shape}],
+        "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": out_item}],
+        "dynamic_batching": {"max_queue_delay_microseconds": app.shared.policy().max_queue_delay.as_micros() as u64},
+    })
+}
+
+async fn model_config(State(app): AppState, Path(name): Path<String>) -> Response {
+    unknown_model(&app, &name, None).unwrap_or_else(|| Json(config(&app)).into_response())
+}
+
+async fn model_config_versioned(
+    State(app): AppState,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    unknown_model(&app, &name, Some(&version)).unwrap_or_else(|| Json(config(&app)).into_response())
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
+async fn metrics(State(app): AppState, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (body, content_type) = if wants_openmetrics {
+        (
+            app.shared.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            app.shared.metrics.encode_prometheus_text(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+async fn infer(
+    State(app): AppState,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_inner(app, name, None, headers, body).await
+}
+
+async fn infer_versioned(
+    State(app): AppState,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    infer_inner(app, name, Some(version), headers, body).await
+}
+
+async fn infer_inner(
+    app: Arc<App>,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let arrived = Instant::now();
+    let response = infer_response(&app, &name, version.as_deref(), &headers, body, arrived).await;
+    app.shared.metrics.count_request(response.status().as_u16());
+    app.shared
+        .metrics
+        .request_duration
+        .observe(arrived.elapsed().as_secs_f64());
+    response
+}
+
+async fn infer_response(
+    app: &App,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    arrived: Instant,
+) -> Response {
+    if let Some(r) = unknown_model(app, name, version) {
+        return r;
+    }
+    if app.shared.draining.load(Ordering::Relaxed) {
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is draining for shutdown".into(),
+        );
+    }
+    if !app.shared.ready.load(Ordering::Relaxed) {
+        let reason = app
+            .shared
+            .not_ready_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        return retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("model not ready: {reason}"),
+        );
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, app.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error(
+                413,
+                format!("request body exceeds the {} byte limit", app.max_body_bytes),
+            );
+        }
+    };
+    let json_len = match headers
+        .get("inference-header-content-length")
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<usize>().ok()))
+    {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => return error(400, "Inference-Header-Content-Length must be a byte count"),
+    };
+    let request = match v2::decode(&bytes, json_len, &app.signature) {
+        Ok(r) => r,
+        Err(V2Error { status, message }) => return error(status, message),
+    };
+    if let Some(unknown) = request.outputs.iter().find(|o| o.as_str() != OUTPUT_NAME) {
+        return error(
+            400,
+            format!("unknown output {unknown:?}; the model's output is {OUTPUT_NAME:?}"),
+        );
+    }
+    let id = request.id.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = Job {
+        request,
+        arrived,
+        respond: tx,
+    };
+    if let Err(why) = app.shared.submit(job, app.signature.max_batch) {
+        return match why {
+            Rejected::Full { capacity } => retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the batch queue is full ({capacity} items): retry later"),
+            ),
+            Rejected::TooLarge { items, max_batch } => error(
+                400,
+                format!("request has {items} items, more than the max batch size {max_batch}"),
+            ),
+        };
+    }
+    match rx.await {
+        Ok(Ok(out)) => Json(InferResponse {
+            model_name: app.model_name.clone(),
+            model_version: "1".into(),
+            id,
+            outputs: vec![OutputTensor {
+                name: OUTPUT_NAME.into(),
+                datatype: "FP32",
+                shape: out.shape,
+                data: out.data,
+            }],
+        })
+        .into_response(),
+        Ok(Err(V2Error { status, message })) => error(status, message),
+        Err(_) => error(500, "the executor stopped before answering"),
+    }
+}

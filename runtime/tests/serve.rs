@@ -1,0 +1,475 @@
+//! `greenbatch-runtime serve` over HTTP with real libtorch on the CPU and a tiny TorchScript model:
+//! the v2 endpoints, batching, every bad input as a 4xx `{"error"}` while the server keeps serving,
+//! overload (429 + Retry-After), metrics (checked by promtool when installed), load failure, and
+//! draining on SIGTERM.
+
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(model: &str, extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
+        .args([
+            "serve",
+            "--model",
+            model,
+            "--shape",
+            "3,16,16",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--threads", "1", "--meter", "synthetic"])
+        .args(extra)
+        .env("GREENBATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(format!("{}/v2/health/live", server.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on port {port} did not come up");
+}
+
+async fn wait_ready(base: &str, want: bool) {
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        let r = client
+            .get(format!("{base}/v2/health/ready"))
+            .send()
+            .await
+            .unwrap();
+        if (r.status() == 200) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("readiness never became {want}");
+}
+
+fn request(items: usize, id: &str) -> Value {
+    json!({"id": id, "inputs": [{"name": "input__0", "datatype": "FP32", "shape": [items, 3, 16, 16], "data": vec![0.25f32; items * 768]}]})
+}
+
+async fn post(
+    base: &str,
+    model: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut r = reqwest::Client::new()
+        .post(format!("{base}/v2/models/{model}/infer"))
+        .body(body);
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    let resp = r.send().await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        headers,
+    )
+}
+
+async fn get(url: String) -> (u16, Value) {
+    let r = reqwest::get(url).await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.split_once(' ')
+                .filter(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in metrics"))
+}
+
+/// (body, headers, model, expected status)
+type BadCase<'a> = (Vec<u8>, Vec<(&'a str, String)>, &'a str, u16);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serves_the_v2_protocol_with_dynamic_batching() {
+    let s = start(
+        &fixture("tiny_cnn.pt"),
+        &[
+            "--max-batch-size",
+            "8",
+            "--max-queue-delay-ms",
+            "20",
+            "--max-body-bytes",
+            "200000",
+        ],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let b = &s.base;
+
+    assert_eq!(
+        get(format!("{b}/v2/health/live")).await,
+        (200, json!({"live": true}))
+    );
+    let (code, server) = get(format!("{b}/v2")).await;
+    assert_eq!(
+        (code, server["name"].as_str()),
+        (200, Some("greenbatch-runtime"))
+    );
+    let (code, meta) = get(format!("{b}/v2/models/tiny_cnn")).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        meta["inputs"][0],
+        json!({"name": "input__0", "datatype": "FP32", "shape": [-1, 3, 16, 16]})
+    );
+    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 10]));
+    assert_eq!(
+        get(format!("{b}/v2/models/tiny_cnn/versions/1")).await.0,
+        200
+    );
+    assert_eq!(get(format!("{b}/v2/models/tiny_cnn/ready")).await.0, 200);
+    assert_eq!(
+        get(format!("{b}/v2/models/tiny_cnn/versions/1/ready"))
+            .await
+            .0,
+        200
+    );
+    let (code, config) = get(format!("{b}/v2/models/tiny_cnn/config")).await;
+    assert_eq!((code, config["max_batch_size"].as_u64()), (200, Some(8)));
+    assert_eq!(get(format!("{b}/v2/models/nope")).await.0, 404);
+    assert_eq!(
+        get(format!("{b}/v2/models/tiny_cnn/versions/7")).await.0,
+        404
+    );
+
+    // One request with 2 items: output rows for both, id echoed.
+    let (code, out, _) = post(
+        b,
+        "tiny_cnn",
+        request(2, "r-1").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["id"], "r-1");
+    assert_eq!(out["model_name"], "tiny_cnn");
+    assert_eq!(out["outputs"][0]["shape"], json!([2, 10]));
+    assert_eq!(out["outputs"][0]["data"].as_array().unwrap().len(), 20);
+
+    // 24 concurrent single-item requests coalesce into far fewer batches; each gets its own row.
+    let batches_before = metric(b, "greenbatch_batches_total").await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let base = b.clone();
+        tasks.push(tokio::spawn(async move {
+            post(
+                &base,
+                "tiny_cnn",
+                request(1, &format!("c{i}")).to_string().into_bytes(),
+                &[],
+            )
+            .await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (code, out, _) = t.await.unwrap();
+        assert_eq!(code, 200);
+        assert_eq!(out["id"], format!("c{i}"));
+        assert_eq!(out["outputs"][0]["shape"], json!([1, 10]));
+    }
+    let batches = metric(b, "greenbatch_batches_total").await - batches_before;
+    assert!(
+        batches <= 12.0,
+        "24 concurrent requests ran in {batches} batches: no coalescing"
+    );
+
+    // The binary tensor extension (what perf_analyzer sends by default).
+    let head = json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3, 16, 16], "parameters": {"binary_data_size": 768 * 4}}]}).to_string();
+    let mut body = head.clone().into_bytes();
+    for _ in 0..768 {
+        body.extend_from_slice(&0.5f32.to_le_bytes());
+    }
+    let (code, out, _) = post(
+        b,
+        "tiny_cnn",
+        body,
+        &[("Inference-Header-Content-Length", head.len().to_string())],
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+
+    // Bad input: each a 4xx with {"error": ...}, and the server keeps serving.
+    let mut nan_body = head.clone().into_bytes();
+    for i in 0..768 {
+        nan_body.extend_from_slice(&(if i == 5 { f32::NAN } else { 1.0 }).to_le_bytes());
+    }
+    let bad: Vec<BadCase> = vec![
+        (b"{oops".to_vec(), vec![], "tiny_cnn", 400),
+        (vec![], vec![], "tiny_cnn", 400),
+        (json!({"inputs": [{"name": "input__0", "datatype": "INT64", "shape": [1, 3, 16, 16], "data": [1]}]}).to_string().into_bytes(), vec![], "tiny_cnn", 400),
+        (json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3, 8, 8], "data": vec![0.0; 192]}]}).to_string().into_bytes(), vec![], "tiny_cnn", 400),
+        (json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3, 16, 16], "data": [1.0, 2.0]}]}).to_string().into_bytes(), vec![], "tiny_cnn", 400),
+        (json!({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 3, 16, 16], "data": [1.0]}]}).to_string().into_bytes(), vec![], "tiny_cnn", 400),
+        (json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [99999999, 3, 16, 16], "data": [1.0]}]}).to_string().into_bytes(), vec![], "tiny_cnn", 400),
+        (request(9, "too-many").to_string().into_bytes(), vec![], "tiny_cnn", 400),
+        (request(1, "x").to_string().into_bytes(), vec![], "other_model", 404),
+        (nan_body, vec![("Inference-Header-Content-Length", head.len().to_string())], "tiny_cnn", 400),
+        (vec![b' '; 300_000], vec![], "tiny_cnn", 413),
+    ];
+    for (i, (body, headers, model, want)) in bad.into_iter().enumerate() {
+        let (code, out, _) = post(b, model, body, &headers).await;
+        assert_eq!(code, want, "case {i}: {out}");
+        assert!(
+            out["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "case {i}: no error message in {out}"
+        );
+    }
+    let (code, _, _) = post(
+        b,
+        "tiny_cnn",
+        request(1, "after").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "the server must keep serving after bad input");
+
+    // Metrics: counts by code, energy accounting (synthetic meter here), valid exposition format.
+    let text = reqwest::get(format!("{b}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "greenbatch_requests_total{code=\"200\"}",
+        "greenbatch_requests_total{code=\"400\"}",
+        "greenbatch_requests_total{code=\"413\"}",
+        "greenbatch_inferences_total",
+        "greenbatch_batch_size_bucket",
+        "greenbatch_queue_wait_seconds_bucket",
+        "greenbatch_request_duration_seconds_bucket",
+        "greenbatch_energy_joules_total",
+        "greenbatch_power_watts",
+        "greenbatch_queue_depth",
+        "greenbatch_max_batch_size 8",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(metric(b, "greenbatch_inferences_total").await >= 28.0);
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let o = p.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Err(_) if std::env::var("GREENBATCH_REQUIRE_PROMTOOL").is_err() => {
+            eprintln!("promtool not installed: exposition format not checked")
+        }
+        Err(e) => panic!("promtool required but not runnable: {e}"),
+    }
+    let om = reqwest::Client::new()
+        .get(format!("{b}/metrics"))
+        .header("Accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics on request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
+    // Batches of 64 never fill and the delay is long, so requests pile up to the 4-item capacity.
+    let s = start(
+        &fixture("tiny_cnn.pt"),
+        &[
+            "--max-batch-size",
+            "64",
+            "--max-queue-delay-ms",
+            "3000",
+            "--queue-capacity",
+            "4",
+        ],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let base = s.base.clone();
+        tasks.push(tokio::spawn(async move {
+            post(
+                &base,
+                "tiny_cnn",
+                request(1, &format!("q{i}")).to_string().into_bytes(),
+                &[],
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metric(&s.base, "greenbatch_queue_depth").await, 4.0);
+    let (code, out, headers) = post(
+        &s.base,
+        "tiny_cnn",
+        request(1, "overflow").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 429, "{out}");
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert!(out["error"].as_str().unwrap().contains("queue is full"));
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap().0,
+            200,
+            "queued requests are served when their delay expires"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_fails_to_load_is_not_ready_and_says_why() {
+    let s = start(&fixture("corrupt.pt"), &[]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, body) = get(format!("{}/v2/models/corrupt/ready", s.base)).await;
+    assert_eq!(code, 503);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("model load failed"),
+        "{body}"
+    );
+    assert_eq!(get(format!("{}/v2/health/ready", s.base)).await.0, 503);
+    assert_eq!(get(format!("{}/v2/health/live", s.base)).await.0, 200);
+    let (code, out, headers) = post(
+        &s.base,
+        "corrupt",
+        request(1, "x").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 503, "{out}");
+    assert!(headers.contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_queued_requests_then_exits() {
+    let mut s = start(
+        &fixture("tiny_cnn.pt"),
+        &["--max-batch-size", "64", "--max-queue-delay-ms", "5000"],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let base = s.base.clone();
+        tasks.push(tokio::spawn(async move {
+            post(
+                &base,
+                "tiny_cnn",
+                request(1, &format!("d{i}")).to_string().into_bytes(),
+                &[],
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    for t in tasks {
+        let (code, out, _) = t.await.unwrap();
+        assert_eq!(
+            code, 200,
+            "queued requests are answered, not dropped: {out}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "draining must not wait out the 5 s queue delay"
+    );
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
