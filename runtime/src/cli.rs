@@ -105,6 +105,9 @@ pub struct LoadgenArgs {
     pub csv: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Client threads (large bodies at high rates need more than one).
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
 }
 
 #[derive(Args, Debug, Clone)]

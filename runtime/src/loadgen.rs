@@ -63,12 +63,19 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
     ))
 }
 
+/// A request body in the binary tensor extension (JSON header + raw little-endian tensor bytes),
+/// as perf_analyzer sends it: decoding it costs the server far less than JSON numbers.
+struct Body {
+    bytes: Vec<u8>,
+    header_len: usize,
+}
+
 async fn request_body(
     client: &reqwest::Client,
     url: &str,
     model: &str,
     items: u32,
-) -> Result<serde_json::Value> {
+) -> Result<Body> {
     let meta: serde_json::Value = client
         .get(format!("{url}/v2/models/{model}"))
         .send()
@@ -86,21 +93,35 @@ async fn request_body(
         .iter()
         .filter_map(|d| d.as_i64())
         .collect();
+    if shape.is_empty() {
+        return Err(err("metadata has an empty input shape"));
+    }
     shape[0] = i64::from(items);
-    let n: i64 = shape.iter().product();
+    let n = shape.iter().product::<i64>().max(0) as usize;
     let datatype = input["datatype"].as_str().unwrap_or("FP32");
-    let data: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            if datatype == "FP32" {
-                ((i % 7) as f64 * 0.1).into()
-            } else {
-                (i % 7).into()
-            }
-        })
-        .collect();
-    Ok(
-        serde_json::json!({"inputs": [{"name": input["name"], "datatype": datatype, "shape": shape, "data": data}]}),
-    )
+    let data: Vec<u8> = match datatype {
+        "FP32" => (0..n)
+            .flat_map(|i| ((i % 7) as f32 * 0.1).to_le_bytes())
+            .collect(),
+        "INT64" => (0..n)
+            .flat_map(|i| ((i % 7) as i64).to_le_bytes())
+            .collect(),
+        "INT32" => (0..n)
+            .flat_map(|i| ((i % 7) as i32).to_le_bytes())
+            .collect(),
+        "UINT8" => (0..n).map(|i| (i % 7) as u8).collect(),
+        other => return Err(err(format!("unsupported input datatype {other}"))),
+    };
+    let header =
+        serde_json::json!({"inputs": [{"name": input["name"], "datatype": datatype, "shape": shape,
+        "parameters": {"binary_data_size": data.len()}}]})
+        .to_string()
+        .into_bytes();
+    let header_len = header.len();
+    Ok(Body {
+        bytes: [header, data].concat(),
+        header_len,
+    })
 }
 
 pub fn run(args: &LoadgenArgs) -> Result<()> {
@@ -119,7 +140,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         });
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()
         .map_err(err)?;
@@ -156,11 +177,12 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
 
 type Outcomes = Arc<Mutex<Vec<(Option<u16>, f64)>>>;
 
-async fn one(client: reqwest::Client, url: String, body: Arc<serde_json::Value>, out: Outcomes) {
+async fn one(client: reqwest::Client, url: String, body: Arc<Body>, out: Outcomes) {
     let start = Instant::now();
     let status = client
         .post(&url)
-        .json(&*body)
+        .header("Inference-Header-Content-Length", body.header_len)
+        .body(body.bytes.clone())
         .send()
         .await
         .ok()

@@ -104,7 +104,14 @@ pub fn protocol_config(p: &ProtocolArgs) -> Result<ProtocolConfig> {
     })
 }
 
+/// Loads the model for profiling (fixed batch shapes: cuDNN autotuning pays off) or serving
+/// (`autotune: false`: every new batch size would trigger a fresh, slow autotuning pass in the
+/// middle of serving requests).
 pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
+    load_model_with(args, true)
+}
+
+pub fn load_model_with(args: &ModelArgs, autotune: bool) -> Result<LoadedModel> {
     let source = ModelSource::parse(&args.model)?;
     let dtype = parse_dtype(&args.dtype)?;
     let precision = parse_precision(&args.precision)?;
@@ -133,7 +140,7 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
     let (device, why) = crate::device::select(args.device)?;
     tracing::info!(device = ?device, "{why}");
     if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
+        tch::Cuda::cudnn_set_benchmark(autotune);
     }
     tracing::info!(model = %source.describe(), shape = ?args.shape, dtype = ?dtype, precision = precision.as_str(), "loading model");
     let model = LoadedModel::load(ModelConfig {

@@ -473,3 +473,103 @@ async fn sigterm_drains_queued_requests_then_exits() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics() {
+    let s = start(
+        &fixture("tiny_cnn.pt"),
+        &["--max-batch-size", "16", "--max-queue-delay-ms", "2"],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("open.json");
+    let csv_path = dir.path().join("open.csv");
+    let base = s.base.clone();
+    let (jp, cp) = (json_path.clone(), csv_path.clone());
+    let open = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
+            .args([
+                "loadgen",
+                "--url",
+                &base,
+                "--model",
+                "tiny_cnn",
+                "--rate",
+                "100",
+                "--duration-seconds",
+                "2",
+                "--slo-ms",
+                "500",
+            ])
+            .args([
+                "--json",
+                jp.to_str().unwrap(),
+                "--csv",
+                cp.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(report["mode"], "open-loop-poisson");
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(
+        (120..=290).contains(&requests),
+        "Poisson at 100/s for 2 s gave {requests} requests"
+    );
+    assert_eq!(report["ok"].as_u64().unwrap(), requests, "{report}");
+    assert!(report["latency_p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["slo_attainment"].as_f64().unwrap() > 0.9);
+    // Energy from the server's synthetic meter (a labelled test double), per inference.
+    assert!(
+        report["joules_per_inference"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        std::fs::read_to_string(&csv_path)
+            .unwrap()
+            .starts_with("mode,offered_rate")
+    );
+
+    let base = s.base.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
+            .args([
+                "loadgen",
+                "--url",
+                &base,
+                "--model",
+                "tiny_cnn",
+                "--concurrency",
+                "4",
+                "--duration-seconds",
+                "1",
+                "--items",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let report: Value = serde_json::from_slice(&closed.stdout).unwrap();
+    assert_eq!(report["mode"], "closed-loop");
+    assert!(
+        report["ok"].as_u64().unwrap() > 10 && report["errors"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
+}

@@ -114,7 +114,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .spawn(move || {
                 executor::run(
                     || {
-                        let m = crate::profile_cmd::load_model(&model_args);
+                        let m = crate::profile_cmd::load_model_with(&model_args, false);
                         let _ = device_tx.send(m.as_ref().map(|m| m.config.device).ok());
                         m
                     },

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Serving energy at fixed request rates: batch-1 serving vs the adaptive policy, driven by the
+# runtime's open-loop Poisson load generator. For each policy the server runs alone on the GPU;
+# J/request comes from the server's own NVML-counter accounting (energy / inferences over the run).
+# Usage (repo root): BIN=path/to/greenbatch-runtime OUT=dir bash benchmarks/gpu/serve.sh
+set -uo pipefail
+BIN=${BIN:-.device/greenbatch-runtime}
+OUT=${OUT:-/tmp/greenbatch-serve}
+MODEL=${MODEL:-builtin:resnet50}
+NAME=${NAME:-resnet50}
+SHAPE=${SHAPE:-3,224,224}
+RATES=${RATES:-"100 500 2000"}
+DURATION=${DURATION:-8}
+SLO_MS=${SLO_MS:-50}
+PROFILE=${PROFILE:-benchmarks/results/h200-20261126/rust1-resnet50.json}
+EXTRA=${EXTRA:-}
+PORT=${PORT:-18080}
+mkdir -p "$OUT"
+if python3 -c 'import torch' 2>/dev/null; then
+  TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+policy() {
+  local name=$1; shift
+  "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 $EXTRA "$@" \
+    >"$OUT/serve-$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 240); do
+    curl -sf "http://127.0.0.1:$PORT/v2/health/ready" >/dev/null && break
+    sleep 0.25
+  done
+  for rate in $RATES; do
+    echo "== $(date +%T) $name at $rate req/s"
+    "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
+      --slo-ms "$SLO_MS" --threads 8 --json "$OUT/$name-$rate.json" >/dev/null 2>>"$OUT/loadgen.log" || echo "loadgen failed"
+  done
+  kill -TERM "$pid"; wait "$pid"; echo "server exit $?"
+}
+policy batch1 --max-batch-size 1 --max-queue-delay-ms 0
+policy adaptive --max-batch-size 256 --max-queue-delay-ms 5 --profile "$PROFILE" --slo-ms "$SLO_MS" --percentile 99
+python3 - "$OUT" "$RATES" "$SLO_MS" <<'PY'
+import json, sys
+out, rates, slo = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+print(f"\n| rate req/s | policy | ok/requests | throughput/s | p50 ms | p99 ms | within {slo} ms | J/request |")
+print("|---|---|---|---|---|---|---|---|")
+for rate in rates:
+    for pol in ("batch1", "adaptive"):
+        try:
+            r = json.load(open(f"{out}/{pol}-{rate}.json"))
+        except Exception as e:
+            print(f"| {rate} | {pol} | missing ({e}) |"); continue
+        f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"
+        att = r.get("slo_attainment")
+        print(f"| {rate} | {pol} | {r['ok']}/{r['requests']} | {f(r['throughput_per_second'], 0)} | {f(r['latency_p50_ms'])} | {f(r['latency_p99_ms'])} | {f(att and att * 100, 1)}% | {f(r.get('joules_per_inference'), 3)} |")
+PY
+grep -h "adaptive batching" "$OUT/serve-adaptive.log" | tail -n 5
