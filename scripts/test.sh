@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 started=$(date +%s)
 
-apt_install build-essential pkg-config ca-certificates openssl curl python3 python3-venv
+# prometheus: for promtool, which checks the runtime's /metrics exposition in the serve tests.
+apt_install build-essential pkg-config ca-certificates openssl curl python3 python3-venv prometheus
 if ! command -v cargo >/dev/null; then die "cargo not found: install a Rust toolchain (rustup) first"; fi
 for c in rustfmt clippy; do
   cargo "$( [ $c = rustfmt ] && echo fmt || echo clippy )" --version >/dev/null 2>&1 || rustup component add "$c"
@@ -16,6 +17,9 @@ done
 
 . "$(bash scripts/setup-libtorch.sh)"
 . "$(bash scripts/setup-test-cluster.sh)"
+. "$(bash scripts/setup-v2-clients.sh)"
+# The serve tests skip checks whose tools are missing on a developer's machine; CI must not.
+export GREENBATCH_REQUIRE_PROMTOOL=1 GREENBATCH_REQUIRE_V2_CLIENTS=1
 log "libtorch: $LIBTORCH"
 log "test cluster: $GREENBATCH_KUBE_APISERVER"
 

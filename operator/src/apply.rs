@@ -1,0 +1,57 @@
+//! The apply step: server-side apply with the operator's one field manager, forced (the operator
+//! owns the fields it sets; a human's `kubectl edit` of them is reverted on the next reconcile),
+//! and the status through the `/status` subresource.
+
+use crate::names::FIELD_MANAGER;
+use greenbatch_crds::{InferenceService, InferenceServiceStatus};
+use kube::Resource;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+fn params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Server-side applies `obj` (which must carry apiVersion, kind and name) and returns the result.
+pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+{
+    api.patch(name, &params(), &Patch::Apply(obj)).await
+}
+
+/// Server-side applies the status of an InferenceService. Fields the operator set before and
+/// leaves out now (e.g. `selected` after an invalid edit) are removed, which a merge patch
+/// would not do.
+pub async fn apply_status(
+    api: &Api<InferenceService>,
+    name: &str,
+    status: &InferenceServiceStatus,
+) -> Result<InferenceService, kube::Error> {
+    let body = serde_json::json!({
+        "apiVersion": "greenbatch.dev/v1alpha1",
+        "kind": "InferenceService",
+        "status": status,
+    });
+    api.patch_status(name, &params(), &Patch::Apply(&body))
+        .await
+}
+
+/// Deletes `name` if it exists; pods go with their owner in the background.
+pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,34 @@
+//! The operator's settings that shape the objects it builds (pure data; `main` fills it from flags).
+
+/// What the pure planner and builders need to know about the installation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OperatorConfig {
+    /// Image holding `greenbatch-runtime` (profiling Jobs and serving Deployments).
+    pub runtime_image: String,
+    /// `Always`, `IfNotPresent`, `Never`, or the cluster default when `None`.
+    pub image_pull_policy: Option<String>,
+    /// Service account of profiling pods, in each service's namespace: it needs `get` on
+    /// `energyprofiles` and `patch` on `energyprofiles/status` (see `operator/rbac/`).
+    pub runtime_service_account: String,
+    /// Version of the runtime in `runtime_image`: part of every profile key, so a new runtime
+    /// measures afresh instead of reusing numbers an older one took.
+    pub runtime_version: String,
+    /// Pod retries of a profiling Job before it counts as failed (the Job controller backs off
+    /// exponentially between them: 10 s, 20 s, 40 s, ...).
+    pub job_backoff_limit: i32,
+    /// Wall-clock limit of a profiling Job.
+    pub job_active_deadline_seconds: i64,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            runtime_image: format!("ghcr.io/greenbatch/runtime:{}", env!("CARGO_PKG_VERSION")),
+            image_pull_policy: None,
+            runtime_service_account: "greenbatch-runtime".to_string(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_string(),
+            job_backoff_limit: 2,
+            job_active_deadline_seconds: 3600,
+        }
+    }
+}

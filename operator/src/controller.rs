@@ -1,0 +1,435 @@
+//! The reconcile loop: a kube-rs `Controller` on InferenceServices that reads what a service needs,
+//! runs the pure validate + plan, applies the plan, and writes status and Events.
+//!
+//! Triggers: the InferenceService itself, filtered to generation and annotation changes (its
+//! status — which this controller writes — does not retrigger); the Deployments and Services it
+//! owns; the EnergyProfiles and profiling Jobs of the profiles it uses (mapped back through
+//! `status.profileRef` in the controller's cache). A periodic resync backs the watches up.
+
+use crate::apply;
+use crate::config::OperatorConfig;
+use crate::error::{OperatorError, ReconcileError};
+use crate::metrics::Metrics;
+use crate::names::*;
+use crate::observe::{self, JobObservation, Observed};
+use crate::plan::{self, Requeue, Serving};
+use futures::StreamExt;
+use greenbatch_crds::{EnergyProfile, InferenceService};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::{Predicate, WatchStreamExt, predicates};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Which namespaces the operator manages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub config: OperatorConfig,
+    pub scope: Scope,
+    /// Most reconciles running at once (over all services; one service never runs twice at once).
+    pub concurrency: u16,
+    /// `reportingInstance` of Events (the pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+/// The running operator's shared state: metrics, readiness, the cache of services.
+#[derive(Default)]
+pub struct Operator {
+    pub metrics: Metrics,
+    ready: AtomicBool,
+    store: OnceLock<Store<InferenceService>>,
+}
+
+struct Context {
+    client: Client,
+    config: OperatorConfig,
+    recorder: Recorder,
+    operator: Arc<Operator>,
+    /// Consecutive failures per service, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Checks through discovery (no CRD read permission needed) that both kinds are served.
+pub async fn check_crds(client: &Client) -> Result<(), OperatorError> {
+    let want = ["inferenceservices", "energyprofiles"];
+    let served: Vec<String> = match client
+        .list_api_group_resources("greenbatch.dev/v1alpha1")
+        .await
+    {
+        Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(source) => {
+            return Err(OperatorError::Kube {
+                context: "discovering API group greenbatch.dev/v1alpha1".into(),
+                source,
+            });
+        }
+    };
+    let missing: Vec<&str> = want
+        .into_iter()
+        .filter(|w| !served.iter().any(|s| s == w))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(OperatorError::CrdsMissing {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+impl Operator {
+    /// True once the CRDs were found and the first list of services is cached.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The cached services (empty before start).
+    pub fn services(&self) -> Vec<Arc<InferenceService>> {
+        self.store.get().map(Store::state).unwrap_or_default()
+    }
+
+    /// Runs the controller until `shutdown` resolves (then finishes the reconciles in flight).
+    pub async fn run(
+        self: Arc<Self>,
+        client: Client,
+        settings: Settings,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) -> Result<(), OperatorError> {
+        check_crds(&client).await?;
+        let services: Api<InferenceService> = settings.scope.api(&client);
+        let (reader, writer) = reflector::store();
+        let _ = self.store.set(reader.clone());
+        // Status writes bump resourceVersion but not generation: filtered out here, so the
+        // controller's own status patches never trigger another reconcile. Annotations pass (the
+        // re-profile request is one).
+        let trigger = watcher(services, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                predicates::generation.combine(predicates::annotations),
+                Default::default(),
+            );
+        let managed =
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+        let jobs_cfg = watcher::Config::default()
+            .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY},{PROFILE_LABEL}"));
+        let (by_job, by_profile) = (reader.clone(), reader.clone());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: settings.instance.clone(),
+            },
+        );
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            config: settings.config.clone(),
+            recorder,
+            operator: self.clone(),
+            failures: Mutex::new(HashMap::new()),
+        });
+        let ready_flag = self.clone();
+        let ready_reader = reader.clone();
+        tokio::spawn(async move {
+            // Re-polled with a timeout: the store's one-shot readiness signal wakes only one
+            // waiter reliably, and the controller's runner waits on it too.
+            loop {
+                match tokio::time::timeout(
+                    Duration::from_millis(500),
+                    ready_reader.wait_until_ready(),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {
+                        ready_flag.ready.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => {}
+                }
+            }
+        });
+        tracing::info!(scope = ?settings.scope, concurrency = settings.concurrency, image = %settings.config.runtime_image, "starting the InferenceService controller");
+        Controller::for_stream(trigger, reader)
+            .owns(settings.scope.api::<Deployment>(&client), managed.clone())
+            .owns(settings.scope.api::<Service>(&client), managed.clone())
+            .watches(
+                settings.scope.api::<Job>(&client),
+                jobs_cfg,
+                move |job: Job| {
+                    let profile = job.labels().get(PROFILE_LABEL).cloned();
+                    users_of(&by_job, job.namespace(), profile)
+                },
+            )
+            .watches(
+                settings.scope.api::<EnergyProfile>(&client),
+                managed,
+                move |ep: EnergyProfile| users_of(&by_profile, ep.namespace(), Some(ep.name_any())),
+            )
+            .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                match result {
+                    // A trigger for a service deleted a moment ago: expected, nothing to do.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        tracing::debug!(%obj, "trigger for a deleted service");
+                    }
+                    // Watch hiccups; reconcile errors themselves are logged by error_policy.
+                    Err(e) => tracing::warn!(error = %e, "controller stream error"),
+                    Ok(_) => {}
+                }
+            })
+            .await;
+        self.ready.store(false, Ordering::Relaxed);
+        tracing::info!("controller stopped");
+        Ok(())
+    }
+}
+
+/// The services whose status names `profile` in `namespace`.
+fn users_of(
+    store: &Store<InferenceService>,
+    namespace: Option<String>,
+    profile: Option<String>,
+) -> Vec<ObjectRef<InferenceService>> {
+    let Some(profile) = profile else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == namespace)
+        .filter(|s| {
+            s.status.as_ref().and_then(|st| st.profile_ref.as_deref()) == Some(profile.as_str())
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+fn api_err(
+    action: &'static str,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    move |source| ReconcileError::Api {
+        action,
+        kind,
+        namespace,
+        name,
+        source,
+    }
+}
+
+async fn observe_job(
+    jobs: &Api<Job>,
+    pods: &Api<Pod>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<JobObservation>, ReconcileError> {
+    let Some(job) = jobs
+        .get_opt(name)
+        .await
+        .map_err(api_err("get", "Job", ns, name))?
+    else {
+        return Ok(None);
+    };
+    let mut state = observe::job_state(&job, &[]);
+    if matches!(state, observe::JobState::Failed { .. }) {
+        // Only a failed Job's pods are read: they say why.
+        let pods = pods
+            .list(&ListParams::default().labels(&format!("job-name={name}")))
+            .await
+            .map_err(api_err("list", "Pod", ns, name))?;
+        state = observe::job_state(&job, &pods.items);
+    }
+    Ok(Some(JobObservation {
+        name: name.to_string(),
+        state,
+    }))
+}
+
+async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
+    let result = reconcile_inner(&is, &ctx).await;
+    ctx.operator.metrics.reconciled(
+        &key,
+        started.elapsed(),
+        result.as_ref().err().map(ReconcileError::kind),
+    );
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&key);
+    }
+    if let Some(store) = ctx.operator.store.get() {
+        ctx.operator.metrics.count_phases(&store.state());
+    }
+    result
+}
+
+async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = is
+        .namespace()
+        .ok_or(ReconcileError::MissingMetadata("namespace"))?;
+    let name = is.name_any();
+    let uid = is.uid().ok_or(ReconcileError::MissingMetadata("uid"))?;
+    let client = &ctx.client;
+    let profiles: Api<EnergyProfile> = Api::namespaced(client.clone(), &ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let inference: Api<InferenceService> = Api::namespaced(client.clone(), &ns);
+
+    // Read.
+    let mut observed = Observed::default();
+    let profile_name = plan::profile_name(is, &ctx.config);
+    if let Some(pn) = &profile_name {
+        observed.profile =
+            profiles
+                .get_opt(pn)
+                .await
+                .map_err(api_err("get", "EnergyProfile", &ns, pn))?;
+        let job = plan::observed_job_name(pn, observed.profile.as_ref());
+        observed.job = observe_job(&jobs, &pods, &ns, &job).await?;
+    }
+    observed.deployment = deployments
+        .get_opt(&name)
+        .await
+        .map_err(api_err("get", "Deployment", &ns, &name))?
+        .map(|d| observe::deployment(&d, &uid));
+
+    // Plan; a profile created (or annotated) by the plan is applied first and the plan made again
+    // with it, because its uid owns the profiling Job.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut plan = plan::plan(is, &observed, &ctx.config, &now);
+    for _ in 0..2 {
+        let Some(profile) = plan.profile.take() else {
+            break;
+        };
+        let pn = profile.name_any();
+        let applied = apply::apply(&profiles, &pn, &profile)
+            .await
+            .map_err(api_err("apply", "EnergyProfile", &ns, &pn))?;
+        let job = plan::observed_job_name(&pn, Some(&applied));
+        observed.profile = Some(applied);
+        observed.job = observe_job(&jobs, &pods, &ns, &job).await?;
+        let events = std::mem::take(&mut plan.events);
+        plan = plan::plan(is, &observed, &ctx.config, &now);
+        plan.events.splice(0..0, events);
+    }
+
+    // Apply.
+    if let Some(job) = &plan.job {
+        let jn = job.name_any();
+        apply::apply(&jobs, &jn, job)
+            .await
+            .map_err(api_err("apply", "Job", &ns, &jn))?;
+        tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
+    }
+    match &plan.serving {
+        Serving::Keep => {}
+        Serving::Apply(objects) => {
+            let (deployment, service) = objects.as_ref();
+            apply::apply(&deployments, &name, deployment)
+                .await
+                .map_err(api_err("apply", "Deployment", &ns, &name))?;
+            apply::apply(&services, &name, service)
+                .await
+                .map_err(api_err("apply", "Service", &ns, &name))?;
+        }
+        Serving::Remove => {
+            apply::delete_if_exists(&deployments, &name)
+                .await
+                .map_err(api_err("delete", "Deployment", &ns, &name))?;
+            apply::delete_if_exists(&services, &name)
+                .await
+                .map_err(api_err("delete", "Service", &ns, &name))?;
+        }
+    }
+    if is.status.as_ref() != Some(&plan.status) {
+        apply::apply_status(&inference, &name, &plan.status)
+            .await
+            .map_err(api_err("apply status of", "InferenceService", &ns, &name))?;
+    }
+    let reference = is.object_ref(&());
+    for ev in &plan.events {
+        let event = Event {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.to_string(),
+            note: Some(ev.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // An Event is a courtesy: failing to publish one must not fail (and retry) the reconcile.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(service = %name, namespace = %ns, reason = ev.reason, error = %e, "could not publish Event");
+        }
+    }
+    tracing::info!(
+        service = %name, namespace = %ns,
+        phase = ?plan.status.phase,
+        batch = plan.status.selected.as_ref().map(|s| s.batch_size),
+        "reconciled"
+    );
+    Ok(match plan.requeue {
+        Requeue::AwaitChange => Action::await_change(),
+        Requeue::After(d) => Action::requeue(d),
+    })
+}
+
+/// Exponential backoff per service: 1 s, 2 s, 4 s ... capped at 5 minutes; reset by a success.
+fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key.clone()).or_default();
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay =
+        Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    tracing::warn!(service = %key, failures = n, retry_in = ?delay, error = %error, "reconcile failed");
+    Action::requeue(delay)
+}

@@ -1,0 +1,47 @@
+//! The operator's errors: each says what was being done.
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(
+        "the greenbatch CRDs are not installed (API group greenbatch.dev/v1alpha1 lacks {missing}): run `kubectl apply -f crds/` first"
+    )]
+    CrdsMissing { missing: String },
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why one reconcile failed; the controller retries it with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("InferenceService has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("{action} {kind} {namespace}/{name}: {source}")]
+    Api {
+        action: &'static str,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ReconcileError {
+    /// A label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::MissingMetadata(_) => "metadata",
+            ReconcileError::Api { kind, .. } => kind,
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The greenbatch operator: turns each `InferenceService` into a profiled model served at its
+//! energy-optimal batch size.
+//!
+//! A reconcile is a pipeline whose ends alone touch the API:
+//! read ([`controller`]) -> [`validate`] (pure) -> [`plan`] (pure, with `greenbatch_core::choose`)
+//! -> [`apply`] (server-side apply, one field manager) -> status and Events.
+//!
+//! Modules, bottom-up (each imports only modules above it in this list):
+//! [`names`], [`config`], [`validate`], [`resources`], [`observe`], [`plan`] — pure;
+//! [`apply`], [`metrics`] — I/O helpers; [`controller`] — the kube-rs `Controller`;
+//! [`server`] — `/metrics`, `/healthz`, `/readyz`.
+
+pub mod apply;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod metrics;
+pub mod names;
+pub mod observe;
+pub mod plan;
+pub mod resources;
+pub mod server;
+pub mod validate;
+
+#[cfg(test)]
+mod testutil;
+
+pub use config::OperatorConfig;
+pub use controller::{Operator, Scope};
+pub use error::OperatorError;

@@ -1,0 +1,155 @@
+//! `greenbatch-operator`: flags -> settings, logs, the controller and the HTTP endpoints, graceful
+//! shutdown on SIGTERM/SIGINT.
+
+use clap::{Parser, ValueEnum};
+use greenbatch_operator::controller::{Operator, Scope, Settings};
+use greenbatch_operator::{OperatorConfig, OperatorError, server};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "greenbatch-operator",
+    version,
+    about = "Serve each InferenceService at its energy-optimal batch size"
+)]
+struct Args {
+    /// Image with `greenbatch-runtime` for profiling Jobs and serving Deployments.
+    #[arg(long, env = "GREENBATCH_RUNTIME_IMAGE", default_value_t = OperatorConfig::default().runtime_image)]
+    runtime_image: String,
+    /// Version of the runtime in that image (part of every profile key).
+    #[arg(long, env = "GREENBATCH_RUNTIME_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    runtime_version: String,
+    /// imagePullPolicy of runtime containers (cluster default when unset).
+    #[arg(long, env = "GREENBATCH_IMAGE_PULL_POLICY")]
+    image_pull_policy: Option<String>,
+    /// Service account of profiling pods (in each service's namespace); it writes EnergyProfile status.
+    #[arg(
+        long,
+        env = "GREENBATCH_RUNTIME_SERVICE_ACCOUNT",
+        default_value = "greenbatch-runtime"
+    )]
+    runtime_service_account: String,
+    /// Pod retries of a profiling Job.
+    #[arg(long, env = "GREENBATCH_JOB_BACKOFF_LIMIT", default_value_t = 2)]
+    job_backoff_limit: i32,
+    /// Time limit of a profiling Job, seconds.
+    #[arg(long, env = "GREENBATCH_JOB_DEADLINE_SECONDS", default_value_t = 3600)]
+    job_deadline_seconds: i64,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "GREENBATCH_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Most reconciles at once.
+    #[arg(long, env = "GREENBATCH_CONCURRENCY", default_value_t = 4)]
+    concurrency: u16,
+    /// Address of /metrics, /healthz, /readyz.
+    #[arg(long, env = "GREENBATCH_LISTEN", default_value = "0.0.0.0:8081")]
+    listen: SocketAddr,
+    #[arg(long, value_enum, env = "GREENBATCH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the operator");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down: finishing reconciles in flight");
+}
+
+async fn run(args: Args) -> Result<(), OperatorError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|source| OperatorError::Kube {
+            context: "no Kubernetes credentials (in-cluster or kubeconfig)".into(),
+            source,
+        })?;
+    let settings = Settings {
+        config: OperatorConfig {
+            runtime_image: args.runtime_image,
+            image_pull_policy: args.image_pull_policy,
+            runtime_service_account: args.runtime_service_account,
+            runtime_version: args.runtime_version,
+            job_backoff_limit: args.job_backoff_limit,
+            job_active_deadline_seconds: args.job_deadline_seconds,
+        },
+        scope: args.namespace.map(Scope::Namespace).unwrap_or(Scope::All),
+        concurrency: args.concurrency,
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let operator = Arc::new(Operator::default());
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_ctl_tx, stop_ctl_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, http) = server::bind(args.listen, operator.clone(), async {
+        let _ = stop_http_rx.await;
+    })
+    .await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let http = tokio::spawn(http);
+    tokio::spawn(async move {
+        termination().await;
+        let _ = stop_ctl_tx.send(());
+    });
+    let result = operator
+        .run(client, settings, async {
+            let _ = stop_ctl_rx.await;
+        })
+        .await;
+    let _ = stop_http_tx.send(());
+    if let Ok(Err(e)) = http.await {
+        tracing::warn!(error = %e, "HTTP server");
+    }
+    result
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logs(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("greenbatch-operator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "greenbatch-operator failed");
+            eprintln!("greenbatch-operator: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

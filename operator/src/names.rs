@@ -1,0 +1,38 @@
+//! Names the operator and its objects agree on: labels, annotations, the field manager, ports.
+//! A leaf module: everything else may import it, it imports nothing.
+
+/// The one field manager of every server-side apply the operator makes (objects and status).
+pub const FIELD_MANAGER: &str = "greenbatch-operator";
+/// The controller name in Events (`reportingController`).
+pub const CONTROLLER_NAME: &str = "greenbatch.dev/operator";
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "greenbatch-operator";
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// On serving pods, Deployments and Services: the InferenceService they serve (also the selector).
+pub const SERVICE_LABEL: &str = "greenbatch.dev/inference-service";
+/// On profiling Jobs and their pods: the EnergyProfile they measure. The Job watch maps through it.
+pub const PROFILE_LABEL: &str = "greenbatch.dev/profile";
+
+/// On an InferenceService: any new token (`[A-Za-z0-9._-]{1,63}`) asks for its profile to be measured
+/// again. Each token is honoured once per profile.
+pub const REPROFILE_ANNOTATION: &str = "greenbatch.dev/reprofile";
+/// On an EnergyProfile: the re-profile tokens already honoured (comma-separated, newest last).
+pub const REPROFILE_TOKENS_ANNOTATION: &str = "greenbatch.dev/reprofile-tokens";
+/// On an EnergyProfile: the name of the Job that measures (or measured) it.
+pub const PROFILING_JOB_ANNOTATION: &str = "greenbatch.dev/profiling-job";
+
+/// Name of the runtime container in profiling and serving pods.
+pub const CONTAINER_NAME: &str = "runtime";
+/// The runtime's HTTP port in serving pods (KServe v2 + /metrics); the Service's port too.
+pub const HTTP_PORT: i32 = 8080;
+pub const HTTP_PORT_NAME: &str = "http";
+/// The binary inside the runtime image.
+pub const RUNTIME_BINARY: &str = "greenbatch-runtime";
+/// `gpu.product` stands for the key of CPU-only profiles (`gpu.count: 0`).
+pub const CPU_PRODUCT: &str = "cpu";
+/// The key's GPU product when `gpu.count > 0` names no product: whatever GPU the Job lands on.
+pub const ANY_GPU_PRODUCT: &str = "any-gpu";
+/// The node label the GPU product pins pods with (NVIDIA GPU feature discovery).
+pub const GPU_PRODUCT_NODE_LABEL: &str = "nvidia.com/gpu.product";

@@ -1,0 +1,198 @@
+//! What the cluster shows about a service's objects, reduced to what the planner decides on.
+//! Pure conversions from API objects; the controller does the reading.
+
+use greenbatch_crds::EnergyProfile;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+/// Everything `plan` needs besides the InferenceService itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// The EnergyProfile under the service's profile key, if it exists.
+    pub profile: Option<EnergyProfile>,
+    /// The profiling Job the profile names (or would be measured by), if it exists.
+    pub job: Option<JobObservation>,
+    /// The Deployment named after the service, if it exists.
+    pub deployment: Option<DeploymentObservation>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobObservation {
+    pub name: String,
+    pub state: JobState,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobState {
+    /// Created, pods pending or running.
+    Active,
+    Succeeded,
+    /// Out of retries (or past its deadline); `reason` and `message` come from the last failed pod
+    /// when there is one, else from the Job's condition.
+    Failed {
+        reason: String,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploymentObservation {
+    /// Whether this service's InferenceService is its controller (else it is someone else's).
+    pub controlled_by_us: bool,
+    /// The runtime container's args, to tell whether the observed rollout is the planned one.
+    pub args: Vec<String>,
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub replicas: i32,
+    pub updated_replicas: i32,
+    pub ready_replicas: i32,
+    pub available_replicas: i32,
+}
+
+/// Runtime exit codes (see the runtime's README section) in words, for conditions.
+pub fn runtime_exit_reason(code: i32) -> Option<&'static str> {
+    Some(match code {
+        2 => "bad argument",
+        3 => "model file missing",
+        4 => "model not loadable",
+        5 => "model rejects the declared input",
+        6 => "unknown builtin model",
+        7 => "requested meter unavailable",
+        8 => "nothing could be measured",
+        9 => "output not writable",
+        10 => "Kubernetes API error (check the runtime service account's RBAC)",
+        11 => "not supported on this device",
+        12 => "bad batch sizes",
+        _ => return None,
+    })
+}
+
+/// Why a pod failed, from its runtime container's terminated state (or the pod's own reason).
+pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    let terminated = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+        })
+        .find(|t| t.exit_code != 0);
+    if let Some(t) = terminated {
+        let reason = t.reason.clone().unwrap_or_else(|| "Error".to_string());
+        let words = runtime_exit_reason(t.exit_code)
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        let detail = t
+            .message
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .map(|m| format!(": {}", m.trim()))
+            .unwrap_or_default();
+        return Some((reason, format!("exit code {}{words}{detail}", t.exit_code)));
+    }
+    (status.phase.as_deref() == Some("Failed")).then(|| {
+        (
+            status.reason.clone().unwrap_or_else(|| "PodFailed".into()),
+            status.message.clone().unwrap_or_default(),
+        )
+    })
+}
+
+/// The Job's state; `pods` are its pods (label `job-name`), used only when it failed.
+pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .cloned()
+        .unwrap_or_default();
+    let is_true = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if is_true("Complete").is_some() {
+        return JobState::Succeeded;
+    }
+    let Some(failed) = is_true("Failed") else {
+        return JobState::Active;
+    };
+    // The newest failed pod says why; the Job's condition says only that it ran out of retries.
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+    let job_reason = failed.reason.clone().unwrap_or_else(|| "Failed".into());
+    let job_message = failed.message.clone().unwrap_or_default();
+    match pods.iter().rev().find_map(|p| pod_failure(p)) {
+        Some((reason, message)) => JobState::Failed {
+            reason,
+            message: format!("{message} ({job_reason}: {job_message})"),
+        },
+        None => JobState::Failed {
+            reason: job_reason,
+            message: job_message,
+        },
+    }
+}
+
+pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
+    let status = d.status.clone().unwrap_or_default();
+    DeploymentObservation {
+        controlled_by_us: d
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == owner_uid),
+        args: d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.args.clone())
+            .unwrap_or_default(),
+        generation: d.metadata.generation.unwrap_or(0),
+        observed_generation: status.observed_generation.unwrap_or(0),
+        replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        updated_replicas: status.updated_replicas.unwrap_or(0),
+        ready_replicas: status.ready_replicas.unwrap_or(0),
+        available_replicas: status.available_replicas.unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_job_reports_the_pods_exit_code_in_words() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j"},
+            "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j-abc"},
+            "status": {"phase": "Failed", "containerStatuses": [{"name": "runtime", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+              "state": {"terminated": {"exitCode": 3, "reason": "Error", "message": "model file /m.pt not found"}}}]}
+        }))
+        .unwrap();
+        match job_state(&job, &[pod]) {
+            JobState::Failed { reason, message } => {
+                assert_eq!(reason, "Error");
+                assert!(
+                    message
+                        .contains("exit code 3 (model file missing): model file /m.pt not found"),
+                    "{message}"
+                );
+                assert!(message.contains("BackoffLimitExceeded"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(job_state(&Job::default(), &[]), JobState::Active);
+    }
+}

@@ -1,0 +1,811 @@
+//! The plan step: from a service, what the cluster shows about its objects, and the operator's
+//! settings, decide everything a reconcile does — the EnergyProfile and profiling Job to ensure,
+//! the serving Deployment and Service to apply or remove, the status to write, the Events to emit,
+//! and when to look again. Pure: no I/O, the time comes in as an argument.
+
+use crate::config::OperatorConfig;
+use crate::names::*;
+use crate::observe::{DeploymentObservation, JobState, Observed};
+use crate::resources::{self, ServeSettings};
+use crate::validate::{self, Valid};
+use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
+use greenbatch_crds::energy_profile::EnergyProfileSpec;
+use greenbatch_crds::inference_service::{
+    InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
+};
+use greenbatch_crds::{
+    Condition, ConditionStatus, EnergyProfile, InferenceService, Phase, ProfileKey, ProfilePhase,
+    condition::set_condition,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const PROFILED: &str = "Profiled";
+pub const SLO_ATTAINABLE: &str = "SLOAttainable";
+pub const READY: &str = "Ready";
+/// Re-profile tokens remembered per profile: enough that a token is never honoured twice in practice.
+const TOKENS_KEPT: usize = 16;
+/// Safety net beside the watches: look again this often while something is in progress.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// What to do about the serving Deployment and Service.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Serving {
+    /// Leave whatever exists alone (nothing to serve yet, or an invalid edit of a running service).
+    Keep,
+    Apply(Box<(Deployment, Service)>),
+    /// Delete them if they exist (the SLO cannot be met and the spec says not to serve).
+    Remove,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Requeue {
+    /// Nothing will change until the service or one of its objects does: the watches will say.
+    AwaitChange,
+    After(Duration),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The EnergyProfile to server-side apply (create it, or record a re-profile on it).
+    pub profile: Option<EnergyProfile>,
+    /// The profiling Job to create (owned by the EnergyProfile, see `job_owner`).
+    pub job: Option<Job>,
+    pub serving: Serving,
+    pub status: InferenceServiceStatus,
+    pub events: Vec<PlannedEvent>,
+    pub requeue: Requeue,
+}
+
+/// The profile key of a valid service: model identity, GPU product (`cpu` for CPU-only),
+/// runtime version, precision.
+pub fn profile_key(is: &InferenceService, cfg: &OperatorConfig) -> ProfileKey {
+    let gpu = &is.spec.gpu;
+    let product = if gpu.count == 0 {
+        CPU_PRODUCT.to_string()
+    } else {
+        gpu.product
+            .clone()
+            .unwrap_or_else(|| ANY_GPU_PRODUCT.to_string())
+    };
+    ProfileKey {
+        model_name: is.spec.model.display_name(),
+        model_digest: is.spec.model.identity(),
+        gpu_product: product,
+        runtime_version: cfg.runtime_version.clone(),
+        precision: is.spec.profiling.precision,
+    }
+}
+
+/// The EnergyProfile name of a service, or `None` when its spec is invalid.
+pub fn profile_name(is: &InferenceService, cfg: &OperatorConfig) -> Option<String> {
+    validate::validate(is)
+        .ok()
+        .map(|_| profile_key(is, cfg).object_name())
+}
+
+/// The Job measuring `profile` for a re-profile `token` (none for the first measurement): a
+/// DNS label of at most 63 characters, distinct per token.
+pub fn job_name(profile: &str, token: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(profile.as_bytes());
+    h.update([0u8]);
+    h.update(token.unwrap_or("").as_bytes());
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut prefix: String = profile.chars().take(50).collect();
+    while prefix.ends_with('-') {
+        prefix.pop();
+    }
+    format!("{prefix}-{hex}")
+}
+
+/// The Job the cluster should be asked about for this service: the one the profile names, or the
+/// one a first measurement would create.
+pub fn observed_job_name(profile_name: &str, profile: Option<&EnergyProfile>) -> String {
+    profile
+        .and_then(|p| p.metadata.annotations.as_ref())
+        .and_then(|a| a.get(PROFILING_JOB_ANNOTATION))
+        .cloned()
+        .unwrap_or_else(|| job_name(profile_name, None))
+}
+
+fn honoured_tokens(profile: &EnergyProfile) -> Vec<String> {
+    profile
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REPROFILE_TOKENS_ANNOTATION))
+        .map(|s| {
+            s.split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The owner reference a profiling Job gets: its EnergyProfile, once that exists (has a uid).
+fn job_owner(profile: &EnergyProfile) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "greenbatch.dev/v1alpha1".into(),
+        kind: "EnergyProfile".into(),
+        name: profile.metadata.name.clone()?,
+        uid: profile.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+fn service_owner(is: &InferenceService) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "greenbatch.dev/v1alpha1".into(),
+        kind: "InferenceService".into(),
+        name: is.metadata.name.clone()?,
+        uid: is.metadata.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// Where the profile stands for this service.
+enum ProfileState<'a> {
+    /// The EnergyProfile or its Job is created by this plan: nothing runs yet.
+    Starting {
+        job: String,
+    },
+    /// The Job exists and has not finished (or finished a moment before the table arrived).
+    Measuring {
+        job: String,
+    },
+    Failed {
+        reason: String,
+        message: String,
+    },
+    Complete {
+        table: &'a ProfileTable,
+        reprofiling: Option<String>,
+    },
+}
+
+struct Conditions<'a> {
+    now: &'a str,
+    generation: Option<i64>,
+    list: Vec<Condition>,
+}
+
+impl Conditions<'_> {
+    fn set(
+        &mut self,
+        type_: &str,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        set_condition(
+            &mut self.list,
+            Condition {
+                type_: type_.to_string(),
+                status,
+                reason: reason.to_string(),
+                message: message.into(),
+                last_transition_time: self.now.to_string(),
+                observed_generation: self.generation,
+            },
+        );
+    }
+}
+
+fn selected_config(sel: &Selection, table: &ProfileTable, percentile: u32) -> SelectedConfig {
+    SelectedConfig {
+        batch_size: sel.choice.batch_size,
+        max_queue_delay_ms: sel.choice.max_queue_delay_ms,
+        expected_latency_ms: sel.choice.expected_latency_ms,
+        percentile,
+        joules_per_inference: sel.choice.joules_per_inference,
+        batch1_joules_per_inference: sel.batch1_joules_per_inference,
+        slo_attainable: sel.slo_attainable,
+        meter: table.meter,
+        reason: sel.reason.clone(),
+    }
+}
+
+fn condition<'a>(status: &'a InferenceServiceStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the observed Deployment runs the planned pods, all of them available.
+fn rolled_out(d: &DeploymentObservation, planned: &Deployment) -> bool {
+    let planned_args = planned
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default();
+    let want = planned.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.args == planned_args
+        && d.replicas == want
+        && d.observed_generation >= d.generation
+        && d.updated_replicas >= want
+        && d.available_replicas >= want
+}
+
+pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, now: &str) -> Plan {
+    let old = is.status.clone().unwrap_or_default();
+    let generation = is.metadata.generation;
+    let mut conds = Conditions {
+        now,
+        generation,
+        list: old.conditions.clone(),
+    };
+    let mut status = InferenceServiceStatus {
+        observed_generation: generation,
+        observed: old.observed.clone(),
+        ..Default::default()
+    };
+    let mut events = Vec::new();
+    let name = is.metadata.name.clone().unwrap_or_default();
+    let namespace = is.metadata.namespace.clone().unwrap_or_default();
+
+    let valid = match validate::validate(is) {
+        Ok(v) => v,
+        Err(errors) => {
+            let message = validate::message(&errors);
+            conds.set(
+                READY,
+                ConditionStatus::False,
+                "InvalidSpec",
+                message.clone(),
+            );
+            status.phase = Some(Phase::Failed);
+            // What was chosen before stays visible: a bad edit does not tear down a running service.
+            status.selected = old.selected.clone();
+            status.replicas = old.replicas.clone();
+            status.profile_ref = old.profile_ref.clone();
+            status.conditions = conds.list;
+            if condition(&old, READY).map(|c| (&c.reason, &c.message))
+                != Some((&"InvalidSpec".to_string(), &message))
+            {
+                events.push(PlannedEvent {
+                    warning: true,
+                    reason: "InvalidSpec",
+                    note: message,
+                });
+            }
+            return Plan {
+                profile: None,
+                job: None,
+                serving: Serving::Keep,
+                status,
+                events,
+                // Waiting for the user: a new generation (or annotation) triggers the next look.
+                requeue: Requeue::AwaitChange,
+            };
+        }
+    };
+
+    let key = profile_key(is, cfg);
+    let profile_name = key.object_name();
+    status.profile_ref = Some(profile_name.clone());
+    let (mut planned_profile, mut planned_job) = (None, None);
+
+    let state = profile_state(
+        is,
+        &valid,
+        &key,
+        &profile_name,
+        &namespace,
+        observed,
+        cfg,
+        &mut planned_profile,
+        &mut planned_job,
+    );
+
+    let mut serving = Serving::Keep;
+    let mut requeue = Requeue::After(RESYNC);
+    match state {
+        ProfileState::Starting { job } | ProfileState::Measuring { job } => {
+            let starting = planned_job.is_some() || planned_profile.is_some();
+            let what = format!(
+                "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
+                valid.spec.candidates
+            );
+            conds.set(PROFILED, ConditionStatus::False, "Profiling", what.clone());
+            conds.set(
+                SLO_ATTAINABLE,
+                ConditionStatus::Unknown,
+                "NotProfiled",
+                "waiting for the profile",
+            );
+            conds.set(
+                READY,
+                ConditionStatus::False,
+                "Profiling",
+                format!("{what}; the service is deployed once it is complete"),
+            );
+            status.phase = Some(if starting {
+                Phase::Pending
+            } else {
+                Phase::Profiling
+            });
+            if planned_job.is_some() {
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: "ProfilingStarted",
+                    note: what,
+                });
+            }
+            status.replicas = old.replicas.clone();
+        }
+        ProfileState::Failed { reason, message } => {
+            let msg = format!(
+                "profiling EnergyProfile {profile_name} failed: {reason}: {message}; set a new {REPROFILE_ANNOTATION} token (or change the spec) to try again"
+            );
+            conds.set(
+                PROFILED,
+                ConditionStatus::False,
+                "ProfilingFailed",
+                msg.clone(),
+            );
+            conds.set(
+                SLO_ATTAINABLE,
+                ConditionStatus::Unknown,
+                "NotProfiled",
+                "the profile failed",
+            );
+            conds.set(
+                READY,
+                ConditionStatus::False,
+                "ProfilingFailed",
+                msg.clone(),
+            );
+            status.phase = Some(Phase::Failed);
+            status.replicas = old.replicas.clone();
+            if old.phase != Some(Phase::Failed)
+                || condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str())
+            {
+                events.push(PlannedEvent {
+                    warning: true,
+                    reason: "ProfilingFailed",
+                    note: msg,
+                });
+            }
+            // Job retries (with the Job controller's backoff) are spent; a change brings the next try.
+            requeue = Requeue::AwaitChange;
+        }
+        ProfileState::Complete { table, reprofiling } => {
+            let profiled_msg = format!(
+                "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{}",
+                table.rows.len(),
+                table.meter,
+                reprofiling
+                    .as_deref()
+                    .map(|j| format!("; re-profiling with Job {j}"))
+                    .unwrap_or_default()
+            );
+            conds.set(
+                PROFILED,
+                ConditionStatus::True,
+                if reprofiling.is_some() {
+                    "Reprofiling"
+                } else {
+                    "ProfileComplete"
+                },
+                profiled_msg,
+            );
+            if reprofiling.is_some() && planned_job.is_some() {
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: "ProfilingStarted",
+                    note: format!("re-profiling EnergyProfile {profile_name}"),
+                });
+            }
+            if old.profile_ref.as_deref() != Some(profile_name.as_str())
+                && planned_job.is_none()
+                && reprofiling.is_none()
+            {
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: "ProfileReused",
+                    note: format!("using the existing EnergyProfile {profile_name}"),
+                });
+            }
+            let mode = valid.spec.mode;
+            match choose(
+                table,
+                valid.spec.slo,
+                mode,
+                None,
+                valid.spec.replicas,
+                &Policy::default(),
+            ) {
+                Err(e) => {
+                    let msg = format!(
+                        "no configuration can be chosen from EnergyProfile {profile_name}: {e}"
+                    );
+                    conds.set(
+                        SLO_ATTAINABLE,
+                        ConditionStatus::Unknown,
+                        "NoConfiguration",
+                        msg.clone(),
+                    );
+                    conds.set(
+                        READY,
+                        ConditionStatus::False,
+                        "NoConfiguration",
+                        msg.clone(),
+                    );
+                    status.phase = Some(Phase::Failed);
+                    if condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
+                        events.push(PlannedEvent {
+                            warning: true,
+                            reason: "NoConfiguration",
+                            note: msg,
+                        });
+                    }
+                    requeue = Requeue::AwaitChange;
+                }
+                Ok(sel) => {
+                    let selected = selected_config(&sel, table, is.spec.slo.percentile);
+                    let fixed = matches!(mode, CoreMode::Fixed(_));
+                    if sel.slo_attainable {
+                        conds.set(
+                            SLO_ATTAINABLE,
+                            ConditionStatus::True,
+                            "SLOAttainable",
+                            sel.reason.clone(),
+                        );
+                    } else {
+                        conds.set(
+                            SLO_ATTAINABLE,
+                            ConditionStatus::False,
+                            "SLOUnattainable",
+                            sel.reason.clone(),
+                        );
+                    }
+                    let serve = sel.slo_attainable
+                        || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
+                    let settings = ServeSettings {
+                        batch_size: sel.choice.batch_size,
+                        max_queue_delay_ms: sel.choice.max_queue_delay_ms,
+                        replicas: sel.choice.replicas,
+                        slo_ms: is.spec.slo.latency_ms,
+                        percentile: is.spec.slo.percentile,
+                    };
+                    let desired = if serve { sel.choice.replicas } else { 0 };
+                    let changed = old
+                        .selected
+                        .as_ref()
+                        .map(|s| (s.batch_size, s.max_queue_delay_ms))
+                        != Some((selected.batch_size, selected.max_queue_delay_ms));
+                    if changed {
+                        events.push(PlannedEvent {
+                            warning: false,
+                            reason: "ConfigSelected",
+                            note: format!("{}{}", if fixed { "fixed " } else { "" }, sel.reason),
+                        });
+                    }
+                    status.selected = Some(selected);
+                    if serve {
+                        let built = service_owner(is)
+                            .ok_or_else(|| "the InferenceService has no uid yet".to_string())
+                            .and_then(|owner| {
+                                let d = resources::deployment(
+                                    &name,
+                                    &namespace,
+                                    &is.spec.model,
+                                    &is.spec.gpu,
+                                    &settings,
+                                    owner.clone(),
+                                    cfg,
+                                )
+                                .map_err(|e| e.to_string())?;
+                                Ok((d, resources::service(&name, &namespace, owner)))
+                            });
+                        match built {
+                            Err(e) => {
+                                conds.set(READY, ConditionStatus::False, "BuildFailed", e.clone());
+                                status.phase = Some(Phase::Failed);
+                                requeue = Requeue::AwaitChange;
+                            }
+                            Ok(_)
+                                if observed
+                                    .deployment
+                                    .as_ref()
+                                    .is_some_and(|d| !d.controlled_by_us) =>
+                            {
+                                let msg = format!(
+                                    "a Deployment named {name} exists and is not controlled by this InferenceService: rename one of them"
+                                );
+                                conds.set(
+                                    READY,
+                                    ConditionStatus::False,
+                                    "NameConflict",
+                                    msg.clone(),
+                                );
+                                status.phase = Some(Phase::Failed);
+                                if condition(&old, READY).map(|c| c.reason.as_str())
+                                    != Some("NameConflict")
+                                {
+                                    events.push(PlannedEvent {
+                                        warning: true,
+                                        reason: "NameConflict",
+                                        note: msg,
+                                    });
+                                }
+                                requeue = Requeue::AwaitChange;
+                            }
+                            Ok((deployment, svc)) => {
+                                let ready = observed
+                                    .deployment
+                                    .as_ref()
+                                    .map(|d| d.ready_replicas.max(0) as u32)
+                                    .unwrap_or(0);
+                                let done = observed
+                                    .deployment
+                                    .as_ref()
+                                    .is_some_and(|d| rolled_out(d, &deployment));
+                                status.replicas = Some(ReplicaStatus { desired, ready });
+                                let config = format!(
+                                    "batch {} with max queue delay {} ms on {desired} replica(s)",
+                                    settings.batch_size,
+                                    resources::fmt_num(settings.max_queue_delay_ms)
+                                );
+                                if done {
+                                    conds.set(
+                                        READY,
+                                        ConditionStatus::True,
+                                        "DeploymentAvailable",
+                                        format!("serving at {config}"),
+                                    );
+                                } else {
+                                    conds.set(
+                                        READY,
+                                        ConditionStatus::False,
+                                        "DeploymentNotAvailable",
+                                        format!("rolling out {config}: {ready}/{desired} ready"),
+                                    );
+                                }
+                                status.phase = Some(match (sel.slo_attainable, done) {
+                                    (true, true) => Phase::Serving,
+                                    (true, false) => Phase::Pending,
+                                    (false, _) => Phase::Degraded,
+                                });
+                                serving = Serving::Apply(Box::new((deployment, svc)));
+                                if done && status.phase != old.phase {
+                                    events.push(PlannedEvent {
+                                        warning: !sel.slo_attainable,
+                                        reason: if sel.slo_attainable {
+                                            "Serving"
+                                        } else {
+                                            "Degraded"
+                                        },
+                                        note: format!(
+                                            "serving at {config}{}",
+                                            if sel.slo_attainable {
+                                                String::new()
+                                            } else {
+                                                format!(
+                                                    " although the SLO is not attainable: {}",
+                                                    sel.reason
+                                                )
+                                            }
+                                        ),
+                                    });
+                                }
+                            }
+                        }
+                    } else {
+                        let msg = format!(
+                            "not serving: {}; spec.slo.whenUnattainable is DoNotServe (set ServeClosest to serve at the closest configuration)",
+                            sel.reason
+                        );
+                        conds.set(
+                            READY,
+                            ConditionStatus::False,
+                            "SLOUnattainable",
+                            msg.clone(),
+                        );
+                        status.phase = Some(Phase::Degraded);
+                        status.replicas = Some(ReplicaStatus {
+                            desired: 0,
+                            ready: 0,
+                        });
+                        serving = Serving::Remove;
+                        if old.phase != Some(Phase::Degraded) {
+                            events.push(PlannedEvent {
+                                warning: true,
+                                reason: "SLOUnattainable",
+                                note: msg,
+                            });
+                        }
+                        requeue = Requeue::AwaitChange;
+                    }
+                }
+            }
+        }
+    }
+    status.conditions = conds.list;
+    Plan {
+        profile: planned_profile,
+        job: planned_job,
+        serving,
+        status,
+        events,
+        requeue,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn profile_state<'a>(
+    is: &InferenceService,
+    valid: &Valid,
+    key: &ProfileKey,
+    profile_name: &str,
+    namespace: &str,
+    observed: &'a Observed,
+    cfg: &OperatorConfig,
+    planned_profile: &mut Option<EnergyProfile>,
+    planned_job: &mut Option<Job>,
+) -> ProfileState<'a> {
+    let spec_for_this = || EnergyProfileSpec {
+        model_name: key.model_name.clone(),
+        model_digest: key.model_digest.clone(),
+        gpu_product: key.gpu_product.clone(),
+        runtime_version: key.runtime_version.clone(),
+        precision: key.precision,
+        model: is.spec.model.clone(),
+        candidates: valid.spec.candidates.clone(),
+        protocol: is.spec.profiling.clone(),
+    };
+    let token = valid.reprofile_token.as_deref();
+    let Some(profile) = &observed.profile else {
+        // First service with this key: create the profile now; its Job follows on the next
+        // reconcile, when the profile's uid (the Job's owner) is known. The profile's creation
+        // triggers that reconcile through the EnergyProfile watch.
+        let job = job_name(profile_name, token);
+        let mut annotations = BTreeMap::from([(PROFILING_JOB_ANNOTATION.to_string(), job.clone())]);
+        if let Some(t) = token {
+            annotations.insert(REPROFILE_TOKENS_ANNOTATION.to_string(), t.to_string());
+        }
+        *planned_profile = Some(resources::energy_profile(
+            profile_name,
+            namespace,
+            spec_for_this(),
+            annotations,
+        ));
+        return ProfileState::Starting { job };
+    };
+
+    let mut tokens = honoured_tokens(profile);
+    let complete_table = profile
+        .status
+        .as_ref()
+        .filter(|s| s.phase == Some(ProfilePhase::Complete))
+        .and_then(|s| s.table.as_ref())
+        .filter(|t| !t.rows.is_empty());
+    let current_job = observed_job_name(profile_name, Some(profile));
+
+    if let Some(t) = token.filter(|t| !tokens.iter().any(|x| x == t)) {
+        // A re-profile request this profile has not honoured yet: record it with the new Job's name,
+        // measure with this service's settings, and keep serving from the old table meanwhile.
+        let job = job_name(profile_name, Some(t));
+        tokens.push(t.to_string());
+        let skip = tokens.len().saturating_sub(TOKENS_KEPT);
+        let annotations = BTreeMap::from([
+            (PROFILING_JOB_ANNOTATION.to_string(), job.clone()),
+            (
+                REPROFILE_TOKENS_ANNOTATION.to_string(),
+                tokens[skip..].join(","),
+            ),
+        ]);
+        *planned_profile = Some(resources::energy_profile(
+            profile_name,
+            namespace,
+            spec_for_this(),
+            annotations,
+        ));
+        return match complete_table {
+            Some(table) => ProfileState::Complete {
+                table,
+                reprofiling: Some(job),
+            },
+            None => ProfileState::Starting { job },
+        };
+    }
+
+    let job_obs = observed.job.as_ref().filter(|j| j.name == current_job);
+    // A missing Job is created when there is no table yet, or when the profile names a re-profile
+    // Job (not the first one) that has not run. (A re-profile Job deleted by hand after it finished
+    // therefore runs again; the first Job deleted after success does not.)
+    let needs_job = job_obs.is_none()
+        && (complete_table.is_none() || current_job != job_name(profile_name, None));
+    if needs_job {
+        let built = job_owner(profile)
+            .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
+            .and_then(|owner| {
+                // Measures what the profile's spec says: the settings of the service that created
+                // it or last asked for a re-profile.
+                resources::profiling_job(
+                    &current_job,
+                    profile_name,
+                    namespace,
+                    &profile.spec,
+                    &is.spec.gpu,
+                    owner,
+                    cfg,
+                )
+                .map_err(|e| e.to_string())
+            });
+        return match (built, complete_table) {
+            (Ok(job), table) => {
+                *planned_job = Some(job);
+                match table {
+                    Some(table) => ProfileState::Complete {
+                        table,
+                        reprofiling: Some(current_job),
+                    },
+                    None => ProfileState::Starting { job: current_job },
+                }
+            }
+            (Err(message), _) => ProfileState::Failed {
+                reason: "BuildFailed".into(),
+                message,
+            },
+        };
+    }
+    let reprofiling = job_obs
+        .filter(|j| j.state == JobState::Active)
+        .map(|j| j.name.clone());
+    if let Some(table) = complete_table {
+        return ProfileState::Complete { table, reprofiling };
+    }
+    // The Job is authoritative while it exists: the runtime marks the profile Failed just before
+    // it exits, and the pod's exit code (from the Job) says more than the profile's message.
+    let profile_failure = profile
+        .status
+        .as_ref()
+        .filter(|s| s.phase == Some(ProfilePhase::Failed))
+        .map(|s| {
+            s.message
+                .clone()
+                .unwrap_or_else(|| "the runtime marked the profile Failed".into())
+        });
+    match (job_obs.map(|j| &j.state), profile_failure) {
+        (Some(JobState::Failed { reason, message }), note) => ProfileState::Failed {
+            reason: reason.clone(),
+            message: format!(
+                "Job {current_job}: {message}{}",
+                note.map(|n| format!("; the runtime reported: {n}"))
+                    .unwrap_or_default()
+            ),
+        },
+        (None, Some(note)) => ProfileState::Failed {
+            reason: "ProfileFailed".into(),
+            message: note,
+        },
+        // Succeeded without a complete table: the runtime's status write and the Job's
+        // completion race; the EnergyProfile watch brings the table.
+        _ => ProfileState::Measuring { job: current_job },
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,559 @@
+//! Table-driven tests of the planner: each case is a service, what the cluster shows, and what the
+//! plan must say.
+
+use super::*;
+use crate::observe::{DeploymentObservation, JobObservation, JobState, Observed};
+use crate::testutil::{service, table};
+use greenbatch_crds::inference_service::BatchingMode;
+use greenbatch_crds::{EnergyProfileStatus, InferenceService};
+
+const NOW: &str = "2025-01-01T00:00:00Z";
+
+fn cfg() -> OperatorConfig {
+    OperatorConfig {
+        runtime_image: "runtime:test".into(),
+        ..Default::default()
+    }
+}
+
+fn profile_for(is: &InferenceService, status: Option<EnergyProfileStatus>) -> EnergyProfile {
+    let mut p = plan(is, &Observed::default(), &cfg(), NOW)
+        .profile
+        .expect("a new service plans a profile");
+    p.metadata.uid = Some("ep-uid".into());
+    p.status = status;
+    p
+}
+
+fn complete(sizes: &[u32]) -> Option<EnergyProfileStatus> {
+    Some(EnergyProfileStatus::complete(table(sizes)))
+}
+
+fn cond<'a>(p: &'a Plan, t: &str) -> &'a Condition {
+    p.status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} condition in {:?}", p.status.conditions))
+}
+
+fn args(p: &Plan) -> Vec<String> {
+    match &p.serving {
+        Serving::Apply(b) => {
+            b.0.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .args
+                .clone()
+                .unwrap()
+        }
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
+
+fn flag(args: &[String], name: &str) -> String {
+    let i = args
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("{name} missing in {args:?}"));
+    args[i + 1].clone()
+}
+
+fn rolled_out_obs(p: &Plan) -> DeploymentObservation {
+    DeploymentObservation {
+        controlled_by_us: true,
+        args: args(p),
+        generation: 1,
+        observed_generation: 1,
+        replicas: 1,
+        updated_replicas: 1,
+        ready_replicas: 1,
+        available_replicas: 1,
+    }
+}
+
+struct Case {
+    what: &'static str,
+    edit: fn(&mut InferenceService),
+    observe: fn(&InferenceService) -> Observed,
+    phase: Phase,
+    ready_reason: &'static str,
+    check: fn(&Plan),
+}
+
+fn none(_: &InferenceService) -> Observed {
+    Observed::default()
+}
+fn profile_no_job(is: &InferenceService) -> Observed {
+    Observed {
+        profile: Some(profile_for(is, None)),
+        ..Default::default()
+    }
+}
+fn job(is: &InferenceService, state: JobState) -> Observed {
+    let p = profile_for(is, None);
+    let name = observed_job_name(&p.metadata.name.clone().unwrap(), Some(&p));
+    Observed {
+        profile: Some(p),
+        job: Some(JobObservation { name, state }),
+        ..Default::default()
+    }
+}
+/// A complete profile, made before any re-profile request (so without the service's token).
+fn done(is: &InferenceService) -> Observed {
+    let mut first = is.clone();
+    first.metadata.annotations = None;
+    Observed {
+        profile: Some(profile_for(&first, complete(&[1, 2, 4, 8, 16, 32]))),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_flow_table() {
+    let cases = [
+        Case {
+            what: "new service: create the profile, wait for its uid",
+            edit: |_| {},
+            observe: none,
+            phase: Phase::Pending,
+            ready_reason: "Profiling",
+            check: |p| {
+                assert!(p.profile.is_some());
+                assert!(p.job.is_none());
+            },
+        },
+        Case {
+            what: "profile without Job: create the Job",
+            edit: |_| {},
+            observe: profile_no_job,
+            phase: Phase::Pending,
+            ready_reason: "Profiling",
+            check: |p| {
+                let job = p.job.as_ref().expect("job");
+                let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+                let a = pod.containers[0].args.clone().unwrap();
+                assert_eq!(a[0], "profile");
+                assert_eq!(flag(&a, "--model"), "builtin:resnet50");
+                assert_eq!(flag(&a, "--candidates"), "1,2,4,8,16,32,64,128,256");
+                assert_eq!(
+                    flag(&a, "--output-profile"),
+                    p.status.profile_ref.clone().unwrap()
+                );
+                assert_eq!(flag(&a, "--namespace"), "ns");
+                let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+                assert_eq!(
+                    (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                    ("EnergyProfile", "ep-uid", Some(true))
+                );
+                assert!(p.events.iter().any(|e| e.reason == "ProfilingStarted"));
+            },
+        },
+        Case {
+            what: "Job running",
+            edit: |_| {},
+            observe: |is| job(is, JobState::Active),
+            phase: Phase::Profiling,
+            ready_reason: "Profiling",
+            check: |p| {
+                assert!(p.job.is_none() && p.profile.is_none());
+                assert_eq!(cond(p, PROFILED).status, ConditionStatus::False);
+            },
+        },
+        Case {
+            what: "Job failed: the pod's reason surfaces",
+            edit: |_| {},
+            observe: |is| {
+                job(
+                    is,
+                    JobState::Failed {
+                        reason: "Error".into(),
+                        message: "exit code 3 (model file missing)".into(),
+                    },
+                )
+            },
+            phase: Phase::Failed,
+            ready_reason: "ProfilingFailed",
+            check: |p| {
+                assert!(
+                    cond(p, PROFILED)
+                        .message
+                        .contains("exit code 3 (model file missing)")
+                );
+                assert_eq!(p.requeue, Requeue::AwaitChange);
+                assert!(p.job.is_none(), "no new Job without a change");
+                assert!(
+                    p.events
+                        .iter()
+                        .any(|e| e.warning && e.reason == "ProfilingFailed")
+                );
+            },
+        },
+        Case {
+            what: "profile complete: deploy the choice",
+            edit: |_| {},
+            observe: done,
+            phase: Phase::Pending,
+            ready_reason: "DeploymentNotAvailable",
+            check: |p| {
+                let a = args(p);
+                assert_eq!(a[0], "serve");
+                assert_eq!(
+                    flag(&a, "--max-batch-size"),
+                    p.status.selected.as_ref().unwrap().batch_size.to_string()
+                );
+                assert_eq!(flag(&a, "--slo-ms"), "50");
+                assert_eq!(flag(&a, "--percentile"), "99");
+                assert_eq!(cond(p, SLO_ATTAINABLE).status, ConditionStatus::True);
+                assert_eq!(cond(p, PROFILED).reason, "ProfileComplete");
+                assert!(
+                    p.status
+                        .selected
+                        .as_ref()
+                        .unwrap()
+                        .batch1_joules_per_inference
+                        .is_some()
+                );
+                assert!(p.events.iter().any(|e| e.reason == "ConfigSelected"));
+            },
+        },
+        Case {
+            what: "rolled out: Serving",
+            edit: |_| {},
+            observe: |is| {
+                let mut o = done(is);
+                let p = plan(is, &o, &cfg(), NOW);
+                o.deployment = Some(rolled_out_obs(&p));
+                o
+            },
+            phase: Phase::Serving,
+            ready_reason: "DeploymentAvailable",
+            check: |p| {
+                assert_eq!(
+                    p.status.replicas,
+                    Some(ReplicaStatus {
+                        desired: 1,
+                        ready: 1
+                    })
+                );
+                assert!(p.events.iter().any(|e| e.reason == "Serving"));
+            },
+        },
+        Case {
+            what: "SLO unattainable, DoNotServe: no Deployment",
+            edit: |s| s.spec.slo.latency_ms = 1.0,
+            observe: done,
+            phase: Phase::Degraded,
+            ready_reason: "SLOUnattainable",
+            check: |p| {
+                assert_eq!(p.serving, Serving::Remove);
+                let c = cond(p, SLO_ATTAINABLE);
+                assert_eq!(c.status, ConditionStatus::False);
+                assert!(
+                    c.message.contains("closest configuration is batch 1"),
+                    "{}",
+                    c.message
+                );
+                assert!(c.message.contains("p99"), "{}", c.message);
+            },
+        },
+        Case {
+            what: "SLO unattainable, ServeClosest: serve the closest, Degraded",
+            edit: |s| {
+                s.spec.slo.latency_ms = 1.0;
+                s.spec.slo.when_unattainable = UnattainablePolicy::ServeClosest;
+            },
+            observe: done,
+            phase: Phase::Degraded,
+            ready_reason: "DeploymentNotAvailable",
+            check: |p| assert_eq!(flag(&args(p), "--max-batch-size"), "1"),
+        },
+        Case {
+            what: "fixed mode: serve the fixed size, still profiled",
+            edit: |s| {
+                s.spec.batching.mode = BatchingMode::Fixed;
+                s.spec.batching.batch_size = Some(2);
+            },
+            observe: done,
+            phase: Phase::Pending,
+            ready_reason: "DeploymentNotAvailable",
+            check: |p| {
+                assert_eq!(flag(&args(p), "--max-batch-size"), "2");
+                let reason = &p.status.selected.as_ref().unwrap().reason;
+                assert!(reason.contains("the best feasible batch size"), "{reason}");
+            },
+        },
+        Case {
+            what: "fixed size the profile lacks: a condition, no loop",
+            edit: |s| {
+                s.spec.batching.mode = BatchingMode::Fixed;
+                s.spec.batching.batch_size = Some(64);
+            },
+            observe: |is| {
+                let mut is2 = is.clone();
+                is2.spec.batching.mode = BatchingMode::Auto;
+                done(&is2)
+            },
+            phase: Phase::Failed,
+            ready_reason: "NoConfiguration",
+            check: |p| {
+                assert!(cond(p, READY).message.contains("batchSize 64"));
+                assert_eq!(p.requeue, Requeue::AwaitChange);
+            },
+        },
+        Case {
+            what: "invalid spec: a condition naming the field, wait for a change",
+            edit: |s| s.spec.batching.mode = BatchingMode::Fixed,
+            observe: none,
+            phase: Phase::Failed,
+            ready_reason: "InvalidSpec",
+            check: |p| {
+                assert!(cond(p, READY).message.contains("spec.batching.batchSize"));
+                assert_eq!(p.requeue, Requeue::AwaitChange);
+                assert_eq!(p.serving, Serving::Keep);
+                assert!(p.profile.is_none() && p.job.is_none());
+            },
+        },
+        Case {
+            what: "re-profile token: record it, new Job, keep serving from the old table",
+            edit: |s| {
+                s.metadata.annotations =
+                    Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+            },
+            observe: done,
+            phase: Phase::Pending,
+            ready_reason: "DeploymentNotAvailable",
+            check: |p| {
+                let ep = p.profile.as_ref().expect("annotated profile");
+                let a = ep.metadata.annotations.as_ref().unwrap();
+                assert_eq!(a[REPROFILE_TOKENS_ANNOTATION], "t1");
+                assert_eq!(
+                    a[PROFILING_JOB_ANNOTATION],
+                    job_name(p.status.profile_ref.as_deref().unwrap(), Some("t1"))
+                );
+                assert_eq!(cond(p, PROFILED).reason, "Reprofiling");
+            },
+        },
+        Case {
+            what: "Deployment of the same name owned by someone else",
+            edit: |_| {},
+            observe: |is| {
+                let mut o = done(is);
+                o.deployment = Some(DeploymentObservation {
+                    controlled_by_us: false,
+                    args: vec![],
+                    generation: 1,
+                    observed_generation: 1,
+                    replicas: 1,
+                    updated_replicas: 1,
+                    ready_replicas: 1,
+                    available_replicas: 1,
+                });
+                o
+            },
+            phase: Phase::Failed,
+            ready_reason: "NameConflict",
+            check: |p| assert_eq!(p.serving, Serving::Keep),
+        },
+    ];
+    for c in cases {
+        let mut is = service("svc");
+        (c.edit)(&mut is);
+        let observed = (c.observe)(&is);
+        let p = plan(&is, &observed, &cfg(), NOW);
+        assert_eq!(p.status.phase, Some(c.phase), "{}: {:?}", c.what, p.status);
+        assert_eq!(
+            cond(&p, READY).reason,
+            c.ready_reason,
+            "{}: {:?}",
+            c.what,
+            p.status.conditions
+        );
+        assert_eq!(p.status.observed_generation, Some(1), "{}", c.what);
+        (c.check)(&p);
+    }
+}
+
+#[test]
+fn profile_keys() {
+    let cfg = cfg();
+    let base = service("a");
+    let key = |edit: fn(&mut InferenceService)| {
+        let mut s = base.clone();
+        edit(&mut s);
+        profile_key(&s, &cfg)
+    };
+    let k0 = key(|_| {});
+    assert_eq!(k0.gpu_product, ANY_GPU_PRODUCT);
+    assert_eq!(k0.model_digest, base.spec.model.identity());
+    assert_eq!(k0.runtime_version, cfg.runtime_version);
+    // Same model, another service and another SLO: the same profile.
+    assert_eq!(
+        key(|s| {
+            s.metadata.name = Some("b".into());
+            s.spec.slo.latency_ms = 7.0
+        }),
+        k0
+    );
+    assert_eq!(key(|s| { s.spec.gpu.count = 0 }).gpu_product, "cpu");
+    let h100 = key(|s| s.spec.gpu.product = Some("NVIDIA-H100-80GB-HBM3".into()));
+    let h200 = key(|s| s.spec.gpu.product = Some("NVIDIA-H200".into()));
+    assert_ne!(h100.object_name(), h200.object_name());
+    let other_model =
+        key(|s| s.spec.model.source.builtin = Some(greenbatch_crds::BuiltinModel::Resnet18));
+    assert_ne!(other_model.object_name(), k0.object_name());
+    let fp16 = key(|s| s.spec.profiling.precision = greenbatch_crds::Precision::Fp16);
+    assert_ne!(fp16.object_name(), k0.object_name());
+}
+
+#[test]
+fn a_second_service_reuses_a_complete_profile_without_a_job() {
+    let first = service("first");
+    let mut second = service("second");
+    second.spec.slo.latency_ms = 20.0;
+    let observed = done(&first);
+    let p = plan(&second, &observed, &cfg(), NOW);
+    assert_eq!(
+        p.status.profile_ref,
+        observed.profile.as_ref().unwrap().metadata.name
+    );
+    assert!(p.job.is_none() && p.profile.is_none());
+    assert!(
+        p.events.iter().any(|e| e.reason == "ProfileReused"),
+        "{:?}",
+        p.events
+    );
+}
+
+#[test]
+fn an_honoured_token_does_nothing_more_and_the_plan_is_stable() {
+    let mut is = service("svc");
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let mut observed = done(&is);
+    let first = plan(&is, &observed, &cfg(), NOW);
+    let mut ep = first.profile.clone().unwrap();
+    ep.metadata.uid = Some("ep-uid".into());
+    ep.status = observed.profile.as_ref().unwrap().status.clone();
+    observed.profile = Some(ep);
+    let second = plan(&is, &observed, &cfg(), NOW);
+    assert!(second.profile.is_none(), "token already honoured");
+    assert!(second.job.is_some(), "the re-profile Job is created");
+    // Applying the status and planning again changes nothing: no status write, no event storm.
+    is.status = Some(second.status.clone());
+    let third = plan(&is, &observed, &cfg(), "2030-01-01T00:00:00Z");
+    assert_eq!(third.status, second.status);
+}
+
+#[test]
+fn status_is_stable_across_reconciles() {
+    let mut is = service("svc");
+    let observed = done(&is);
+    let p1 = plan(&is, &observed, &cfg(), NOW);
+    is.status = Some(p1.status.clone());
+    let p2 = plan(&is, &observed, &cfg(), "2030-01-01T00:00:00Z");
+    assert_eq!(p1.status, p2.status, "same inputs, same status: no write");
+    assert!(p2.events.is_empty(), "{:?}", p2.events);
+}
+
+#[test]
+fn job_names_are_dns_labels_and_distinct_per_token() {
+    let long = "x".repeat(60);
+    for profile in ["resnet50-nvidia-h100-abcdef0123", long.as_str()] {
+        let a = job_name(profile, None);
+        let b = job_name(profile, Some("t"));
+        assert_ne!(a, b);
+        for n in [a, b] {
+            assert!(n.len() <= 63, "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
+        }
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_service() -> impl Strategy<Value = serde_json::Value> {
+        let source = prop_oneof![
+            Just(serde_json::json!({"builtin": "resnet18"})),
+            Just(serde_json::json!({"uri": "file:///m.pt"})),
+            Just(serde_json::json!({"uri": "pvc://claim"})),
+            Just(serde_json::json!({"uri": "pvc://claim/../x.pt"})),
+            Just(serde_json::json!({"uri": "file://"})),
+            Just(serde_json::json!({"uri": "file:///a.pt", "builtin": "alexnet"})),
+            Just(serde_json::json!({})),
+            Just(serde_json::json!({"builtin": "vgg16", "digest": "sha256:ABC"})),
+            "[a-z/.]{1,40}".prop_map(|p| serde_json::json!({"uri": format!("pvc://c/{p}")})),
+        ];
+        let shape = prop::collection::vec(prop_oneof![Just(-1i64), Just(0), 1i64..300_000], 0..6);
+        let mode = prop_oneof![Just("auto"), Just("fixed")];
+        let batch_size = prop::option::of(prop_oneof![Just(0u32), 1u32..5000]);
+        let candidates = prop::collection::vec(prop_oneof![Just(0u32), 1u32..5000], 0..36);
+        let latency = prop_oneof![Just(0.0f64), Just(-1.0), Just(f64::MAX), 0.001f64..10_000.0];
+        let percentile = prop_oneof![Just(50u32), Just(95), Just(99), Just(90), Just(0)];
+        let gpu = (
+            0u32..3,
+            prop::option::of("[A-Za-z0-9-]{1,20}"),
+            prop_oneof![Just("nvidia.com/gpu".to_string()), Just(" ".to_string())],
+        );
+        let replicas = (0u32..5, 0u32..5);
+        let profiling = (0u32..60, -1.0f64..100.0, -1.0f64..400.0, -1.0f64..20.0);
+        let name = prop_oneof![Just("svc".to_string()), "[a-z0-9.-]{1,70}"];
+        let token = prop::option::of("[a-z,0-9 ]{0,70}");
+        (name, token, source, shape, (mode, batch_size, candidates), (latency, percentile), gpu, replicas, profiling).prop_map(
+            |(name, token, source, shape, (mode, bs, cands), (lat, pct), (count, product, resource), (min, max), (w, ws, wu, ms))| {
+                let mut batching = serde_json::json!({"mode": mode, "candidates": cands});
+                if let Some(b) = bs { batching["batchSize"] = b.into(); }
+                let mut gpu = serde_json::json!({"count": count, "resource": resource});
+                if let Some(p) = product { gpu["product"] = p.into(); }
+                let mut meta = serde_json::json!({"name": name, "namespace": "ns", "uid": "u", "generation": 1});
+                if let Some(t) = token { meta["annotations"] = serde_json::json!({REPROFILE_ANNOTATION: t}); }
+                serde_json::json!({
+                    "apiVersion": "greenbatch.dev/v1alpha1", "kind": "InferenceService", "metadata": meta,
+                    "spec": {
+                        "model": {"source": source, "input": {"shape": shape}},
+                        "slo": {"latencyMs": lat, "percentile": pct},
+                        "batching": batching, "gpu": gpu, "replicas": {"min": min, "max": max},
+                        "profiling": {"windows": w, "windowSeconds": ws, "warmupSeconds": wu, "maxSpread": ms},
+                    }
+                })
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+        #[test]
+        fn malformed_specs_never_panic_and_name_their_fields(value in arb_service(), with_profile in any::<bool>()) {
+            let is: InferenceService = serde_json::from_value(value).expect("the generator builds well-typed objects");
+            let observed = if with_profile && validate::validate(&is).is_ok() { done(&is) } else { Observed::default() };
+            let p = plan(&is, &observed, &cfg(), NOW);
+            match validate::validate(&is) {
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    prop_assert_eq!(p.status.phase, Some(Phase::Failed));
+                    let ready = cond(&p, READY);
+                    prop_assert_eq!(ready.reason.as_str(), "InvalidSpec");
+                    for e in &errors {
+                        prop_assert!(ready.message.contains(&e.field), "{} lacks {}", ready.message, e.field);
+                        prop_assert!(e.field.starts_with("spec.") || e.field.starts_with("metadata."), "{}", e.field);
+                    }
+                    prop_assert_eq!(p.requeue, Requeue::AwaitChange);
+                }
+                Ok(_) => {
+                    prop_assert!(p.status.profile_ref.is_some());
+                    prop_assert!(p.status.phase.is_some());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! Pure builders of the objects the operator owns or shares: the profiling Job, the serving
+//! Deployment and its Service, and the EnergyProfile. No I/O: each takes values, returns an object
+//! ready for server-side apply (only the fields the operator means to own are set).
+
+use crate::config::OperatorConfig;
+use crate::names::*;
+use greenbatch_crds::energy_profile::EnergyProfileSpec;
+use greenbatch_crds::inference_service::GpuSpec;
+use greenbatch_crds::{EnergyProfile, ModelSource, ModelSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Where model files of `pvc://<claim>/<path>` URIs are mounted: `/models/<claim>`.
+pub const MODELS_ROOT: &str = "/models";
+/// Non-root UID of runtime pods (the distroless "nonroot" user).
+pub const RUNTIME_UID: i64 = 65532;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("spec.model.source: {0}")]
+    ModelSource(String),
+}
+
+/// How the runtime reaches the model: its `--model` argument and, for a PVC, the volume.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMount {
+    pub arg: String,
+    pub volume: Option<(Volume, VolumeMount)>,
+}
+
+/// `file:///p` -> `/p`; `pvc://claim/path` -> `/models/claim/path` on a read-only PVC volume;
+/// a builtin -> `builtin:<name>`.
+pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
+    if let Some(b) = source.builtin {
+        return Ok(ModelMount {
+            arg: format!("builtin:{b}"),
+            volume: None,
+        });
+    }
+    let uri = source
+        .uri
+        .as_deref()
+        .ok_or_else(|| ResourceError::ModelSource("neither uri nor builtin is set".into()))?;
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Ok(ModelMount {
+            arg: path.to_string(),
+            volume: None,
+        });
+    }
+    let rest = uri
+        .strip_prefix("pvc://")
+        .ok_or_else(|| ResourceError::ModelSource(format!("unsupported URI {uri:?}")))?;
+    let (claim, path) = rest
+        .trim_start_matches('/')
+        .split_once('/')
+        .filter(|(c, p)| !c.is_empty() && !p.is_empty())
+        .ok_or_else(|| {
+            ResourceError::ModelSource(format!("{uri:?} is not pvc://<claim>/<path>"))
+        })?;
+    let mount_path = format!("{MODELS_ROOT}/{claim}");
+    Ok(ModelMount {
+        arg: format!("{mount_path}/{path}"),
+        volume: Some((
+            Volume {
+                name: "model".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.to_string(),
+                    read_only: Some(true),
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "model".into(),
+                mount_path,
+                read_only: Some(true),
+                ..Default::default()
+            },
+        )),
+    })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn shape_arg(model: &ModelSpec) -> String {
+    model
+        .input
+        .shape
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn dtype_arg(model: &ModelSpec) -> String {
+    // The runtime parses the API's own lowercase names (float32, float16, ...).
+    serde_json::to_value(model.input.dtype)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "float32".to_string())
+}
+
+/// Numbers as the runtime's flags read them: no exponent, no trailing zeros.
+pub fn fmt_num(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn device_arg(gpu: &GpuSpec) -> &'static str {
+    // Explicit, so a GPU pod that lands without a visible GPU fails loudly instead of measuring
+    // (or serving on) the CPU.
+    if gpu.count > 0 { "cuda" } else { "cpu" }
+}
+
+fn gpu_resources(gpu: &GpuSpec) -> Option<ResourceRequirements> {
+    (gpu.count > 0).then(|| {
+        let q: BTreeMap<String, Quantity> =
+            [(gpu.resource.clone(), Quantity(gpu.count.to_string()))].into();
+        ResourceRequirements {
+            limits: Some(q.clone()),
+            requests: Some(q),
+            ..Default::default()
+        }
+    })
+}
+
+fn node_selector(gpu: &GpuSpec) -> Option<BTreeMap<String, String>> {
+    gpu.product
+        .as_ref()
+        .filter(|_| gpu.count > 0)
+        .map(|p| labels(&[(GPU_PRODUCT_NODE_LABEL, p)]))
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNTIME_UID),
+        run_as_group: Some(RUNTIME_UID),
+        fs_group: Some(RUNTIME_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A writable /tmp under the read-only root filesystem (libtorch writes temp files).
+fn tmp_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn volumes(model: &ModelMount) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut pairs = vec![tmp_volume()];
+    pairs.extend(model.volume.clone());
+    pairs.into_iter().unzip()
+}
+
+/// The shared EnergyProfile: not owned by any service (see docs/operator.md for its lifecycle).
+pub fn energy_profile(
+    name: &str,
+    namespace: &str,
+    spec: EnergyProfileSpec,
+    annotations: BTreeMap<String, String>,
+) -> EnergyProfile {
+    let mut ep = EnergyProfile::new(name, spec);
+    ep.metadata.namespace = Some(namespace.to_string());
+    ep.metadata.labels = Some(labels(&[(MANAGED_BY_LABEL, MANAGED_BY)]));
+    ep.metadata.annotations = Some(annotations);
+    ep
+}
+
+/// The `profile` command line (after the binary) for an EnergyProfile.
+pub fn profile_args(
+    profile_name: &str,
+    namespace: &str,
+    spec: &EnergyProfileSpec,
+    gpu: &GpuSpec,
+    model: &ModelMount,
+) -> Vec<String> {
+    let candidates = spec
+        .candidates
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let p = &spec.protocol;
+    [
+        "profile",
+        "--model",
+        &model.arg,
+        "--shape",
+        &shape_arg(&spec.model),
+        "--dtype",
+        &dtype_arg(&spec.model),
+        "--precision",
+        spec.precision.as_str(),
+        "--device",
+        device_arg(gpu),
+        "--candidates",
+        &candidates,
+        "--windows",
+        &p.windows.to_string(),
+        "--window-seconds",
+        &fmt_num(p.window_seconds),
+        "--warmup-seconds",
+        &fmt_num(p.warmup_seconds),
+        "--max-spread",
+        &fmt_num(p.max_spread),
+        "--output-profile",
+        profile_name,
+        "--namespace",
+        namespace,
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect()
+}
+
+/// The profiling Job of an EnergyProfile. Owned by the EnergyProfile (`owner`), so it lives as
+/// long as the measurement it made and a service that reuses the profile sees the same Job.
+pub fn profiling_job(
+    job_name: &str,
+    profile_name: &str,
+    namespace: &str,
+    spec: &EnergyProfileSpec,
+    gpu: &GpuSpec,
+    owner: OwnerReference,
+    cfg: &OperatorConfig,
+) -> Result<Job, ResourceError> {
+    let model = model_mount(&spec.model.source)?;
+    let (volumes, mounts) = volumes(&model);
+    let pod_labels = labels(&[
+        (NAME_LABEL, RUNTIME_BINARY),
+        (COMPONENT_LABEL, "profiler"),
+        (MANAGED_BY_LABEL, MANAGED_BY),
+        (PROFILE_LABEL, profile_name),
+    ]);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(job_name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(pod_labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(cfg.job_backoff_limit),
+            active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(cfg.runtime_service_account.clone()),
+                    // The runtime writes the EnergyProfile's status with this identity.
+                    automount_service_account_token: Some(true),
+                    security_context: Some(pod_security()),
+                    node_selector: node_selector(gpu),
+                    volumes: Some(volumes),
+                    containers: vec![Container {
+                        name: CONTAINER_NAME.into(),
+                        image: Some(cfg.runtime_image.clone()),
+                        image_pull_policy: cfg.image_pull_policy.clone(),
+                        command: Some(vec![RUNTIME_BINARY.into()]),
+                        args: Some(profile_args(profile_name, namespace, spec, gpu, &model)),
+                        resources: gpu_resources(gpu),
+                        security_context: Some(container_security()),
+                        volume_mounts: Some(mounts),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// What the serving Deployment runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeSettings {
+    pub batch_size: u32,
+    pub max_queue_delay_ms: f64,
+    pub replicas: u32,
+    pub slo_ms: f64,
+    pub percentile: u32,
+}
+
+pub fn serve_args(
+    name: &str,
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+    mount: &ModelMount,
+    s: &ServeSettings,
+) -> Vec<String> {
+    [
+        "serve",
+        "--model",
+        &mount.arg,
+        "--shape",
+        &shape_arg(model),
+        "--dtype",
+        &dtype_arg(model),
+        "--device",
+        device_arg(gpu),
+        "--name",
+        name,
+        "--port",
+        &HTTP_PORT.to_string(),
+        "--max-batch-size",
+        &s.batch_size.to_string(),
+        "--max-queue-delay-ms",
+        &fmt_num(s.max_queue_delay_ms),
+        "--slo-ms",
+        &fmt_num(s.slo_ms),
+        "--percentile",
+        &s.percentile.to_string(),
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect()
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+pub fn serving_labels(name: &str) -> BTreeMap<String, String> {
+    labels(&[
+        (NAME_LABEL, RUNTIME_BINARY),
+        (COMPONENT_LABEL, "server"),
+        (MANAGED_BY_LABEL, MANAGED_BY),
+        (SERVICE_LABEL, name),
+    ])
+}
+
+/// The serving Deployment, owned by the InferenceService (`owner`).
+#[allow(clippy::too_many_arguments)]
+pub fn deployment(
+    name: &str,
+    namespace: &str,
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+    settings: &ServeSettings,
+    owner: OwnerReference,
+    cfg: &OperatorConfig,
+) -> Result<Deployment, ResourceError> {
+    let mount = model_mount(&model.source)?;
+    let (volumes, mounts) = volumes(&mount);
+    let pod_labels = serving_labels(name);
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(pod_labels.clone()),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(i32::try_from(settings.replicas).unwrap_or(i32::MAX)),
+            selector: LabelSelector {
+                match_labels: Some(labels(&[(SERVICE_LABEL, name)])),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    // Serving needs no API access.
+                    automount_service_account_token: Some(false),
+                    security_context: Some(pod_security()),
+                    node_selector: node_selector(gpu),
+                    volumes: Some(volumes),
+                    // The runtime drains its queue on SIGTERM; give it time to.
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![Container {
+                        name: CONTAINER_NAME.into(),
+                        image: Some(cfg.runtime_image.clone()),
+                        image_pull_policy: cfg.image_pull_policy.clone(),
+                        command: Some(vec![RUNTIME_BINARY.into()]),
+                        args: Some(serve_args(name, model, gpu, &mount, settings)),
+                        ports: Some(vec![ContainerPort {
+                            name: Some(HTTP_PORT_NAME.into()),
+                            container_port: HTTP_PORT,
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        }]),
+                        readiness_probe: Some(probe("/v2/health/ready", 5, 3)),
+                        liveness_probe: Some(Probe {
+                            // Loading a large model can take a while before /live answers.
+                            initial_delay_seconds: Some(10),
+                            ..probe("/v2/health/live", 10, 6)
+                        }),
+                        resources: gpu_resources(gpu),
+                        security_context: Some(container_security()),
+                        volume_mounts: Some(mounts),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The Service in front of the serving pods, owned by the InferenceService.
+pub fn service(name: &str, namespace: &str, owner: OwnerReference) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(serving_labels(name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(labels(&[(SERVICE_LABEL, name)])),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: HTTP_PORT,
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::service;
+
+    fn owner() -> OwnerReference {
+        OwnerReference {
+            api_version: "greenbatch.dev/v1alpha1".into(),
+            kind: "InferenceService".into(),
+            name: "svc".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    #[test]
+    fn model_uris_map_to_args_and_volumes() {
+        let src = |uri: &str| ModelSource {
+            uri: Some(uri.into()),
+            ..Default::default()
+        };
+        let cases: &[(ModelSource, &str, Option<&str>)] = &[
+            (src("file:///models/m.pt"), "/models/m.pt", None),
+            (
+                src("pvc://weights/resnet/r50.pt"),
+                "/models/weights/resnet/r50.pt",
+                Some("weights"),
+            ),
+            (
+                ModelSource {
+                    builtin: Some(greenbatch_crds::BuiltinModel::Alexnet),
+                    ..Default::default()
+                },
+                "builtin:alexnet",
+                None,
+            ),
+        ];
+        for (source, arg, claim) in cases {
+            let m = model_mount(source).unwrap();
+            assert_eq!(m.arg, *arg);
+            match (&m.volume, claim) {
+                (None, None) => {}
+                (Some((v, mnt)), Some(claim)) => {
+                    let pvc = v.persistent_volume_claim.as_ref().unwrap();
+                    assert_eq!(
+                        (pvc.claim_name.as_str(), pvc.read_only),
+                        (*claim, Some(true))
+                    );
+                    assert_eq!(mnt.mount_path, format!("/models/{claim}"));
+                    assert_eq!(mnt.read_only, Some(true));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(model_mount(&src("pvc://only-claim")).is_err());
+        assert!(model_mount(&src("s3://x/y")).is_err());
+        assert!(model_mount(&ModelSource::default()).is_err());
+    }
+
+    #[test]
+    fn job_is_locked_down_and_pinned_to_the_gpu() {
+        let mut is = service("svc");
+        is.spec.gpu.product = Some("NVIDIA-H200".into());
+        is.spec.gpu.count = 2;
+        let spec = EnergyProfileSpec {
+            model_name: "m".into(),
+            model_digest: "d".into(),
+            gpu_product: "NVIDIA-H200".into(),
+            runtime_version: "0.1.0".into(),
+            precision: Default::default(),
+            model: is.spec.model.clone(),
+            candidates: vec![1, 8],
+            protocol: Default::default(),
+        };
+        let cfg = OperatorConfig {
+            job_backoff_limit: 3,
+            ..Default::default()
+        };
+        let job = profiling_job("j", "p", "ns", &spec, &is.spec.gpu, owner(), &cfg).unwrap();
+        let js = job.spec.unwrap();
+        assert_eq!(js.backoff_limit, Some(3));
+        assert_eq!(js.active_deadline_seconds, Some(3600));
+        let pod = js.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("greenbatch-runtime")
+        );
+        assert_eq!(
+            pod.node_selector.unwrap()["nvidia.com/gpu.product"],
+            "NVIDIA-H200"
+        );
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let c = &pod.containers[0];
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.unwrap().drop.unwrap(),
+            vec!["ALL".to_string()]
+        );
+        assert_eq!(
+            c.resources.clone().unwrap().limits.unwrap()["nvidia.com/gpu"].0,
+            "2"
+        );
+        let a = c.args.clone().unwrap();
+        assert_eq!(
+            a.join(" "),
+            "profile --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cuda --candidates 1,8 --windows 5 --window-seconds 0.5 --warmup-seconds 1 --max-spread 0.1 --output-profile p --namespace ns"
+        );
+    }
+
+    #[test]
+    fn cpu_deployment_has_probes_and_no_gpu() {
+        let mut is = service("svc");
+        is.spec.gpu.count = 0;
+        let s = ServeSettings {
+            batch_size: 8,
+            max_queue_delay_ms: 3.6251,
+            replicas: 2,
+            slo_ms: 50.0,
+            percentile: 95,
+        };
+        let d = deployment(
+            "svc",
+            "ns",
+            &is.spec.model,
+            &is.spec.gpu,
+            &s,
+            owner(),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            d.metadata.owner_references.unwrap()[0].controller,
+            Some(true)
+        );
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert!(pod.node_selector.is_none());
+        let c = &pod.containers[0];
+        assert!(c.resources.is_none());
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/v2/health/ready")
+        );
+        assert_eq!(
+            c.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/v2/health/live")
+        );
+        assert_eq!(
+            c.args.clone().unwrap().join(" "),
+            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --device cpu --name svc --port 8080 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
+        );
+        let svc = service_obj();
+        let port = &svc.spec.unwrap().ports.unwrap()[0];
+        assert_eq!((port.port, port.name.as_deref()), (8080, Some("http")));
+    }
+
+    fn service_obj() -> Service {
+        super::service("svc", "ns", owner())
+    }
+
+    #[test]
+    fn numbers_print_plainly() {
+        assert_eq!(fmt_num(0.5), "0.5");
+        assert_eq!(fmt_num(1.0), "1");
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(3.0004), "3");
+    }
+}

@@ -1,0 +1,209 @@
+//! Unmodified standard v2 clients against `greenbatch-runtime serve`: Triton's Python
+//! `tritonclient` (HTTP, JSON and binary tensors) and Triton's `perf_analyzer` (concurrency and
+//! Poisson request-rate modes, batch 4). Both come from PyPI via `scripts/setup-v2-clients.sh`.
+//! Without them the test says so and passes, unless `GREENBATCH_REQUIRE_V2_CLIENTS` is set (as
+//! `scripts/test.sh` does), so CI cannot silently skip it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("GREENBATCH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/greenbatch")
+        })
+}
+
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let python = std::env::var_os("GREENBATCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("venv"))
+        .join("bin/python");
+    let pa = std::env::var_os("GREENBATCH_PERF_ANALYZER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("v2-clients/perf_analyzer"));
+    let has_tritonclient = Command::new(&python)
+        .args(["-c", "import tritonclient.http"])
+        .status()
+        .is_ok_and(|s| s.success());
+    (has_tritonclient && pa.exists()).then_some((python, pa))
+}
+
+fn start() -> (Server, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_cnn.pt");
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
+            .args([
+                "serve",
+                "--model",
+                model.to_str().unwrap(),
+                "--shape",
+                "3,16,16",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--max-batch-size",
+                "8",
+                "--max-queue-delay-ms",
+                "2",
+                "--threads",
+                "1",
+                "--meter",
+                "none",
+            ])
+            .env("GREENBATCH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .and_then(|mut s| {
+                use std::io::{Read, Write};
+                s.write_all(b"GET /v2/health/ready HTTP/1.0\r\n\r\n").ok()?;
+                let mut buf = String::new();
+                s.read_to_string(&mut buf).ok()?;
+                Some(buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false);
+        if ok {
+            return (server, port);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server did not become ready");
+}
+
+const TRITONCLIENT: &str = r#"
+import sys, numpy as np
+import tritonclient.http as http
+c = http.InferenceServerClient(url=sys.argv[1])
+assert c.is_server_live() and c.is_server_ready(), "server not live/ready"
+assert c.is_model_ready("tiny_cnn"), "model not ready"
+meta = c.get_model_metadata("tiny_cnn")
+assert meta["inputs"][0]["name"] == "input__0", meta
+cfg = c.get_model_config("tiny_cnn")
+assert cfg["max_batch_size"] == 8, cfg
+x = np.random.rand(3, 3, 16, 16).astype(np.float32)
+for binary in (False, True):
+    inp = http.InferInput("input__0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    out = http.InferRequestedOutput("output__0", binary_data=False)
+    r = c.infer("tiny_cnn", [inp], outputs=[out], request_id="req-%d" % binary)
+    y = r.as_numpy("output__0")
+    assert y.shape == (3, 10), y.shape
+    assert r.get_response()["id"] == "req-%d" % binary
+try:
+    c.infer("tiny_cnn", [http.InferInput("nope", [1, 3, 16, 16], "FP32").set_data_from_numpy(x[:1])])
+    raise SystemExit("an unknown input must fail")
+except http.InferenceServerException as e:
+    assert "unknown input" in str(e), e
+print("tritonclient ok")
+"#;
+
+#[test]
+fn tritonclient_and_perf_analyzer_work_unmodified() {
+    let Some((python, perf_analyzer)) = tools() else {
+        assert!(
+            std::env::var_os("GREENBATCH_REQUIRE_V2_CLIENTS").is_none(),
+            "tritonclient/perf_analyzer required but missing: run scripts/setup-v2-clients.sh"
+        );
+        eprintln!(
+            "SKIPPED: tritonclient or perf_analyzer not installed (scripts/setup-v2-clients.sh)"
+        );
+        return;
+    };
+    let (_server, port) = start();
+    let url = format!("127.0.0.1:{port}");
+
+    let o = Command::new(&python)
+        .args(["-c", TRITONCLIENT, &url])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tritonclient: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let runs: [(&str, Vec<&str>); 2] = [
+        ("concurrency", vec!["--concurrency-range", "1:4:3"]),
+        (
+            "poisson",
+            vec![
+                "--async",
+                "--request-rate-range",
+                "100",
+                "--request-distribution",
+                "poisson",
+            ],
+        ),
+    ];
+    for (name, mode) in runs {
+        let csv = dir.path().join(format!("{name}.csv"));
+        let o = Command::new(&perf_analyzer)
+            // perf_analyzer's default "random" data is random bytes, which include NaN bit patterns
+            // the server rightly refuses; zeros are valid FP32.
+            .args([
+                "-m",
+                "tiny_cnn",
+                "-u",
+                &url,
+                "-i",
+                "http",
+                "-b",
+                "4",
+                "--input-data",
+                "zero",
+            ])
+            .args(["--measurement-mode", "count_windows"])
+            .args([
+                "--measurement-request-count",
+                "40",
+                "--max-trials",
+                "10",
+                "--stability-percentage",
+                "999",
+                "-f",
+                csv.to_str().unwrap(),
+            ])
+            .args(&mode)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(0), "perf_analyzer {name}:\n{text}");
+        assert!(text.contains("Throughput"), "perf_analyzer {name}:\n{text}");
+        let rows = std::fs::read_to_string(&csv).unwrap();
+        assert!(
+            rows.lines().count() >= 2,
+            "perf_analyzer {name} wrote no measurements:\n{rows}"
+        );
+    }
+}

@@ -1,0 +1,950 @@
+//! End to end: the operator (in-process, under its own service-account identity bound to exactly
+//! `operator/rbac/clusterrole.yaml`) on a real kube-apiserver + etcd + kube-controller-manager, with a
+//! small test agent playing the kubelet: it runs the real `greenbatch-runtime` binary as a local
+//! process for each pod the Job and ReplicaSet controllers create, and reports the pod's status back
+//! through the API.
+//!
+//! Needs the runtime binary: `cargo build -p greenbatch-runtime` (after
+//! `source ~/.cache/greenbatch/libtorch.env`), found at `$GREENBATCH_RUNTIME_BIN`, else
+//! `$CARGO_TARGET_DIR/debug/greenbatch-runtime`, else `target/debug/greenbatch-runtime`.
+
+use greenbatch_crds::{EnergyProfile, InferenceService, Phase, ProfilePhase};
+use greenbatch_operator::controller::{Operator, Scope, Settings};
+use greenbatch_operator::{OperatorConfig, names, server};
+use greenbatch_tests::{
+    Identity, OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster,
+    TestClusterOptions, workspace_root,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NS: &str = "e2e";
+const RUNTIME_SA: &str = "greenbatch-runtime";
+const RUNTIME_IDENTITY: &str = "runtime";
+const IMAGE: &str = "greenbatch-runtime:e2e";
+
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "[operator-e2e] {line}");
+}
+
+fn runtime_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("GREENBATCH_RUNTIME_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug").join("greenbatch-runtime")
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A minimal HTTP/1.0 GET: status code and body.
+async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kubelet agent.
+
+struct Proc {
+    child: tokio::process::Child,
+    port: Option<u16>,
+    ready: bool,
+    stderr: PathBuf,
+    started: String,
+    image: String,
+}
+
+struct Agent {
+    client: Client,
+    bin: PathBuf,
+    runtime_kubeconfig: PathBuf,
+    serve_supported: bool,
+    logs: PathBuf,
+    procs: HashMap<String, Proc>,
+    skipped_serving: Arc<Mutex<u32>>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn conditions(ready: bool) -> serde_json::Value {
+    let t = now();
+    let r = if ready { "True" } else { "False" };
+    serde_json::json!([
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": t},
+        {"type": "ContainersReady", "status": r, "lastTransitionTime": t},
+        {"type": "Ready", "status": r, "lastTransitionTime": t},
+    ])
+}
+
+impl Agent {
+    async fn patch_status(&self, name: &str, status: serde_json::Value) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        if let Err(e) = pods
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({ "status": status })),
+            )
+            .await
+        {
+            say(&format!("agent: status of pod {name}: {e}"));
+        }
+    }
+
+    async fn start(&mut self, pod: &Pod) {
+        let name = pod.name_any();
+        let uid = pod.uid().unwrap_or_default();
+        let Some(spec) = pod.spec.as_ref() else {
+            return;
+        };
+        let Some(c) = spec.containers.first() else {
+            return;
+        };
+        let mut args = c.args.clone().unwrap_or_default();
+        let serving = args.first().map(String::as_str) == Some("serve");
+        if serving && !self.serve_supported {
+            *self.skipped_serving.lock().unwrap() += 1;
+            return;
+        }
+        let port = serving.then(free_port);
+        if let (Some(port), Some(i)) = (port, args.iter().position(|a| a == "--port")) {
+            // The container port, replaced by a free local one (all "pods" share this host).
+            args[i + 1] = port.to_string();
+        }
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args(&args);
+        for e in c.env.iter().flatten() {
+            if let Some(v) = &e.value {
+                cmd.env(&e.name, v);
+            }
+        }
+        cmd.env("GREENBATCH_METER", "synthetic")
+            .env("GREENBATCH_THREADS", "1")
+            .env("GREENBATCH_BIND", "127.0.0.1");
+        if let Some(port) = port {
+            cmd.env("GREENBATCH_PORT", port.to_string());
+        }
+        if spec.service_account_name.as_deref() == Some(RUNTIME_SA)
+            && spec.automount_service_account_token != Some(false)
+        {
+            // What the pod's mounted service-account token would give it.
+            cmd.env("KUBECONFIG", &self.runtime_kubeconfig);
+        }
+        let stderr = self.logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&stderr).expect("agent log file");
+        let file2 = file.try_clone().expect("agent log file");
+        cmd.stdout(file).stderr(file2).kill_on_drop(true);
+        say(&format!(
+            "agent: pod {name}: {} {}",
+            self.bin.display(),
+            args.join(" ")
+        ));
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot run {}: {e}", self.bin.display()),
+        };
+        let started = now();
+        let image = c.image.clone().unwrap_or_default();
+        self.patch_status(&name, serde_json::json!({
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": started,
+            "conditions": conditions(false),
+            "containerStatuses": [{"name": c.name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": true,
+                "state": {"running": {"startedAt": started}}}],
+        }))
+        .await;
+        self.procs.insert(
+            uid,
+            Proc {
+                child,
+                port,
+                ready: false,
+                stderr,
+                started,
+                image,
+            },
+        );
+    }
+
+    async fn tick(&mut self) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
+        let Ok(list) = pods.list(&ListParams::default()).await else {
+            return;
+        };
+        let mut seen = Vec::new();
+        for pod in &list.items {
+            let uid = pod.uid().unwrap_or_default();
+            let name = pod.name_any();
+            seen.push(uid.clone());
+            if pod.metadata.deletion_timestamp.is_some() {
+                // The kubelet's part of deletion: stop the container, then confirm.
+                if let Some(mut p) = self.procs.remove(&uid) {
+                    let _ = p.child.kill().await;
+                }
+                let _ = pods
+                    .delete(
+                        &name,
+                        &DeleteParams {
+                            grace_period_seconds: Some(0),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                continue;
+            }
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            if !self.procs.contains_key(&uid) && (phase.is_empty() || phase == "Pending") {
+                self.start(pod).await;
+                continue;
+            }
+            let Some(p) = self.procs.get_mut(&uid) else {
+                continue;
+            };
+            match p.child.try_wait() {
+                Ok(Some(status)) => {
+                    let code = status.code().unwrap_or(137);
+                    let log = std::fs::read_to_string(&p.stderr).unwrap_or_default();
+                    let tail: Vec<&str> = log
+                        .lines()
+                        .rev()
+                        .take(2)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    let message: String = tail.join(" | ").chars().take(600).collect();
+                    let (started, image) = (p.started.clone(), p.image.clone());
+                    self.procs.remove(&uid);
+                    say(&format!("agent: pod {name} exited with {code}: {message}"));
+                    self.patch_status(&name, serde_json::json!({
+                        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+                        "conditions": conditions(false),
+                        "containerStatuses": [{"name": names::CONTAINER_NAME, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
+                            "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
+                                "message": message, "startedAt": started, "finishedAt": now()}}}],
+                    }))
+                    .await;
+                }
+                Ok(None) => {
+                    if let (Some(port), false) = (p.port, p.ready)
+                        && matches!(http_get(port, "/v2/health/ready").await, Ok((200, _)))
+                    {
+                        p.ready = true;
+                        let (started, image) = (p.started.clone(), p.image.clone());
+                        self.patch_status(&name, serde_json::json!({
+                            "conditions": conditions(true),
+                            "containerStatuses": [{"name": names::CONTAINER_NAME, "image": image, "imageID": "", "ready": true, "restartCount": 0, "started": true,
+                                "state": {"running": {"startedAt": started}}}],
+                        }))
+                        .await;
+                    }
+                }
+                Err(e) => say(&format!("agent: waiting on pod {name}: {e}")),
+            }
+        }
+        let gone: Vec<String> = self
+            .procs
+            .keys()
+            .filter(|u| !seen.contains(u))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if let Some(mut p) = self.procs.remove(&uid) {
+                let _ = p.child.kill().await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn service_yaml(name: &str, uri: &str, extra_spec: serde_json::Value) -> InferenceService {
+    let mut spec = serde_json::json!({
+        "model": {"source": {"uri": uri}, "input": {"shape": [3, 16, 16]}},
+        "slo": {"latencyMs": 1000, "percentile": 99},
+        "batching": {"mode": "auto", "candidates": [1, 2, 4]},
+        "gpu": {"count": 0},
+        "replicas": {"min": 1, "max": 1},
+        "profiling": {"windows": 3, "windowSeconds": 0.1, "warmupSeconds": 0, "maxSpread": 10},
+    });
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "greenbatch.dev/v1alpha1", "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": NS}, "spec": spec,
+    }))
+    .expect("a well-formed InferenceService")
+}
+
+fn status_of(is: &InferenceService) -> (Option<Phase>, Option<i64>) {
+    let s = is.status.clone().unwrap_or_default();
+    (s.phase, s.observed_generation)
+}
+
+fn condition_message(is: &InferenceService, t: &str) -> String {
+    is.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == t))
+        .map(|c| format!("{}/{}: {}", c.status_str(), c.reason, c.message))
+        .unwrap_or_default()
+}
+
+trait StatusStr {
+    fn status_str(&self) -> &'static str;
+}
+impl StatusStr for greenbatch_crds::Condition {
+    fn status_str(&self) -> &'static str {
+        match self.status {
+            greenbatch_crds::ConditionStatus::True => "True",
+            greenbatch_crds::ConditionStatus::False => "False",
+            greenbatch_crds::ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+async fn install_rbac(admin: &Client) {
+    let path = workspace_root().join("operator/rbac/clusterrole.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let role: ClusterRole = serde_yaml::from_str(&text).expect("the operator's ClusterRole parses");
+    let runtime_path = workspace_root().join("operator/rbac/runtime-clusterrole.yaml");
+    let runtime_role: ClusterRole =
+        serde_yaml::from_str(&std::fs::read_to_string(&runtime_path).expect("runtime ClusterRole"))
+            .expect("parses");
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    for r in [&role, &runtime_role] {
+        roles
+            .create(&PostParams::default(), r)
+            .await
+            .expect("create ClusterRole");
+    }
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some("greenbatch-operator".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.name_any(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: OPERATOR_SERVICE_ACCOUNT.into(),
+            namespace: Some(OPERATOR_NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind operator");
+    let rb = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("greenbatch-runtime".into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: runtime_role.name_any(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: RUNTIME_SA.into(),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &rb)
+        .await
+        .expect("bind runtime");
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(RUNTIME_SA.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("runtime SA");
+}
+
+fn args_of(d: &Deployment) -> Vec<String> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default()
+}
+
+fn flag(args: &[String], f: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == f)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Waits for /readyz; false when the operator's task ended first.
+async fn wait_ready<T>(port: u16, task: &tokio::task::JoinHandle<T>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if task.is_finished() {
+            return false;
+        }
+        match http_get(port, "/readyz").await {
+            Ok((200, _)) => return true,
+            other => say(&format!("/readyz: {other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the operator did not become ready within 30s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_end_to_end() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("greenbatch_operator=info,kube=warn")
+            }),
+        )
+        .with_test_writer()
+        .try_init();
+    let t0 = Instant::now();
+    let bin = runtime_binary();
+    assert!(
+        bin.is_file(),
+        "greenbatch-runtime binary not found at {} — build it first: `source ~/.cache/greenbatch/libtorch.env && cargo build -p greenbatch-runtime` (or set GREENBATCH_RUNTIME_BIN)",
+        bin.display()
+    );
+    let serve_supported = std::process::Command::new(&bin)
+        .args(["serve", "--help"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !serve_supported {
+        say("SKIPPING the Serving part: this greenbatch-runtime has no `serve` command yet");
+    }
+    let model = workspace_root().join("runtime/tests/fixtures/tiny_cnn.pt");
+    assert!(model.is_file(), "{}", model.display());
+
+    let options = TestClusterOptions {
+        controller_manager: true,
+        identities: vec![
+            Identity::operator(),
+            Identity::service_account(RUNTIME_IDENTITY, NS, RUNTIME_SA),
+            Identity::nobody(),
+        ],
+        ..Default::default()
+    };
+    let cluster = TestCluster::start(options).await.expect("cluster starts");
+    cluster.apply_crds().await.expect("CRDs");
+    cluster.create_namespace(NS).await.expect("namespace");
+    let admin = cluster.client();
+    install_rbac(&admin).await;
+
+    // The operator, in-process, as its own service account.
+    let op_client = cluster.client_as(OPERATOR).await.expect("operator client");
+    let operator = Arc::new(Operator::default());
+    let settings = Settings {
+        config: OperatorConfig {
+            runtime_image: IMAGE.into(),
+            runtime_service_account: RUNTIME_SA.into(),
+            // One pod per profiling Job: a failure is final at once (the Job controller's pod
+            // backoff would add 10 s per retry).
+            job_backoff_limit: 0,
+            ..Default::default()
+        },
+        scope: Scope::All,
+        concurrency: 2,
+        instance: Some("e2e".into()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let op_task = tokio::spawn(operator.clone().run(op_client, settings, async move {
+        let _ = stop_rx.await;
+    }));
+    let (addr, http) = server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        operator.clone(),
+        async move {
+            let _ = http_stop_rx.await;
+        },
+    )
+    .await
+    .expect("metrics server binds");
+    let http_task = tokio::spawn(http);
+
+    // The kubelet agent.
+    let logs = cluster.dir().join("agent");
+    std::fs::create_dir_all(&logs).expect("agent log dir");
+    let skipped = Arc::new(Mutex::new(0u32));
+    let mut agent = Agent {
+        client: admin.clone(),
+        bin: bin.clone(),
+        runtime_kubeconfig: cluster
+            .kubeconfig_as(RUNTIME_IDENTITY)
+            .expect("runtime kubeconfig")
+            .to_path_buf(),
+        serve_supported,
+        logs,
+        procs: HashMap::new(),
+        skipped_serving: skipped.clone(),
+    };
+    let agent_task = tokio::spawn(async move {
+        loop {
+            agent.tick().await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    });
+
+    let services: Api<InferenceService> = Api::namespaced(admin.clone(), NS);
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NS);
+    let svcs: Api<Service> = Api::namespaced(admin.clone(), NS);
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), NS);
+    let profiles: Api<EnergyProfile> = Api::namespaced(admin.clone(), NS);
+    let uri = format!("file://{}", model.display());
+    let pp = PostParams::default();
+
+    let ready = wait_ready(addr.port(), &op_task).await;
+    if !ready {
+        match op_task.await {
+            Ok(Err(e)) => panic!("the operator stopped: {e}"),
+            other => panic!("the operator stopped: {other:?}"),
+        }
+    }
+
+    // An invalid service first: it must not stop the others, nor loop.
+    let invalid = service_yaml(
+        "invalid",
+        &uri,
+        serde_json::json!({"batching": {"mode": "fixed", "candidates": [1, 2]}}),
+    );
+    services
+        .create(&pp, &invalid)
+        .await
+        .expect("a schema-valid but invalid service is admitted");
+
+    // Scenario 1: Pending -> Profiling -> Serving, with a real profile written by the runtime.
+    let phases = Arc::new(Mutex::new(Vec::<Phase>::new()));
+    let watcher_task = {
+        let (services, phases) = (services.clone(), phases.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(is)) = services.get_opt("alpha").await
+                    && let Some(p) = is.status.and_then(|s| s.phase)
+                {
+                    let mut v = phases.lock().unwrap();
+                    if v.last() != Some(&p) {
+                        v.push(p);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    services
+        .create(&pp, &service_yaml("alpha", &uri, serde_json::json!({})))
+        .await
+        .expect("create alpha");
+    let target = if serve_supported {
+        Phase::Serving
+    } else {
+        Phase::Pending
+    };
+    let alpha = wait_for(
+        "alpha to be profiled and deployed",
+        Duration::from_secs(120),
+        || async {
+            let is = services.get("alpha").await.map_err(|e| e.to_string())?;
+            let profiled = condition_message(&is, "Profiled").starts_with("True");
+            if status_of(&is).0 == Some(target) && profiled {
+                Ok(is)
+            } else {
+                Err(format!(
+                    "{:?} {}",
+                    status_of(&is),
+                    condition_message(&is, "Ready")
+                ))
+            }
+        },
+    )
+    .await;
+    let seen = phases.lock().unwrap().clone();
+    say(&format!(
+        "alpha phases: {seen:?} after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    ));
+    assert!(
+        seen.contains(&Phase::Profiling),
+        "alpha went through Profiling: {seen:?}"
+    );
+    let status = alpha.status.clone().unwrap();
+    let profile_name = status.profile_ref.clone().expect("profileRef");
+    let ep = profiles
+        .get(&profile_name)
+        .await
+        .expect("the EnergyProfile exists");
+    let ep_status = ep
+        .status
+        .clone()
+        .expect("the runtime wrote the profile's status");
+    assert_eq!(ep_status.phase, Some(ProfilePhase::Complete));
+    let table = ep_status.table.expect("a measured table");
+    assert_eq!(
+        table.rows.iter().map(|r| r.batch_size).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
+    assert_eq!(table.meter, greenbatch_core::MeterKind::Synthetic);
+    assert!(
+        ep.metadata.owner_references.is_none(),
+        "profiles are shared, not owned"
+    );
+    let selected = status.selected.clone().expect("selected config");
+    assert!(
+        selected.joules_per_inference.is_some() && selected.batch1_joules_per_inference.is_some()
+    );
+    let d = deployments.get("alpha").await.expect("alpha's Deployment");
+    let a = args_of(&d);
+    assert_eq!(
+        flag(&a, "--max-batch-size"),
+        Some(selected.batch_size.to_string()),
+        "{a:?}"
+    );
+    assert_eq!(
+        d.metadata.owner_references.as_ref().unwrap()[0].uid,
+        alpha.uid().unwrap()
+    );
+    svcs.get("alpha").await.expect("alpha's Service");
+    if serve_supported {
+        assert_eq!(status.replicas.as_ref().map(|r| r.ready), Some(1));
+    }
+
+    // Scenario 2: a second service with the same model reuses the profile: no second Job.
+    services
+        .create(
+            &pp,
+            &service_yaml(
+                "beta",
+                &uri,
+                serde_json::json!({"slo": {"latencyMs": 500, "percentile": 95}}),
+            ),
+        )
+        .await
+        .expect("create beta");
+    let beta = wait_for(
+        "beta deployed from the shared profile",
+        Duration::from_secs(90),
+        || async {
+            let is = services.get("beta").await.map_err(|e| e.to_string())?;
+            if status_of(&is).0 == Some(target) {
+                Ok(is)
+            } else {
+                Err(format!(
+                    "{:?} {}",
+                    status_of(&is),
+                    condition_message(&is, "Ready")
+                ))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        beta.status.as_ref().unwrap().profile_ref.as_deref(),
+        Some(profile_name.as_str())
+    );
+    let profile_jobs =
+        ListParams::default().labels(&format!("{}={profile_name}", names::PROFILE_LABEL));
+    assert_eq!(
+        jobs.list(&profile_jobs).await.unwrap().items.len(),
+        1,
+        "one profiling Job for two services"
+    );
+
+    // Scenario 3: a spec change re-plans (fixed batch size 2 -> a new rollout).
+    services
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &serde_json::json!({"spec": {"batching": {"mode": "fixed", "batchSize": 2}}}),
+            ),
+        )
+        .await
+        .expect("patch alpha");
+    wait_for(
+        "alpha re-planned at batch 2",
+        Duration::from_secs(90),
+        || async {
+            let is = services.get("alpha").await.map_err(|e| e.to_string())?;
+            let d = deployments.get("alpha").await.map_err(|e| e.to_string())?;
+            let ok = status_of(&is) == (Some(target), Some(2))
+                && is
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.selected.as_ref())
+                    .map(|s| s.batch_size)
+                    == Some(2)
+                && flag(&args_of(&d), "--max-batch-size").as_deref() == Some("2");
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} {}",
+                    status_of(&is),
+                    condition_message(&is, "Ready")
+                ))
+            }
+        },
+    )
+    .await;
+
+    // Scenario 4: a re-profile request runs one more Job for the shared profile.
+    services
+        .patch("beta", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {names::REPROFILE_ANNOTATION: "r1"}}})))
+        .await
+        .expect("annotate beta");
+    wait_for(
+        "the re-profile Job to complete",
+        Duration::from_secs(90),
+        || async {
+            let list = jobs.list(&profile_jobs).await.map_err(|e| e.to_string())?;
+            let complete = list
+                .items
+                .iter()
+                .filter(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
+                .count();
+            if list.items.len() == 2 && complete == 2 {
+                Ok(())
+            } else {
+                Err(format!("{} jobs, {complete} complete", list.items.len()))
+            }
+        },
+    )
+    .await;
+
+    // Scenario 5: a failing profiling pod (missing model file: exit code 3) surfaces its reason.
+    services
+        .create(
+            &pp,
+            &service_yaml(
+                "broken",
+                "file:///nonexistent/missing.pt",
+                serde_json::json!({}),
+            ),
+        )
+        .await
+        .expect("create broken");
+    let broken = wait_for(
+        "broken to fail with the pod's reason",
+        Duration::from_secs(90),
+        || async {
+            let is = services.get("broken").await.map_err(|e| e.to_string())?;
+            if status_of(&is).0 == Some(Phase::Failed) {
+                Ok(is)
+            } else {
+                Err(format!(
+                    "{:?} {}",
+                    status_of(&is),
+                    condition_message(&is, "Profiled")
+                ))
+            }
+        },
+    )
+    .await;
+    let msg = condition_message(&broken, "Profiled");
+    say(&format!("broken: {msg}"));
+    assert!(msg.contains("exit code 3 (model file missing)"), "{msg}");
+
+    // The invalid service: a condition naming the field, and no reconcile loop.
+    let inv = services.get("invalid").await.unwrap();
+    let msg = condition_message(&inv, "Ready");
+    assert!(
+        msg.contains("InvalidSpec") && msg.contains("spec.batching.batchSize"),
+        "{msg}"
+    );
+    let n1 = operator.metrics.reconciles_of("e2e/invalid");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let n2 = operator.metrics.reconciles_of("e2e/invalid");
+    assert!(
+        n1 <= 3 && n1 == n2,
+        "the invalid service was reconciled {n1} then {n2} times"
+    );
+
+    // Scenario 6: deleting a service garbage-collects its objects; the shared profile stays.
+    services
+        .delete("alpha", &DeleteParams::default())
+        .await
+        .expect("delete alpha");
+    wait_for(
+        "alpha's Deployment and Service to be garbage-collected",
+        Duration::from_secs(90),
+        || async {
+            let d = deployments
+                .get_opt("alpha")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = svcs.get_opt("alpha").await.map_err(|e| e.to_string())?;
+            if d.is_none() && s.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "deployment {}, service {}",
+                    d.is_some(),
+                    s.is_some()
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(
+        profiles.get_opt(&profile_name).await.unwrap().is_some(),
+        "the shared profile stays"
+    );
+
+    // Events on transitions, published under the operator's RBAC.
+    let events: Api<K8sEvent> = Api::namespaced(admin.clone(), NS);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for want in [
+        "ProfilingStarted",
+        "ProfileReused",
+        "ConfigSelected",
+        "ProfilingFailed",
+        "InvalidSpec",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == want),
+            "no {want} Event among {reasons:?}"
+        );
+    }
+    if serve_supported {
+        assert!(reasons.iter().any(|r| r == "Serving"), "{reasons:?}");
+    }
+
+    // Metrics over HTTP.
+    let (code, body) = http_get(addr.port(), "/metrics")
+        .await
+        .expect("GET /metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "greenbatch_operator_reconciles_total",
+        "greenbatch_operator_reconcile_duration_seconds",
+        "greenbatch_operator_inference_services{phase=\"Failed\"} 2",
+    ] {
+        assert!(body.contains(want), "{want} missing in\n{body}");
+    }
+    assert_eq!(
+        http_get(addr.port(), "/healthz").await.map(|r| r.0),
+        Ok(200)
+    );
+
+    let total = operator.metrics.reconciles_total();
+    let errors = operator.metrics.errors_total();
+    say(&format!(
+        "reconciles: total {total}, errors {errors}; per service: alpha {}, beta {}, broken {}, invalid {}; serving pods skipped: {}; took {:.1}s",
+        operator.metrics.reconciles_of("e2e/alpha"),
+        operator.metrics.reconciles_of("e2e/beta"),
+        operator.metrics.reconciles_of("e2e/broken"),
+        operator.metrics.reconciles_of("e2e/invalid"),
+        skipped.lock().unwrap(),
+        t0.elapsed().as_secs_f64()
+    ));
+    assert_eq!(
+        errors, 0,
+        "reconciles failed (a missing RBAC rule shows up here); see the log above"
+    );
+
+    let _ = stop_tx.send(());
+    let _ = http_stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(20), op_task)
+        .await
+        .expect("the operator stops")
+        .expect("join")
+        .expect("operator ran cleanly");
+    let _ = http_task.await;
+    watcher_task.abort();
+    agent_task.abort();
+    if !serve_supported {
+        say("the Serving part was SKIPPED: greenbatch-runtime has no `serve` command");
+    }
+}
