@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 common=(--windows 5 --window-seconds 0.5 --warmup-seconds 1)
 py() { "$PY" benchmarks/python_eager_sweep.py --model "$MODEL" --device cpu --meter none --threads "$THREADS" \
         --batches "$BATCHES" "${common[@]}" --out "$1" 2>/dev/null; }
-rs() { /usr/bin/time -f "%e s wall" "$BIN" profile --model "$1" --device cpu --meter none --threads "$THREADS" \
+rs() { GREENBATCH_LOG=warn /usr/bin/time -f "%e s wall" "$BIN" profile --model "$1" --device cpu --meter none --threads "$THREADS" \
         --candidates "$BATCHES" "${common[@]}" --json "$2" >/dev/null 2>>"$OUT/time.txt"; }
 log "python eager (A)"; py "$OUT/py-a.json"
 log "rust TorchScript (B)"; rs "$OUT/$MODEL.pt" "$OUT/rust-ts-b.json"

@@ -119,6 +119,23 @@ async fn post(
     )
 }
 
+/// `n` concurrent single-item requests with ids `<prefix>0..n`, answered in any order.
+fn spawn_single_item_requests(
+    base: &str,
+    n: usize,
+    prefix: &str,
+) -> Vec<tokio::task::JoinHandle<(u16, Value, reqwest::header::HeaderMap)>> {
+    (0..n)
+        .map(|i| {
+            let (base, body) = (
+                base.to_string(),
+                request(1, &format!("{prefix}{i}")).to_string().into_bytes(),
+            );
+            tokio::spawn(async move { post(&base, "tiny_cnn", body, &[]).await })
+        })
+        .collect()
+}
+
 async fn get(url: String) -> (u16, Value) {
     let r = reqwest::get(url).await.unwrap();
     let s = r.status().as_u16();
@@ -213,19 +230,7 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
 
     // 24 concurrent single-item requests coalesce into far fewer batches; each gets its own row.
     let batches_before = metric(b, "greenbatch_batches_total").await;
-    let mut tasks = Vec::new();
-    for i in 0..24 {
-        let base = b.clone();
-        tasks.push(tokio::spawn(async move {
-            post(
-                &base,
-                "tiny_cnn",
-                request(1, &format!("c{i}")).to_string().into_bytes(),
-                &[],
-            )
-            .await
-        }));
-    }
+    let tasks = spawn_single_item_requests(b, 24, "c");
     for (i, t) in tasks.into_iter().enumerate() {
         let (code, out, _) = t.await.unwrap();
         assert_eq!(code, 200);
@@ -362,19 +367,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
     )
     .await;
     wait_ready(&s.base, true).await;
-    let mut tasks = Vec::new();
-    for i in 0..4 {
-        let base = s.base.clone();
-        tasks.push(tokio::spawn(async move {
-            post(
-                &base,
-                "tiny_cnn",
-                request(1, &format!("q{i}")).to_string().into_bytes(),
-                &[],
-            )
-            .await
-        }));
-    }
+    let tasks = spawn_single_item_requests(&s.base, 4, "q");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(metric(&s.base, "greenbatch_queue_depth").await, 4.0);
     let (code, out, headers) = post(
@@ -433,19 +426,7 @@ async fn sigterm_drains_queued_requests_then_exits() {
     )
     .await;
     wait_ready(&s.base, true).await;
-    let mut tasks = Vec::new();
-    for i in 0..3 {
-        let base = s.base.clone();
-        tasks.push(tokio::spawn(async move {
-            post(
-                &base,
-                "tiny_cnn",
-                request(1, &format!("d{i}")).to_string().into_bytes(),
-                &[],
-            )
-            .await
-        }));
-    }
+    let tasks = spawn_single_item_requests(&s.base, 3, "d");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let started = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
