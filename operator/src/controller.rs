@@ -60,12 +60,29 @@ pub struct Settings {
     pub instance: Option<String>,
 }
 
+/// Where this replica stands in leader election (see `leader`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// No leader election (a single replica): runs the controller.
+    #[default]
+    Sole,
+    /// Waits for the lease, held by `holder` (`None`: not known yet); reads it fine.
+    Standby { holder: Option<String> },
+    /// Waits for the lease but cannot read or write it (API unreachable, RBAC): could not take over.
+    StandbyLeaseUnreadable,
+    /// Holds the lease and runs the controller.
+    Leader,
+    /// Stopped leading (shutdown or lost lease); the process is about to exit.
+    Stopped,
+}
+
 /// The running operator's shared state: metrics, readiness, the cache of services.
 #[derive(Default)]
 pub struct Operator {
     pub metrics: Metrics,
     ready: AtomicBool,
     store: OnceLock<Store<InferenceService>>,
+    role: Mutex<Role>,
 }
 
 struct Context {
@@ -107,9 +124,34 @@ pub async fn check_crds(client: &Client) -> Result<(), OperatorError> {
 }
 
 impl Operator {
-    /// True once the CRDs were found and the first list of services is cached.
+    /// Whether `/readyz` answers 200. Running the controller (sole or leader): once the CRDs were
+    /// found and the first list of services is cached. A standby: while it can read the lease,
+    /// i.e. it is healthy and would take over — a standby that never reported ready would stall
+    /// every rolling update of a multi-replica Deployment. Nothing routes traffic by it.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        match self.role() {
+            Role::Sole | Role::Leader => self.ready.load(Ordering::Relaxed),
+            Role::Standby { .. } => true,
+            Role::StandbyLeaseUnreadable | Role::Stopped => false,
+        }
+    }
+
+    /// This replica's leader-election role.
+    pub fn role(&self) -> Role {
+        self.role.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.metrics
+            .set_leading(matches!(role, Role::Sole | Role::Leader));
+        if let Ok(mut r) = self.role.lock() {
+            *r = role;
+        }
+    }
+
+    /// Whether this replica runs the controller now.
+    pub fn is_leading(&self) -> bool {
+        matches!(self.role(), Role::Sole | Role::Leader)
     }
 
     /// The cached services (empty before start).

@@ -12,6 +12,19 @@ pub enum OperatorError {
         #[source]
         source: kube::Error,
     },
+    #[error("invalid leader-election settings: {reason}")]
+    InvalidLeaseSettings { reason: String },
+    #[error(
+        "lost leadership of Lease {lease}: {reason}; exiting so that this replica restarts as a standby"
+    )]
+    LeadershipLost { lease: String, reason: String },
+    #[error("no answer about Lease {lease} within {after:?}")]
+    LeaseTimeout {
+        lease: String,
+        after: std::time::Duration,
+    },
+    #[error("the controller task failed: {0}")]
+    Task(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

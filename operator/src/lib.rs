@@ -8,12 +8,14 @@
 //! Modules, bottom-up (each imports only modules above it in this list):
 //! [`names`], [`config`], [`validate`], [`resources`], [`observe`], [`plan`] — pure;
 //! [`apply`], [`metrics`] — I/O helpers; [`controller`] — the kube-rs `Controller`;
+//! [`leader`] — Lease-based leader election around the controller;
 //! [`server`] — `/metrics`, `/healthz`, `/readyz`.
 
 pub mod apply;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod observe;

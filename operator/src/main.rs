@@ -3,10 +3,12 @@
 
 use clap::{Parser, ValueEnum};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
+use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, OperatorError, server};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -54,6 +56,56 @@ struct Args {
     listen: SocketAddr,
     #[arg(long, value_enum, env = "GREENBATCH_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run the controller without a Lease (one replica only, e.g. a local run).
+    #[arg(long, env = "GREENBATCH_DISABLE_LEADER_ELECTION")]
+    disable_leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "GREENBATCH_LEASE_NAME",
+        default_value = "greenbatch-operator"
+    )]
+    lease_name: String,
+    /// Namespace of the Lease (default: the client's namespace — the pod's in a cluster).
+    #[arg(long, env = "GREENBATCH_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a lease stays valid without renewal: how long a crashed leader's successor waits.
+    #[arg(long, env = "GREENBATCH_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds between renewals (and a standby's checks).
+    #[arg(
+        long,
+        env = "GREENBATCH_LEASE_RENEW_INTERVAL_SECONDS",
+        default_value_t = 2
+    )]
+    lease_renew_interval_seconds: u64,
+    /// Seconds without a successful renewal after which the leader gives up (and exits).
+    #[arg(
+        long,
+        env = "GREENBATCH_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    lease_renew_deadline_seconds: u64,
+}
+
+/// This replica's holder identity: the pod name, else `<hostname>-<pid>` (the pid keeps two local
+/// runs on one host apart).
+fn identity() -> Result<String, OperatorError> {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return Ok(pod);
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .map(Ok)
+        .unwrap_or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .map_err(|source| OperatorError::Io {
+            context: "reading the hostname for the lease identity (or set POD_NAME)".into(),
+            source,
+        })?;
+    Ok(format!("{}-{}", host.trim(), std::process::id()))
 }
 
 fn init_logs(format: LogFormat) {
@@ -106,6 +158,23 @@ async fn run(args: Args) -> Result<(), OperatorError> {
         concurrency: args.concurrency,
         instance: std::env::var("POD_NAME").ok(),
     };
+    let lease = if args.disable_leader_election {
+        None
+    } else {
+        let lease = LeaseSettings {
+            name: args.lease_name,
+            namespace: args
+                .lease_namespace
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+            identity: identity()?,
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            renew_interval: Duration::from_secs(args.lease_renew_interval_seconds),
+            renew_deadline: Duration::from_secs(args.lease_renew_deadline_seconds),
+        };
+        lease.validate()?;
+        tracing::info!(lease = %lease.name, namespace = %lease.namespace, identity = %lease.identity, "leader election on");
+        Some(lease)
+    };
     let operator = Arc::new(Operator::default());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_ctl_tx, stop_ctl_rx) = tokio::sync::oneshot::channel::<()>();
@@ -119,11 +188,14 @@ async fn run(args: Args) -> Result<(), OperatorError> {
         termination().await;
         let _ = stop_ctl_tx.send(());
     });
-    let result = operator
-        .run(client, settings, async {
-            let _ = stop_ctl_rx.await;
-        })
-        .await;
+    let stop = async {
+        let _ = stop_ctl_rx.await;
+    };
+    // A lost lease ends in an error, hence a non-zero exit: the pod restarts as a standby.
+    let result = match lease {
+        Some(lease) => leader::run_elected(operator, client, settings, lease, stop).await,
+        None => operator.run(client, settings, stop).await,
+    };
     let _ = stop_http_tx.send(());
     if let Ok(Err(e)) = http.await {
         tracing::warn!(error = %e, "HTTP server");

@@ -20,6 +20,7 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     duration: Histogram,
     services: Family<Labels, Gauge>,
+    leading: Gauge,
     per_service: Mutex<HashMap<String, u64>>,
 }
 
@@ -70,8 +71,17 @@ impl Metrics {
             "InferenceServices by status phase (\"None\" before the first status)",
             services.clone(),
         );
+        let leading = Gauge::default();
+        // 1 from start: without leader election the one replica runs the controller.
+        leading.set(1);
+        registry.register(
+            "leader",
+            "1 while this replica runs the controller (holds the lease, or leader election is off)",
+            leading.clone(),
+        );
         Metrics {
             registry,
+            leading,
             reconciles,
             errors,
             duration,
@@ -91,6 +101,10 @@ impl Metrics {
         if let Ok(mut m) = self.per_service.lock() {
             *m.entry(key.to_string()).or_default() += 1;
         }
+    }
+
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.set(i64::from(leading));
     }
 
     /// Reconciles of `namespace/name` since start.

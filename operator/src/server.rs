@@ -1,7 +1,8 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process runs),
-//! `/readyz` (the controller has found the CRDs and cached the services).
+//! `/readyz` (the controller has found the CRDs and cached the services; a leader-election standby
+//! while it can read the lease — see `Operator::is_ready`).
 
-use crate::controller::Operator;
+use crate::controller::{Operator, Role};
 use crate::error::OperatorError;
 use axum::Router;
 use axum::extract::State;
@@ -24,14 +25,27 @@ async fn metrics(State(op): State<Arc<Operator>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(op): State<Arc<Operator>>) -> impl IntoResponse {
-    if op.is_ready() {
-        (StatusCode::OK, "ok")
+    let role = op.role();
+    let ready = op.is_ready();
+    let body = match (&role, ready) {
+        (Role::Sole, true) => "ok".to_string(),
+        (Role::Leader, true) => "ok: leader".to_string(),
+        (Role::Standby { holder }, _) => format!(
+            "ok: standby (lease held by {})",
+            holder.as_deref().unwrap_or("unknown")
+        ),
+        (Role::StandbyLeaseUnreadable, _) => "not ready: standby cannot read the lease".into(),
+        (Role::Stopped, _) => "not ready: stopping".into(),
+        (Role::Sole | Role::Leader, false) => {
+            "not ready: CRDs not found yet or services not cached".into()
+        }
+    };
+    let code = if ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: CRDs not found yet or services not cached",
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body)
 }
 
 pub fn router(op: Arc<Operator>) -> Router {

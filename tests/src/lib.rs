@@ -24,6 +24,7 @@ pub mod error;
 pub mod pki;
 pub mod process;
 pub mod tool;
+pub mod wait;
 
 pub use binaries::Binaries;
 pub use cluster::{
@@ -33,6 +34,7 @@ pub use cluster::{
 pub use error::{HarnessError, Result};
 pub use process::pid_alive;
 pub use tool::CommandOutput;
+pub use wait::wait_for;
 
 use std::io::Read;
 use std::path::PathBuf;

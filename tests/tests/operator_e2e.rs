@@ -10,20 +10,23 @@
 
 use greenbatch_crds::{EnergyProfile, InferenceService, Phase, ProfilePhase};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
+use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
 use greenbatch_tests::{
     Identity, OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster,
-    TestClusterOptions, workspace_root,
+    TestClusterOptions, wait_for, workspace_root,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,24 +50,6 @@ fn runtime_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     target.join("debug").join("greenbatch-runtime")
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match probe().await {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn free_port() -> u16 {
@@ -429,6 +414,38 @@ async fn install_rbac(admin: &Client) {
         .create(&PostParams::default(), &rb)
         .await
         .expect("bind runtime");
+    // Leader election: the namespaced Role for the Lease, bound in the operator's namespace.
+    let le_path = workspace_root().join("operator/rbac/leader-election-role.yaml");
+    let le_role: Role =
+        serde_yaml::from_str(&std::fs::read_to_string(&le_path).expect("leader-election Role"))
+            .expect("parses");
+    let le_ns = le_role.namespace().expect("the Role names its namespace");
+    Api::<Role>::namespaced(admin.clone(), &le_ns)
+        .create(&PostParams::default(), &le_role)
+        .await
+        .expect("create leader-election Role");
+    let le_binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some("greenbatch-operator-leader-election".into()),
+            namespace: Some(le_ns.clone()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: le_role.name_any(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: OPERATOR_SERVICE_ACCOUNT.into(),
+            namespace: Some(OPERATOR_NAMESPACE.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(admin.clone(), &le_ns)
+        .create(&PostParams::default(), &le_binding)
+        .await
+        .expect("bind leader-election Role");
     let sa = ServiceAccount {
         metadata: ObjectMeta {
             name: Some(RUNTIME_SA.into()),
@@ -513,6 +530,10 @@ async fn operator_end_to_end() {
     let cluster = TestCluster::start(options).await.expect("cluster starts");
     cluster.apply_crds().await.expect("CRDs");
     cluster.create_namespace(NS).await.expect("namespace");
+    cluster
+        .create_namespace(OPERATOR_NAMESPACE)
+        .await
+        .expect("the operator's namespace (its Lease)");
     let admin = cluster.client();
     install_rbac(&admin).await;
 
@@ -534,9 +555,25 @@ async fn operator_end_to_end() {
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let op_task = tokio::spawn(operator.clone().run(op_client, settings, async move {
-        let _ = stop_rx.await;
-    }));
+    // With leader election on, as deployed: one replica, which takes the Lease at once. The
+    // multi-replica behaviour is tests/tests/operator_leader.rs.
+    let lease = LeaseSettings {
+        name: "greenbatch-operator".into(),
+        namespace: OPERATOR_NAMESPACE.into(),
+        identity: "e2e".into(),
+        lease_duration: Duration::from_secs(15),
+        renew_interval: Duration::from_secs(2),
+        renew_deadline: Duration::from_secs(10),
+    };
+    let op_task = tokio::spawn(leader::run_elected(
+        operator.clone(),
+        op_client,
+        settings,
+        lease,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let (addr, http) = server::bind(
         "127.0.0.1:0".parse().unwrap(),
         operator.clone(),
@@ -942,6 +979,16 @@ async fn operator_end_to_end() {
         .expect("join")
         .expect("operator ran cleanly");
     let _ = http_task.await;
+    // A graceful stop released the Lease (no holder), so a successor would not wait for expiry.
+    let lease = Api::<Lease>::namespaced(admin.clone(), OPERATOR_NAMESPACE)
+        .get("greenbatch-operator")
+        .await
+        .expect("the operator's Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "the Lease is released on shutdown"
+    );
     watcher_task.abort();
     agent_task.abort();
     if !serve_supported {
