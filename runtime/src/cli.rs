@@ -62,6 +62,10 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     #[arg(long, default_value_t = 2, env = "GREENBATCH_HTTP_THREADS")]
     pub http_threads: usize,
+    /// Pad each batch up to the next power of two (capped at --max-batch-size), so only a few batch
+    /// shapes ever run and each is autotuned once at start-up: auto = on CUDA only.
+    #[arg(long, value_enum, default_value_t = PadBatches::Auto, env = "GREENBATCH_PAD_BATCHES")]
+    pub pad_batches: PadBatches,
     /// Energy meter for accounting: auto, nvml, nvml-power, rapl, synthetic, none.
     #[arg(long, default_value = "auto", env = "GREENBATCH_METER")]
     pub meter: MeterChoice,
@@ -72,6 +76,13 @@ pub struct ServeArgs {
     pub slo_ms: Option<f64>,
     #[arg(long, default_value_t = 99, env = "GREENBATCH_SLO_PERCENTILE")]
     pub percentile: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PadBatches {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -104,14 +104,9 @@ pub fn protocol_config(p: &ProtocolArgs) -> Result<ProtocolConfig> {
     })
 }
 
-/// Loads the model for profiling (fixed batch shapes: cuDNN autotuning pays off) or serving
-/// (`autotune: false`: every new batch size would trigger a fresh, slow autotuning pass in the
-/// middle of serving requests).
+/// Loads the model, logging the device and why. On CUDA, cuDNN autotuning is on: profiling runs fixed
+/// batch shapes, and serving runs only warmed-up padded shapes (`serve::executor::padded_size`).
 pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
-    load_model_with(args, true)
-}
-
-pub fn load_model_with(args: &ModelArgs, autotune: bool) -> Result<LoadedModel> {
     let source = ModelSource::parse(&args.model)?;
     let dtype = parse_dtype(&args.dtype)?;
     let precision = parse_precision(&args.precision)?;
@@ -140,7 +135,7 @@ pub fn load_model_with(args: &ModelArgs, autotune: bool) -> Result<LoadedModel> 
     let (device, why) = crate::device::select(args.device)?;
     tracing::info!(device = ?device, "{why}");
     if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(autotune);
+        tch::Cuda::cudnn_set_benchmark(true);
     }
     tracing::info!(model = %source.describe(), shape = ?args.shape, dtype = ?dtype, precision = precision.as_str(), "loading model");
     let model = LoadedModel::load(ModelConfig {

@@ -554,3 +554,33 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padded_batches_return_only_the_real_rows() {
+    let s = start(
+        &fixture("tiny_cnn.pt"),
+        &[
+            "--max-batch-size",
+            "8",
+            "--max-queue-delay-ms",
+            "1",
+            "--pad-batches",
+            "on",
+        ],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    // 3 items run as a batch of 4; the response has exactly the 3 real rows.
+    let (code, out, _) = post(
+        &s.base,
+        "tiny_cnn",
+        request(3, "pad").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["outputs"][0]["shape"], json!([3, 10]));
+    assert_eq!(out["outputs"][0]["data"].as_array().unwrap().len(), 30);
+    assert_eq!(metric(&s.base, "greenbatch_padding_items_total").await, 1.0);
+    assert_eq!(metric(&s.base, "greenbatch_inferences_total").await, 3.0);
+}

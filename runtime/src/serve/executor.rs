@@ -40,10 +40,19 @@ pub struct Shared {
     pub origin: Instant,
     /// One item's output shape, known once the model has loaded.
     pub output_item_shape: Mutex<Option<Vec<i64>>>,
+    /// The configured (hard) max batch size: the cap of padded shapes.
+    pub max_batch: u32,
+    /// Pad batches to `padded_size` shapes (decided once the device is known).
+    pub pad: AtomicBool,
+    pad_mode: crate::cli::PadBatches,
 }
 
 impl Shared {
-    pub fn new(policy: BatchPolicy, capacity_items: usize) -> Self {
+    pub fn new(
+        policy: BatchPolicy,
+        capacity_items: usize,
+        pad_mode: crate::cli::PadBatches,
+    ) -> Self {
         let metrics = Metrics::new();
         metrics.max_batch_size.set(i64::from(policy.max_batch));
         metrics
@@ -62,6 +71,9 @@ impl Shared {
             busy: BusyTime::default(),
             origin: Instant::now(),
             output_item_shape: Mutex::new(None),
+            max_batch: policy.max_batch,
+            pad: AtomicBool::new(false),
+            pad_mode,
         }
     }
 
@@ -143,20 +155,84 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     }
 }
 
-fn concat(jobs: &[Job]) -> TensorData {
-    let mut it = jobs.iter().map(|j| &j.request.data);
-    let first = it.next().cloned().unwrap_or(TensorData::F32(vec![]));
-    it.fold(first, |mut acc, d| {
-        match (&mut acc, d) {
-            (TensorData::F32(a), TensorData::F32(b)) => a.extend_from_slice(b),
-            (TensorData::I64(a), TensorData::I64(b)) => a.extend_from_slice(b),
-            (TensorData::I32(a), TensorData::I32(b)) => a.extend_from_slice(b),
-            (TensorData::U8(a), TensorData::U8(b)) => a.extend_from_slice(b),
-            // The decoder admits only the model's datatype, so mixed batches cannot occur.
-            _ => {}
+/// The batch shape a batch of `items` runs at when padding: the next power of two, capped at
+/// `max_batch` (and never below `items`). A handful of shapes means cuDNN autotunes each once, at
+/// start-up, instead of in the middle of requests for every new batch size.
+pub fn padded_size(items: u32, max_batch: u32) -> u32 {
+    items
+        .max(1)
+        .checked_next_power_of_two()
+        .unwrap_or(u32::MAX)
+        .min(max_batch)
+        .max(items)
+}
+
+/// Every shape `padded_size` can produce for a max batch size, ascending.
+pub fn padded_shapes(max_batch: u32) -> Vec<u32> {
+    let mut shapes: Vec<u32> = (0..32)
+        .map(|i| 1u32 << i)
+        .take_while(|s| *s < max_batch)
+        .collect();
+    shapes.push(max_batch.max(1));
+    shapes
+}
+
+/// The batch input: every job's data in order, then zeros up to `total_elements` (padding).
+fn concat(jobs: &[Job], total_elements: usize) -> TensorData {
+    fn gather<T: Copy + Default>(
+        parts: impl Iterator<Item = Option<Vec<T>>>,
+        total: usize,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(total);
+        for p in parts.flatten() {
+            out.extend_from_slice(&p);
         }
-        acc
-    })
+        out.resize(total.max(out.len()), T::default());
+        out
+    }
+    // The decoder admits only the model's datatype, so every job carries the same variant.
+    match jobs.first().map(|j| &j.request.data) {
+        Some(TensorData::I64(_)) => TensorData::I64(gather(
+            jobs.iter().map(|j| {
+                if let TensorData::I64(v) = &j.request.data {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            }),
+            total_elements,
+        )),
+        Some(TensorData::I32(_)) => TensorData::I32(gather(
+            jobs.iter().map(|j| {
+                if let TensorData::I32(v) = &j.request.data {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            }),
+            total_elements,
+        )),
+        Some(TensorData::U8(_)) => TensorData::U8(gather(
+            jobs.iter().map(|j| {
+                if let TensorData::U8(v) = &j.request.data {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            }),
+            total_elements,
+        )),
+        _ => TensorData::F32(gather(
+            jobs.iter().map(|j| {
+                if let TensorData::F32(v) = &j.request.data {
+                    Some(v.clone())
+                } else {
+                    None
+                }
+            }),
+            total_elements,
+        )),
+    }
 }
 
 fn to_tensor(data: &TensorData, shape: &[i64], model: &LoadedModel) -> Tensor {
@@ -178,8 +254,14 @@ fn to_tensor(data: &TensorData, shape: &[i64], model: &LoadedModel) -> Tensor {
 
 fn run_batch(model: &LoadedModel, shared: &Shared, jobs: Vec<Job>) {
     let items: u32 = jobs.iter().map(|j| j.request.items).sum();
-    let mut shape = vec![i64::from(items)];
+    let run_size = if shared.pad.load(Ordering::Relaxed) {
+        padded_size(items, shared.max_batch)
+    } else {
+        items
+    };
+    let mut shape = vec![i64::from(run_size)];
     shape.extend_from_slice(&model.config.item_shape);
+    let item_elements: i64 = model.config.item_shape.iter().product();
     let started = Instant::now();
     for j in &jobs {
         shared
@@ -187,12 +269,23 @@ fn run_batch(model: &LoadedModel, shared: &Shared, jobs: Vec<Job>) {
             .queue_wait
             .observe(started.duration_since(j.arrived).as_secs_f64());
     }
-    let data = concat(&jobs);
+    let data = concat(&jobs, (i64::from(run_size) * item_elements).max(0) as usize);
+    if run_size > items {
+        shared
+            .metrics
+            .padding_items
+            .inc_by(u64::from(run_size - items));
+    }
     let result = crate::model::catch_torch(|| to_tensor(&data, &shape, model))
         .and_then(|input| model.forward(&input))
         .and_then(|out| {
             crate::model::catch_torch(|| {
-                let out = out.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+                // Only the real items' rows leave the device; padding rows are dropped here.
+                let out = out
+                    .narrow(0, 0, i64::from(items))
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float)
+                    .contiguous();
                 let dims = out.size();
                 let flat: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap_or_default();
                 (dims, flat)
@@ -262,6 +355,24 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
             return;
         }
     };
+    let pad = match shared.pad_mode {
+        crate::cli::PadBatches::On => true,
+        crate::cli::PadBatches::Off => false,
+        crate::cli::PadBatches::Auto => model.config.device.is_cuda(),
+    };
+    shared.pad.store(pad, Ordering::Relaxed);
+    if pad {
+        // Run every padded shape once before declaring readiness: cuDNN autotunes it now, not
+        // under live requests.
+        let started = Instant::now();
+        let shapes = padded_shapes(shared.max_batch);
+        for &size in &shapes {
+            if let Err(e) = model.example_input(size).and_then(|x| model.forward(&x)) {
+                tracing::warn!(size, "warm-up of batch shape failed: {e}");
+            }
+        }
+        tracing::info!(shapes = ?shapes, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "batch shapes warmed up");
+    }
     match model.output_item_shape() {
         Ok(shape) => {
             *shared
@@ -282,4 +393,29 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
     }
     shared.stopped.store(true, Ordering::Relaxed);
     tracing::info!("executor drained and stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_to_powers_of_two_capped_at_the_max_batch() {
+        assert_eq!(padded_size(1, 256), 1);
+        assert_eq!(padded_size(3, 256), 4);
+        assert_eq!(padded_size(33, 256), 64);
+        assert_eq!(padded_size(200, 256), 256);
+        assert_eq!(padded_size(90, 100), 100);
+        assert_eq!(padded_size(0, 8), 1);
+        assert_eq!(padded_shapes(100), vec![1, 2, 4, 8, 16, 32, 64, 100]);
+        assert_eq!(padded_shapes(64), vec![1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(padded_shapes(1), vec![1]);
+        for items in 1..=100 {
+            let p = padded_size(items, 100);
+            assert!(
+                p >= items && padded_shapes(100).contains(&p),
+                "{items} -> {p}"
+            );
+        }
+    }
 }

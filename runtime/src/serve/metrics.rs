@@ -30,6 +30,7 @@ pub struct Metrics {
     pub max_batch_size: Gauge,
     pub max_queue_delay: Gauge<f64, AtomicU64>,
     pub adjustments: Counter,
+    pub padding_items: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -57,6 +58,7 @@ impl Metrics {
             max_batch_size: Gauge::default(),
             max_queue_delay: Gauge::default(),
             adjustments: Counter::default(),
+            padding_items: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -130,6 +132,11 @@ impl Metrics {
             "batching_adjustments",
             "Changes made by the adaptive batching controller",
             m.adjustments.clone(),
+        );
+        registry.register(
+            "padding_items",
+            "Zero items added to batches to run them at a warmed-up batch shape",
+            m.padding_items.clone(),
         );
         Metrics { registry, ..m }
     }

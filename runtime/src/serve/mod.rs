@@ -78,7 +78,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| model_name(&args.model.model));
-    let shared = Arc::new(Shared::new(policy, args.queue_capacity));
+    let shared = Arc::new(Shared::new(policy, args.queue_capacity, args.pad_batches));
     let app = Arc::new(server::App {
         shared: shared.clone(),
         model_name: name.clone(),
@@ -114,7 +114,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .spawn(move || {
                 executor::run(
                     || {
-                        let m = crate::profile_cmd::load_model_with(&model_args, false);
+                        let m = crate::profile_cmd::load_model(&model_args);
                         let _ = device_tx.send(m.as_ref().map(|m| m.config.device).ok());
                         m
                     },
