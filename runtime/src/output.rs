@@ -60,6 +60,15 @@ impl JsonSink {
         }))
     }
 
+    /// Writes `value` as pretty JSON.
+    pub fn commit_json(self, value: &impl serde::Serialize) -> Result<()> {
+        let json = serde_json::to_string_pretty(value).map_err(|e| RuntimeError::Output {
+            path: "json".into(),
+            message: e.to_string(),
+        })?;
+        self.commit(&json)
+    }
+
     pub fn commit(self, contents: &str) -> Result<()> {
         match self {
             JsonSink::Stdout => {

@@ -415,11 +415,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         ));
     }
     if let Some(sink) = sink {
-        let json = serde_json::to_string_pretty(&status).map_err(|e| RuntimeError::Output {
-            path: "json".into(),
-            message: e.to_string(),
-        })?;
-        sink.commit(&json)?;
+        sink.commit_json(&status)?;
     }
     Ok(())
 }

@@ -145,11 +145,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
     plot_sink.commit(&svg)?;
     println!("plot: {}", args.plot.display());
     if let Some(sink) = json_sink {
-        let json = serde_json::to_string_pretty(&status).map_err(|e| RuntimeError::Output {
-            path: "json".into(),
-            message: e.to_string(),
-        })?;
-        sink.commit(&json)?;
+        sink.commit_json(&status)?;
     }
     Ok(())
 }
