@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod error;
 pub mod pki;
 pub mod process;
+pub mod rbac;
 pub mod tool;
 pub mod wait;
 

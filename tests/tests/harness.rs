@@ -2,12 +2,13 @@
 //! controller manager works, and no process outlives its cluster — not on drop, not on a panic, not
 //! when the test process is killed.
 
+use greenbatch_tests::rbac::{Grant, bind_service_account};
 use greenbatch_tests::{
     ADMIN, Binaries, NOBODY, OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster,
     TestClusterOptions, pid_alive,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use std::io::{BufRead, BufReader};
@@ -97,27 +98,16 @@ async fn real_apiserver_with_rbac_identities_and_clean_teardown() {
         .create(&PostParams::default(), &role)
         .await
         .expect("create role");
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some("harness-test".into()),
-            ..Default::default()
+    bind_service_account(
+        &admin,
+        "harness-test",
+        Grant::ClusterRole {
+            name: "harness-test",
         },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: "harness-test".into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: OPERATOR_SERVICE_ACCOUNT.into(),
-            namespace: Some(OPERATOR_NAMESPACE.into()),
-            ..Default::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create binding");
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match config_maps.list(&ListParams::default()).await {

@@ -12,6 +12,7 @@ use greenbatch_crds::{EnergyProfile, InferenceService, Phase, ProfilePhase};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
+use greenbatch_tests::rbac::{Grant, bind_service_account};
 use greenbatch_tests::{
     Identity, OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster,
     TestClusterOptions, wait_for, workspace_root,
@@ -21,9 +22,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
@@ -371,49 +370,22 @@ async fn install_rbac(admin: &Client) {
             .await
             .expect("create ClusterRole");
     }
-    let binding = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some("greenbatch-operator".into()),
-            ..Default::default()
+    bind_service_account(
+        admin,
+        "greenbatch-operator",
+        Grant::ClusterRole {
+            name: &role.name_any(),
         },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.name_any(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: OPERATOR_SERVICE_ACCOUNT.into(),
-            namespace: Some(OPERATOR_NAMESPACE.into()),
-            ..Default::default()
-        }]),
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+    )
+    .await;
+    let runtime_grant = Grant::InNamespace {
+        namespace: NS,
+        role_kind: "ClusterRole",
+        role_name: &runtime_role.name_any(),
     };
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("bind operator");
-    let rb = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("greenbatch-runtime".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: runtime_role.name_any(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: RUNTIME_SA.into(),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(admin.clone(), NS)
-        .create(&PostParams::default(), &rb)
-        .await
-        .expect("bind runtime");
+    bind_service_account(admin, "greenbatch-runtime", runtime_grant, NS, RUNTIME_SA).await;
     // Leader election: the namespaced Role for the Lease, bound in the operator's namespace.
     let le_path = workspace_root().join("operator/rbac/leader-election-role.yaml");
     let le_role: Role =
@@ -424,28 +396,19 @@ async fn install_rbac(admin: &Client) {
         .create(&PostParams::default(), &le_role)
         .await
         .expect("create leader-election Role");
-    let le_binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("greenbatch-operator-leader-election".into()),
-            namespace: Some(le_ns.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: le_role.name_any(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: OPERATOR_SERVICE_ACCOUNT.into(),
-            namespace: Some(OPERATOR_NAMESPACE.into()),
-            ..Default::default()
-        }]),
+    let le_grant = Grant::InNamespace {
+        namespace: &le_ns,
+        role_kind: "Role",
+        role_name: &le_role.name_any(),
     };
-    Api::<RoleBinding>::namespaced(admin.clone(), &le_ns)
-        .create(&PostParams::default(), &le_binding)
-        .await
-        .expect("bind leader-election Role");
+    bind_service_account(
+        admin,
+        "greenbatch-operator-leader-election",
+        le_grant,
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+    )
+    .await;
     let sa = ServiceAccount {
         metadata: ObjectMeta {
             name: Some(RUNTIME_SA.into()),

@@ -13,16 +13,15 @@ use greenbatch_crds::{InferenceService, Phase};
 use greenbatch_operator::controller::{Operator, Role, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, OperatorError};
+use greenbatch_tests::rbac::{Grant, bind_service_account};
 use greenbatch_tests::{
     OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster, TestClusterOptions,
     wait_for, workspace_root,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, Role as RbacRole, RoleBinding, RoleRef, Subject,
-};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role as RbacRole};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use std::path::{Path, PathBuf};
@@ -64,12 +63,6 @@ async fn cluster() -> TestCluster {
         .await
         .expect("operator namespace");
     let admin = cluster.client();
-    let subject = Subject {
-        kind: "ServiceAccount".into(),
-        name: OPERATOR_SERVICE_ACCOUNT.into(),
-        namespace: Some(OPERATOR_NAMESPACE.into()),
-        ..Default::default()
-    };
     let read = |file: &str| {
         let path = workspace_root().join("operator/rbac").join(file);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -79,22 +72,16 @@ async fn cluster() -> TestCluster {
         .create(&PostParams::default(), &cr)
         .await
         .expect("ClusterRole");
-    let crb = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some("greenbatch-operator".into()),
-            ..Default::default()
+    bind_service_account(
+        &admin,
+        "greenbatch-operator",
+        Grant::ClusterRole {
+            name: &cr.name_any(),
         },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: cr.name_any(),
-        },
-        subjects: Some(vec![subject.clone()]),
-    };
-    Api::<ClusterRoleBinding>::all(admin.clone())
-        .create(&PostParams::default(), &crb)
-        .await
-        .expect("ClusterRoleBinding");
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+    )
+    .await;
     let role: RbacRole = serde_yaml::from_str(&read("leader-election-role.yaml")).expect("parses");
     let role_ns = role.namespace().expect("the Role names its namespace");
     assert_eq!(role_ns, OPERATOR_NAMESPACE);
@@ -102,23 +89,19 @@ async fn cluster() -> TestCluster {
         .create(&PostParams::default(), &role)
         .await
         .expect("Role");
-    let rb = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some("greenbatch-operator-leader-election".into()),
-            namespace: Some(role_ns.clone()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: role.name_any(),
-        },
-        subjects: Some(vec![subject]),
+    let grant = Grant::InNamespace {
+        namespace: &role_ns,
+        role_kind: "Role",
+        role_name: &role.name_any(),
     };
-    Api::<RoleBinding>::namespaced(admin, &role_ns)
-        .create(&PostParams::default(), &rb)
-        .await
-        .expect("RoleBinding");
+    bind_service_account(
+        &admin,
+        "greenbatch-operator-leader-election",
+        grant,
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+    )
+    .await;
     cluster
 }
 
