@@ -9,7 +9,9 @@
 //! therefore never flips the configuration back and forth.
 
 use super::batcher::BatchPolicy;
-use greenbatch_core::{BatchingMode, Policy, ProfileTable, ReplicaRange, Slo, choose};
+use greenbatch_core::{
+    BatchingMode, Policy, ProfileTable, ReplicaRange, Slo, choose, energy_model,
+};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -85,6 +87,28 @@ impl AdaptiveController {
         .ok()
     }
 
+    /// What the configuration actually running (its cap *and* its delay, not the best delay for its
+    /// cap) is predicted to do at `rate`: whether it meets the SLO budget and utilisation target,
+    /// and its joules per inference. `None` when no profiled batch size fits under the cap.
+    fn assess_current(&self, rate: f64) -> Option<(bool, Option<f64>)> {
+        let policy = Policy::default();
+        let (points, _) = energy_model::operating_points(&self.profile.rows, self.slo.percentile());
+        let cap = points
+            .iter()
+            .rfind(|p| p.batch_size <= self.current.max_batch)?;
+        let idle = self
+            .profile
+            .idle_watts
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .unwrap_or(0.0);
+        let delay_s = self.current.max_queue_delay.as_secs_f64();
+        let pred = energy_model::predict_at_rate(&points, cap, delay_s, 1, rate, idle);
+        let latency_ms = delay_s * 1000.0 + cap.exec_pct_ms;
+        let budget_ms = self.slo.latency_ms() * (1.0 - policy.headroom_fraction);
+        let ok = latency_ms <= budget_ms && pred.utilisation <= policy.target_utilisation;
+        Some((ok, pred.joules_per_inference))
+    }
+
     /// Called periodically with the observed arrival rate (inferences per second).
     pub fn observe(&mut self, now: Duration, rate: f64) -> Option<Adjustment> {
         if !(rate.is_finite() && rate > 0.0) || self.profile.rows.is_empty() {
@@ -103,12 +127,9 @@ impl AdaptiveController {
         }
         self.decided_at_rate = Some(rate);
         let best = self.predict(BatchingMode::Auto, rate)?;
-        let current = self.predict(BatchingMode::Fixed(self.current.max_batch), rate);
-        let (best_j, current_j) = (
-            best.choice.joules_per_inference,
-            current.as_ref().and_then(|c| c.choice.joules_per_inference),
-        );
-        let current_ok = current.as_ref().is_some_and(|c| c.slo_attainable);
+        let current = self.assess_current(rate);
+        let (best_j, current_j) = (best.choice.joules_per_inference, current.and_then(|c| c.1));
+        let current_ok = current.is_some_and(|c| c.0);
         let worth_it = match (best_j, current_j) {
             _ if !current_ok => true,
             (Some(b), Some(c)) => b < c * (1.0 - self.config.min_gain),
@@ -237,6 +258,31 @@ mod tests {
         assert_ne!(later.policy, after_first);
         assert_eq!(later.policy.max_batch, 64, "{later:?}");
         assert!(later.reason.contains("not attainable"), "{}", later.reason);
+    }
+
+    #[test]
+    fn judges_the_running_delay_not_the_best_one_for_its_cap() {
+        let slo = || Slo::new(50.0, Percentile::P99).unwrap();
+        let start = BatchPolicy {
+            max_batch: 1,
+            max_queue_delay: Duration::ZERO,
+        };
+        let best = AdaptiveController::new(profile(), slo(), 64, start, AdaptiveConfig::default())
+            .observe(S(10), 1000.0)
+            .expect("batching pays at 1000 req/s")
+            .policy;
+        // The best cap, but with a 44 ms delay: cap + delay now exceed the 45 ms budget. Judged by the
+        // best delay for that cap it would look optimal; judged as it runs, it must be replaced.
+        let running = BatchPolicy {
+            max_queue_delay: Duration::from_millis(44),
+            ..best
+        };
+        let mut c =
+            AdaptiveController::new(profile(), slo(), 64, running, AdaptiveConfig::default());
+        let a = c
+            .observe(S(10), 1000.0)
+            .expect("an over-budget delay must be replaced");
+        assert_eq!(a.policy, best);
     }
 
     #[test]
