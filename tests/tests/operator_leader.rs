@@ -178,6 +178,20 @@ impl Instance {
         self.operator.role() == Role::Leader
     }
 
+    /// The status is written inside a reconcile, before the reconcile is counted: a test that saw
+    /// the status waits for the count rather than reading it at once.
+    async fn counted_a_reconcile_of(&self, name: &str) {
+        wait_for(
+            &format!("a counted reconcile of {name}"),
+            Duration::from_secs(5),
+            || async {
+                let n = self.reconciles_of(name);
+                (n >= 1).then_some(()).ok_or(format!("{n} reconciles"))
+            },
+        )
+        .await;
+    }
+
     fn reconciles_of(&self, name: &str) -> u64 {
         self.operator.metrics.reconciles_of(&format!("{NS}/{name}"))
     }
@@ -389,7 +403,7 @@ async fn one_leader_reconciles_and_hands_over_on_graceful_stop() {
 
     // The new leader reconciles new work.
     reconciled_invalid(&admin, "invalid-2").await;
-    assert!(standby.reconciles_of("invalid-2") >= 1);
+    standby.counted_a_reconcile_of("invalid-2").await;
     assert_eq!(standby.operator.metrics.errors_total(), 0);
     standby.stop_gracefully().await.expect("clean stop");
     assert_eq!(holder(&admin).await, None, "released on shutdown");
@@ -450,7 +464,7 @@ async fn killed_leader_is_replaced_after_lease_expiry() {
         "took over only after {took:?}"
     );
     reconciled_invalid(&admin, "invalid-2").await;
-    assert!(b.reconciles_of("invalid-2") >= 1);
+    b.counted_a_reconcile_of("invalid-2").await;
 
     // A leader whose Lease is taken from it (here: written over by someone else) stops and
     // reports LeadershipLost, so that its process exits and restarts as a standby.
