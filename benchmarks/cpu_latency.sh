@@ -7,10 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-. "$(bash scripts/setup-libtorch.sh)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
-cargo build --quiet --release --locked -p greenbatch-runtime
-BIN="$CARGO_TARGET_DIR/release/greenbatch-runtime"
+build_runtime_release
 PY="$GREENBATCH_VENV/bin/python"
 OUT=${OUT:-benchmarks/results/cpu-$(date +%Y%m%d-%H%M)}
 THREADS=${THREADS:-2}

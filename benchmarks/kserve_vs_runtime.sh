@@ -10,12 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-. "$(bash scripts/setup-libtorch.sh)"
+build_runtime_release
 PY="$GREENBATCH_VENV/bin/python"
 "$PY" -c 'import kserve' 2>/dev/null || "$GREENBATCH_VENV/bin/pip" install -q --cache-dir "$GREENBATCH_CACHE/pip" 'kserve==0.21.*' >&2
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
-cargo build --quiet --release --locked -p greenbatch-runtime
-BIN="$CARGO_TARGET_DIR/release/greenbatch-runtime"
 OUT=${OUT:-benchmarks/results/kserve-$(date +%Y%m%d-%H%M)}
 THREADS=${THREADS:-2}
 D=${DURATION:-15}

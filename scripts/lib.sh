@@ -21,3 +21,12 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >>"$aptlog" 2>&1 \
     || { tail -20 "$aptlog" >&2; die "apt-get install ${missing[*]} failed (full log: $aptlog)"; }
 }
+
+# Sets up libtorch, builds greenbatch-runtime in release mode in the shared target dir (so every
+# checkout and CI reuse one build), and sets BIN to the binary. Needs the repository root as cwd.
+build_runtime_release() {
+  . "$(bash scripts/setup-libtorch.sh)"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
+  cargo build --quiet --release --locked -p greenbatch-runtime
+  BIN="$CARGO_TARGET_DIR/release/greenbatch-runtime"
+}

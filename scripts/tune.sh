@@ -8,11 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 apt_install build-essential pkg-config ca-certificates python3 python3-venv
-. "$(bash scripts/setup-libtorch.sh)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
 log "building greenbatch-runtime (release)"
-cargo build --quiet --release --locked -p greenbatch-runtime
-BIN="$CARGO_TARGET_DIR/release/greenbatch-runtime"
+build_runtime_release
 if [ $# -eq 0 ]; then
   set -- --model builtin:resnet18 --slo-ms 200 --candidates 1,2,4,8,16,32 --plot greenbatch-tune.svg --json greenbatch-profile.json
 fi
