@@ -455,6 +455,16 @@ async fn sigterm_drains_queued_requests_then_exits() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Runs `greenbatch-runtime loadgen` against the tiny model on `base` (off the async workers).
+async fn loadgen(base: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"));
+    cmd.args(["loadgen", "--url", base, "--model", "tiny_cnn"])
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics() {
     let s = start(
@@ -466,34 +476,26 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("open.json");
     let csv_path = dir.path().join("open.csv");
-    let base = s.base.clone();
-    let (jp, cp) = (json_path.clone(), csv_path.clone());
-    let open = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
-            .args([
-                "loadgen",
-                "--url",
-                &base,
-                "--model",
-                "tiny_cnn",
-                "--rate",
-                "100",
-                "--duration-seconds",
-                "2",
-                "--slo-ms",
-                "500",
-            ])
-            .args([
-                "--json",
-                jp.to_str().unwrap(),
-                "--csv",
-                cp.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let (jp, cp) = (
+        json_path.display().to_string(),
+        csv_path.display().to_string(),
+    );
+    let open = loadgen(
+        &s.base,
+        &[
+            "--rate",
+            "100",
+            "--duration-seconds",
+            "2",
+            "--slo-ms",
+            "500",
+            "--json",
+            &jp,
+            "--csv",
+            &cp,
+        ],
+    )
+    .await;
     assert!(
         open.status.success(),
         "{}",
@@ -521,27 +523,18 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
             .starts_with("mode,offered_rate")
     );
 
-    let base = s.base.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
-            .args([
-                "loadgen",
-                "--url",
-                &base,
-                "--model",
-                "tiny_cnn",
-                "--concurrency",
-                "4",
-                "--duration-seconds",
-                "1",
-                "--items",
-                "2",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let closed = loadgen(
+        &s.base,
+        &[
+            "--concurrency",
+            "4",
+            "--duration-seconds",
+            "1",
+            "--items",
+            "2",
+        ],
+    )
+    .await;
     assert!(
         closed.status.success(),
         "{}",

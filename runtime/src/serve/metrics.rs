@@ -42,8 +42,7 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("greenbatch");
-        let m = Metrics {
+        let mut m = Metrics {
             requests: Family::default(),
             inferences: Counter::default(),
             batches: Counter::default(),
@@ -59,8 +58,9 @@ impl Metrics {
             max_queue_delay: Gauge::default(),
             adjustments: Counter::default(),
             padding_items: Counter::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("greenbatch"),
         };
+        let registry = &mut m.registry;
         registry.register(
             "requests",
             "Inference requests by HTTP status code",
@@ -138,7 +138,7 @@ impl Metrics {
             "Zero items added to batches to run them at a warmed-up batch shape",
             m.padding_items.clone(),
         );
-        Metrics { registry, ..m }
+        m
     }
 
     pub fn encode(&self) -> String {
