@@ -179,59 +179,35 @@ pub fn padded_shapes(max_batch: u32) -> Vec<u32> {
 
 /// The batch input: every job's data in order, then zeros up to `total_elements` (padding).
 fn concat(jobs: &[Job], total_elements: usize) -> TensorData {
-    fn gather<T: Copy + Default>(
-        parts: impl Iterator<Item = Option<Vec<T>>>,
+    fn gather<'a, T: Copy + Default + 'a>(
+        parts: impl Iterator<Item = Option<&'a [T]>>,
         total: usize,
     ) -> Vec<T> {
         let mut out = Vec::with_capacity(total);
         for p in parts.flatten() {
-            out.extend_from_slice(&p);
+            out.extend_from_slice(p);
         }
         out.resize(total.max(out.len()), T::default());
         out
     }
+    // Each job's elements are copied once, straight into the batch buffer.
+    macro_rules! gather_as {
+        ($variant:ident) => {
+            TensorData::$variant(gather(
+                jobs.iter().map(|j| match &j.request.data {
+                    TensorData::$variant(v) => Some(v.as_slice()),
+                    _ => None,
+                }),
+                total_elements,
+            ))
+        };
+    }
     // The decoder admits only the model's datatype, so every job carries the same variant.
     match jobs.first().map(|j| &j.request.data) {
-        Some(TensorData::I64(_)) => TensorData::I64(gather(
-            jobs.iter().map(|j| {
-                if let TensorData::I64(v) = &j.request.data {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            }),
-            total_elements,
-        )),
-        Some(TensorData::I32(_)) => TensorData::I32(gather(
-            jobs.iter().map(|j| {
-                if let TensorData::I32(v) = &j.request.data {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            }),
-            total_elements,
-        )),
-        Some(TensorData::U8(_)) => TensorData::U8(gather(
-            jobs.iter().map(|j| {
-                if let TensorData::U8(v) = &j.request.data {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            }),
-            total_elements,
-        )),
-        _ => TensorData::F32(gather(
-            jobs.iter().map(|j| {
-                if let TensorData::F32(v) = &j.request.data {
-                    Some(v.clone())
-                } else {
-                    None
-                }
-            }),
-            total_elements,
-        )),
+        Some(TensorData::I64(_)) => gather_as!(I64),
+        Some(TensorData::I32(_)) => gather_as!(I32),
+        Some(TensorData::U8(_)) => gather_as!(U8),
+        _ => gather_as!(F32),
     }
 }
 
