@@ -86,6 +86,8 @@ pub struct LoadedModel {
     net: Net,
     pub config: ModelConfig,
     input_kind: Kind,
+    /// One item's output shape, from the load-time probe.
+    output_item_shape: Vec<i64>,
 }
 
 fn input_kind(dtype: Dtype, precision: Precision) -> Kind {
@@ -219,10 +221,11 @@ impl LoadedModel {
                 Net::Native { _vars: vars, net }
             }
         };
-        let model = LoadedModel {
+        let mut model = LoadedModel {
             net,
             config,
             input_kind: kind,
+            output_item_shape: vec![],
         };
         for batch in [1, 2] {
             let input = model
@@ -239,6 +242,7 @@ impl LoadedModel {
                     output.size()
                 )));
             }
+            model.output_item_shape = output.size().into_iter().skip(1).collect();
         }
         Ok(model)
     }
@@ -256,10 +260,9 @@ impl LoadedModel {
         self.input_kind
     }
 
-    /// The output shape of one item (without the batch dimension), from a probe run.
-    pub fn output_item_shape(&self) -> std::result::Result<Vec<i64>, ForwardError> {
-        let out = self.forward(&self.example_input(1)?)?;
-        Ok(out.size().into_iter().skip(1).collect())
+    /// The output shape of one item (without the batch dimension), recorded by the load-time probe.
+    pub fn output_item_shape(&self) -> &[i64] {
+        &self.output_item_shape
     }
 
     pub fn random_weights(&self) -> bool {

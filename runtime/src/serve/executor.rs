@@ -349,15 +349,10 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
         }
         tracing::info!(shapes = ?shapes, seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "batch shapes warmed up");
     }
-    match model.output_item_shape() {
-        Ok(shape) => {
-            *shared
-                .output_item_shape
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(shape)
-        }
-        Err(e) => tracing::warn!("could not probe the output shape: {e}"),
-    }
+    *shared
+        .output_item_shape
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(model.output_item_shape().to_vec());
     *shared
         .not_ready_reason
         .lock()
