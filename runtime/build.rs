@@ -2,15 +2,19 @@
 //! but cargo does not pass a dependency's link arguments to the final binary, so with the default
 //! `--as-needed` the linker drops `libtorch_cuda.so` (nothing references its symbols directly) and on
 //! a GPU host `tch::Cuda::is_available()` is false. Force it in whenever libtorch has CUDA support.
+//!
+//! Also compiles `cpp/script_module.cpp` (the frozen, inference-optimised TorchScript module, see
+//! src/model/script.rs) against the same libtorch headers and C++ ABI as torch-sys.
 use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
-        println!("cargo:warning=DEP_TCH_LIBTORCH_LIB unset: cannot check for libtorch_cuda");
-        return;
-    };
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-changed=cpp/script_module.cpp");
+    let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("torch-sys did not export DEP_TCH_LIBTORCH_LIB (the libtorch lib directory)");
     let lib = Path::new(&dir);
+    compile_script_module(lib);
     // An rpath to the build's libtorch so the binary runs here without LD_LIBRARY_PATH; on another
     // host LD_LIBRARY_PATH (searched first) points at that host's libtorch.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
@@ -24,4 +28,26 @@ fn main() {
         println!("cargo:rustc-env=GREENBATCH_LIBTORCH_CUDA=0");
     }
     println!("cargo:rustc-env=GREENBATCH_LIBTORCH_LIB={}", lib.display());
+}
+
+/// The headers sit beside `lib/` in both layouts torch-sys accepts (a libtorch zip, or the `torch`
+/// package of a PyPI wheel). torch-sys's default ABI is the C++11 one, as in the PyPI wheels since
+/// torch 2.7; `LIBTORCH_CXX11_ABI=0` overrides it for both.
+fn compile_script_module(lib: &Path) {
+    let root = lib
+        .parent()
+        .expect("the libtorch lib directory has a parent");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_string());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        // libtorch's own headers warn under -Wall; our file is kept warning-free by hand.
+        .warnings(false)
+        .file("cpp/script_module.cpp")
+        .compile("greenbatch_script_module");
 }

@@ -83,6 +83,10 @@ pub struct MeasuredOn {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch_threads: Option<u32>,
+    /// How the runtime prepared the model's graph: `torchscript`, `torchscript-frozen`,
+    /// `torchscript-frozen-optimized` or `native-tch-vision`. Serving prepares it the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<String>,
     /// True when the model has random weights (builtin architectures): fine for energy, not for answers.
     #[serde(default)]
     pub random_weights: bool,

@@ -2,6 +2,7 @@
 
 use crate::device::DeviceArg;
 use crate::meter::MeterChoice;
+use crate::model::GraphOptimization;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -126,6 +127,13 @@ pub struct ModelArgs {
     /// `builtin:<name>` (random weights, e.g. builtin:resnet50) or a TorchScript file path.
     #[arg(long, env = "GREENBATCH_MODEL")]
     pub model: String,
+    #[command(flatten)]
+    pub exec: ExecutionArgs,
+}
+
+/// How the model is fed and run: everything about the model except which one it is.
+#[derive(Args, Debug, Clone)]
+pub struct ExecutionArgs {
     /// One item's shape without the batch dimension, e.g. 3,224,224.
     #[arg(
         long,
@@ -146,6 +154,10 @@ pub struct ModelArgs {
     /// Intra-op CPU threads for libtorch (default: libtorch's own choice).
     #[arg(long, env = "GREENBATCH_THREADS")]
     pub threads: Option<i32>,
+    /// How a TorchScript graph is prepared: auto (optimize on the CPU, freeze on CUDA), optimize
+    /// (freeze + optimize_for_inference), freeze, none.
+    #[arg(long, value_enum, default_value_t = GraphOptimization::Auto, env = "GREENBATCH_GRAPH")]
+    pub graph: GraphOptimization,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -201,16 +213,8 @@ pub struct TuneArgs {
         required_unless_present = "from_profile"
     )]
     pub model: Option<String>,
-    #[arg(long, value_delimiter = ',', default_value = "3,224,224")]
-    pub shape: Vec<i64>,
-    #[arg(long, default_value = "float32")]
-    pub dtype: String,
-    #[arg(long, default_value = "fp32")]
-    pub precision: String,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceArg,
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub exec: ExecutionArgs,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
     /// Use a saved profile (JSON written by `profile --json`) instead of measuring.
@@ -233,17 +237,4 @@ pub struct TuneArgs {
     /// Also write the profile JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-}
-
-impl TuneArgs {
-    pub fn model_args(&self) -> Option<ModelArgs> {
-        Some(ModelArgs {
-            model: self.model.clone()?,
-            shape: self.shape.clone(),
-            dtype: self.dtype.clone(),
-            precision: self.precision.clone(),
-            device: self.device,
-            threads: self.threads,
-        })
-    }
 }

@@ -1,7 +1,7 @@
 //! `greenbatch-runtime profile`: load the model, measure every candidate batch size with the
 //! protocol, and write the result as an EnergyProfile status (JSON file, stdout, or the cluster).
 
-use crate::cli::{ModelArgs, ProfileArgs, ProtocolArgs};
+use crate::cli::{ExecutionArgs, ProfileArgs, ProtocolArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Result, RuntimeError};
 use crate::meter::nvml::{GpuSelector, NvmlCounter, NvmlPower, gpu_info};
@@ -106,8 +106,8 @@ pub fn protocol_config(p: &ProtocolArgs) -> Result<ProtocolConfig> {
 
 /// Loads the model, logging the device and why. On CUDA, cuDNN autotuning is on: profiling runs fixed
 /// batch shapes, and serving runs only warmed-up padded shapes (`serve::executor::padded_size`).
-pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
-    let source = ModelSource::parse(&args.model)?;
+pub fn load_model(model: &str, args: &ExecutionArgs) -> Result<LoadedModel> {
+    let source = ModelSource::parse(model)?;
     let dtype = parse_dtype(&args.dtype)?;
     let precision = parse_precision(&args.precision)?;
     if args.shape.is_empty() || args.shape.iter().any(|d| *d < 1) || args.shape.len() > 8 {
@@ -144,6 +144,7 @@ pub fn load_model(args: &ModelArgs) -> Result<LoadedModel> {
         dtype,
         precision,
         device,
+        graph: args.graph,
     })?;
     if model.random_weights() {
         tracing::info!(
@@ -348,6 +349,7 @@ pub fn measure(model: &LoadedModel, protocol: &ProtocolArgs) -> Result<EnergyPro
         driver_version: driver,
         host: host_name(),
         torch_threads: u32::try_from(tch::get_num_threads()).ok(),
+        graph: Some(model.graph().to_string()),
         random_weights: model.random_weights(),
     };
     let measured_anything = !table.rows.is_empty();
@@ -380,7 +382,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     if let Some(name) = &args.output_profile {
         publish::preflight(name, args.namespace.as_deref())?;
     }
-    let outcome = load_model(&args.model).and_then(|model| measure(&model, &args.protocol));
+    let outcome = load_model(&args.model.model, &args.model.exec)
+        .and_then(|model| measure(&model, &args.protocol));
     let status = match outcome {
         Ok(s) => s,
         Err(e) => {

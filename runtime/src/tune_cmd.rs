@@ -82,16 +82,16 @@ pub fn run(args: &TuneArgs) -> Result<()> {
     let plot_sink = JsonSink::prepare(&args.plot)?;
     let json_sink = args.json.as_deref().map(JsonSink::prepare).transpose()?;
 
-    let (status, title) = match (&args.from_profile, args.model_args()) {
+    let (status, title) = match (&args.from_profile, &args.model) {
         (Some(path), _) => (
             read_profile(path)?,
             format!("greenbatch tune: {}", path.display()),
         ),
-        (None, Some(model_args)) => {
+        (None, Some(model_ref)) => {
             let mut protocol = args.protocol.clone();
             // Far past the SLO there is nothing left to learn: stop growing the batch.
             protocol.stop_latency_ms.get_or_insert(4.0 * args.slo_ms);
-            let model = profile_cmd::load_model(&model_args)?;
+            let model = profile_cmd::load_model(model_ref, &args.exec)?;
             let status = profile_cmd::measure(&model, &protocol)?;
             let device = status
                 .measured_on
@@ -99,7 +99,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
                 .map_or_else(|| "?".to_string(), |m| m.device.clone());
             (
                 status,
-                format!("greenbatch tune: {} on {device}", model_args.model),
+                format!("greenbatch tune: {} on {device}", model_ref),
             )
         }
         (None, None) => {

@@ -129,6 +129,49 @@ fn without_a_meter_energy_is_null_and_the_profile_says_why() {
     assert_eq!(status.best_batch_size, None);
 }
 
+/// The graph preparation a profile measured is recorded, so the profile says what it measured.
+fn measured_graph(model: &str, shape: &str, graph: &str) -> (Option<String>, String) {
+    let o = bin()
+        .args(["profile", "--model", model, "--shape", shape])
+        .args(["--candidates", "1", "--meter", "none", "--json", "-"])
+        .args(["--graph", graph])
+        .args(FAST)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let status: EnergyProfileStatus = serde_json::from_slice(&o.stdout).unwrap();
+    (
+        status.measured_on.unwrap().graph,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_profile_records_how_the_graph_was_prepared() {
+    let conv_bn = fixture("conv_bn.pt");
+    for (graph, recorded) in [
+        ("none", "torchscript"),
+        ("freeze", "torchscript-frozen"),
+        ("optimize", "torchscript-frozen-optimized"),
+        // auto on the CPU
+        ("auto", "torchscript-frozen-optimized"),
+    ] {
+        let (got, stderr) = measured_graph(&conv_bn, "3,16,16", graph);
+        assert_eq!(got.as_deref(), Some(recorded), "--graph {graph}: {stderr}");
+        assert!(!stderr.contains("failed"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_model_that_cannot_be_frozen_runs_unfrozen_and_says_why() {
+    let (got, stderr) = measured_graph(&fixture("unfreezable.pt"), "4", "optimize");
+    assert_eq!(got.as_deref(), Some("torchscript"));
+    assert!(
+        stderr.contains("freezing failed") && stderr.contains("ModuleContainerIndex"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn builtin_architectures_run_with_random_weights_flagged() {
     let o = bin()
@@ -150,7 +193,9 @@ fn builtin_architectures_run_with_random_weights_flagged() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let status: EnergyProfileStatus = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(status.measured_on.unwrap().random_weights);
+    let on = status.measured_on.unwrap();
+    assert!(on.random_weights);
+    assert_eq!(on.graph.as_deref(), Some("native-tch-vision"));
 }
 
 #[test]

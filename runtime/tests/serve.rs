@@ -577,3 +577,43 @@ async fn padded_batches_return_only_the_real_rows() {
     assert_eq!(metric(&s.base, "greenbatch_padding_items_total").await, 1.0);
     assert_eq!(metric(&s.base, "greenbatch_inferences_total").await, 3.0);
 }
+
+/// Freezing folds batch norm into the convolutions and `optimize_for_inference` swaps in MKLDNN
+/// kernels: each graph preparation must still compute what eager PyTorch computes
+/// (`fixtures/conv_bn.expected.json`, written by make_fixtures.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_graph_preparation_computes_what_eager_pytorch_computes() {
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("conv_bn.expected.json")).unwrap())
+            .unwrap();
+    let expected: Vec<f64> = expected["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    // torch.linspace(-1, 1, 768) in float32.
+    let input: Vec<f32> = (0..768).map(|i| -1.0 + 2.0 * i as f32 / 767.0).collect();
+    let body = json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3, 16, 16], "data": input}]})
+        .to_string()
+        .into_bytes();
+    for graph in ["none", "freeze", "optimize"] {
+        let s = start(&fixture("conv_bn.pt"), &["--graph", graph]).await;
+        wait_ready(&s.base, true).await;
+        let (code, out, _) = post(&s.base, "conv_bn", body.clone(), &[]).await;
+        assert_eq!(code, 200, "--graph {graph}: {out}");
+        let got: Vec<f64> = out["outputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                (g - e).abs() <= 1e-4 + 1e-3 * e.abs(),
+                "--graph {graph}: output {i} is {g}, eager PyTorch gave {e}"
+            );
+        }
+    }
+}

@@ -44,7 +44,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             format!("{} is outside 0..=60000", args.max_queue_delay_ms),
         ));
     }
-    let dtype = crate::profile_cmd::parse_dtype(&args.model.dtype)?;
+    let dtype = crate::profile_cmd::parse_dtype(&args.model.exec.dtype)?;
     let datatype = v2::Datatype::from_dtype(dtype).ok_or_else(|| {
         usage(
             "--dtype",
@@ -85,7 +85,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         signature: v2::Signature {
             input_name: "input__0".into(),
             datatype,
-            item_shape: args.model.shape.clone(),
+            item_shape: args.model.exec.shape.clone(),
             max_batch: args.max_batch_size,
         },
         max_body_bytes: args.max_body_bytes,
@@ -114,7 +114,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .spawn(move || {
                 executor::run(
                     || {
-                        let m = crate::profile_cmd::load_model(&model_args);
+                        let m = crate::profile_cmd::load_model(&model_args.model, &model_args.exec);
                         let _ = device_tx.send(m.as_ref().map(|m| m.config.device).ok());
                         m
                     },

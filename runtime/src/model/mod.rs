@@ -3,11 +3,15 @@
 //! non-`f_` API — are caught here and classified (out of memory vs. anything else), so one bad batch
 //! size becomes a row in the report instead of a crash.
 
+mod script;
+
 use crate::error::{Result, RuntimeError, torch_message};
 use greenbatch_crds::{BuiltinModel, Dtype, Precision};
+pub use script::GraphOptimization;
+use script::ScriptModule;
 use std::path::PathBuf;
 use tch::nn::ModuleT;
-use tch::{CModule, Device, IValue, Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelSource {
@@ -56,10 +60,12 @@ pub struct ModelConfig {
     pub dtype: Dtype,
     pub precision: Precision,
     pub device: Device,
+    /// How a TorchScript graph is prepared (builtins are native modules and ignore it).
+    pub graph: GraphOptimization,
 }
 
 enum Net {
-    Script(CModule),
+    Script(ScriptModule),
     Native {
         _vars: nn::VarStore,
         net: Box<dyn ModuleT>,
@@ -186,41 +192,49 @@ impl LoadedModel {
             });
         }
         let kind = input_kind(config.dtype, config.precision);
-        let net = match &config.source {
-            ModelSource::TorchScript(path) => {
-                let meta = std::fs::metadata(path).map_err(|e| RuntimeError::ModelMissing {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-                if !meta.is_file() {
-                    return Err(RuntimeError::ModelMissing {
+        let net =
+            match &config.source {
+                ModelSource::TorchScript(path) => {
+                    let meta = std::fs::metadata(path).map_err(|e| RuntimeError::ModelMissing {
                         path: path.clone(),
-                        message: "not a regular file".into(),
-                    });
-                }
-                let mut module = CModule::load_on_device(path, config.device).map_err(|e| {
-                    RuntimeError::ModelCorrupt {
-                        path: path.clone(),
-                        message: torch_message(&e),
+                        message: e.to_string(),
+                    })?;
+                    if !meta.is_file() {
+                        return Err(RuntimeError::ModelMissing {
+                            path: path.clone(),
+                            message: "not a regular file".into(),
+                        });
                     }
-                })?;
-                module.set_eval();
-                if config.precision != Precision::Fp32 {
-                    module.to(config.device, kind, false);
+                    let cast = if config.precision == Precision::Fp32 {
+                        Kind::Float
+                    } else {
+                        kind
+                    };
+                    let loaded = ScriptModule::load(path, config.device, cast, config.graph)
+                        .map_err(|e| RuntimeError::ModelCorrupt {
+                            path: path.clone(),
+                            message: torch_message(&e),
+                        })?;
+                    if let Some(why) = loaded.warning {
+                        tracing::warn!("{}", torch_message(&why));
+                    }
+                    tracing::info!(
+                        graph = loaded.module.applied().as_str(),
+                        "TorchScript graph prepared"
+                    );
+                    Net::Script(loaded.module)
                 }
-                Net::Script(module)
-            }
-            ModelSource::Builtin(b) => {
-                let mut vars = nn::VarStore::new(config.device);
-                let net = build_native(*b, &vars.root());
-                match config.precision {
-                    Precision::Fp32 => {}
-                    Precision::Fp16 => vars.half(),
-                    Precision::Bf16 => vars.bfloat16(),
+                ModelSource::Builtin(b) => {
+                    let mut vars = nn::VarStore::new(config.device);
+                    let net = build_native(*b, &vars.root());
+                    match config.precision {
+                        Precision::Fp32 => {}
+                        Precision::Fp16 => vars.half(),
+                        Precision::Bf16 => vars.bfloat16(),
+                    }
+                    Net::Native { _vars: vars, net }
                 }
-                Net::Native { _vars: vars, net }
-            }
-        };
+            };
         let mut model = LoadedModel {
             net,
             config,
@@ -265,6 +279,14 @@ impl LoadedModel {
         &self.output_item_shape
     }
 
+    /// How the model's graph was prepared, as recorded in a profile's `measuredOn.graph`.
+    pub fn graph(&self) -> &'static str {
+        match &self.net {
+            Net::Script(m) => m.applied().as_str(),
+            Net::Native { .. } => "native-tch-vision",
+        }
+    }
+
     pub fn random_weights(&self) -> bool {
         matches!(self.config.source, ModelSource::Builtin(_))
     }
@@ -285,33 +307,22 @@ impl LoadedModel {
 
     /// Runs one batch and waits for the device to finish it.
     pub fn forward(&self, input: &Tensor) -> std::result::Result<Tensor, ForwardError> {
-        let out = catch_torch(|| {
-            let _guard = tch::no_grad_guard();
-            match &self.net {
-                Net::Script(m) => m
-                    .forward_is(&[IValue::Tensor(input.shallow_clone())])
-                    .map_err(|e| classify(&e.to_string())),
-                Net::Native { net, .. } => Ok(IValue::Tensor(net.forward_t(input, false))),
-            }
-        })??;
+        let out = match &self.net {
+            // The C++ side catches libtorch's exceptions itself and returns them as messages.
+            Net::Script(m) => m.forward(input).map_err(|e| classify(&e)),
+            Net::Native { net, .. } => catch_torch(|| {
+                let _guard = tch::no_grad_guard();
+                net.forward_t(input, false)
+            }),
+        }?;
         self.synchronize();
-        first_tensor(out).ok_or_else(|| ForwardError::Failed("the model returned no tensor".into()))
+        Ok(out)
     }
 
     pub fn synchronize(&self) {
         if let Device::Cuda(i) = self.config.device {
             tch::Cuda::synchronize(i as i64);
         }
-    }
-}
-
-/// The model's first output tensor (models may return a tuple or list).
-fn first_tensor(v: IValue) -> Option<Tensor> {
-    match v {
-        IValue::Tensor(t) => Some(t),
-        IValue::Tuple(vs) | IValue::GenericList(vs) => vs.into_iter().find_map(first_tensor),
-        IValue::TensorList(ts) => ts.into_iter().next(),
-        _ => None,
     }
 }
 
