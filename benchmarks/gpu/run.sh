@@ -4,14 +4,18 @@
 #   2. for resnet50 and shufflenet_v2_x0_5 (TorchScript traced from torchvision, random weights):
 #      Python torch eager sweep, then `greenbatch-runtime profile` twice back to back, all with the
 #      same protocol and the same NVML counter; compare.py prints latency and J/inference ratios,
-#      the deviation from the H200 reference sweep, and run-to-run agreement;
+#      the deviation from the H200 reference sweep, and run-to-run agreement; then one more profile
+#      per graph preparation in $EXTRA_GRAPHS (default `none`: the TorchScript as saved, against the
+#      default `auto`, which freezes on CUDA) to show what the preparation is worth on this GPU;
 #   3. CUDA out of memory at a huge batch is reported as a skipped row, not a crash.
 # Usage (repo root): BIN=path/to/greenbatch-runtime OUT=results-dir bash benchmarks/gpu/run.sh
 set -uo pipefail
 BIN=${BIN:-.device/greenbatch-runtime}
 OUT=${OUT:-/tmp/greenbatch-gpu}
-WORK=$(mktemp -d)
+WORK=${MODEL_DIR:-$(mktemp -d)}  # the traced models
+mkdir -p "$WORK"
 MODELS=${MODELS:-"resnet50 shufflenet_v2_x0_5"}
+EXTRA_GRAPHS=${EXTRA_GRAPHS-none}
 ANCHOR=core/fixtures/h200_torch_eager_sweep.json
 mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
@@ -39,6 +43,13 @@ for m in $MODELS; do
   done
   python3 benchmarks/compare.py --title "$m fp32" --python "$OUT/py-$m.json" --rust "$OUT/rust1-$m.json" \
     --rust2 "$OUT/rust2-$m.json" --anchor "$ANCHOR" --anchor-model "$m" | tee -a "$OUT/compare.md"
+  for g in $EXTRA_GRAPHS; do
+    step "rust profile $m --graph $g"
+    timeout 200 "$BIN" profile --model "$WORK/$m.pt" --graph "$g" --json "$OUT/rust-graph-$g-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
+    echo "exit $?"
+    python3 benchmarks/compare.py --title "$m fp32, runtime --graph $g" --python "$OUT/py-$m.json" \
+      --rust "$OUT/rust-graph-$g-$m.json" --anchor "$ANCHOR" --anchor-model "$m" | tee -a "$OUT/compare.md"
+  done
 done
 
 step "out of memory is a row, not a crash"
