@@ -21,6 +21,18 @@ if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.
 fi
 TORCH_DIR="$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ] || die "no libtorch_cpu.so under $TORCH_DIR/lib"
+# CUDA graph capture (runtime/cpp/script_module.cpp) compiles against the CUDA runtime headers. The
+# wheels ship cuda_runtime_api.h but not crt/host_config.h, which is in nvidia-cuda-crt (headers only,
+# ~170 kB): install the release matching the CUDA runtime wheel. Without it the runtime still builds,
+# without --cuda-graphs.
+if [ -f "$TORCH_DIR/lib/libtorch_cuda.so" ] && ! ls "$TORCH_DIR"/../nvidia/*/include/crt/host_config.h >/dev/null 2>&1; then
+  CUDART="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(".".join(m.version("nvidia-cuda-runtime").split(".")[:2]))' 2>/dev/null || true)"
+  if [ -n "$CUDART" ]; then
+    log "installing nvidia-cuda-crt==$CUDART.* (CUDA headers for --cuda-graphs)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" "nvidia-cuda-crt==$CUDART.*" >&2 \
+      || log "warning: nvidia-cuda-crt not installed; the runtime builds without --cuda-graphs"
+  fi
+fi
 cat > "$ENV_FILE" <<ENV
 export GREENBATCH_VENV="$VENV"
 export LIBTORCH="$TORCH_DIR"

@@ -4,9 +4,10 @@
 #   2. for resnet50 and shufflenet_v2_x0_5 (TorchScript traced from torchvision, random weights):
 #      Python torch eager sweep, then `greenbatch-runtime profile` twice back to back, all with the
 #      same protocol and the same NVML counter; compare.py prints latency and J/inference ratios,
-#      the deviation from the H200 reference sweep, and run-to-run agreement; then one more profile
-#      per graph preparation in $EXTRA_GRAPHS (default `none`: the TorchScript as saved, against the
-#      default `auto`, which freezes on CUDA) to show what the preparation is worth on this GPU;
+#      the deviation from the H200 reference sweep, and run-to-run agreement. $RUNS lists the runtime
+#      profiles as LABEL:FLAGS; the default runs the default twice (rust1/rust2), `--cuda-graphs` twice
+#      (graphs1/graphs2: speed, energy and repeatability of replayed CUDA graphs) and the TorchScript
+#      as saved (`--graph=none`, what freezing is worth on this GPU);
 #   3. CUDA out of memory at a huge batch is reported as a skipped row, not a crash.
 # Usage (repo root): BIN=path/to/greenbatch-runtime OUT=results-dir bash benchmarks/gpu/run.sh
 set -uo pipefail
@@ -15,7 +16,7 @@ OUT=${OUT:-/tmp/greenbatch-gpu}
 WORK=${MODEL_DIR:-$(mktemp -d)}  # the traced models
 mkdir -p "$WORK"
 MODELS=${MODELS:-"resnet50 shufflenet_v2_x0_5"}
-EXTRA_GRAPHS=${EXTRA_GRAPHS-none}
+RUNS=${RUNS:-"rust1: rust2: graphs1:--cuda-graphs graphs2:--cuda-graphs none:--graph=none"}
 ANCHOR=core/fixtures/h200_torch_eager_sweep.json
 mkdir -p "$OUT"
 TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
@@ -36,20 +37,34 @@ done
 for m in $MODELS; do
   step "python eager $m"
   timeout 200 python3 benchmarks/python_eager_sweep.py --model "$m" --device cuda --out "$OUT/py-$m.json" 2>>"$OUT/log.txt" || echo "FAIL python $m"
-  for run in 1 2; do
-    step "rust profile $m run $run"
-    timeout 200 "$BIN" profile --model "$WORK/$m.pt" --json "$OUT/rust$run-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
+  # Each run is LABEL:FLAGS (FLAGS comma-separated). A pair LABEL1/LABEL2 is compared back to back.
+  for run in $RUNS; do
+    label=${run%%:*}; flags=${run#*:}
+    step "rust profile $m $label ${flags//,/ }"
+    # shellcheck disable=SC2086  # flags split on purpose
+    timeout 200 "$BIN" profile --model "$WORK/$m.pt" ${flags//,/ } --json "$OUT/$label-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
     echo "exit $?"
   done
-  python3 benchmarks/compare.py --title "$m fp32" --python "$OUT/py-$m.json" --rust "$OUT/rust1-$m.json" \
-    --rust2 "$OUT/rust2-$m.json" --anchor "$ANCHOR" --anchor-model "$m" | tee -a "$OUT/compare.md"
-  for g in $EXTRA_GRAPHS; do
-    step "rust profile $m --graph $g"
-    timeout 200 "$BIN" profile --model "$WORK/$m.pt" --graph "$g" --json "$OUT/rust-graph-$g-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
-    echo "exit $?"
-    python3 benchmarks/compare.py --title "$m fp32, runtime --graph $g" --python "$OUT/py-$m.json" \
-      --rust "$OUT/rust-graph-$g-$m.json" --anchor "$ANCHOR" --anchor-model "$m" | tee -a "$OUT/compare.md"
+  for run in $RUNS; do
+    label=${run%%:*}; flags=${run#*:}
+    case $label in *2) continue ;; esac
+    pair=(); [ -f "$OUT/${label%1}2-$m.json" ] && [ "${label%1}" != "$label" ] && pair=(--rust2 "$OUT/${label%1}2-$m.json")
+    [ -f "$OUT/$label-$m.json" ] && python3 benchmarks/compare.py --title "$m fp32, runtime ${flags//,/ } ($label)" \
+      --python "$OUT/py-$m.json" --rust "$OUT/$label-$m.json" "${pair[@]}" --anchor "$ANCHOR" --anchor-model "$m" | tee -a "$OUT/compare.md"
   done
+done
+
+step "served outputs match eager PyTorch (default, then --cuda-graphs; padded batches)"
+for flags in "" "--cuda-graphs"; do
+  # shellcheck disable=SC2086
+  "$BIN" serve --model runtime/tests/fixtures/conv_bn.pt --shape 3,16,16 --device cuda --bind 127.0.0.1 --port 18081 \
+    --max-batch-size 8 --max-queue-delay-ms 0 $flags >"$OUT/check-serve.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 120); do curl -sf http://127.0.0.1:18081/v2/health/ready >/dev/null && break; sleep 0.25; done
+  echo "serve ${flags:-(default)}:"
+  timeout 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name conv_bn \
+    --model runtime/tests/fixtures/conv_bn.pt | tee -a "$OUT/check-outputs.txt"
+  kill -TERM "$pid"; wait "$pid"
 done
 
 step "out of memory is a row, not a crash"

@@ -2,6 +2,8 @@
 # Serving energy at fixed request rates: batch-1 serving vs the adaptive policy, driven by the
 # runtime's open-loop Poisson load generator. For each policy the server runs alone on the GPU;
 # J/request comes from the server's own NVML-counter accounting (energy / inferences over the run).
+# With GRAPHS_PROFILE (a profile measured with --cuda-graphs), a third policy serves adaptively with
+# replayed CUDA graphs.
 # Usage (repo root): BIN=path/to/greenbatch-runtime OUT=dir bash benchmarks/gpu/serve.sh
 set -uo pipefail
 BIN=${BIN:-.device/greenbatch-runtime}
@@ -38,6 +40,8 @@ policy() {
 }
 policy batch1 --max-batch-size 1 --max-queue-delay-ms 0
 policy adaptive --max-batch-size 256 --max-queue-delay-ms 5 --profile "$PROFILE" --slo-ms "$SLO_MS" --percentile 99
+[ -n "${GRAPHS_PROFILE:-}" ] && policy adaptive-graphs --max-batch-size 256 --max-queue-delay-ms 5 --cuda-graphs \
+  --profile "$GRAPHS_PROFILE" --slo-ms "$SLO_MS" --percentile 99
 python3 - "$OUT" "$RATES" "$SLO_MS" <<'PY'
 import json, sys
 out, rates, slo = sys.argv[1], sys.argv[2].split(), sys.argv[3]

@@ -5,11 +5,29 @@
 //
 // Every entry point catches every exception: an error crosses the boundary as a malloc'd message in
 // `*err` (freed with gb_string_free), never as an unwinding exception.
+//
+// With GREENBATCH_CUDA_GRAPHS (build.rs defines it when libtorch has CUDA and the CUDA headers are
+// installed), a module on CUDA can replay each input shape as one captured CUDA graph instead of
+// launching its kernels one by one. Only out-of-line libtorch / c10_cuda functions are called (no
+// CUDA-guard headers, whose inline code would reference libcudart directly), so the binary needs
+// nothing beyond the libtorch libraries it already links.
 #include <torch/script.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <stdexcept>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
+
+#ifdef GREENBATCH_CUDA_GRAPHS
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace {
 
@@ -50,21 +68,100 @@ bool first_tensor(const c10::IValue& v, at::Tensor* out) {
   return false;
 }
 
+at::Tensor run_forward(torch::jit::Module& module, const at::Tensor& input) {
+  std::vector<c10::IValue> inputs{input};
+  c10::IValue out = module.forward(inputs);
+  at::Tensor t;
+  if (!first_tensor(out, &t)) {
+    throw std::runtime_error("the model returned no tensor");
+  }
+  return t;
+}
+
+#ifdef GREENBATCH_CUDA_GRAPHS
+// One input shape's forward pass captured as a CUDA graph: replaying it reads `input` and writes
+// `output`, both allocated once.
+struct Captured {
+  at::Tensor input;
+  at::Tensor output;
+  std::unique_ptr<at::cuda::CUDAGraph> graph;
+};
+
+// Warm-up and capture run on a side stream (capture is not allowed on the default stream); replay runs
+// on the caller's current stream, ordered with its copies. All captures of a module share one memory
+// pool: replays never overlap (one executor thread) and every static output stays allocated, so one
+// graph's intermediates may reuse another's without clobbering anything that is read later.
+Captured capture(torch::jit::Module& module, const at::Tensor& example, bool* have_pool,
+                 at::cuda::MempoolId_t* pool) {
+  const c10::DeviceIndex index = example.device().index();
+  c10::DeviceGuard device_guard(example.device());
+  Captured c;
+  c.input = example.clone();
+  at::cuda::getCurrentCUDAStream(index).unwrap().synchronize();
+  c10::Stream side = c10::cuda::getStreamFromPool(false, index).unwrap();
+  c10::StreamGuard stream_guard(side);
+  // Eager warm-up first: cuDNN autotuning, lazy initialisation and first allocations must not
+  // happen inside the capture.
+  for (int i = 0; i < 3; ++i) {
+    run_forward(module, c.input);
+  }
+  side.synchronize();
+  if (!*have_pool) {
+    *pool = at::cuda::graph_pool_handle();
+    *have_pool = true;
+  }
+  c.graph = std::make_unique<at::cuda::CUDAGraph>();
+  c.graph->capture_begin(*pool);
+  try {
+    c.output = run_forward(module, c.input);
+    c.graph->capture_end();
+  } catch (...) {
+    // End the capture so the stream is usable again; the original error is the one to report.
+    try {
+      c.graph->capture_end();
+    } catch (...) {
+    }
+    throw;
+  }
+  side.synchronize();
+  return c;
+}
+#endif
+
 }  // namespace
 
 extern "C" {
 
 struct gb_module {
   torch::jit::Module module;
+  bool cuda_graphs = false;
+#ifdef GREENBATCH_CUDA_GRAPHS
+  // Keyed by the input's shape (the dtype is fixed per module).
+  std::map<std::vector<int64_t>, Captured> graphs;
+  bool have_pool = false;
+  at::cuda::MempoolId_t pool{0, 0};
+#endif
 };
+
+// 1 when this build can capture CUDA graphs.
+int gb_cuda_graphs_supported() {
+#ifdef GREENBATCH_CUDA_GRAPHS
+  return 1;
+#else
+  return 0;
+#endif
+}
 
 // Loads `path` onto `device`, casts floating-point parameters to `half` (1) or bfloat16 (2) when
 // asked (0 keeps them), puts the module in eval mode and applies `level`: 0 nothing, 1 freeze,
 // 2 freeze + optimize_for_inference. A failure to freeze or optimise is not fatal: the module is
 // kept at the last level that worked and `*warning` says why. Returns null with `*err` set when the
 // file cannot be loaded at all. `*applied` receives the level actually applied.
-gb_module* gb_module_load(const char* path, int device, int cast, int level, int* applied,
-                          char** err, char** warning) {
+//
+// `cuda_graphs` (1) replays each input shape as a captured CUDA graph (CUDA devices, builds with
+// GREENBATCH_CUDA_GRAPHS only; the caller checks both).
+gb_module* gb_module_load(const char* path, int device, int cast, int level, int cuda_graphs,
+                          int* applied, char** err, char** warning) {
   *err = nullptr;
   *warning = nullptr;
   *applied = 0;
@@ -102,7 +199,10 @@ gb_module* gb_module_load(const char* path, int device, int cast, int level, int
     }
   }
   try {
-    return new gb_module{std::move(module)};
+    auto* m = new gb_module;
+    m->module = std::move(module);
+    m->cuda_graphs = cuda_graphs != 0;
+    return m;
   } catch (const std::exception& e) {
     *err = copy_string(e.what());
     return nullptr;
@@ -111,18 +211,38 @@ gb_module* gb_module_load(const char* path, int device, int cast, int level, int
 
 // Runs forward on one input under InferenceMode and returns the first tensor output as a new
 // heap-allocated at::Tensor (tch's C_tensor, owned by the caller: tch::Tensor::from_ptr frees it).
-at::Tensor* gb_module_forward(gb_module* m, const at::Tensor* input, char** err) {
+// With CUDA graphs, the first call for a shape captures it; a shape that cannot be captured (the
+// model synchronises with the host, or runs CPU ops) turns graphs off for the module, runs eagerly
+// and says why in `*warning`.
+at::Tensor* gb_module_forward(gb_module* m, const at::Tensor* input, char** err, char** warning) {
   *err = nullptr;
+  *warning = nullptr;
   try {
     c10::InferenceMode guard;
-    std::vector<c10::IValue> inputs{*input};
-    c10::IValue out = m->module.forward(inputs);
-    at::Tensor t;
-    if (!first_tensor(out, &t)) {
-      *err = copy_string("the model returned no tensor");
-      return nullptr;
+#ifdef GREENBATCH_CUDA_GRAPHS
+    if (m->cuda_graphs && input->is_cuda()) {
+      std::vector<int64_t> key = input->sizes().vec();
+      auto it = m->graphs.find(key);
+      if (it == m->graphs.end()) {
+        try {
+          it = m->graphs.emplace(key, capture(m->module, *input, &m->have_pool, &m->pool)).first;
+        } catch (const std::exception& e) {
+          m->cuda_graphs = false;
+          m->graphs.clear();
+          *warning = copy_string(
+              std::string("CUDA graph capture failed, running eagerly from now on: ") + e.what());
+        }
+      }
+      if (m->cuda_graphs) {
+        Captured& c = it->second;
+        c.input.copy_(*input);
+        c.graph->replay();
+        // The next replay overwrites the static output: hand out a copy.
+        return new at::Tensor(c.output.clone());
+      }
     }
-    return new at::Tensor(std::move(t));
+#endif
+    return new at::Tensor(run_forward(m->module, *input));
   } catch (const std::exception& e) {
     *err = copy_string(e.what());
     return nullptr;
@@ -131,6 +251,9 @@ at::Tensor* gb_module_forward(gb_module* m, const at::Tensor* input, char** err)
     return nullptr;
   }
 }
+
+// 1 while forward replays CUDA graphs.
+int gb_module_cuda_graphs_active(const gb_module* m) { return m->cuda_graphs ? 1 : 0; }
 
 void gb_module_free(gb_module* m) { delete m; }
 

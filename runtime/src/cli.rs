@@ -158,6 +158,10 @@ pub struct ExecutionArgs {
     /// (freeze + optimize_for_inference), freeze, none.
     #[arg(long, value_enum, default_value_t = GraphOptimization::Auto, env = "GREENBATCH_GRAPH")]
     pub graph: GraphOptimization,
+    /// Replay each batch shape as one captured CUDA graph instead of launching its kernels one by
+    /// one (TorchScript on CUDA; cuts host overhead at small batch sizes).
+    #[arg(long, env = "GREENBATCH_CUDA_GRAPHS")]
+    pub cuda_graphs: bool,
 }
 
 #[derive(Args, Debug, Clone)]

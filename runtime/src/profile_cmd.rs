@@ -145,6 +145,7 @@ pub fn load_model(model: &str, args: &ExecutionArgs) -> Result<LoadedModel> {
         precision,
         device,
         graph: args.graph,
+        cuda_graphs: args.cuda_graphs,
     })?;
     if model.random_weights() {
         tracing::info!(
@@ -349,7 +350,7 @@ pub fn measure(model: &LoadedModel, protocol: &ProtocolArgs) -> Result<EnergyPro
         driver_version: driver,
         host: host_name(),
         torch_threads: u32::try_from(tch::get_num_threads()).ok(),
-        graph: Some(model.graph().to_string()),
+        graph: Some(model.graph()),
         random_weights: model.random_weights(),
     };
     let measured_anything = !table.rows.is_empty();

@@ -258,6 +258,17 @@ fn each_bad_input_has_its_own_exit_code_and_leaves_nothing_behind() {
             vec![
                 "--model".into(),
                 fixture("tiny_cnn.pt"),
+                "--device".into(),
+                "cpu".into(),
+                "--cuda-graphs".into(),
+            ],
+            11,
+            "CUDA graphs need a CUDA device",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
                 "--candidates".into(),
                 "0".into(),
             ],

@@ -7,8 +7,8 @@ mod script;
 
 use crate::error::{Result, RuntimeError, torch_message};
 use greenbatch_crds::{BuiltinModel, Dtype, Precision};
-pub use script::GraphOptimization;
 use script::ScriptModule;
+pub use script::{GraphOptimization, cuda_graphs_supported};
 use std::path::PathBuf;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
@@ -62,6 +62,8 @@ pub struct ModelConfig {
     pub device: Device,
     /// How a TorchScript graph is prepared (builtins are native modules and ignore it).
     pub graph: GraphOptimization,
+    /// Replay each batch shape as a captured CUDA graph (TorchScript on CUDA only).
+    pub cuda_graphs: bool,
 }
 
 enum Net {
@@ -191,50 +193,69 @@ impl LoadedModel {
                 ),
             });
         }
+        if config.cuda_graphs {
+            let why = if !config.device.is_cuda() {
+                Some("CUDA graphs need a CUDA device")
+            } else if !matches!(config.source, ModelSource::TorchScript(_)) {
+                Some("CUDA graphs are offered for TorchScript models, not builtin architectures")
+            } else if !cuda_graphs_supported() {
+                Some(
+                    "this binary was built without CUDA graph support (no CUDA headers at build time; see docs/architecture.md)",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RuntimeError::Unsupported(
+                    "--cuda-graphs".into(),
+                    why.into(),
+                ));
+            }
+        }
         let kind = input_kind(config.dtype, config.precision);
-        let net =
-            match &config.source {
-                ModelSource::TorchScript(path) => {
-                    let meta = std::fs::metadata(path).map_err(|e| RuntimeError::ModelMissing {
+        let net = match &config.source {
+            ModelSource::TorchScript(path) => {
+                let meta = std::fs::metadata(path).map_err(|e| RuntimeError::ModelMissing {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                if !meta.is_file() {
+                    return Err(RuntimeError::ModelMissing {
                         path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                    if !meta.is_file() {
-                        return Err(RuntimeError::ModelMissing {
-                            path: path.clone(),
-                            message: "not a regular file".into(),
-                        });
-                    }
-                    let cast = if config.precision == Precision::Fp32 {
-                        Kind::Float
-                    } else {
-                        kind
-                    };
-                    let loaded = ScriptModule::load(path, config.device, cast, config.graph)
+                        message: "not a regular file".into(),
+                    });
+                }
+                let cast = if config.precision == Precision::Fp32 {
+                    Kind::Float
+                } else {
+                    kind
+                };
+                let loaded =
+                    ScriptModule::load(path, config.device, cast, config.graph, config.cuda_graphs)
                         .map_err(|e| RuntimeError::ModelCorrupt {
                             path: path.clone(),
                             message: torch_message(&e),
                         })?;
-                    if let Some(why) = loaded.warning {
-                        tracing::warn!("{}", torch_message(&why));
-                    }
-                    tracing::info!(
-                        graph = loaded.module.applied().as_str(),
-                        "TorchScript graph prepared"
-                    );
-                    Net::Script(loaded.module)
+                if let Some(why) = loaded.warning {
+                    tracing::warn!("{}", torch_message(&why));
                 }
-                ModelSource::Builtin(b) => {
-                    let mut vars = nn::VarStore::new(config.device);
-                    let net = build_native(*b, &vars.root());
-                    match config.precision {
-                        Precision::Fp32 => {}
-                        Precision::Fp16 => vars.half(),
-                        Precision::Bf16 => vars.bfloat16(),
-                    }
-                    Net::Native { _vars: vars, net }
+                tracing::info!(
+                    graph = loaded.module.applied().as_str(),
+                    "TorchScript graph prepared"
+                );
+                Net::Script(loaded.module)
+            }
+            ModelSource::Builtin(b) => {
+                let mut vars = nn::VarStore::new(config.device);
+                let net = build_native(*b, &vars.root());
+                match config.precision {
+                    Precision::Fp32 => {}
+                    Precision::Fp16 => vars.half(),
+                    Precision::Bf16 => vars.bfloat16(),
                 }
-            };
+                Net::Native { _vars: vars, net }
+            }
+        };
         let mut model = LoadedModel {
             net,
             config,
@@ -280,10 +301,13 @@ impl LoadedModel {
     }
 
     /// How the model's graph was prepared, as recorded in a profile's `measuredOn.graph`.
-    pub fn graph(&self) -> &'static str {
+    pub fn graph(&self) -> String {
         match &self.net {
-            Net::Script(m) => m.applied().as_str(),
-            Net::Native { .. } => "native-tch-vision",
+            Net::Script(m) if m.cuda_graphs_active() => {
+                format!("{}+cuda-graphs", m.applied().as_str())
+            }
+            Net::Script(m) => m.applied().as_str().to_string(),
+            Net::Native { .. } => "native-tch-vision".to_string(),
         }
     }
 

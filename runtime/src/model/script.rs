@@ -73,6 +73,7 @@ unsafe extern "C" {
         device: c_int,
         cast: c_int,
         level: c_int,
+        cuda_graphs: c_int,
         applied: *mut c_int,
         err: *mut *mut c_char,
         warning: *mut *mut c_char,
@@ -81,7 +82,10 @@ unsafe extern "C" {
         module: *mut GbModule,
         input: *const torch_sys::C_tensor,
         err: *mut *mut c_char,
+        warning: *mut *mut c_char,
     ) -> *mut torch_sys::C_tensor;
+    fn gb_module_cuda_graphs_active(module: *const GbModule) -> c_int;
+    fn gb_cuda_graphs_supported() -> c_int;
     fn gb_module_free(module: *mut GbModule);
     fn gb_string_free(s: *mut c_char);
 }
@@ -96,6 +100,13 @@ fn take_message(p: *mut c_char) -> Option<String> {
     let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
     unsafe { gb_string_free(p) };
     Some(s)
+}
+
+/// True when this build can capture CUDA graphs (libtorch with CUDA and the CUDA headers were
+/// present when it was compiled, see build.rs).
+pub fn cuda_graphs_supported() -> bool {
+    // SAFETY: a pure query with no arguments.
+    unsafe { gb_cuda_graphs_supported() == 1 }
 }
 
 /// A loaded TorchScript module and how its graph was prepared.
@@ -114,12 +125,15 @@ impl ScriptModule {
     /// Loads `path` onto `device`, casts floating-point parameters to `cast` (Half or BFloat16; any
     /// other kind keeps them), evaluates it in eval mode and applies `optimization` (resolved for the
     /// device). Fails only when the file cannot be loaded; an optimisation that fails falls back to
-    /// the last level that worked and says why in `warning`.
+    /// the last level that worked and says why in `warning`. With `cuda_graphs` (the caller checks
+    /// the device is CUDA and [`cuda_graphs_supported`]), each input shape is captured as a CUDA
+    /// graph on its first forward and replayed after that.
     pub fn load(
         path: &Path,
         device: Device,
         cast: Kind,
         optimization: GraphOptimization,
+        cuda_graphs: bool,
     ) -> Result<Loaded, String> {
         let cpath = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| "the path contains a NUL byte".to_string())?;
@@ -143,6 +157,7 @@ impl ScriptModule {
                 device,
                 cast,
                 level,
+                c_int::from(cuda_graphs),
                 &mut applied,
                 &mut err,
                 &mut warning,
@@ -167,12 +182,21 @@ impl ScriptModule {
         self.applied
     }
 
+    /// True while forward replays CUDA graphs (a failed capture turns them off for good).
+    pub fn cuda_graphs_active(&self) -> bool {
+        // SAFETY: `self.ptr` is a live module.
+        unsafe { gb_module_cuda_graphs_active(self.ptr) == 1 }
+    }
+
     /// Runs `forward` on one input tensor under InferenceMode; the first tensor of the output.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor, String> {
-        let mut err = std::ptr::null_mut();
+        let (mut err, mut warning) = (std::ptr::null_mut(), std::ptr::null_mut());
         // SAFETY: `self.ptr` is a live module (freed only in Drop) and `input.as_ptr()` a live tensor
         // borrowed for the call.
-        let out = unsafe { gb_module_forward(self.ptr, input.as_ptr(), &mut err) };
+        let out = unsafe { gb_module_forward(self.ptr, input.as_ptr(), &mut err, &mut warning) };
+        if let Some(why) = take_message(warning) {
+            tracing::warn!("{}", crate::error::torch_message(&why));
+        }
         let err = take_message(err);
         if out.is_null() {
             return Err(err.unwrap_or_else(|| "forward failed without a message".into()));
