@@ -3,7 +3,8 @@
 
 use super::batcher::{BatchPolicy, BatchQueue, Poll, Rejected};
 use super::metrics::Metrics;
-use super::v2::{InferRequest, TensorData, V2Error};
+use super::staging::Staging;
+use super::v2::{InferRequest, V2Error};
 use crate::meter::synthetic::BusyTime;
 use crate::model::LoadedModel;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -177,58 +178,20 @@ pub fn padded_shapes(max_batch: u32) -> Vec<u32> {
     shapes
 }
 
-/// The batch input: every job's data in order, then zeros up to `total_elements` (padding).
-fn concat(jobs: &[Job], total_elements: usize) -> TensorData {
-    fn gather<'a, T: Copy + Default + 'a>(
-        parts: impl Iterator<Item = Option<&'a [T]>>,
-        total: usize,
-    ) -> Vec<T> {
-        let mut out = Vec::with_capacity(total);
-        for p in parts.flatten() {
-            out.extend_from_slice(p);
-        }
-        out.resize(total.max(out.len()), T::default());
-        out
-    }
-    // Each job's elements are copied once, straight into the batch buffer.
-    macro_rules! gather_as {
-        ($variant:ident) => {
-            TensorData::$variant(gather(
-                jobs.iter().map(|j| match &j.request.data {
-                    TensorData::$variant(v) => Some(v.as_slice()),
-                    _ => None,
-                }),
-                total_elements,
-            ))
-        };
-    }
-    // The decoder admits only the model's datatype, so every job carries the same variant.
-    match jobs.first().map(|j| &j.request.data) {
-        Some(TensorData::I64(_)) => gather_as!(I64),
-        Some(TensorData::I32(_)) => gather_as!(I32),
-        Some(TensorData::U8(_)) => gather_as!(U8),
-        _ => gather_as!(F32),
-    }
-}
-
-fn to_tensor(data: &TensorData, shape: &[i64], model: &LoadedModel) -> Tensor {
-    let t = match data {
-        TensorData::F32(v) => Tensor::from_slice(v),
-        TensorData::I64(v) => Tensor::from_slice(v),
-        TensorData::I32(v) => Tensor::from_slice(v),
-        TensorData::U8(v) => Tensor::from_slice(v),
-    };
-    let t = t.view(shape);
-    let kind = model.input_kind();
-    let t = if t.kind() != kind { t.to_kind(kind) } else { t };
-    if model.config.device != Device::Cpu {
-        t.to_device(model.config.device)
+/// The staged host batch as the model's input: on the model's device, in its input kind. On CUDA the
+/// copy from the pinned buffer is asynchronous; the model runs after it on the same stream.
+fn to_model_input(host: Tensor, model: &LoadedModel) -> Tensor {
+    let (device, kind) = (model.config.device, model.input_kind());
+    if device.is_cuda() {
+        host.to_device_(device, kind, true, false)
+    } else if host.kind() != kind {
+        host.to_kind(kind)
     } else {
-        t
+        host
     }
 }
 
-fn run_batch(model: &LoadedModel, shared: &Shared, jobs: Vec<Job>) {
+fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: Vec<Job>) {
     let items: u32 = jobs.iter().map(|j| j.request.items).sum();
     let run_size = if shared.pad.load(Ordering::Relaxed) {
         padded_size(items, shared.max_batch)
@@ -237,7 +200,6 @@ fn run_batch(model: &LoadedModel, shared: &Shared, jobs: Vec<Job>) {
     };
     let mut shape = vec![i64::from(run_size)];
     shape.extend_from_slice(&model.config.item_shape);
-    let item_elements: i64 = model.config.item_shape.iter().product();
     let started = Instant::now();
     for j in &jobs {
         shared
@@ -245,14 +207,22 @@ fn run_batch(model: &LoadedModel, shared: &Shared, jobs: Vec<Job>) {
             .queue_wait
             .observe(started.duration_since(j.arrived).as_secs_f64());
     }
-    let data = concat(&jobs, (i64::from(run_size) * item_elements).max(0) as usize);
+    // The staging buffer is reused: whatever a failed batch left in flight must be finished.
+    model.synchronize();
     if run_size > items {
         shared
             .metrics
             .padding_items
             .inc_by(u64::from(run_size - items));
     }
-    let result = crate::model::catch_torch(|| to_tensor(&data, &shape, model))
+    let result = staging
+        .batch(
+            jobs.iter().map(|j| &j.request.data),
+            &shape,
+            model.config.device,
+        )
+        .map_err(crate::model::ForwardError::Failed)
+        .and_then(|host| crate::model::catch_torch(|| to_model_input(host, model)))
         .and_then(|input| model.forward(&input))
         .and_then(|out| {
             crate::model::catch_torch(|| {
@@ -359,8 +329,9 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
         .unwrap_or_else(|p| p.into_inner()) = None;
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("model ready");
+    let mut staging = Staging::default();
     while let Some(batch) = next_batch(&shared) {
-        run_batch(&model, &shared, batch);
+        run_batch(&model, &mut staging, &shared, batch);
     }
     shared.stopped.store(true, Ordering::Relaxed);
     tracing::info!("executor drained and stopped");

@@ -12,6 +12,7 @@ pub mod energy;
 pub mod executor;
 pub mod metrics;
 pub mod server;
+pub mod staging;
 pub mod v2;
 
 use crate::cli::ServeArgs;
