@@ -38,10 +38,14 @@ class TorchvisionModel(Model):
         x = torch.from_numpy(np.ascontiguousarray(payload.inputs[0].as_numpy(), dtype=np.float32))
         with torch.inference_mode():
             y = self.net(x).numpy()
+        binary = payload.use_binary_outputs
         out = InferOutput(name="output__0", shape=list(y.shape), datatype="FP32")
-        out.set_data_from_numpy(y, binary_data=False)
-        # KServe requires a response id; perf_analyzer sends none in synchronous mode.
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4()))
+        out.set_data_from_numpy(y, binary_data=binary)
+        # KServe requires a response id; perf_analyzer sends none in synchronous mode. Honouring the
+        # requested outputs and their binary flag is KServe's own binary-extension support; without it
+        # the reply lacks the `binary_data_size` perf_analyzer asked for.
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4()),
+                             model_version="1", use_binary_outputs=binary, requested_outputs=payload.request_outputs)
 
 
 def add_config_endpoint(name: str):
