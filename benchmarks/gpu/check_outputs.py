@@ -37,7 +37,13 @@ def main():
                                        "data": x.flatten().tolist()}]}).encode()
         req = urllib.request.Request(f"{a.url}/v2/models/{a.name}/infer", data=body,
                                      headers={"Content-Type": "application/json"})
-        out = json.load(urllib.request.urlopen(req, timeout=60))["outputs"][0]
+        try:
+            out = json.load(urllib.request.urlopen(req, timeout=60))["outputs"][0]
+        except Exception as e:  # an HTTP error, a refused connection, a malformed reply
+            detail = e.read().decode(errors="replace") if hasattr(e, "read") else ""
+            print(f"FAIL case {i}: batch {batch}: {e} {detail}")
+            failures += 1
+            continue
         got = torch.tensor(out["data"]).reshape(out["shape"])
         ok = list(got.shape) == list(expected.shape) and torch.allclose(got, expected, atol=1e-3, rtol=1e-2)
         diff = (got - expected).abs().max().item() if got.shape == expected.shape else float("nan")
