@@ -60,7 +60,7 @@ bool first_tensor(const c10::IValue& v, at::Tensor* out) {
     return false;
   }
   if (v.isList()) {
-    for (const c10::IValue e : v.toListRef()) {
+    for (const c10::IValue& e : v.toListRef()) {
       if (first_tensor(e, out)) return true;
     }
     return false;
@@ -221,6 +221,8 @@ at::Tensor* gb_module_forward(gb_module* m, const at::Tensor* input, char** err,
     c10::InferenceMode guard;
 #ifdef GREENBATCH_CUDA_GRAPHS
     if (m->cuda_graphs && input->is_cuda()) {
+      // Replay uses the current device's current stream: make it the input's device.
+      c10::DeviceGuard device_guard(input->device());
       std::vector<int64_t> key = input->sizes().vec();
       auto it = m->graphs.find(key);
       if (it == m->graphs.end()) {
