@@ -154,8 +154,8 @@ pub struct ExecutionArgs {
     /// Intra-op CPU threads for libtorch (default: libtorch's own choice).
     #[arg(long, env = "GREENBATCH_THREADS")]
     pub threads: Option<i32>,
-    /// How a TorchScript graph is prepared: auto (optimize on the CPU, freeze on CUDA), optimize
-    /// (freeze + optimize_for_inference), freeze, none.
+    /// How a TorchScript graph is prepared: auto (on the CPU the faster of freeze and optimize,
+    /// timed at load; freeze on CUDA), optimize (freeze + optimize_for_inference), freeze, none.
     #[arg(long, value_enum, default_value_t = GraphOptimization::Auto, env = "GREENBATCH_GRAPH")]
     pub graph: GraphOptimization,
     /// Replay each batch shape as one captured CUDA graph instead of launching its kernels one by

@@ -153,13 +153,57 @@ fn the_profile_records_how_the_graph_was_prepared() {
         ("none", "torchscript"),
         ("freeze", "torchscript-frozen"),
         ("optimize", "torchscript-frozen-optimized"),
-        // auto on the CPU
-        ("auto", "torchscript-frozen-optimized"),
     ] {
         let (got, stderr) = measured_graph(&conv_bn, "3,16,16", graph);
         assert_eq!(got.as_deref(), Some(recorded), "--graph {graph}: {stderr}");
         assert!(!stderr.contains("failed"), "{stderr}");
     }
+}
+
+#[test]
+fn auto_on_the_cpu_times_both_preparations_and_keeps_the_faster() {
+    let o = bin()
+        .env("GREENBATCH_LOG", "info")
+        .args([
+            "profile",
+            "--model",
+            &fixture("conv_bn.pt"),
+            "--shape",
+            "3,16,16",
+        ])
+        .args(["--candidates", "1", "--meter", "none", "--json", "-"])
+        .args(FAST)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let timed: Vec<(String, f64)> = stderr
+        .lines()
+        .filter(|l| l.contains("timed graph preparation"))
+        .map(|l| {
+            let field = |k: &str| {
+                l.split(&format!("{k}="))
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string()
+            };
+            (field("graph"), field("batch1_ms").parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        timed.iter().map(|(g, _)| g.as_str()).collect::<Vec<_>>(),
+        vec!["torchscript-frozen", "torchscript-frozen-optimized"],
+        "{stderr}"
+    );
+    let faster = if timed[0].1 <= timed[1].1 {
+        &timed[0].0
+    } else {
+        &timed[1].0
+    };
+    let status: EnergyProfileStatus = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status.measured_on.unwrap().graph.as_ref(), Some(faster));
 }
 
 #[test]

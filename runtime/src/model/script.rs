@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 /// serve load models the same way, so a profile measures the graph that is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum GraphOptimization {
-    /// `optimize` on the CPU; `freeze` on CUDA.
+    /// On the CPU the faster of `freeze` and `optimize` (timed at load); `freeze` on CUDA.
     Auto,
     /// `torch.jit.freeze` then `torch.jit.optimize_for_inference`.
     Optimize,
@@ -24,14 +24,17 @@ pub enum GraphOptimization {
 }
 
 impl GraphOptimization {
-    /// Resolves `Auto` for a device. On CUDA the default stays at freezing: conv + batch-norm folding
-    /// is the well-trodden path there, and `optimize_for_inference` has not yet been measured on
-    /// our GPUs (docs/benchmarks.md).
-    pub fn resolve(self, device: Device) -> GraphOptimization {
+    /// The preparations to try on a device, in order. `Auto` on the CPU tries freezing alone and
+    /// freezing + `optimize_for_inference` and keeps the faster (model/mod.rs); on CUDA it freezes
+    /// only: conv + batch-norm folding is the well-trodden path there, and `optimize_for_inference`
+    /// has not yet been measured on our GPUs (docs/benchmarks.md).
+    pub fn candidates(self, device: Device) -> Vec<GraphOptimization> {
         match (self, device) {
-            (GraphOptimization::Auto, Device::Cpu) => GraphOptimization::Optimize,
-            (GraphOptimization::Auto, _) => GraphOptimization::Freeze,
-            (other, _) => other,
+            (GraphOptimization::Auto, Device::Cpu) => {
+                vec![GraphOptimization::Freeze, GraphOptimization::Optimize]
+            }
+            (GraphOptimization::Auto, _) => vec![GraphOptimization::Freeze],
+            (other, _) => vec![other],
         }
     }
 
@@ -123,8 +126,8 @@ pub struct Loaded {
 
 impl ScriptModule {
     /// Loads `path` onto `device`, casts floating-point parameters to `cast` (Half or BFloat16; any
-    /// other kind keeps them), evaluates it in eval mode and applies `optimization` (resolved for the
-    /// device). Fails only when the file cannot be loaded; an optimisation that fails falls back to
+    /// other kind keeps them), evaluates it in eval mode and applies `optimization` (one of
+    /// [`GraphOptimization::candidates`]; `Auto` here means `Optimize`). Fails only when the file cannot be loaded; an optimisation that fails falls back to
     /// the last level that worked and says why in `warning`. With `cuda_graphs` (the caller checks
     /// the device is CUDA and [`cuda_graphs_supported`]), each input shape is captured as a CUDA
     /// graph on its first forward and replayed after that.
@@ -137,7 +140,7 @@ impl ScriptModule {
     ) -> Result<Loaded, String> {
         let cpath = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| "the path contains a NUL byte".to_string())?;
-        let level = optimization.resolve(device).level();
+        let level = optimization.level();
         let device = match device {
             Device::Cuda(i) => {
                 c_int::try_from(i).map_err(|_| format!("cuda:{i} is out of range"))?
@@ -218,24 +221,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_optimizes_on_the_cpu_and_freezes_on_cuda() {
-        assert_eq!(
-            GraphOptimization::Auto.resolve(Device::Cpu),
-            GraphOptimization::Optimize
-        );
-        assert_eq!(
-            GraphOptimization::Auto.resolve(Device::Cuda(0)),
-            GraphOptimization::Freeze
-        );
-        assert_eq!(
-            GraphOptimization::None.resolve(Device::Cpu),
-            GraphOptimization::None
-        );
-        for g in [
-            GraphOptimization::None,
-            GraphOptimization::Freeze,
-            GraphOptimization::Optimize,
-        ] {
+    fn auto_compares_two_preparations_on_the_cpu_and_freezes_on_cuda() {
+        use GraphOptimization::*;
+        assert_eq!(Auto.candidates(Device::Cpu), vec![Freeze, Optimize]);
+        assert_eq!(Auto.candidates(Device::Cuda(0)), vec![Freeze]);
+        assert_eq!(None.candidates(Device::Cpu), vec![None]);
+        for g in [None, Freeze, Optimize] {
             assert_eq!(GraphOptimization::from_level(g.level()), g);
         }
     }
