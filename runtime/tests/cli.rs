@@ -189,7 +189,7 @@ fn auto_on_the_cpu_times_both_preparations_and_keeps_the_faster() {
                     .trim_matches('"')
                     .to_string()
             };
-            (field("graph"), field("batch1_ms").parse().unwrap())
+            (field("graph"), field("score_ms").parse().unwrap())
         })
         .collect();
     assert_eq!(

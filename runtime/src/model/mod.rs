@@ -146,9 +146,11 @@ fn example_tensor(
 
 /// Loads a TorchScript model prepared as `config.graph` says. With more than one candidate
 /// preparation (`auto` on the CPU: freezing alone, or freezing + `optimize_for_inference`) each is
-/// loaded and timed at batch 1 and the faster is kept: `optimize_for_inference` converts activations
-/// to and from MKLDNN's layout around each convolution, which makes real-sized convnets faster
-/// (resnet18 on our CPU: 14–38%) and tiny models slower (a 3x16x16 CNN: 0.018 → 0.058 ms).
+/// loaded and timed and the faster is kept: `optimize_for_inference` converts activations to and
+/// from MKLDNN's layout around each convolution, which makes real-sized convnets faster (resnet18 on
+/// our CPU: 14–38%, the gain growing with the batch) and tiny models slower (a 3x16x16 CNN: 0.018 →
+/// 0.058 ms). The score is batch-1 latency plus the per-item time at batch 4, so a model is not
+/// judged on one batch size alone.
 fn load_script(path: &Path, config: &ModelConfig, kind: Kind) -> Result<ScriptModule> {
     let meta = std::fs::metadata(path).map_err(|e| RuntimeError::ModelMissing {
         path: path.to_path_buf(),
@@ -187,13 +189,19 @@ fn load_script(path: &Path, config: &ModelConfig, kind: Kind) -> Result<ScriptMo
             break;
         }
         // A module that rejects the example loses; if all do, the load-time probe says why.
-        let ms = example_tensor(1, &config.item_shape, kind, config.device)
-            .ok()
-            .and_then(|x| median_forward_ms(&module, &x))
-            .unwrap_or(f64::INFINITY);
+        let time = |batch: u32| {
+            example_tensor(batch, &config.item_shape, kind, config.device)
+                .ok()
+                .and_then(|x| median_forward_ms(&module, &x))
+                .unwrap_or(f64::INFINITY)
+        };
+        let (batch1_ms, batch4_ms) = (time(1), time(4));
+        let ms = batch1_ms + batch4_ms / 4.0;
         tracing::info!(
             graph = graph.as_str(),
-            batch1_ms = ms,
+            batch1_ms,
+            batch4_ms,
+            score_ms = ms,
             "timed graph preparation"
         );
         if chosen.as_ref().is_none_or(|(best, _)| ms < *best) {
@@ -211,12 +219,11 @@ fn load_script(path: &Path, config: &ModelConfig, kind: Kind) -> Result<ScriptMo
     Ok(module)
 }
 
-/// Median of a few timed forwards after two untimed ones; None if the module rejects the input.
+/// Median of three timed forwards after an untimed one (a new shape may make the TorchScript
+/// executor re-specialise); None if the module rejects the input.
 fn median_forward_ms(module: &ScriptModule, input: &Tensor) -> Option<f64> {
-    for _ in 0..2 {
-        let _ = module.forward(input).ok()?;
-    }
-    let mut ms: Vec<f64> = (0..5)
+    let _ = module.forward(input).ok()?;
+    let mut ms: Vec<f64> = (0..3)
         .map(|_| {
             let t = std::time::Instant::now();
             module
