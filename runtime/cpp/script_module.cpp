@@ -6,7 +6,7 @@
 // Every entry point catches every exception: an error crosses the boundary as a malloc'd message in
 // `*err` (freed with gb_string_free), never as an unwinding exception.
 //
-// With GREENBATCH_CUDA_GRAPHS (build.rs defines it when libtorch has CUDA and the CUDA headers are
+// With GREENBATCH_WITH_CUDA_GRAPHS (build.rs defines it when libtorch has CUDA and the CUDA headers are
 // installed), a module on CUDA can replay each input shape as one captured CUDA graph instead of
 // launching its kernels one by one. Only out-of-line libtorch / c10_cuda functions are called (no
 // CUDA-guard headers, whose inline code would reference libcudart directly), so the binary needs
@@ -22,9 +22,11 @@
 #include <utility>
 #include <vector>
 
-#ifdef GREENBATCH_CUDA_GRAPHS
+#ifdef GREENBATCH_WITH_CUDA_GRAPHS
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/core/StreamGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -78,19 +80,59 @@ at::Tensor run_forward(torch::jit::Module& module, const at::Tensor& input) {
   return t;
 }
 
-#ifdef GREENBATCH_CUDA_GRAPHS
+#ifdef GREENBATCH_WITH_CUDA_GRAPHS
+// CUDAGraph's own cleanup releases its memory pool only once cudaStreamEndCapture succeeded; this
+// exposes that flag so a failed capture can be cleaned up here (see abandon_capture).
+struct Graph : at::cuda::CUDAGraph {
+  bool capture_ended() const { return capture_ended_; }
+};
+
 // One input shape's forward pass captured as a CUDA graph: replaying it reads `input` and writes
 // `output`, both allocated once.
 struct Captured {
   at::Tensor input;
   at::Tensor output;
-  std::unique_ptr<at::cuda::CUDAGraph> graph;
+  std::unique_ptr<Graph> graph;
 };
 
-// Warm-up and capture run on a side stream (capture is not allowed on the default stream); replay runs
-// on the caller's current stream, ordered with its copies. All captures of a module share one memory
-// pool: replays never overlap (one executor thread) and every static output stays allocated, so one
-// graph's intermediates may reuse another's without clobbering anything that is read later.
+// A capture failed (what a capture may not do: synchronise with the host, run CPU ops).
+struct CaptureFailed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// After a failed capture, undo what capture_begin registered and CUDAGraph will not undo itself: the
+// allocators' routing of new allocations into the pool (whose filters point at the graph object
+// about to be destroyed) and this capture's reference to the pool, so the pool is freed once the
+// other graphs sharing it go. Each step may already have happened (capture_end got partway), so
+// each may throw "not recording", which is fine. The host allocator's pool reference is left alone:
+// whether this libtorch's capture took one is not visible from here, and a leaked reference only
+// keeps some pinned host blocks cached.
+void abandon_capture(Graph& graph, c10::DeviceIndex index, at::cuda::MempoolId_t pool) {
+  try {
+    c10::cuda::CUDACachingAllocator::endAllocateToPool(index, pool);
+  } catch (...) {
+  }
+  try {
+    at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool);
+  } catch (...) {
+  }
+  if (!graph.capture_ended()) {
+    try {
+      c10::cuda::CUDACachingAllocator::releasePool(index, pool);
+    } catch (...) {
+    }
+  }
+}
+
+// Warm-up and capture run on a side stream (capture is not allowed on the default stream); replay
+// runs on the caller's current stream, ordered with its copies. All captures of a module share one
+// memory pool. PyTorch calls that safe when graphs replay in capture order; it is also safe here in
+// any order because replays never overlap (one executor thread, one stream) and each replay's
+// output is copied out before the next replay, while every static output stays allocated: one
+// graph's intermediates may reuse another's, never a tensor that is read later.
+//
+// Errors in the eager warm-up (e.g. out of memory at a large batch) propagate as they are; only a
+// failure of the capture itself is a CaptureFailed.
 Captured capture(torch::jit::Module& module, const at::Tensor& example, bool* have_pool,
                  at::cuda::MempoolId_t* pool) {
   const c10::DeviceIndex index = example.device().index();
@@ -100,8 +142,8 @@ Captured capture(torch::jit::Module& module, const at::Tensor& example, bool* ha
   at::cuda::getCurrentCUDAStream(index).unwrap().synchronize();
   c10::Stream side = c10::cuda::getStreamFromPool(false, index).unwrap();
   c10::StreamGuard stream_guard(side);
-  // Eager warm-up first: cuDNN autotuning, lazy initialisation and first allocations must not
-  // happen inside the capture.
+  // Eager warm-up first: cuDNN autotuning, lazy initialisation, the TorchScript executor's
+  // specialisation for this shape and first allocations must not happen inside the capture.
   for (int i = 0; i < 3; ++i) {
     run_forward(module, c.input);
   }
@@ -110,20 +152,21 @@ Captured capture(torch::jit::Module& module, const at::Tensor& example, bool* ha
     *pool = at::cuda::graph_pool_handle();
     *have_pool = true;
   }
-  c.graph = std::make_unique<at::cuda::CUDAGraph>();
+  c.graph = std::make_unique<Graph>();
   c.graph->capture_begin(*pool);
   try {
     c.output = run_forward(module, c.input);
     c.graph->capture_end();
-  } catch (...) {
-    // End the capture so the stream is usable again; the original error is the one to report.
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    // End the capture so the stream is usable again; the first error is the one to report.
     try {
       c.graph->capture_end();
     } catch (...) {
     }
-    throw;
+    abandon_capture(*c.graph, index, *pool);
+    throw CaptureFailed(why);
   }
-  side.synchronize();
   return c;
 }
 #endif
@@ -135,7 +178,7 @@ extern "C" {
 struct gb_module {
   torch::jit::Module module;
   bool cuda_graphs = false;
-#ifdef GREENBATCH_CUDA_GRAPHS
+#ifdef GREENBATCH_WITH_CUDA_GRAPHS
   // Keyed by the input's shape (the dtype is fixed per module).
   std::map<std::vector<int64_t>, Captured> graphs;
   bool have_pool = false;
@@ -145,7 +188,7 @@ struct gb_module {
 
 // 1 when this build can capture CUDA graphs.
 int gb_cuda_graphs_supported() {
-#ifdef GREENBATCH_CUDA_GRAPHS
+#ifdef GREENBATCH_WITH_CUDA_GRAPHS
   return 1;
 #else
   return 0;
@@ -159,54 +202,50 @@ int gb_cuda_graphs_supported() {
 // file cannot be loaded at all. `*applied` receives the level actually applied.
 //
 // `cuda_graphs` (1) replays each input shape as a captured CUDA graph (CUDA devices, builds with
-// GREENBATCH_CUDA_GRAPHS only; the caller checks both).
+// GREENBATCH_WITH_CUDA_GRAPHS only; the caller checks both).
 gb_module* gb_module_load(const char* path, int device, int cast, int level, int cuda_graphs,
                           int* applied, char** err, char** warning) {
   *err = nullptr;
   *warning = nullptr;
   *applied = 0;
-  torch::jit::Module module;
   try {
-    module = torch::jit::load(path, device_of(device));
+    torch::jit::Module module = torch::jit::load(path, device_of(device));
     if (cast == 1) {
       module.to(at::kHalf);
     } else if (cast == 2) {
       module.to(at::kBFloat16);
     }
     module.eval();
-  } catch (const std::exception& e) {
-    *err = copy_string(e.what());
-    return nullptr;
-  } catch (...) {
-    *err = copy_string("unknown C++ exception while loading the TorchScript module");
-    return nullptr;
-  }
-  if (level >= 1) {
-    try {
-      module = torch::jit::freeze(module);
-      *applied = 1;
-    } catch (const std::exception& e) {
-      *warning = copy_string(std::string("freezing failed, serving the module unfrozen: ") + e.what());
+    if (level >= 1) {
+      try {
+        module = torch::jit::freeze(module);
+        *applied = 1;
+      } catch (const std::exception& e) {
+        *warning = copy_string(std::string("freezing failed, serving the module unfrozen: ") + e.what());
+      }
     }
-  }
-  if (level >= 2 && *applied == 1) {
-    try {
-      module = torch::jit::optimize_for_inference(module);
-      *applied = 2;
-    } catch (const std::exception& e) {
-      *warning = copy_string(
-          std::string("optimize_for_inference failed, serving the frozen module: ") + e.what());
+    if (level >= 2 && *applied == 1) {
+      // optimize_for_inference rewrites a frozen module's graph in place: a pass that throws
+      // midway would leave it half-rewritten, so it works on a copy.
+      try {
+        torch::jit::Module copy = module.clone();
+        module = torch::jit::optimize_for_inference(copy);
+        *applied = 2;
+      } catch (const std::exception& e) {
+        *warning = copy_string(
+            std::string("optimize_for_inference failed, serving the frozen module: ") + e.what());
+      }
     }
-  }
-  try {
     auto* m = new gb_module;
     m->module = std::move(module);
     m->cuda_graphs = cuda_graphs != 0;
     return m;
   } catch (const std::exception& e) {
     *err = copy_string(e.what());
-    return nullptr;
+  } catch (...) {
+    *err = copy_string("unknown C++ exception while loading the TorchScript module");
   }
+  return nullptr;
 }
 
 // Runs forward on one input under InferenceMode and returns the first tensor output as a new
@@ -219,7 +258,7 @@ at::Tensor* gb_module_forward(gb_module* m, const at::Tensor* input, char** err,
   *warning = nullptr;
   try {
     c10::InferenceMode guard;
-#ifdef GREENBATCH_CUDA_GRAPHS
+#ifdef GREENBATCH_WITH_CUDA_GRAPHS
     if (m->cuda_graphs && input->is_cuda()) {
       // Replay uses the current device's current stream: make it the input's device.
       c10::DeviceGuard device_guard(input->device());
@@ -228,7 +267,7 @@ at::Tensor* gb_module_forward(gb_module* m, const at::Tensor* input, char** err,
       if (it == m->graphs.end()) {
         try {
           it = m->graphs.emplace(key, capture(m->module, *input, &m->have_pool, &m->pool)).first;
-        } catch (const std::exception& e) {
+        } catch (const CaptureFailed& e) {
           m->cuda_graphs = false;
           m->graphs.clear();
           *warning = copy_string(

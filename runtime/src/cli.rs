@@ -242,3 +242,16 @@ pub struct TuneArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks: no two arguments of a command share a flag, id or env var
+    /// (ModelArgs, ExecutionArgs and the commands' own flags are flattened together).
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

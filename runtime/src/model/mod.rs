@@ -384,6 +384,10 @@ impl LoadedModel {
             Net::Script(m) if m.cuda_graphs_active() => {
                 format!("{}+cuda-graphs", m.applied().as_str())
             }
+            // Some rows may have replayed graphs before a capture failed: say so.
+            Net::Script(m) if m.cuda_graphs_requested() => {
+                format!("{}+cuda-graphs-abandoned", m.applied().as_str())
+            }
             Net::Script(m) => m.applied().as_str().to_string(),
             Net::Native { .. } => "native-tch-vision".to_string(),
         }
@@ -414,13 +418,16 @@ impl LoadedModel {
                 net.forward_t(input, false)
             }),
         }?;
-        self.synchronize();
+        self.synchronize()?;
         Ok(out)
     }
 
-    pub fn synchronize(&self) {
-        if let Device::Cuda(i) = self.config.device {
-            tch::Cuda::synchronize(i as i64);
+    /// Waits for the device to finish its queued work; a CUDA error surfacing here is the batch's
+    /// error, not a panic.
+    pub fn synchronize(&self) -> std::result::Result<(), ForwardError> {
+        match self.config.device {
+            Device::Cuda(i) => catch_torch(|| tch::Cuda::synchronize(i as i64)),
+            _ => Ok(()),
         }
     }
 }

@@ -38,6 +38,8 @@ impl GraphOptimization {
         }
     }
 
+    /// The C side's level. `Auto` is resolved by the caller ([`GraphOptimization::candidates`]);
+    /// were it passed here, it would mean the most a module can get.
     fn level(self) -> c_int {
         match self {
             GraphOptimization::None => 0,
@@ -116,6 +118,7 @@ pub fn cuda_graphs_supported() -> bool {
 pub struct ScriptModule {
     ptr: *mut GbModule,
     applied: GraphOptimization,
+    cuda_graphs: bool,
 }
 
 /// What loading produced besides the module: a reason the asked-for optimisation was not applied.
@@ -175,6 +178,7 @@ impl ScriptModule {
             module: ScriptModule {
                 ptr,
                 applied: GraphOptimization::from_level(applied),
+                cuda_graphs,
             },
             warning,
         })
@@ -183,6 +187,11 @@ impl ScriptModule {
     /// The optimisation actually applied.
     pub fn applied(&self) -> GraphOptimization {
         self.applied
+    }
+
+    /// True when the module was loaded to replay CUDA graphs.
+    pub fn cuda_graphs_requested(&self) -> bool {
+        self.cuda_graphs
     }
 
     /// True while forward replays CUDA graphs (a failed capture turns them off for good).

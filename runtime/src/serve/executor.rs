@@ -207,21 +207,25 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
             .queue_wait
             .observe(started.duration_since(j.arrived).as_secs_f64());
     }
-    // The staging buffer is reused: whatever a failed batch left in flight must be finished.
-    model.synchronize();
+    // The staging buffer is reused: forward synchronises after a batch that ran, and this covers a
+    // batch that failed with work still in flight. A CUDA error here fails this batch.
+    let ready = model.synchronize();
     if run_size > items {
         shared
             .metrics
             .padding_items
             .inc_by(u64::from(run_size - items));
     }
-    let result = staging
-        .batch(
-            jobs.iter().map(|j| &j.request.data),
-            &shape,
-            model.config.device,
-        )
-        .map_err(crate::model::ForwardError::Failed)
+    let result = ready
+        .and_then(|()| {
+            staging
+                .batch(
+                    jobs.iter().map(|j| &j.request.data),
+                    &shape,
+                    model.config.device,
+                )
+                .map_err(crate::model::ForwardError::Failed)
+        })
         .and_then(|host| crate::model::catch_torch(|| to_model_input(host, model)))
         .and_then(|input| model.forward(&input))
         .and_then(|out| {
@@ -323,13 +327,26 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
         .output_item_shape
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = Some(model.output_item_shape().to_vec());
+    let mut staging = Staging::default();
+    // The largest batch's buffer now (pinned memory is slow to allocate), not under live traffic.
+    if let Some(kind) = super::staging::request_kind(model.config.dtype) {
+        let elements = model.config.item_shape.iter().product::<i64>().max(0) as usize;
+        let elements = elements.saturating_mul(shared.max_batch as usize);
+        if let Err(e) = staging.reserve(kind, elements, model.config.device) {
+            tracing::warn!("{e}; batches will allocate their own");
+        }
+    }
+    if model.config.cuda_graphs && !pad {
+        tracing::warn!(
+            "CUDA graphs without padded batches: every new batch size is captured when it first arrives, under live traffic"
+        );
+    }
     *shared
         .not_ready_reason
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = None;
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!("model ready");
-    let mut staging = Staging::default();
     while let Some(batch) = next_batch(&shared) {
         run_batch(&model, &mut staging, &shared, batch);
     }

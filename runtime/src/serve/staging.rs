@@ -5,6 +5,8 @@
 //! One buffer per element type serves every batch size: a batch of `n` items is its first `n` rows.
 
 use super::v2::TensorData;
+use crate::model::catch_torch;
+use greenbatch_crds::Dtype;
 use tch::kind::Element;
 use tch::{Device, Kind, Tensor};
 
@@ -12,6 +14,18 @@ use tch::{Device, Kind, Tensor};
 pub struct Staging {
     /// (element kind, the buffer): the data kind is fixed per model, so there is at most one.
     buffer: Option<(Kind, Tensor)>,
+}
+
+/// The element kind requests of a model's declared dtype arrive as (the server decodes float32,
+/// int64, int32 and uint8; other dtypes are refused at start-up).
+pub fn request_kind(dtype: Dtype) -> Option<Kind> {
+    match dtype {
+        Dtype::Float32 => Some(Kind::Float),
+        Dtype::Int64 => Some(Kind::Int64),
+        Dtype::Int32 => Some(Kind::Int),
+        Dtype::Uint8 => Some(Kind::Uint8),
+        _ => None,
+    }
 }
 
 /// The elements of one request, by type.
@@ -24,78 +38,91 @@ fn kind_of(data: &TensorData) -> Kind {
     }
 }
 
-/// Copies `parts` one after another into `dst` and zero-fills the rest (padding items). Returns
-/// false, copying nothing more, if the parts do not fit — the caller sized `dst`, so that is a bug,
-/// reported as a failed batch rather than a panic in the executor.
-fn fill<'a, T: Element + Copy + 'a>(dst: &mut [T], parts: impl Iterator<Item = &'a [T]>) -> bool {
+/// Copies `parts` one after another into `dst` and zero-fills the rest (padding items). A part of
+/// another element type (`None`) or parts that overflow `dst` are errors, not panics or shifted
+/// rows: the caller sized `dst` and the decoder admits one datatype, so either is a bug.
+fn fill<'a, T: Element + Copy + 'a>(
+    dst: &mut [T],
+    parts: impl Iterator<Item = Option<&'a [T]>>,
+) -> Result<(), String> {
     let mut offset = 0;
     for p in parts {
-        let Some(slot) = dst.get_mut(offset..offset + p.len()) else {
-            return false;
-        };
+        let p = p.ok_or("requests of different element types in one batch")?;
+        let slot = dst
+            .get_mut(offset..offset + p.len())
+            .ok_or("the requests do not fit the batch shape")?;
         slot.copy_from_slice(p);
         offset += p.len();
     }
     dst[offset..].fill(T::ZERO);
-    true
+    Ok(())
 }
 
 impl Staging {
+    /// Makes sure a buffer of `elements` elements of `kind` exists (pinned for a CUDA `device`), so
+    /// the largest batch does not allocate under live traffic.
+    pub fn reserve(&mut self, kind: Kind, elements: usize, device: Device) -> Result<(), String> {
+        let fits = matches!(&self.buffer, Some((k, t)) if *k == kind && t.numel() >= elements);
+        if !fits {
+            let size = i64::try_from(elements).map_err(|_| "batch too large".to_string())?;
+            let t = catch_torch(|| {
+                let t = Tensor::empty([size], (kind, Device::Cpu));
+                if device.is_cuda() {
+                    t.pin_memory(device)
+                } else {
+                    t
+                }
+            })
+            .map_err(|e| format!("cannot allocate the batch buffer: {e}"))?;
+            self.buffer = Some((kind, t));
+        }
+        Ok(())
+    }
+
     /// The host tensor of shape `shape` (leading dimension: the run size) holding every request's
     /// data in order, then zeros. `device` decides pinning. The returned tensor is a view of the
-    /// reused buffer: the caller must be done with it (its device copy complete, its output read)
-    /// before the next call — the executor runs one batch at a time and synchronises each.
+    /// reused buffer and must be consumed within the batch that asked for it: its device copy
+    /// complete and its output read before the next call (the executor runs one batch at a time and
+    /// synchronises each).
     pub fn batch<'a>(
         &mut self,
         data: impl Iterator<Item = &'a TensorData> + Clone,
         shape: &[i64],
         device: Device,
     ) -> Result<Tensor, String> {
-        let Some(first) = data.clone().next() else {
-            return Err("an empty batch".into());
-        };
+        let first = data.clone().next().ok_or("an empty batch")?;
         let kind = kind_of(first);
         let total: i64 = shape.iter().product();
         let total = usize::try_from(total).map_err(|_| format!("bad batch shape {shape:?}"))?;
-        let reusable = matches!(&self.buffer, Some((k, t)) if *k == kind && t.numel() >= total);
-        if !reusable {
-            // Grows to the largest batch seen (at most the max batch size), then stays.
-            let t = Tensor::empty([total as i64], (kind, Device::Cpu));
-            let t = if device.is_cuda() {
-                t.pin_memory(device)
-            } else {
-                t
-            };
-            self.buffer = Some((kind, t));
-        }
+        // Grows to the largest batch seen (at most the max batch size), then stays.
+        self.reserve(kind, total, device)?;
         let (_, buffer) = self.buffer.as_ref().ok_or("no staging buffer")?;
         debug_assert!(buffer.is_contiguous() && buffer.device() == Device::Cpu);
         macro_rules! fill_as {
             ($variant:ident, $t:ty) => {{
                 // SAFETY: `buffer` is a contiguous CPU tensor of at least `total` elements of
-                // `$t` (its kind was checked above), owned by `self`, and no other view of it is
+                // `$t` (`reserve` made it of this kind), owned by `self`, and no other view of it is
                 // in use: the previous batch's copy and output were finished before this call.
                 let dst =
                     unsafe { std::slice::from_raw_parts_mut(buffer.data_ptr() as *mut $t, total) };
                 fill(
                     dst,
-                    data.filter_map(|d| match d {
+                    data.map(|d| match d {
                         TensorData::$variant(v) => Some(v.as_slice()),
                         _ => None,
                     }),
                 )
             }};
         }
-        let fitted = match kind {
+        match kind {
             Kind::Float => fill_as!(F32, f32),
             Kind::Int64 => fill_as!(I64, i64),
             Kind::Int => fill_as!(I32, i32),
             _ => fill_as!(U8, u8),
-        };
-        if !fitted {
-            return Err(format!("the requests do not fit the batch shape {shape:?}"));
         }
-        Ok(buffer.narrow(0, 0, total as i64).view(shape))
+        .map_err(|e| format!("{e} {shape:?}"))?;
+        let total = total as i64;
+        catch_torch(|| buffer.narrow(0, 0, total).view(shape)).map_err(|e| e.to_string())
     }
 }
 
@@ -130,11 +157,32 @@ mod tests {
     }
 
     #[test]
-    fn requests_that_overflow_the_shape_are_an_error_not_a_panic() {
+    fn overflowing_or_mixed_requests_are_an_error_not_a_panic_or_shifted_rows() {
         let mut s = Staging::default();
         let a = TensorData::F32(vec![1.0; 5]);
         let err = s.batch([&a].into_iter(), &[2, 2], Device::Cpu).unwrap_err();
         assert!(err.contains("do not fit"), "{err}");
         assert!(s.batch(std::iter::empty(), &[1, 2], Device::Cpu).is_err());
+        let (f, i) = (TensorData::F32(vec![1.0]), TensorData::I64(vec![2]));
+        let err = s
+            .batch([&f, &i].into_iter(), &[2, 1], Device::Cpu)
+            .unwrap_err();
+        assert!(err.contains("different element types"), "{err}");
+    }
+
+    #[test]
+    fn a_reserved_buffer_serves_every_smaller_batch_without_reallocating() {
+        let mut s = Staging::default();
+        s.reserve(Kind::Float, 8, Device::Cpu).unwrap();
+        let a = TensorData::F32(vec![5.0; 4]);
+        let p1 = s
+            .batch([&a].into_iter(), &[2, 2], Device::Cpu)
+            .unwrap()
+            .data_ptr();
+        let p2 = s
+            .batch([&a].into_iter(), &[4, 2], Device::Cpu)
+            .unwrap()
+            .data_ptr();
+        assert_eq!(p1, p2);
     }
 }
