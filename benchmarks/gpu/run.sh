@@ -67,6 +67,16 @@ for flags in "" "--cuda-graphs"; do
   kill -TERM "$pid"; wait "$pid"
 done
 
+step "a model that cannot be captured falls back to eager execution with the same outputs"
+"$BIN" serve --model runtime/tests/fixtures/host_sync.pt --shape 3,16,16 --device cuda --bind 127.0.0.1 --port 18081 \
+  --max-batch-size 8 --max-queue-delay-ms 0 --cuda-graphs >"$OUT/check-host-sync.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 120); do curl -sf http://127.0.0.1:18081/v2/health/ready >/dev/null && break; sleep 0.25; done
+timeout 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name host_sync \
+  --model runtime/tests/fixtures/host_sync.pt | tee -a "$OUT/check-outputs.txt"
+kill -TERM "$pid"; wait "$pid"
+grep -c "CUDA graph capture failed" "$OUT/check-host-sync.log" | sed 's/^/capture-failed warnings: /' | tee -a "$OUT/check-outputs.txt"
+
 step "out of memory is a row, not a crash"
 timeout 120 "$BIN" profile --model builtin:resnet18 --shape 3,2048,2048 --candidates 1,1024,2048 --windows 3 \
   --window-seconds 0.2 --warmup-seconds 0 --json "$OUT/oom.json" >"$OUT/oom.txt" 2>&1
