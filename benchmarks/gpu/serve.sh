@@ -43,12 +43,14 @@ policy adaptive --max-batch-size 256 --max-queue-delay-ms 5 --profile "$PROFILE"
 [ -n "${GRAPHS_PROFILE:-}" ] && policy adaptive-graphs --max-batch-size 256 --max-queue-delay-ms 5 --cuda-graphs \
   --profile "$GRAPHS_PROFILE" --slo-ms "$SLO_MS" --percentile 99
 python3 - "$OUT" "$RATES" "$SLO_MS" <<'PY'
-import json, sys
+import json, os, sys
 out, rates, slo = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 print(f"\n| rate req/s | policy | ok/requests | throughput/s | p50 ms | p99 ms | within {slo} ms | J/request |")
 print("|---|---|---|---|---|---|---|---|")
 for rate in rates:
-    for pol in ("batch1", "adaptive"):
+    for pol in ("batch1", "adaptive", "adaptive-graphs"):
+        if pol == "adaptive-graphs" and not os.path.exists(f"{out}/{pol}-{rate}.json"):
+            continue
         try:
             r = json.load(open(f"{out}/{pol}-{rate}.json"))
         except Exception as e:
@@ -57,4 +59,4 @@ for rate in rates:
         att = r.get("slo_attainment")
         print(f"| {rate} | {pol} | {r['ok']}/{r['requests']} | {f(r['throughput_per_second'], 0)} | {f(r['latency_p50_ms'])} | {f(r['latency_p99_ms'])} | {f(att and att * 100, 1)}% | {f(r.get('joules_per_inference'), 3)} |")
 PY
-grep -h "adaptive batching" "$OUT/serve-adaptive.log" | tail -n 5
+grep -h "adaptive batching" "$OUT"/serve-adaptive*.log | tail -n 8

@@ -96,7 +96,7 @@ pub enum DecisionError {
 pub enum EnergyBasis {
     /// Joules measured by a meter (see the profile's meter kind).
     Measured,
-    /// No energy was measured: GPU time per inference stands in as the proxy, and all joule fields
+    /// No energy was measured: device time per inference stands in as the proxy, and all joule fields
     /// are `None`.
     LatencyProxy,
 }
@@ -412,7 +412,7 @@ fn explain(
             format!("{} per inference{saving}", fmt_joules(j))
         }
         (None, EnergyBasis::LatencyProxy) => {
-            "no energy measured, so chosen by GPU time per inference".to_string()
+            "no energy measured, so chosen by device time per inference (the batch's latency / its size)".to_string()
         }
         (None, EnergyBasis::Measured) => "energy unknown at this point".to_string(),
     };
