@@ -341,14 +341,31 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
             "CUDA graphs without padded batches: every new batch size is captured when it first arrives, under live traffic"
         );
     }
+    let device = match model.config.device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    };
+    let mut graph = model.graph();
+    let model_info = |graph: &str| super::metrics::ModelLabels {
+        device: device.clone(),
+        graph: graph.to_string(),
+    };
+    shared.metrics.set_model_info(model_info(&graph));
     *shared
         .not_ready_reason
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = None;
     shared.ready.store(true, Ordering::Relaxed);
-    tracing::info!("model ready");
+    tracing::info!(graph, "model ready");
     while let Some(batch) = next_batch(&shared) {
         run_batch(&model, &mut staging, &shared, batch);
+        if model.config.cuda_graphs {
+            let now = model.graph();
+            if now != graph {
+                shared.metrics.set_model_info(model_info(&now));
+                graph = now;
+            }
+        }
     }
     shared.stopped.store(true, Ordering::Relaxed);
     tracing::info!("executor drained and stopped");

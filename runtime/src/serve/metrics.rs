@@ -14,6 +14,14 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// What is being served: the device and how the model's graph was prepared (`measuredOn.graph`
+/// in a profile).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub device: String,
+    pub graph: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<CodeLabel, Counter>,
@@ -31,6 +39,8 @@ pub struct Metrics {
     pub max_queue_delay: Gauge<f64, AtomicU64>,
     pub adjustments: Counter,
     pub padding_items: Counter,
+    /// 1 for the model as it runs now (an info-style metric: the labels carry the value).
+    pub model_info: Family<ModelLabels, Gauge>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -58,6 +68,7 @@ impl Metrics {
             max_queue_delay: Gauge::default(),
             adjustments: Counter::default(),
             padding_items: Counter::default(),
+            model_info: Family::default(),
             registry: Registry::with_prefix("greenbatch"),
         };
         let registry = &mut m.registry;
@@ -138,7 +149,19 @@ impl Metrics {
             "Zero items added to batches to run them at a warmed-up batch shape",
             m.padding_items.clone(),
         );
+        registry.register(
+            "model_info",
+            "The model being served: its device and graph preparation (value 1)",
+            m.model_info.clone(),
+        );
         m
+    }
+
+    /// Records what is served now, replacing what was recorded before (CUDA graphs can be abandoned
+    /// at run time).
+    pub fn set_model_info(&self, labels: ModelLabels) {
+        self.model_info.clear();
+        self.model_info.get_or_create(&labels).set(1);
     }
 
     pub fn encode(&self) -> String {
