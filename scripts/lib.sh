@@ -27,6 +27,7 @@ apt_install() {
 build_runtime_release() {
   . "$(bash scripts/setup-libtorch.sh)"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
-  cargo build --quiet --release --locked -p greenbatch-runtime
+  # stdin from /dev/null: see scripts/test.sh (cargo's target probe reads it).
+  cargo build --quiet --release --locked -p greenbatch-runtime </dev/null
   BIN="$CARGO_TARGET_DIR/release/greenbatch-runtime"
 }
