@@ -27,7 +27,6 @@ apt_install() {
 build_runtime_release() {
   . "$(bash scripts/setup-libtorch.sh)"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
-  # stdin from /dev/null: see scripts/test.sh (cargo's target probe reads it).
-  cargo build --quiet --release --locked -p greenbatch-runtime </dev/null
+  cargo build --quiet --release --locked -p greenbatch-runtime
   BIN="$CARGO_TARGET_DIR/release/greenbatch-runtime"
 }

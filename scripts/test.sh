@@ -4,10 +4,6 @@
 # runtime tests on real libtorch (CPU), and integration tests against a real kube-apiserver + etcd.
 # Downloads and builds are cached under $GREENBATCH_CACHE (default ~/.cache/greenbatch).
 set -euo pipefail
-# Nothing here reads input. cargo hands its stdin to `rustc -` when it probes the target and caches
-# a failed probe in the target dir, so stray bytes on an inherited stdin would break every later
-# build with "failed to run `rustc` to learn about target-specific information" (seen here).
-exec </dev/null
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 started=$(date +%s)

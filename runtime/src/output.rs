@@ -1,5 +1,8 @@
 //! Writing results without half-written files: the destination is checked before the (long)
 //! measurement starts, and the file appears only complete (written beside it, then renamed).
+//! Destinations that are not regular files (`/dev/null`, a FIFO, `/dev/stdout`) are written in
+//! place: renaming over them would replace the device with a file — which is how a run with
+//! `--json /dev/null` once turned this machine's /dev/null into a regular file.
 
 use crate::error::{Result, RuntimeError};
 use std::io::Write;
@@ -11,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub enum JsonSink {
     Stdout,
     File(PendingFile),
+    /// A device, FIFO or socket: opened and written when the result is ready.
+    InPlace(PathBuf),
 }
 
 pub struct PendingFile {
@@ -39,6 +44,20 @@ impl JsonSink {
     pub fn prepare(path: &Path) -> Result<Self> {
         if path.as_os_str() == "-" {
             return Ok(JsonSink::Stdout);
+        }
+        // A symlink is followed: the file it points to is replaced, the link stays.
+        let resolved;
+        let path = match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                resolved = std::fs::canonicalize(path).map_err(|e| out_err(path, e))?;
+                resolved.as_path()
+            }
+            _ => path,
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(out_err(path, "is a directory")),
+            Ok(m) if !m.is_file() => return Ok(JsonSink::InPlace(path.to_path_buf())),
+            _ => {}
         }
         let dir = path
             .parent()
@@ -75,6 +94,11 @@ impl JsonSink {
                 println!("{contents}");
                 Ok(())
             }
+            JsonSink::InPlace(path) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(contents.as_bytes()))
+                .map_err(|e| out_err(&path, e)),
             JsonSink::File(mut pending) => {
                 let Some(mut file) = pending.file.take() else {
                     return Err(out_err(&pending.path, "already written"));
@@ -106,6 +130,53 @@ mod tests {
             err.to_string().contains("/nonexistent-dir/x/profile.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn devices_and_fifos_are_written_in_place_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        let sink = JsonSink::prepare(&fifo).unwrap();
+        assert!(matches!(sink, JsonSink::InPlace(_)));
+        sink.commit("{\"ok\":1}").unwrap();
+        assert_eq!(reader.join().unwrap(), "{\"ok\":1}");
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+        // The same path a user gives for "throw it away": it must stay a character device.
+        let null = JsonSink::prepare(Path::new("/dev/null")).unwrap();
+        assert!(matches!(null, JsonSink::InPlace(_)));
+        null.commit("{}").unwrap();
+        let kind = std::fs::metadata("/dev/null").unwrap().file_type();
+        assert!(kind.is_char_device(), "/dev/null was replaced: {kind:?}");
+        assert!(
+            JsonSink::prepare(dir.path()).is_err(),
+            "a directory is not a destination"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_destination_keeps_its_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.json");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        JsonSink::prepare(&link).unwrap().commit("new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
     }
 
     #[test]
