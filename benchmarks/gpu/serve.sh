@@ -22,9 +22,17 @@ if python3 -c 'import torch' 2>/dev/null; then
   TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
   export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+# The server and the load generator on separate cores where the host has enough (taskset from
+# util-linux), so the client's work does not eat into the server's.
+SERVER_CPUS=(); CLIENT_CPUS=()
+n=$(nproc 2>/dev/null || echo 1)
+if command -v taskset >/dev/null && [ "$n" -ge 8 ]; then
+  SERVER_CPUS=(taskset -c "0-$((n / 2 - 1))"); CLIENT_CPUS=(taskset -c "$((n / 2))-$((n - 1))")
+  echo "server on cores 0-$((n / 2 - 1)), load generator on $((n / 2))-$((n - 1))"
+fi
 policy() {
   local name=$1; shift
-  "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 $EXTRA "$@" \
+  "${SERVER_CPUS[@]}" "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 $EXTRA "$@" \
     >"$OUT/serve-$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 240); do
@@ -33,7 +41,7 @@ policy() {
   done
   for rate in $RATES; do
     echo "== $(date +%T) $name at $rate req/s"
-    "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
+    "${CLIENT_CPUS[@]}" "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
       --slo-ms "$SLO_MS" --threads 8 --json "$OUT/$name-$rate.json" >/dev/null 2>>"$OUT/loadgen.log" || echo "loadgen failed"
   done
   kill -TERM "$pid"; wait "$pid"; echo "server exit $?"
