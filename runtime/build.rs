@@ -41,6 +41,10 @@ fn main() {
         println!("cargo:rustc-env=GREENBATCH_LIBTORCH_CUDA=0");
     }
     println!("cargo:rustc-env=GREENBATCH_LIBTORCH_LIB={}", lib.display());
+    println!(
+        "cargo:rustc-env=GREENBATCH_BUILT_WITH_CUDA_GRAPHS={}",
+        if cuda_include.is_some() { "yes" } else { "no" }
+    );
 }
 
 /// The headers sit beside `lib/` in both layouts torch-sys accepts (a libtorch zip, or the `torch`

@@ -27,6 +27,7 @@ step() { echo "== $(date +%T) $*"; }
 step "host"
 nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,temperature.gpu --format=csv | tee "$OUT/host.txt"
 python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$OUT/host.txt"
+"$BIN" --version | tee -a "$OUT/host.txt"
 step "link check"
 if ldd "$BIN" | grep -q libtorch_cuda.so; then echo "ok: $BIN links libtorch_cuda.so"; else echo "FAIL: libtorch_cuda.so not linked"; fi | tee -a "$OUT/host.txt"
 

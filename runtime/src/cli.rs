@@ -6,10 +6,23 @@ use crate::model::GraphOptimization;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `--version`: what this binary was built with, so an image or a GPU host can be checked before
+/// any work (is CUDA linked in, can it capture CUDA graphs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nlibtorch: ",
+    env!("GREENBATCH_LIBTORCH_LIB"),
+    "\nlibtorch with CUDA: ",
+    env!("GREENBATCH_LIBTORCH_CUDA"),
+    "\nCUDA graphs (--cuda-graphs): ",
+    env!("GREENBATCH_BUILT_WITH_CUDA_GRAPHS"),
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "greenbatch-runtime",
     version,
+    long_version = LONG_VERSION,
     about = "Measure, choose and serve the energy-optimal batch size of a model"
 )]
 pub struct Cli {

@@ -518,3 +518,43 @@ fn the_binary_links_libtorch_cuda_when_libtorch_has_it() {
         assert!(!listing.contains("libtorch_cuda.so"));
     }
 }
+
+#[test]
+fn the_version_says_what_the_binary_was_built_with() {
+    let o = bin().arg("--version").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    // This build's libtorch is the CUDA wheel with the CUDA headers installed (setup-libtorch.sh);
+    // the binary must say what it has, and agree with what --cuda-graphs finds.
+    let graphs = if out.contains("CUDA graphs (--cuda-graphs): yes") {
+        true
+    } else if out.contains("CUDA graphs (--cuda-graphs): no") {
+        false
+    } else {
+        panic!("no CUDA graphs line in:\n{out}")
+    };
+    let lib = Path::new(env!("GREENBATCH_LIBTORCH_LIB"));
+    let cuda = lib.join("libtorch_cuda.so").exists();
+    assert!(
+        out.contains(&format!("libtorch with CUDA: {}", u8::from(cuda))),
+        "{out}"
+    );
+    assert!(!graphs || cuda, "graphs claimed without CUDA:\n{out}");
+    // With the PyPI torch and the nvidia-cuda-crt wheel beside it (scripts/setup-libtorch.sh),
+    // build.rs must find the headers: a regression there would silently drop --cuda-graphs.
+    let wheel_headers = lib
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|site| std::fs::read_dir(site.join("nvidia")).ok())
+        .is_some_and(|dirs| {
+            dirs.flatten()
+                .any(|d| d.path().join("include/crt/host_config.h").exists())
+        });
+    if cuda && wheel_headers {
+        assert!(
+            graphs,
+            "CUDA headers are installed but the build has no graphs:\n{out}"
+        );
+    }
+}
