@@ -84,6 +84,13 @@ timeout 120 "$BIN" profile --model builtin:resnet18 --shape 3,2048,2048 --candid
 echo "exit $?" | tee -a "$OUT/oom.txt"
 tail -n 8 "$OUT/oom.txt"
 
+step "fp16 and bf16 on CUDA (explicit options): a short profile each"
+for p in fp16 bf16; do
+  timeout 90 "$BIN" profile --model "$WORK/resnet50.pt" --precision "$p" --candidates 1,32 --windows 3 \
+    --window-seconds 0.3 --warmup-seconds 0.5 --json "$OUT/$p-resnet50.json" >"$OUT/$p.txt" 2>&1
+  echo "$p exit $?"; tail -n 4 "$OUT/$p.txt"
+done
+
 step "tune on the GPU (resnet50, p95 <= 10 ms) from the saved profile"
 "$BIN" tune --from-profile "$OUT/rust1-resnet50.json" --slo-ms 10 --percentile 95 --plot "$OUT/tune-resnet50.svg" | tail -n 9
 step "done"
