@@ -153,6 +153,8 @@ Captured capture(torch::jit::Module& module, const at::Tensor& example, bool* ha
     *have_pool = true;
   }
   c.graph = std::make_unique<Graph>();
+  // Global capture mode (the default): a CUDA call from another thread during the capture would
+  // invalidate it. The runtime's other threads (HTTP, the energy meter) make none; NVML is not CUDA.
   c.graph->capture_begin(*pool);
   try {
     c.output = run_forward(module, c.input);
