@@ -259,7 +259,13 @@ impl Ctx<'_> {
     fn static_candidate(&self, p: &OperatingPoint) -> Candidate {
         let headroom = self.budget_ms - p.exec_pct_ms;
         let feasible = headroom >= 0.0;
-        let delay = headroom.max(0.0);
+        // A batch of one is full the moment its request arrives: a max queue delay would never be
+        // used, and reporting one would overstate the expected latency.
+        let delay = if p.batch_size <= 1 {
+            0.0
+        } else {
+            headroom.max(0.0)
+        };
         let cost = match self.basis {
             EnergyBasis::Measured => p.joules_per_inference.unwrap_or(f64::INFINITY),
             EnergyBasis::LatencyProxy => p.exec_s / f64::from(p.batch_size),

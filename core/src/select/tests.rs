@@ -197,6 +197,36 @@ fn at_a_known_rate_idle_power_and_capacity_drive_the_choice() {
 }
 
 #[test]
+fn a_batch_of_one_never_waits() {
+    // Fixed at batch 1 with a generous SLO: the budget would allow a long delay, but a batch of one
+    // closes when its request arrives, so the delay is zero and the expected latency is execution.
+    let s = choose(
+        &h200("resnet50"),
+        p95(100.0),
+        BatchingMode::Fixed(1),
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert_eq!(s.choice.batch_size, 1);
+    assert_eq!(s.choice.max_queue_delay_ms, 0.0);
+    let exec_p95 = h200("resnet50").rows[0].latency_ms.p95;
+    assert_eq!(s.choice.expected_latency_ms, exec_p95);
+    // A larger batch still gets the budget to fill.
+    let s = choose(
+        &h200("resnet50"),
+        p95(100.0),
+        BatchingMode::Fixed(8),
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert!(s.choice.max_queue_delay_ms > 0.0, "{:?}", s.choice);
+}
+
+#[test]
 fn no_energy_falls_back_to_the_latency_proxy_and_says_so() {
     let mut profile = h200("resnet50");
     profile.meter = MeterKind::None;
