@@ -27,6 +27,14 @@ impl std::str::FromStr for DeviceArg {
     }
 }
 
+/// A device as profiles and metrics name it: `cuda:N` or `cpu`.
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}
+
 /// True when this binary was linked against a libtorch with CUDA support (see build.rs).
 pub fn linked_with_cuda() -> bool {
     env!("GREENBATCH_LIBTORCH_CUDA") == "1"

@@ -342,10 +342,7 @@ pub fn measure(model: &LoadedModel, protocol: &ProtocolArgs) -> Result<EnergyPro
         (cpu_model(), None)
     };
     let measured_on = MeasuredOn {
-        device: match device {
-            Device::Cuda(i) => format!("cuda:{i}"),
-            _ => "cpu".into(),
-        },
+        device: crate::device::name(device),
         device_name,
         driver_version: driver,
         host: host_name(),

@@ -220,7 +220,8 @@ fn load_script(path: &Path, config: &ModelConfig, kind: Kind) -> Result<ScriptMo
 }
 
 /// Median of three timed forwards after an untimed one (a new shape may make the TorchScript
-/// executor re-specialise); None if the module rejects the input.
+/// executor re-specialise); None if the module rejects the input. Host timing without a device
+/// synchronisation: preparations are only compared on the CPU (`GraphOptimization::candidates`).
 fn median_forward_ms(module: &ScriptModule, input: &Tensor) -> Option<f64> {
     let _ = module.forward(input).ok()?;
     let mut ms: Vec<f64> = (0..3)

@@ -341,10 +341,7 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
             "CUDA graphs without padded batches: every new batch size is captured when it first arrives, under live traffic"
         );
     }
-    let device = match model.config.device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    };
+    let device = crate::device::name(model.config.device);
     let mut graph = model.graph();
     let model_info = |graph: &str| super::metrics::ModelLabels {
         device: device.clone(),
