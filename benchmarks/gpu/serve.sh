@@ -44,6 +44,7 @@ policy() {
     "${CLIENT_CPUS[@]}" "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
       --slo-ms "$SLO_MS" --threads 8 --json "$OUT/$name-$rate.json" >/dev/null 2>>"$OUT/loadgen.log" || echo "loadgen failed"
   done
+  curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-$name.txt" || echo "no metrics from $name"
   kill -TERM "$pid"; wait "$pid"; echo "server exit $?"
 }
 policy batch1 --max-batch-size 1 --max-queue-delay-ms 0
@@ -66,5 +67,18 @@ for rate in rates:
         f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"
         att = r.get("slo_attainment")
         print(f"| {rate} | {pol} | {r['ok']}/{r['requests']} | {f(r['throughput_per_second'], 0)} | {f(r['latency_p50_ms'])} | {f(r['latency_p99_ms'])} | {f(att and att * 100, 1)}% | {f(r.get('joules_per_inference'), 3)} |")
+PY
+# Where the executor's time went over each policy's whole run (all rates): if the server, not the
+# device, limits throughput, this says which stage.
+python3 - "$OUT" <<'PY'
+import glob, os, re, sys
+print("\n| policy | batches | assemble s | forward s | respond s |")
+print("|---|---|---|---|---|")
+for path in sorted(glob.glob(f"{sys.argv[1]}/metrics-*.txt")):
+    text = open(path).read()
+    val = lambda pat: next((float(m.group(1)) for m in re.finditer(pat + r" ([0-9.eE+-]+)", text)), float("nan"))
+    stage = lambda s: val(r'greenbatch_executor_seconds_total\{stage="' + s + r'"\}')
+    name = os.path.basename(path)[len("metrics-"):-len(".txt")]
+    print(f"| {name} | {val('greenbatch_batches_total'):.0f} | {stage('assemble'):.2f} | {stage('forward'):.2f} | {stage('respond'):.2f} |")
 PY
 grep -h "adaptive batching" "$OUT"/serve-adaptive*.log | tail -n 8

@@ -312,12 +312,16 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
         "greenbatch_power_watts",
         "greenbatch_queue_depth",
         "greenbatch_max_batch_size 8",
+        "greenbatch_executor_seconds_total{stage=\"assemble\"}",
+        "greenbatch_executor_seconds_total{stage=\"forward\"}",
+        "greenbatch_executor_seconds_total{stage=\"respond\"}",
         // auto on the CPU: frozen, optimised for inference if that timed faster
         "greenbatch_model_info{device=\"cpu\",graph=\"torchscript-frozen",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert!(metric(b, "greenbatch_inferences_total").await >= 28.0);
+    assert!(metric(b, "greenbatch_executor_seconds_total{stage=\"forward\"}").await > 0.0);
     match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

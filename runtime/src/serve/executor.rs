@@ -216,7 +216,8 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
             .padding_items
             .inc_by(u64::from(run_size - items));
     }
-    let result = ready
+    let metrics = &shared.metrics;
+    let input = ready
         .and_then(|()| {
             staging
                 .batch(
@@ -226,21 +227,25 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
                 )
                 .map_err(crate::model::ForwardError::Failed)
         })
-        .and_then(|host| crate::model::catch_torch(|| to_model_input(host, model)))
-        .and_then(|input| model.forward(&input))
-        .and_then(|out| {
-            crate::model::catch_torch(|| {
-                // Only the real items' rows leave the device; padding rows are dropped here.
-                let out = out
-                    .narrow(0, 0, i64::from(items))
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float)
-                    .contiguous();
-                let dims = out.size();
-                let flat: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap_or_default();
-                (dims, flat)
-            })
-        });
+        .and_then(|host| crate::model::catch_torch(|| to_model_input(host, model)));
+    metrics.add_stage_time("assemble", started);
+    let forward_started = Instant::now();
+    let output = input.and_then(|input| model.forward(&input));
+    metrics.add_stage_time("forward", forward_started);
+    let respond_started = Instant::now();
+    let result = output.and_then(|out| {
+        crate::model::catch_torch(|| {
+            // Only the real items' rows leave the device; padding rows are dropped here.
+            let out = out
+                .narrow(0, 0, i64::from(items))
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            let dims = out.size();
+            let flat: Vec<f32> = Vec::<f32>::try_from(out.flatten(0, -1)).unwrap_or_default();
+            (dims, flat)
+        })
+    });
     shared.busy.add(started.elapsed());
     shared.metrics.batches.inc();
     shared.metrics.batch_size.observe(f64::from(items));
@@ -279,6 +284,7 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
             }
         }
     }
+    metrics.add_stage_time("respond", respond_started);
 }
 
 /// The executor thread's body: load, signal readiness, serve batches until drained.

@@ -14,6 +14,14 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A stage of the executor's work on one batch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// `assemble` (staging the requests, copy to the device), `forward` (the model, synchronised),
+    /// `respond` (outputs back to the host, split per request, sent).
+    pub stage: String,
+}
+
 /// What is being served: the device and how the model's graph was prepared (`measuredOn.graph`
 /// in a profile).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +49,9 @@ pub struct Metrics {
     pub padding_items: Counter,
     /// 1 for the model as it runs now (an info-style metric: the labels carry the value).
     pub model_info: Family<ModelLabels, Gauge>,
+    /// Executor time per stage: where a batch's time goes when the server, not the device, limits
+    /// throughput.
+    pub executor_seconds: Family<StageLabel, Counter<f64, AtomicU64>>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -69,6 +80,7 @@ impl Metrics {
             adjustments: Counter::default(),
             padding_items: Counter::default(),
             model_info: Family::default(),
+            executor_seconds: Family::default(),
             registry: Registry::with_prefix("greenbatch"),
         };
         let registry = &mut m.registry;
@@ -149,6 +161,12 @@ impl Metrics {
             "Zero items added to batches to run them at a warmed-up batch shape",
             m.padding_items.clone(),
         );
+        registry.register_with_unit(
+            "executor",
+            "Executor time per stage of a batch: assemble (staging, copy to the device), forward (the model, synchronised), respond (outputs back, split, sent)",
+            Unit::Seconds,
+            m.executor_seconds.clone(),
+        );
         registry.register(
             "model_info",
             "The model being served: its device and graph preparation (value 1)",
@@ -176,6 +194,15 @@ impl Metrics {
     /// `# EOF` line.
     pub fn encode_prometheus_text(&self) -> String {
         to_prometheus_text(&self.encode())
+    }
+
+    /// Adds the time since `since` to an executor stage.
+    pub fn add_stage_time(&self, stage: &str, since: std::time::Instant) {
+        self.executor_seconds
+            .get_or_create(&StageLabel {
+                stage: stage.to_string(),
+            })
+            .inc_by(since.elapsed().as_secs_f64());
     }
 
     pub fn count_request(&self, code: u16) {
