@@ -169,6 +169,24 @@ Captured capture(torch::jit::Module& module, const at::Tensor& example, bool* ha
     abandon_capture(*c.graph, index, *pool);
     throw CaptureFailed(why);
   }
+  // A replay must reproduce an eager run of the same input before it is trusted: a capture that
+  // recorded the wrong thing (a step the TorchScript executor specialised only later, say) must
+  // not silently serve different numbers. Same kernels, so the tolerance only covers
+  // non-deterministic reductions.
+  try {
+    at::Tensor expected = run_forward(module, c.input).clone();
+    c.graph->replay();
+    side.synchronize();
+    const bool half = c.output.scalar_type() == at::kHalf || c.output.scalar_type() == at::kBFloat16;
+    const double rtol = half ? 1e-2 : 1e-3;
+    const double atol = half ? 1e-2 : 1e-4;
+    if (!c.output.sizes().equals(expected.sizes()) ||
+        !at::allclose(c.output, expected, rtol, atol, /*equal_nan=*/true)) {
+      throw std::runtime_error("a replay of the captured graph differs from eager execution");
+    }
+  } catch (const std::exception& e) {
+    throw CaptureFailed(e.what());
+  }
   return c;
 }
 #endif
