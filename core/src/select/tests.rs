@@ -54,6 +54,18 @@ fn pick(model: &str, slo: Slo) -> Selection {
     .unwrap()
 }
 
+/// A fixed batch size on the H200 reference for `model`, no rate, one replica.
+fn fixed(model: &str, slo: Slo, size: u32) -> Result<Selection, DecisionError> {
+    choose(
+        &h200(model),
+        slo,
+        BatchingMode::Fixed(size),
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+}
+
 #[test]
 fn resnet50_with_p95_10ms_picks_batch_32() {
     let s = pick("resnet50", p95(10.0));
@@ -117,15 +129,7 @@ fn missing_percentile_is_an_error_not_a_guess() {
 
 #[test]
 fn fixed_mode_reports_the_cost_against_the_best_feasible() {
-    let s = choose(
-        &h200("resnet50"),
-        p95(10.0),
-        BatchingMode::Fixed(8),
-        None,
-        ReplicaRange::single(),
-        &Policy::default(),
-    )
-    .unwrap();
+    let s = fixed("resnet50", p95(10.0), 8).unwrap();
     assert_eq!(s.choice.batch_size, 8);
     assert!(s.slo_attainable);
     assert_eq!(s.best_alternative.as_ref().map(|c| c.batch_size), Some(32));
@@ -134,15 +138,7 @@ fn fixed_mode_reports_the_cost_against_the_best_feasible() {
         "{}",
         s.reason
     );
-    let err = choose(
-        &h200("resnet50"),
-        p95(10.0),
-        BatchingMode::Fixed(3),
-        None,
-        ReplicaRange::single(),
-        &Policy::default(),
-    )
-    .unwrap_err();
+    let err = fixed("resnet50", p95(10.0), 3).unwrap_err();
     assert_eq!(err, DecisionError::FixedSizeNotProfiled(3));
 }
 
@@ -200,29 +196,13 @@ fn at_a_known_rate_idle_power_and_capacity_drive_the_choice() {
 fn a_batch_of_one_never_waits() {
     // Fixed at batch 1 with a generous SLO: the budget would allow a long delay, but a batch of one
     // closes when its request arrives, so the delay is zero and the expected latency is execution.
-    let s = choose(
-        &h200("resnet50"),
-        p95(100.0),
-        BatchingMode::Fixed(1),
-        None,
-        ReplicaRange::single(),
-        &Policy::default(),
-    )
-    .unwrap();
+    let s = fixed("resnet50", p95(100.0), 1).unwrap();
     assert_eq!(s.choice.batch_size, 1);
     assert_eq!(s.choice.max_queue_delay_ms, 0.0);
     let exec_p95 = h200("resnet50").rows[0].latency_ms.p95;
     assert_eq!(s.choice.expected_latency_ms, exec_p95);
     // A larger batch still gets the budget to fill.
-    let s = choose(
-        &h200("resnet50"),
-        p95(100.0),
-        BatchingMode::Fixed(8),
-        None,
-        ReplicaRange::single(),
-        &Policy::default(),
-    )
-    .unwrap();
+    let s = fixed("resnet50", p95(100.0), 8).unwrap();
     assert!(s.choice.max_queue_delay_ms > 0.0, "{:?}", s.choice);
 }
 
