@@ -4,7 +4,7 @@
 //! copy is a direct DMA that can run asynchronously instead of staging through a driver bounce buffer.
 //! One buffer per element type serves every batch size: a batch of `n` items is its first `n` rows.
 
-use super::v2::TensorData;
+use super::v2::{Datatype, TensorData};
 use crate::model::catch_torch;
 use greenbatch_crds::Dtype;
 use tch::kind::Element;
@@ -16,16 +16,15 @@ pub struct Staging {
     buffer: Option<(Kind, Tensor)>,
 }
 
-/// The element kind requests of a model's declared dtype arrive as (the server decodes float32,
-/// int64, int32 and uint8; other dtypes are refused at start-up).
+/// The element kind requests of a model's declared dtype arrive as; `None` for dtypes the server
+/// does not decode (which `v2::Datatype::from_dtype` decides, and start-up refuses).
 pub fn request_kind(dtype: Dtype) -> Option<Kind> {
-    match dtype {
-        Dtype::Float32 => Some(Kind::Float),
-        Dtype::Int64 => Some(Kind::Int64),
-        Dtype::Int32 => Some(Kind::Int),
-        Dtype::Uint8 => Some(Kind::Uint8),
-        _ => None,
-    }
+    Datatype::from_dtype(dtype).map(|d| match d {
+        Datatype::Fp32 => Kind::Float,
+        Datatype::Int64 => Kind::Int64,
+        Datatype::Int32 => Kind::Int,
+        Datatype::Uint8 => Kind::Uint8,
+    })
 }
 
 /// The elements of one request, by type.
