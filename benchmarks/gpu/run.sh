@@ -55,27 +55,25 @@ for m in $MODELS; do
   done
 done
 
-step "served outputs match eager PyTorch (default, then --cuda-graphs; padded batches)"
-for flags in "" "--cuda-graphs"; do
-  # shellcheck disable=SC2086
-  "$BIN" serve --model runtime/tests/fixtures/conv_bn.pt --shape 3,16,16 --device cuda --bind 127.0.0.1 --port 18081 \
-    --max-batch-size 8 --max-queue-delay-ms 0 $flags >"$OUT/check-serve.log" 2>&1 &
-  pid=$!
+# check_served LOG FIXTURE [serve flags...]: serves a fixture model on the GPU and compares its
+# replies with eager PyTorch (benchmarks/gpu/check_outputs.py); the server's log goes to $OUT/LOG.
+check_served() {
+  local log=$1 name=$2; shift 2
+  "$BIN" serve --model "runtime/tests/fixtures/$name.pt" --shape 3,16,16 --device cuda --bind 127.0.0.1 --port 18081 \
+    --max-batch-size 8 --max-queue-delay-ms 0 "$@" >"$OUT/$log" 2>&1 &
+  local pid=$!
   for _ in $(seq 1 120); do curl -sf http://127.0.0.1:18081/v2/health/ready >/dev/null && break; sleep 0.25; done
-  echo "serve ${flags:-(default)}:"
-  timeout 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name conv_bn \
-    --model runtime/tests/fixtures/conv_bn.pt | tee -a "$OUT/check-outputs.txt"
+  echo "serve $name ${*:-(default)}:" | tee -a "$OUT/check-outputs.txt"
+  timeout 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name "$name" \
+    --model "runtime/tests/fixtures/$name.pt" | tee -a "$OUT/check-outputs.txt"
   kill -TERM "$pid"; wait "$pid"
-done
+}
+step "served outputs match eager PyTorch (default, then --cuda-graphs; padded batches)"
+check_served check-serve.log conv_bn
+check_served check-serve-graphs.log conv_bn --cuda-graphs
 
 step "a model that cannot be captured falls back to eager execution with the same outputs"
-"$BIN" serve --model runtime/tests/fixtures/host_sync.pt --shape 3,16,16 --device cuda --bind 127.0.0.1 --port 18081 \
-  --max-batch-size 8 --max-queue-delay-ms 0 --cuda-graphs >"$OUT/check-host-sync.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 120); do curl -sf http://127.0.0.1:18081/v2/health/ready >/dev/null && break; sleep 0.25; done
-timeout 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name host_sync \
-  --model runtime/tests/fixtures/host_sync.pt | tee -a "$OUT/check-outputs.txt"
-kill -TERM "$pid"; wait "$pid"
+check_served check-host-sync.log host_sync --cuda-graphs
 grep -c "CUDA graph capture failed" "$OUT/check-host-sync.log" | sed 's/^/capture-failed warnings: /' | tee -a "$OUT/check-outputs.txt"
 
 step "out of memory is a row, not a crash"
