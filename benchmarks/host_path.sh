@@ -35,7 +35,7 @@ run() {
   "$bin" serve --model "$OUT/mean.pt" --shape 3,224,224 --name m --bind 127.0.0.1 --port "$PORT" --threads 1 \
     --meter none --max-batch-size 32 --max-queue-delay-ms 2 --http-threads 2 >"$OUT/$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/v2/health/ready" >/dev/null && break; sleep 0.25; done
+  wait_ready "http://127.0.0.1:$PORT/v2/health/ready" || true
   "$bin" loadgen --url "http://127.0.0.1:$PORT" --model m --concurrency 32 --duration-seconds 10 --threads 2 \
     --json "$OUT/$name.json" >/dev/null
   kill -TERM "$pid"; wait "$pid" || true

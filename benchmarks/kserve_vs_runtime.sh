@@ -22,7 +22,6 @@ COUNT=${COUNT:-40}
 mkdir -p "$OUT"
 . "$(bash scripts/setup-v2-clients.sh)"
 "$PY" benchmarks/python_eager_sweep.py --model resnet18 --trace-to "$OUT/resnet18.pt"
-wait_ready() { for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$PORT/v2/models/resnet18/ready" >/dev/null && return 0; sleep 0.5; done; return 1; }
 # drive NAME PERF_ANALYZER_SHAPE_ARGS...: the runtime takes batch-1 requests as `-b 1` with the item
 # shape (its config has max_batch_size > 0); KServe's config says 0, so the batch dimension is in the shape.
 drive() {
@@ -37,12 +36,12 @@ drive() {
 }
 kserve() {
   "$PY" benchmarks/kserve_server.py --model resnet18 --port "$PORT" --threads "$THREADS" >"$OUT/kserve-$1.log" 2>&1 &
-  local pid=$!; wait_ready; drive "kserve-$1" --shape input__0:1,3,224,224; kill "$pid"; wait "$pid" 2>/dev/null || true
+  local pid=$!; wait_ready "http://127.0.0.1:$PORT/v2/models/resnet18/ready" 120; drive "kserve-$1" --shape input__0:1,3,224,224; kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 runtime() {
   local name=$1; shift
   "$BIN" serve --model "$OUT/resnet18.pt" --name resnet18 --bind 127.0.0.1 --port "$PORT" --threads "$THREADS" --meter none "$@" >"$OUT/$name.log" 2>&1 &
-  local pid=$!; wait_ready; drive "$name" -b 1 --shape input__0:3,224,224; kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  local pid=$!; wait_ready "http://127.0.0.1:$PORT/v2/models/resnet18/ready" 120; drive "$name" -b 1 --shape input__0:3,224,224; kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 log "kserve (A)"; kserve a
 log "runtime, dynamic batching up to 8 (B)"; runtime runtime-dyn --max-batch-size 8 --max-queue-delay-ms 10

@@ -18,7 +18,7 @@ measure() {
   "$BIN" serve --model "$model" --shape "$shape" --name m --bind 127.0.0.1 --port "$PORT" --threads 1 --meter none \
     --max-batch-size 1 --max-queue-delay-ms 0 >"$OUT/$name-serve.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/v2/health/ready" >/dev/null && break; sleep 0.25; done
+  wait_ready "http://127.0.0.1:$PORT/v2/health/ready" || true
   "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model m --concurrency 1 --duration-seconds 10 --threads 1 --json "$OUT/$name-serve.json" >/dev/null
   kill -TERM "$pid"; wait "$pid" || true
   python3 - "$OUT" "$name" <<'PY'

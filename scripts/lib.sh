@@ -22,6 +22,13 @@ apt_install() {
     || { tail -20 "$aptlog" >&2; die "apt-get install ${missing[*]} failed (full log: $aptlog)"; }
 }
 
+# Polls URL until it answers 2xx, for up to SECONDS (default 30); returns 1 if it never does.
+wait_ready() {
+  local url=$1 tries=$(( ${2:-30} * 4 ))
+  for _ in $(seq 1 "$tries"); do curl -sf "$url" >/dev/null && return 0; sleep 0.25; done
+  return 1
+}
+
 # Sets up libtorch, builds greenbatch-runtime in release mode in the shared target dir (so every
 # checkout and CI reuse one build), and sets BIN to the binary. Needs the repository root as cwd.
 build_runtime_release() {
