@@ -379,6 +379,11 @@ impl LoadedModel {
         &self.output_item_shape
     }
 
+    /// True while a TorchScript model replays CUDA graphs.
+    pub fn cuda_graphs_active(&self) -> bool {
+        matches!(&self.net, Net::Script(m) if m.cuda_graphs_active())
+    }
+
     /// How the model's graph was prepared, as recorded in a profile's `measuredOn.graph`.
     pub fn graph(&self) -> String {
         match &self.net {

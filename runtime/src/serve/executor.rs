@@ -348,12 +348,14 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
         );
     }
     let device = crate::device::name(model.config.device);
-    let mut graph = model.graph();
-    let model_info = |graph: &str| super::metrics::ModelLabels {
+    let graph = model.graph();
+    let model_info = |graph: String| super::metrics::ModelLabels {
         device: device.clone(),
-        graph: graph.to_string(),
+        graph,
     };
-    shared.metrics.set_model_info(model_info(&graph));
+    shared.metrics.set_model_info(model_info(graph.clone()));
+    // The only change at run time: CUDA graphs abandoned after a failed capture.
+    let mut graphs_active = model.cuda_graphs_active();
     *shared
         .not_ready_reason
         .lock()
@@ -362,12 +364,9 @@ pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc
     tracing::info!(graph, "model ready");
     while let Some(batch) = next_batch(&shared) {
         run_batch(&model, &mut staging, &shared, batch);
-        if model.config.cuda_graphs {
-            let now = model.graph();
-            if now != graph {
-                shared.metrics.set_model_info(model_info(&now));
-                graph = now;
-            }
+        if graphs_active && !model.cuda_graphs_active() {
+            graphs_active = false;
+            shared.metrics.set_model_info(model_info(model.graph()));
         }
     }
     shared.stopped.store(true, Ordering::Relaxed);
