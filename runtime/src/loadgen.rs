@@ -114,9 +114,10 @@ async fn request_body(
         "UINT8" => (0..n).map(|i| (i % 7) as u8).collect(),
         other => return Err(err(format!("unsupported input datatype {other}"))),
     };
+    // Outputs come back as binary too, as perf_analyzer and tritonclient ask by default.
     let header =
         serde_json::json!({"inputs": [{"name": input["name"], "datatype": datatype, "shape": shape,
-        "parameters": {"binary_data_size": data.len()}}]})
+        "parameters": {"binary_data_size": data.len()}}], "parameters": {"binary_data_output": true}})
         .to_string()
         .into_bytes();
     let header_len = header.len();

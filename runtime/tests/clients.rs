@@ -106,14 +106,22 @@ assert meta["inputs"][0]["name"] == "input__0", meta
 cfg = c.get_model_config("tiny_cnn")
 assert cfg["max_batch_size"] == 8, cfg
 x = np.random.rand(3, 3, 16, 16).astype(np.float32)
-for binary in (False, True):
-    inp = http.InferInput("input__0", list(x.shape), "FP32")
-    inp.set_data_from_numpy(x, binary_data=binary)
-    out = http.InferRequestedOutput("output__0", binary_data=False)
-    r = c.infer("tiny_cnn", [inp], outputs=[out], request_id="req-%d" % binary)
-    y = r.as_numpy("output__0")
-    assert y.shape == (3, 10), y.shape
-    assert r.get_response()["id"] == "req-%d" % binary
+answers = []
+for binary_in in (False, True):
+    for binary_out in (False, True, None):
+        inp = http.InferInput("input__0", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=binary_in)
+        # None: no outputs named, so tritonclient asks for all of them as binary (binary_data_output).
+        outs = None if binary_out is None else [http.InferRequestedOutput("output__0", binary_data=binary_out)]
+        rid = "req-%d-%s" % (binary_in, binary_out)
+        r = c.infer("tiny_cnn", [inp], outputs=outs, request_id=rid)
+        y = r.as_numpy("output__0")
+        assert y is not None and y.shape == (3, 10), y
+        assert r.get_response()["id"] == rid
+        assert ("binary_data_size" in r.get_output("output__0").get("parameters", {})) == (binary_out is not False), r.get_response()
+        answers.append(y)
+for y in answers[1:]:
+    assert np.array_equal(y, answers[0]), "JSON and binary tensors disagree"
 try:
     c.infer("tiny_cnn", [http.InferInput("nope", [1, 3, 16, 16], "FP32").set_data_from_numpy(x[:1])])
     raise SystemExit("an unknown input must fail")

@@ -97,12 +97,13 @@ fn request(items: usize, id: &str) -> Value {
     json!({"id": id, "inputs": [{"name": "input__0", "datatype": "FP32", "shape": [items, 3, 16, 16], "data": vec![0.25f32; items * 768]}]})
 }
 
-async fn post(
+/// An infer request; the answer's status, raw body and headers.
+async fn post_raw(
     base: &str,
     model: &str,
     body: Vec<u8>,
     headers: &[(&str, String)],
-) -> (u16, Value, reqwest::header::HeaderMap) {
+) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
     let mut r = reqwest::Client::new()
         .post(format!("{base}/v2/models/{model}/infer"))
         .body(body);
@@ -111,7 +112,18 @@ async fn post(
     }
     let resp = r.send().await.unwrap();
     let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-    let text = resp.text().await.unwrap();
+    (status, resp.bytes().await.unwrap().to_vec(), headers)
+}
+
+/// An infer request with a JSON answer (a string if the body is not JSON).
+async fn post(
+    base: &str,
+    model: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let (status, bytes, headers) = post_raw(base, model, body, headers).await;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     (
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -257,6 +269,57 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     )
     .await;
     assert_eq!(code, 200, "{out}");
+    let json_rows: Vec<f32> = out["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+
+    // Binary outputs, asked for per output or for the whole request: the JSON header names the byte
+    // count, the same numbers follow as little-endian f32; a per-output `false` overrides the request.
+    let with_head = |head: Value| {
+        let head = head.to_string();
+        let mut body = head.clone().into_bytes();
+        for _ in 0..768 {
+            body.extend_from_slice(&0.5f32.to_le_bytes());
+        }
+        (
+            body,
+            vec![("Inference-Header-Content-Length", head.len().to_string())],
+        )
+    };
+    let input = json!([{"name": "input__0", "datatype": "FP32", "shape": [1, 3, 16, 16], "parameters": {"binary_data_size": 768 * 4}}]);
+    for head in [
+        json!({"inputs": input, "outputs": [{"name": "output__0", "parameters": {"binary_data": true}}]}),
+        json!({"inputs": input, "parameters": {"binary_data_output": true}}),
+    ] {
+        let (body, headers) = with_head(head);
+        let (code, bytes, reply_headers) = post_raw(b, "tiny_cnn", body, &headers).await;
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&bytes));
+        let json_len: usize = reply_headers["inference-header-content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let header: Value = serde_json::from_slice(&bytes[..json_len]).unwrap();
+        assert_eq!(
+            header["outputs"][0],
+            json!({"name": "output__0", "datatype": "FP32", "shape": [1, 10], "parameters": {"binary_data_size": 40}})
+        );
+        let rows: Vec<f32> = bytes[json_len..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(rows, json_rows, "binary and JSON outputs differ");
+    }
+    let (body, headers) = with_head(
+        json!({"inputs": input, "parameters": {"binary_data_output": true}, "outputs": [{"name": "output__0", "parameters": {"binary_data": false}}]}),
+    );
+    let (code, out, reply_headers) = post(b, "tiny_cnn", body, &headers).await;
+    assert_eq!(code, 200, "{out}");
+    assert!(!reply_headers.contains_key("inference-header-content-length"));
+    assert_eq!(out["outputs"][0]["data"].as_array().unwrap().len(), 10);
 
     // Bad input: each a 4xx with {"error": ...}, and the server keeps serving.
     let mut nan_body = head.clone().into_bytes();

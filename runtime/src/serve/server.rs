@@ -4,7 +4,7 @@
 
 use super::batcher::Rejected;
 use super::executor::{Job, Shared};
-use super::v2::{self, InferResponse, OutputTensor, Signature, V2Error};
+use super::v2::{self, EncodedResponse, InferResponse, OutputTensor, Signature, V2Error};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -109,7 +109,7 @@ async fn server_ready(State(app): AppState) -> Response {
 }
 
 async fn server_metadata() -> Response {
-    Json(json!({"name": "greenbatch-runtime", "version": env!("CARGO_PKG_VERSION"), "extensions": []})).into_response()
+    Json(json!({"name": "greenbatch-runtime", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})).into_response()
 }
 
 fn metadata(app: &App) -> serde_json::Value {
@@ -315,13 +315,17 @@ async fn infer_response(
         Ok(r) => r,
         Err(V2Error { status, message }) => return error(status, message),
     };
-    if let Some(unknown) = request.outputs.iter().find(|o| o.as_str() != OUTPUT_NAME) {
+    if let Some(unknown) = request.outputs.iter().find(|o| o.name != OUTPUT_NAME) {
         return error(
             400,
-            format!("unknown output {unknown:?}; the model's output is {OUTPUT_NAME:?}"),
+            format!(
+                "unknown output {:?}; the model's output is {OUTPUT_NAME:?}",
+                unknown.name
+            ),
         );
     }
     let id = request.id.clone();
+    let binary = request.binary_output(OUTPUT_NAME);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job = Job {
         request,
@@ -341,19 +345,41 @@ async fn infer_response(
         };
     }
     match rx.await {
-        Ok(Ok(out)) => Json(InferResponse {
-            model_name: app.model_name.clone(),
-            model_version: "1".into(),
-            id,
-            outputs: vec![OutputTensor {
-                name: OUTPUT_NAME.into(),
-                datatype: "FP32",
-                shape: out.shape,
-                data: out.data,
-            }],
-        })
-        .into_response(),
+        Ok(Ok(out)) => {
+            let response = InferResponse {
+                model_name: app.model_name.clone(),
+                model_version: "1".into(),
+                id,
+                outputs: vec![OutputTensor {
+                    name: OUTPUT_NAME.into(),
+                    shape: out.shape,
+                    data: out.data,
+                    binary,
+                }],
+            };
+            match response.encode() {
+                Ok(encoded) => encoded_response(encoded),
+                Err(V2Error { status, message }) => error(status, message),
+            }
+        }
         Ok(Err(V2Error { status, message })) => error(status, message),
         Err(_) => error(500, "the executor stopped before answering"),
     }
+}
+
+/// A 200 with the encoded body: JSON, or the binary extension's JSON header + raw bytes with the
+/// header's length in `Inference-Header-Content-Length`.
+fn encoded_response(encoded: EncodedResponse) -> Response {
+    let content_type = if encoded.json_len.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    let mut r = Response::new(Body::from(encoded.body));
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(n) = encoded.json_len {
+        headers.insert("inference-header-content-length", HeaderValue::from(n));
+    }
+    r
 }

@@ -4,7 +4,9 @@
 //! Requests may carry tensors as JSON `data` (flat or nested) or with the binary tensor extension
 //! (header `Inference-Header-Content-Length: N`: the first N body bytes are the JSON header, the rest
 //! raw little-endian tensor bytes whose sizes `parameters.binary_data_size` gives), which Triton's
-//! clients and perf_analyzer use by default.
+//! clients and perf_analyzer use by default. Outputs go back the same way when asked
+//! (`parameters.binary_data` on a requested output, or `parameters.binary_data_output` on the
+//! request): the response is then a JSON header followed by the raw output bytes.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -113,13 +115,72 @@ pub struct InferRequest {
     pub id: Option<String>,
     pub items: u32,
     pub data: TensorData,
-    /// Output names asked for; empty means all.
-    pub outputs: Vec<String>,
+    /// Outputs asked for; empty means all.
+    pub outputs: Vec<RequestedOutput>,
+    /// The request's `binary_data_output`: outputs go back as binary unless one says otherwise.
+    pub binary_outputs: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestedOutput {
+    pub name: String,
+    /// Its `parameters.binary_data`, when given.
+    pub binary: Option<bool>,
+}
+
+impl InferRequest {
+    /// Whether output `name` goes back as binary data: its own `binary_data` if the request names
+    /// it, else the request's `binary_data_output` (the extension's precedence).
+    pub fn binary_output(&self, name: &str) -> bool {
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.binary)
+            .unwrap_or(self.binary_outputs)
+    }
 }
 
 fn as_object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>, V2Error> {
     v.as_object()
         .ok_or_else(|| V2Error::bad(format!("{what} must be a JSON object")))
+}
+
+/// A boolean parameter of the extension (`binary_data`, `binary_data_output`): absent is `None`; any
+/// other type is refused rather than guessed at.
+fn bool_param(params: Option<&Value>, key: &str, what: &str) -> Result<Option<bool>, V2Error> {
+    let params = match params {
+        None | Some(Value::Null) => return Ok(None),
+        Some(p) => as_object(p, &format!("{what}.parameters"))?,
+    };
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(V2Error::bad(format!(
+            "{what}.parameters.{key} must be true or false, got {other}"
+        ))),
+    }
+}
+
+fn requested_output(o: &Value) -> Result<RequestedOutput, V2Error> {
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| V2Error::bad("outputs[].name must be a string"))?;
+    let what = format!("output {name:?}");
+    // A classification answers a different tensor (top-k labels) than the one asked for: refuse it
+    // rather than send back raw scores the client would misread.
+    if o.get("parameters")
+        .and_then(Value::as_object)
+        .is_some_and(|p| p.contains_key("classification"))
+    {
+        return Err(V2Error::bad(format!(
+            "{what}: the classification extension is not supported; ask for the raw output"
+        )));
+    }
+    Ok(RequestedOutput {
+        name: name.to_string(),
+        binary: bool_param(o.get("parameters"), "binary_data", &what)?,
+    })
 }
 
 fn flatten(v: &Value, out: &mut Vec<Value>, depth: usize) -> Result<(), V2Error> {
@@ -374,38 +435,114 @@ pub fn decode(
         None | Some(Value::Null) => vec![],
         Some(Value::Array(outs)) => outs
             .iter()
-            .map(|o| {
-                o.get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or_else(|| V2Error::bad("outputs[].name must be a string"))
-            })
+            .map(requested_output)
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(V2Error::bad("`outputs` must be an array")),
     };
+    let binary_outputs =
+        bool_param(obj.get("parameters"), "binary_data_output", "the request")?.unwrap_or(false);
     Ok(InferRequest {
         id,
         items: items as u32,
         data,
         outputs,
+        binary_outputs,
     })
 }
 
-#[derive(Serialize)]
 pub struct OutputTensor {
     pub name: String,
-    pub datatype: &'static str,
     pub shape: Vec<i64>,
     pub data: Vec<f32>,
+    /// Sent as raw bytes after the JSON header instead of as JSON numbers.
+    pub binary: bool,
 }
 
-#[derive(Serialize)]
 pub struct InferResponse {
     pub model_name: String,
     pub model_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub outputs: Vec<OutputTensor>,
+}
+
+/// A response body ready to send. With any binary output it is the JSON header followed by the
+/// outputs' bytes, and `json_len` is the `Inference-Header-Content-Length` to send with it.
+#[derive(Debug)]
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub json_len: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+#[derive(Serialize)]
+struct OutputHeader<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a [f32]>,
+}
+
+#[derive(Serialize)]
+struct ResponseHeader<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputHeader<'a>>,
+}
+
+impl InferResponse {
+    /// The body as the protocol lays it out: binary outputs' bytes (little-endian, row-major) follow
+    /// the JSON in the order the outputs are listed.
+    pub fn encode(&self) -> Result<EncodedResponse, V2Error> {
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| OutputHeader {
+                name: &o.name,
+                datatype: "FP32",
+                shape: &o.shape,
+                parameters: o.binary.then(|| BinarySize {
+                    binary_data_size: o.data.len() * std::mem::size_of::<f32>(),
+                }),
+                data: (!o.binary).then_some(o.data.as_slice()),
+            })
+            .collect();
+        let header = ResponseHeader {
+            model_name: &self.model_name,
+            model_version: &self.model_version,
+            id: self.id.as_deref(),
+            outputs,
+        };
+        let mut body = serde_json::to_vec(&header).map_err(|e| V2Error {
+            status: 500,
+            message: format!("encoding the response: {e}"),
+        })?;
+        if !self.outputs.iter().any(|o| o.binary) {
+            return Ok(EncodedResponse {
+                body,
+                json_len: None,
+            });
+        }
+        let json_len = body.len();
+        for o in self.outputs.iter().filter(|o| o.binary) {
+            body.reserve(o.data.len() * std::mem::size_of::<f32>());
+            for x in &o.data {
+                body.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        Ok(EncodedResponse {
+            body,
+            json_len: Some(json_len),
+        })
+    }
 }
 
 #[cfg(test)]

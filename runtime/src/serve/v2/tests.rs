@@ -30,7 +30,14 @@ fn decodes_flat_nested_and_single_item_json() {
     );
     let r = decode(&nested, None, &sig()).unwrap();
     assert_eq!(r.items, 1);
-    assert_eq!(r.outputs, vec!["output__0".to_string()]);
+    assert_eq!(
+        r.outputs,
+        vec![RequestedOutput {
+            name: "output__0".into(),
+            binary: None
+        }]
+    );
+    assert!(!r.binary_output("output__0"));
     let single = json(
         serde_json::json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [2, 2], "data": [1, 2, 3, 4], "parameters": {}}]}),
     );
@@ -79,6 +86,71 @@ fn decodes_the_binary_tensor_extension() {
             .message
             .contains("Inference-Header-Content-Length")
     );
+}
+
+#[test]
+fn binary_outputs_follow_the_extensions_precedence() {
+    let with = |extra: serde_json::Value| {
+        let mut v = serde_json::json!({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 2, 2], "data": [1, 2, 3, 4]}]});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        decode(&json(v), None, &sig()).unwrap()
+    };
+    let binary = |r: &InferRequest| r.binary_output("output__0");
+    assert!(!binary(&with(serde_json::json!({}))));
+    assert!(binary(&with(
+        serde_json::json!({"parameters": {"binary_data_output": true}})
+    )));
+    assert!(binary(&with(
+        serde_json::json!({"outputs": [{"name": "output__0", "parameters": {"binary_data": true}}]})
+    )));
+    // The output's own parameter wins over the request's, either way.
+    assert!(!binary(&with(
+        serde_json::json!({"parameters": {"binary_data_output": true}, "outputs": [{"name": "output__0", "parameters": {"binary_data": false}}]})
+    )));
+    assert!(binary(&with(
+        serde_json::json!({"parameters": {"binary_data_output": false}, "outputs": [{"name": "output__0", "parameters": {"binary_data": true}}]})
+    )));
+    // Named without a preference: the request's default applies.
+    assert!(binary(&with(
+        serde_json::json!({"parameters": {"binary_data_output": true}, "outputs": [{"name": "output__0"}]})
+    )));
+}
+
+#[test]
+fn responses_encode_as_json_or_as_a_header_followed_by_bytes() {
+    let response = |binary: bool| InferResponse {
+        model_name: "m".into(),
+        model_version: "1".into(),
+        id: Some("r9".into()),
+        outputs: vec![OutputTensor {
+            name: "output__0".into(),
+            shape: vec![1, 3],
+            data: vec![1.5, -2.0, 0.1],
+            binary,
+        }],
+    };
+    let plain = response(false).encode().unwrap();
+    assert_eq!(plain.json_len, None);
+    let v: serde_json::Value = serde_json::from_slice(&plain.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"model_name": "m", "model_version": "1", "id": "r9",
+            "outputs": [{"name": "output__0", "datatype": "FP32", "shape": [1, 3], "data": [1.5, -2.0, 0.1]}]})
+    );
+    let bin = response(true).encode().unwrap();
+    let n = bin.json_len.unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&bin.body[..n]).unwrap();
+    assert_eq!(
+        head["outputs"][0],
+        serde_json::json!({"name": "output__0", "datatype": "FP32", "shape": [1, 3], "parameters": {"binary_data_size": 12}})
+    );
+    let values: Vec<f32> = bin.body[n..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(values, vec![1.5, -2.0, 0.1]);
 }
 
 #[test]
@@ -150,6 +222,28 @@ fn every_bad_request_is_a_400_naming_the_problem() {
         (
             base(&|v| v["outputs"] = "x".into()),
             "`outputs` must be an array",
+        ),
+        (
+            base(&|v| {
+                v["outputs"] =
+                    serde_json::json!([{"name": "output__0", "parameters": {"binary_data": "yes"}}])
+            }),
+            "binary_data must be true or false",
+        ),
+        (
+            base(&|v| v["outputs"] = serde_json::json!([{"name": "output__0", "parameters": 3}])),
+            "parameters must be a JSON object",
+        ),
+        (
+            base(&|v| v["parameters"] = serde_json::json!({"binary_data_output": 1})),
+            "binary_data_output must be true or false",
+        ),
+        (
+            base(&|v| {
+                v["outputs"] =
+                    serde_json::json!([{"name": "output__0", "parameters": {"classification": 3}}])
+            }),
+            "classification extension is not supported",
         ),
     ];
     for (body, expected) in cases {
