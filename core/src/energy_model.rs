@@ -169,9 +169,57 @@ pub fn size_replicas(
     }
 }
 
+/// Fewer replicas only once they would stay under the target utilisation with this much more load
+/// than observed: a rate hovering at a threshold must not flap the replica count (each flap starts
+/// or stops a pod, and a new pod warms up before it serves).
+pub const SCALE_DOWN_HEADROOM: f64 = 0.25;
+
+/// [`size_replicas`] with hysteresis around the `current` count: more replicas as soon as the rate
+/// needs them; fewer only when `(1 + SCALE_DOWN_HEADROOM) x rate` still fits in fewer. A rate of
+/// zero (no traffic) scales down to `min`.
+pub fn resize_replicas(
+    rate: f64,
+    capacity_per_replica: f64,
+    target_utilisation: f64,
+    min: u32,
+    max: u32,
+    current: u32,
+) -> u32 {
+    let needed = size_replicas(rate, capacity_per_replica, target_utilisation, min, max);
+    let current = current.clamp(min, max.max(min));
+    if needed >= current {
+        return needed;
+    }
+    size_replicas(
+        rate * (1.0 + SCALE_DOWN_HEADROOM),
+        capacity_per_replica,
+        target_utilisation,
+        min,
+        max,
+    )
+    .min(current)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_scale_up_at_once_and_down_only_with_headroom() {
+        // 100 inferences/s per replica at 0.8 utilisation: 80/s each.
+        let resize = |rate, current| resize_replicas(rate, 100.0, 0.8, 1, 5, current);
+        assert_eq!(resize(170.0, 1), 3, "up at once");
+        assert_eq!(resize(170.0, 3), 3);
+        // 150/s needs 2 (1.875), but 150 x 1.25 = 187.5 needs 3: stay at 3.
+        assert_eq!(resize(150.0, 3), 3, "no flap just under a threshold");
+        // 120/s: 120 x 1.25 = 150 fits in 2.
+        assert_eq!(resize(120.0, 3), 2);
+        assert_eq!(resize(0.0, 4), 1, "no traffic: down to min");
+        assert_eq!(resize(10_000.0, 1), 5, "capped at max");
+        // A current count outside the range is brought into it.
+        assert_eq!(resize(10.0, 9), 1);
+        assert_eq!(resize_replicas(10.0, 100.0, 0.8, 2, 4, 0), 2);
+    }
 
     fn point(b: u32, ms: f64, joules: f64) -> OperatingPoint {
         OperatingPoint {
