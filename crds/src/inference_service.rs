@@ -40,6 +40,18 @@ pub const MAX_BATCH_SIZE: u32 = 4096;
         priority = "1"
     ),
     printcolumn(
+        name = "Inf/s",
+        type_ = "number",
+        json_path = ".status.observed.inferencesPerSecond",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Observed-J/inf",
+        type_ = "number",
+        json_path = ".status.observed.joulesPerInference",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -283,16 +295,36 @@ pub struct SelectedConfig {
 pub struct ReplicaStatus {
     pub desired: u32,
     pub ready: u32,
+    /// Why `desired` is what it is: the observed load and one replica's capacity, or the range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
-/// What the serving pods measure (from their /metrics), to check predictions against.
+/// What the serving pods measured (their `/metrics`, summed over the pods) between two scrapes,
+/// to size replicas from and to check the profile's predictions against.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObservedServing {
+    /// Inference requests answered per second (any status).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<f64>,
+    /// Items inferred per second (a request may carry several): the arrival rate replicas are
+    /// sized for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inferences_per_second: Option<f64>,
+    /// Device energy over items inferred, idle share included; absent without a meter or traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joules_per_inference: Option<f64>,
+    /// Request latency p99 from the pods' histograms (bucket-interpolated); absent without traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99_ms: Option<f64>,
+    /// Serving pods measured (both scrapes answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<u32>,
+    /// Length of the measurement window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<f64>,
+    /// When the window ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
 }

@@ -18,6 +18,12 @@ pub struct OperatorConfig {
     pub job_backoff_limit: i32,
     /// Wall-clock limit of a profiling Job.
     pub job_active_deadline_seconds: i64,
+    /// How often a serving service's pods are scraped (their `/metrics`): the measurement window of
+    /// `status.observed`, and the period at which replicas follow the load.
+    pub observe_interval: std::time::Duration,
+    /// Replicas are sized to keep each one's device busy at most this fraction of the time at the
+    /// observed arrival rate (headroom for bursts and for the rate to grow before the next look).
+    pub target_utilisation: f64,
 }
 
 impl Default for OperatorConfig {
@@ -29,6 +35,8 @@ impl Default for OperatorConfig {
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             job_backoff_limit: 2,
             job_active_deadline_seconds: 3600,
+            observe_interval: std::time::Duration::from_secs(30),
+            target_utilisation: greenbatch_core::Policy::default().target_utilisation,
         }
     }
 }

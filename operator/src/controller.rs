@@ -9,10 +9,12 @@
 use crate::apply;
 use crate::config::OperatorConfig;
 use crate::error::{OperatorError, ReconcileError};
+use crate::load::{self, LoadObservation, Snapshot};
 use crate::metrics::Metrics;
 use crate::names::*;
 use crate::observe::{self, JobObservation, Observed};
 use crate::plan::{self, Requeue, Serving};
+use crate::scrape::Scraper;
 use futures::StreamExt;
 use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -92,7 +94,16 @@ struct Context {
     operator: Arc<Operator>,
     /// Consecutive failures per service, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    scraper: Scraper,
+    /// Each serving service's last snapshot of its pods' counters (the start of the next window).
+    /// In memory: a new leader starts afresh and observes after two scrapes.
+    snapshots: Mutex<HashMap<String, Snapshot>>,
+    /// The monotonic clock snapshots are stamped with.
+    origin: Instant,
 }
+
+/// A scrape answers within this, or the pod is left out of the snapshot.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Checks through discovery (no CRD read permission needed) that both kinds are served.
 pub async fn check_crds(client: &Client) -> Result<(), OperatorError> {
@@ -199,6 +210,9 @@ impl Operator {
             recorder,
             operator: self.clone(),
             failures: Mutex::new(HashMap::new()),
+            scraper: Scraper::new(SCRAPE_TIMEOUT).map_err(OperatorError::ScrapeClient)?,
+            snapshots: Mutex::new(HashMap::new()),
+            origin: Instant::now(),
         });
         let ready_flag = self.clone();
         let ready_reader = reader.clone();
@@ -323,6 +337,50 @@ async fn observe_job(
     }))
 }
 
+/// Scrapes a serving service's pods when a window has passed since the last scrape, and says what
+/// they served in that window. Best effort: a failure to list or reach the pods is logged and
+/// yields no observation (replicas then stay where they are), never a failed reconcile.
+async fn observe_load(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    key: &str,
+    service: &str,
+) -> Option<LoadObservation> {
+    let interval = ctx.config.observe_interval.as_secs_f64();
+    let now = || ctx.origin.elapsed().as_secs_f64();
+    let last = ctx
+        .snapshots
+        .lock()
+        .ok()
+        .and_then(|s| s.get(key).map(|s| s.at_seconds));
+    // Reconciles come in bursts (rollouts, status events): a window shorter than the interval
+    // would be noise. The 10% slack lets the periodic requeue itself through.
+    if last.is_some_and(|at| now() - at < 0.9 * interval) {
+        return None;
+    }
+    let list = match pods
+        .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={service}")))
+        .await
+    {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(service = %key, error = %e, "cannot list the serving pods to read their metrics");
+            return None;
+        }
+    };
+    let targets = load::targets(&list.items, HTTP_PORT);
+    let snapshot = ctx.scraper.snapshot(&targets, now).await;
+    ctx.operator
+        .metrics
+        .scraped(snapshot.pods.len(), snapshot.unanswered);
+    let at = snapshot.at_seconds;
+    let mut snapshots = ctx.snapshots.lock().ok()?;
+    // Services deleted (or no longer serving) long ago leave no state behind.
+    snapshots.retain(|_, s| at - s.at_seconds < 10.0 * interval);
+    let before = snapshots.insert(key.to_string(), snapshot.clone())?;
+    load::observe(&before, &snapshot)
+}
+
 async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
@@ -374,6 +432,16 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         .await
         .map_err(api_err("get", "Deployment", &ns, &name))?
         .map(|d| observe::deployment(&d, &uid));
+    let key = format!("{ns}/{name}");
+    if observed
+        .deployment
+        .as_ref()
+        .is_some_and(|d| d.controlled_by_us)
+    {
+        observed.load = observe_load(ctx, &pods, &key, &name).await;
+    } else if let Ok(mut s) = ctx.snapshots.lock() {
+        s.remove(&key);
+    }
 
     // Plan; a profile created (or annotated) by the plan is applied first and the plan made again
     // with it, because its uid owns the profiling Job.

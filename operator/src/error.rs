@@ -23,6 +23,8 @@ pub enum OperatorError {
         lease: String,
         after: std::time::Duration,
     },
+    #[error("cannot build the HTTP client that reads serving pods' metrics: {0}")]
+    ScrapeClient(#[source] reqwest::Error),
     #[error("the controller task failed: {0}")]
     Task(String),
     #[error("{context}: {source}")]

@@ -6,8 +6,8 @@
 //! -> [`apply`] (server-side apply, one field manager) -> status and Events.
 //!
 //! Modules, bottom-up (each imports only modules above it in this list):
-//! [`names`], [`config`], [`validate`], [`resources`], [`observe`], [`plan`] — pure;
-//! [`apply`], [`metrics`] — I/O helpers; [`controller`] — the kube-rs `Controller`;
+//! [`names`], [`config`], [`validate`], [`resources`], [`load`], [`observe`], [`plan`] — pure;
+//! [`apply`], [`metrics`], [`scrape`] — I/O helpers; [`controller`] — the kube-rs `Controller`;
 //! [`leader`] — Lease-based leader election around the controller;
 //! [`server`] — `/metrics`, `/healthz`, `/readyz`.
 
@@ -16,11 +16,13 @@ pub mod config;
 pub mod controller;
 pub mod error;
 pub mod leader;
+pub mod load;
 pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod plan;
 pub mod resources;
+pub mod scrape;
 pub mod server;
 pub mod validate;
 

@@ -45,6 +45,16 @@ struct Args {
     /// Time limit of a profiling Job, seconds.
     #[arg(long, env = "GREENBATCH_JOB_DEADLINE_SECONDS", default_value_t = 3600)]
     job_deadline_seconds: i64,
+    /// Seconds between scrapes of each serving service's pods (`/metrics`): the window of
+    /// `status.observed`, and how quickly replicas follow the load.
+    #[arg(long, env = "GREENBATCH_OBSERVE_INTERVAL_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    observe_interval_seconds: u64,
+    /// Size replicas to keep each one's device busy at most this fraction of the time at the
+    /// observed rate (0 < u <= 1).
+    #[arg(long, env = "GREENBATCH_TARGET_UTILISATION", default_value_t = OperatorConfig::default().target_utilisation,
+          value_parser = utilisation)]
+    target_utilisation: f64,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "GREENBATCH_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -86,6 +96,13 @@ struct Args {
         default_value_t = 10
     )]
     lease_renew_deadline_seconds: u64,
+}
+
+fn utilisation(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(u) if u > 0.0 && u <= 1.0 => Ok(u),
+        _ => Err(format!("{text:?} is not a fraction in (0, 1]")),
+    }
 }
 
 /// This replica's holder identity: the pod name, else `<hostname>-<pid>` (the pid keeps two local
@@ -153,6 +170,8 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             runtime_version: args.runtime_version,
             job_backoff_limit: args.job_backoff_limit,
             job_active_deadline_seconds: args.job_deadline_seconds,
+            observe_interval: Duration::from_secs(args.observe_interval_seconds),
+            target_utilisation: args.target_utilisation,
         },
         scope: args.namespace.map(Scope::Namespace).unwrap_or(Scope::All),
         concurrency: args.concurrency,

@@ -21,6 +21,7 @@ pub struct Metrics {
     duration: Histogram,
     services: Family<Labels, Gauge>,
     leading: Gauge,
+    scrapes: Family<Labels, Counter>,
     per_service: Mutex<HashMap<String, u64>>,
 }
 
@@ -79,9 +80,16 @@ impl Metrics {
             "1 while this replica runs the controller (holds the lease, or leader election is off)",
             leading.clone(),
         );
+        let scrapes = Family::<Labels, Counter>::default();
+        registry.register(
+            "pod_scrapes",
+            "Reads of serving pods' /metrics, by result (ok, failed)",
+            scrapes.clone(),
+        );
         Metrics {
             registry,
             leading,
+            scrapes,
             reconciles,
             errors,
             duration,
@@ -100,6 +108,15 @@ impl Metrics {
         }
         if let Ok(mut m) = self.per_service.lock() {
             *m.entry(key.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Counts one round of serving-pod scrapes.
+    pub fn scraped(&self, ok: usize, failed: usize) {
+        for (result, n) in [("ok", ok), ("failed", failed)] {
+            self.scrapes
+                .get_or_create(&vec![("result".to_string(), result.to_string())])
+                .inc_by(n as u64);
         }
     }
 

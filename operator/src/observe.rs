@@ -1,6 +1,7 @@
 //! What the cluster shows about a service's objects, reduced to what the planner decides on.
 //! Pure conversions from API objects; the controller does the reading.
 
+use crate::load::LoadObservation;
 use greenbatch_crds::EnergyProfile;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -15,6 +16,8 @@ pub struct Observed {
     pub job: Option<JobObservation>,
     /// The Deployment named after the service, if it exists.
     pub deployment: Option<DeploymentObservation>,
+    /// What the serving pods served since the previous scrape, when this reconcile scraped them.
+    pub load: Option<LoadObservation>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

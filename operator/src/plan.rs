@@ -4,14 +4,18 @@
 //! and when to look again. Pure: no I/O, the time comes in as an argument.
 
 use crate::config::OperatorConfig;
+use crate::load::LoadObservation;
 use crate::names::*;
 use crate::observe::{DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::validate::{self, Valid};
-use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
+use greenbatch_core::energy_model::resize_replicas;
+use greenbatch_core::{
+    BatchingMode as CoreMode, Policy, ProfileTable, ReplicaRange, Selection, choose,
+};
 use greenbatch_crds::energy_profile::EnergyProfileSpec;
 use greenbatch_crds::inference_service::{
-    InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
+    InferenceServiceStatus, ObservedServing, ReplicaStatus, SelectedConfig, UnattainablePolicy,
 };
 use greenbatch_crds::{
     Condition, ConditionStatus, EnergyProfile, InferenceService, Phase, ProfileKey, ProfilePhase,
@@ -226,25 +230,130 @@ fn selected_config(sel: &Selection, table: &ProfileTable, percentile: u32) -> Se
     }
 }
 
+fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
+    ObservedServing {
+        requests_per_second: Some(load.requests_per_second),
+        inferences_per_second: Some(load.inferences_per_second),
+        joules_per_inference: load.joules_per_inference,
+        latency_p99_ms: load.latency_p99_ms,
+        pods: Some(load.pods),
+        window_seconds: Some(load.window_seconds),
+        observed_at: Some(now.to_string()),
+    }
+}
+
+/// A rate for people: whole numbers from 100 up, one decimal from 10, else up to three.
+fn fmt_rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        resources::fmt_num(x)
+    }
+}
+
+/// How many serving replicas, and why. Sized from the observed arrival rate when this reconcile
+/// observed every serving pod twice (`core::energy_model::resize_replicas`: up at once, down with
+/// headroom); otherwise kept where they were, within the spec's range — a partial or missing
+/// observation (pods starting, a scrape failing) must not scale the service down.
+fn replicas_for(
+    range: ReplicaRange,
+    sel: &Selection,
+    load: Option<&LoadObservation>,
+    old: Option<&ReplicaStatus>,
+    target_utilisation: f64,
+) -> (u32, String) {
+    // 0: not serving before (SLO unattainable, not yet deployed): nothing to keep.
+    let current = old.map(|r| r.desired).filter(|d| *d > 0);
+    let (min, max) = (range.min(), range.max());
+    let kept = current.unwrap_or(min).clamp(min, max);
+    if min == max {
+        return (min, format!("{min}: spec.replicas fixes the count"));
+    }
+    let capacity = sel.choice.capacity_per_replica;
+    match load {
+        Some(load) if load.complete => {
+            let rate = load.inferences_per_second;
+            let n = resize_replicas(
+                rate,
+                capacity,
+                target_utilisation,
+                min,
+                max,
+                current.unwrap_or(min),
+            );
+            let bound = if n == max && rate > capacity * target_utilisation * f64::from(max) {
+                " (spec.replicas.max)"
+            } else if n == min {
+                " (spec.replicas.min)"
+            } else {
+                ""
+            };
+            (
+                n,
+                format!(
+                    "{n}{bound} for {} inferences/s observed: one replica serves up to {}/s at batch {}, kept below {}% busy",
+                    fmt_rate(rate),
+                    fmt_rate(capacity),
+                    sel.choice.batch_size,
+                    resources::fmt_num(target_utilisation * 100.0)
+                ),
+            )
+        }
+        Some(load) => (
+            kept,
+            format!(
+                "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting or restarting)",
+                load.pods
+            ),
+        ),
+        // Between observations the count and its reason stand (no status write for nothing new).
+        None if current == Some(kept) => (
+            kept,
+            old.and_then(|r| r.reason.clone())
+                .unwrap_or_else(|| format!("kept at {kept} until the next observation")),
+        ),
+        None if current.is_some() => (
+            kept,
+            format!("{kept}: spec.replicas changed; sized again at the next observation"),
+        ),
+        None => (
+            kept,
+            format!("{kept} (spec.replicas.min) until a load is observed"),
+        ),
+    }
+}
+
 fn condition<'a>(status: &'a InferenceServiceStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// Whether the observed Deployment runs the planned pods, all of them available.
-fn rolled_out(d: &DeploymentObservation, planned: &Deployment) -> bool {
-    let planned_args = planned
+/// The runtime container's args of a planned Deployment.
+fn planned_args(planned: &Deployment) -> Vec<String> {
+    planned
         .spec
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|p| p.containers.first())
         .and_then(|c| c.args.clone())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Whether the observed Deployment runs the planned pods, all of them available.
+fn rolled_out(d: &DeploymentObservation, planned: &Deployment) -> bool {
     let want = planned.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    d.args == planned_args
+    d.args == planned_args(planned)
         && d.replicas == want
         && d.observed_generation >= d.generation
         && d.updated_replicas >= want
         && d.available_replicas >= want
+}
+
+/// Whether the observed Deployment differs from the plan only in its replica count, with some of
+/// its (planned) pods serving already.
+fn only_scaling(d: &DeploymentObservation, planned: &Deployment) -> bool {
+    d.args == planned_args(planned) && d.available_replicas >= 1
 }
 
 pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, now: &str) -> Plan {
@@ -257,7 +366,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     };
     let mut status = InferenceServiceStatus {
         observed_generation: generation,
-        observed: old.observed.clone(),
+        // A fresh observation replaces the last one; without one the last stays, with its time.
+        observed: observed
+            .load
+            .as_ref()
+            .map(|load| observed_serving(load, now))
+            .or_else(|| old.observed.clone()),
         ..Default::default()
     };
     let mut events = Vec::new();
@@ -482,14 +596,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     }
                     let serve = sel.slo_attainable
                         || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
+                    let (replicas, replica_reason) = replicas_for(
+                        valid.spec.replicas,
+                        &sel,
+                        observed.load.as_ref(),
+                        old.replicas.as_ref(),
+                        cfg.target_utilisation,
+                    );
                     let settings = ServeSettings {
                         batch_size: sel.choice.batch_size,
                         max_queue_delay_ms: sel.choice.max_queue_delay_ms,
-                        replicas: sel.choice.replicas,
+                        replicas,
                         slo_ms: is.spec.slo.latency_ms,
                         percentile: is.spec.slo.percentile,
                     };
-                    let desired = if serve { sel.choice.replicas } else { 0 };
+                    let desired = if serve { replicas } else { 0 };
                     let changed = old
                         .selected
                         .as_ref()
@@ -562,18 +683,48 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     .deployment
                                     .as_ref()
                                     .is_some_and(|d| rolled_out(d, &deployment));
-                                status.replicas = Some(ReplicaStatus { desired, ready });
+                                // A change of the replica count alone is a scale, not a rollout:
+                                // the service keeps serving (and its phase) meanwhile.
+                                let scaling = !done
+                                    && matches!(old.phase, Some(Phase::Serving | Phase::Degraded))
+                                    && observed
+                                        .deployment
+                                        .as_ref()
+                                        .is_some_and(|d| only_scaling(d, &deployment));
+                                if let Some(before) = old.replicas.as_ref().map(|r| r.desired)
+                                    && before > 0
+                                    && before != desired
+                                {
+                                    events.push(PlannedEvent {
+                                        warning: false,
+                                        reason: "Scaled",
+                                        note: format!(
+                                            "replicas {before} -> {desired}: {replica_reason}"
+                                        ),
+                                    });
+                                }
+                                status.replicas = Some(ReplicaStatus {
+                                    desired,
+                                    ready,
+                                    reason: Some(replica_reason.clone()),
+                                });
+                                // Look again after one observation window: replicas follow the load.
+                                requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
                                 let config = format!(
                                     "batch {} with max queue delay {} ms on {desired} replica(s)",
                                     settings.batch_size,
                                     resources::fmt_num(settings.max_queue_delay_ms)
                                 );
-                                if done {
+                                if done || scaling {
                                     conds.set(
                                         READY,
                                         ConditionStatus::True,
                                         "DeploymentAvailable",
-                                        format!("serving at {config}"),
+                                        if scaling {
+                                            format!("serving at {config}; scaling: {ready}/{desired} ready")
+                                        } else {
+                                            format!("serving at {config}")
+                                        },
                                     );
                                 } else {
                                     conds.set(
@@ -583,7 +734,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                         format!("rolling out {config}: {ready}/{desired} ready"),
                                     );
                                 }
-                                status.phase = Some(match (sel.slo_attainable, done) {
+                                status.phase = Some(match (sel.slo_attainable, done || scaling) {
                                     (true, true) => Phase::Serving,
                                     (true, false) => Phase::Pending,
                                     (false, _) => Phase::Degraded,
@@ -627,6 +778,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         status.replicas = Some(ReplicaStatus {
                             desired: 0,
                             ready: 0,
+                            reason: Some("not serving: the SLO is not attainable".into()),
                         });
                         serving = Serving::Remove;
                         if old.phase != Some(Phase::Degraded) {

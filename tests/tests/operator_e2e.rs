@@ -26,6 +26,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,16 +52,14 @@ fn runtime_binary() -> PathBuf {
     target.join("debug").join("greenbatch-runtime")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A minimal HTTP/1.1 GET on loopback: status code and body.
+async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path).await
 }
 
-/// A minimal HTTP/1.0 GET: status code and body.
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+/// A minimal HTTP/1.1 GET: status code and body.
+async fn http_get_at(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
     s.write_all(
@@ -91,7 +90,8 @@ async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
 
 struct Proc {
     child: tokio::process::Child,
-    port: Option<u16>,
+    /// Where a serving pod listens.
+    addr: Option<SocketAddr>,
     ready: bool,
     stderr: PathBuf,
     started: String,
@@ -106,6 +106,8 @@ struct Agent {
     logs: PathBuf,
     procs: HashMap<String, Proc>,
     skipped_serving: Arc<Mutex<u32>>,
+    /// The last loopback host number given to a serving pod (127.0.0.N).
+    last_host: u8,
 }
 
 fn now() -> String {
@@ -124,6 +126,22 @@ fn conditions(ready: bool) -> serde_json::Value {
 }
 
 impl Agent {
+    /// A serving pod's address: its own loopback address at the runtime's container port, as a
+    /// pod has its own IP — the operator reads each pod's metrics at `podIP:8080`.
+    fn serving_address(&mut self) -> SocketAddr {
+        let port = u16::try_from(names::HTTP_PORT).expect("a TCP port");
+        while self.last_host < 254 {
+            self.last_host += 1;
+            let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, self.last_host), port));
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return addr;
+            }
+        }
+        panic!(
+            "port {port} is taken on every loopback address 127.0.0.2-254 (does a process listen on *:{port}?): the test agent gives each serving pod its own loopback address at the runtime's port"
+        );
+    }
+
     async fn patch_status(&self, name: &str, status: serde_json::Value) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), NS);
         if let Err(e) = pods
@@ -153,10 +171,9 @@ impl Agent {
             *self.skipped_serving.lock().unwrap() += 1;
             return;
         }
-        let port = serving.then(free_port);
-        if let (Some(port), Some(i)) = (port, args.iter().position(|a| a == "--port")) {
-            // The container port, replaced by a free local one (all "pods" share this host).
-            args[i + 1] = port.to_string();
+        let addr = serving.then(|| self.serving_address());
+        if let (Some(addr), Some(i)) = (addr, args.iter().position(|a| a == "--port")) {
+            args[i + 1] = addr.port().to_string();
         }
         let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.args(&args);
@@ -165,11 +182,12 @@ impl Agent {
                 cmd.env(&e.name, v);
             }
         }
+        let ip = addr.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string());
         cmd.env("GREENBATCH_METER", "synthetic")
             .env("GREENBATCH_THREADS", "1")
-            .env("GREENBATCH_BIND", "127.0.0.1");
-        if let Some(port) = port {
-            cmd.env("GREENBATCH_PORT", port.to_string());
+            .env("GREENBATCH_BIND", &ip);
+        if let Some(addr) = addr {
+            cmd.env("GREENBATCH_PORT", addr.port().to_string());
         }
         if spec.service_account_name.as_deref() == Some(RUNTIME_SA)
             && spec.automount_service_account_token != Some(false)
@@ -193,7 +211,7 @@ impl Agent {
         let started = now();
         let image = c.image.clone().unwrap_or_default();
         self.patch_status(&name, serde_json::json!({
-            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": started,
+            "phase": "Running", "hostIP": "127.0.0.1", "podIP": ip, "startTime": started,
             "conditions": conditions(false),
             "containerStatuses": [{"name": c.name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": true,
                 "state": {"running": {"startedAt": started}}}],
@@ -203,7 +221,7 @@ impl Agent {
             uid,
             Proc {
                 child,
-                port,
+                addr,
                 ready: false,
                 stderr,
                 started,
@@ -276,8 +294,8 @@ impl Agent {
                     .await;
                 }
                 Ok(None) => {
-                    if let (Some(port), false) = (p.port, p.ready)
-                        && matches!(http_get(port, "/v2/health/ready").await, Ok((200, _)))
+                    if let (Some(addr), false) = (p.addr, p.ready)
+                        && matches!(http_get_at(addr, "/v2/health/ready").await, Ok((200, _)))
                     {
                         p.ready = true;
                         let (started, image) = (p.started.clone(), p.image.clone());
@@ -453,6 +471,128 @@ async fn wait_ready<T>(port: u16, task: &tokio::task::JoinHandle<T>) -> bool {
     panic!("the operator did not become ready within 30s");
 }
 
+/// `gamma` (1 to 2 replicas) serves with no traffic at its minimum, scales to 2 under load from the
+/// runtime's load generator (the operator sees the rate at the pod's `podIP:8080/metrics`), shows
+/// the observed numbers in status, and scales back once the load stops.
+async fn scale_with_observed_load(
+    services: &Api<InferenceService>,
+    deployments: &Api<Deployment>,
+    admin: &Client,
+    bin: &std::path::Path,
+    uri: &str,
+) {
+    let replicas = |is: &InferenceService| {
+        is.status
+            .as_ref()
+            .and_then(|s| s.replicas.clone())
+            .unwrap_or_default()
+    };
+    services
+        .create(
+            &PostParams::default(),
+            &service_yaml(
+                "gamma",
+                uri,
+                serde_json::json!({"replicas": {"min": 1, "max": 2}}),
+            ),
+        )
+        .await
+        .expect("create gamma");
+    wait_for(
+        "gamma serving on 1 replica",
+        Duration::from_secs(90),
+        || async {
+            let is = services.get("gamma").await.map_err(|e| e.to_string())?;
+            let r = replicas(&is);
+            if status_of(&is).0 == Some(Phase::Serving) && (r.desired, r.ready) == (1, 1) {
+                Ok(())
+            } else {
+                Err(format!("{:?} {r:?}", status_of(&is)))
+            }
+        },
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
+    let pod_ip = pods
+        .list(&ListParams::default().labels(&format!("{}=gamma", names::SERVICE_LABEL)))
+        .await
+        .expect("gamma's pods")
+        .items
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .expect("gamma's pod has an IP");
+    let url = format!("http://{pod_ip}:{}", names::HTTP_PORT);
+    let mut load = tokio::process::Command::new(bin)
+        .args(["loadgen", "--url", &url, "--model", "gamma", "--rate", "40"])
+        .args(["--duration-seconds", "15", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the runtime's load generator starts");
+    let scaled = wait_for(
+        "gamma scaled to 2 by the load",
+        Duration::from_secs(30),
+        || async {
+            let is = services.get("gamma").await.map_err(|e| e.to_string())?;
+            let d = deployments.get("gamma").await.map_err(|e| e.to_string())?;
+            let r = replicas(&is);
+            let want = d.spec.as_ref().and_then(|s| s.replicas);
+            if r.desired == 2 && r.ready == 2 && want == Some(2) {
+                Ok(is)
+            } else {
+                Err(format!(
+                    "{r:?}, Deployment replicas {want:?}, observed {:?}",
+                    is.status.as_ref().and_then(|s| s.observed.clone())
+                ))
+            }
+        },
+    )
+    .await;
+    let status = scaled.status.clone().unwrap_or_default();
+    let seen = status.observed.clone().expect("status.observed");
+    say(&format!(
+        "gamma under load: {seen:?}; {:?}",
+        status.replicas
+    ));
+    let rate = seen.inferences_per_second.unwrap_or(0.0);
+    assert!(
+        rate > 5.0 && rate < 80.0,
+        "40 requests/s offered, {rate} observed"
+    );
+    assert!(
+        seen.joules_per_inference.is_some_and(|j| j > 0.0),
+        "{seen:?}"
+    );
+    assert!(seen.latency_p99_ms.is_some_and(|ms| ms > 0.0), "{seen:?}");
+    assert_eq!(
+        status.phase,
+        Some(Phase::Serving),
+        "scaling keeps the service Serving"
+    );
+    let reason = status.replicas.and_then(|r| r.reason).unwrap_or_default();
+    // Sized from the rate, or held there while the new pod has been measured only once.
+    assert!(
+        reason.contains("inferences/s observed") || reason.starts_with("kept at 2"),
+        "{reason}"
+    );
+    let exit = load.wait().await.expect("the load generator ran");
+    assert!(exit.success(), "loadgen: {exit}");
+    wait_for(
+        "gamma back to 1 replica without load",
+        Duration::from_secs(30),
+        || async {
+            let is = services.get("gamma").await.map_err(|e| e.to_string())?;
+            let r = replicas(&is);
+            if r.desired == 1 {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_end_to_end() {
     let _ = tracing_subscriber::fmt()
@@ -510,6 +650,11 @@ async fn operator_end_to_end() {
             // One pod per profiling Job: a failure is final at once (the Job controller's pod
             // backoff would add 10 s per retry).
             job_backoff_limit: 0,
+            // Observe every second; and a target utilisation so low that any traffic needs more
+            // than one replica (one replica of the tiny model serves thousands per second): the
+            // scale-up and -down path runs in seconds. Services with a fixed count are unaffected.
+            observe_interval: Duration::from_secs(1),
+            target_utilisation: 0.0001,
             ..Default::default()
         },
         scope: Scope::All,
@@ -563,6 +708,7 @@ async fn operator_end_to_end() {
         logs,
         procs: HashMap::new(),
         skipped_serving: skipped.clone(),
+        last_host: 1,
     };
     let agent_task = tokio::spawn(async move {
         loop {
@@ -734,6 +880,11 @@ async fn operator_end_to_end() {
         "one profiling Job for two services"
     );
 
+    // Scenario 2b: replicas follow the load the operator observes on the serving pods' /metrics.
+    if serve_supported {
+        scale_with_observed_load(&services, &deployments, &admin, &bin, &uri).await;
+    }
+
     // Scenario 3: a spec change re-plans (fixed batch size 2 -> a new rollout).
     services
         .patch(
@@ -898,7 +1049,12 @@ async fn operator_end_to_end() {
         );
     }
     if serve_supported {
-        assert!(reasons.iter().any(|r| r == "Serving"), "{reasons:?}");
+        for want in ["Serving", "Scaled"] {
+            assert!(
+                reasons.iter().any(|r| r == want),
+                "no {want} Event among {reasons:?}"
+            );
+        }
     }
 
     // Metrics over HTTP.
@@ -912,6 +1068,14 @@ async fn operator_end_to_end() {
         "greenbatch_operator_inference_services{phase=\"Failed\"} 2",
     ] {
         assert!(body.contains(want), "{want} missing in\n{body}");
+    }
+    if serve_supported {
+        let ok = body
+            .lines()
+            .find_map(|l| l.strip_prefix("greenbatch_operator_pod_scrapes_total{result=\"ok\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(ok > 0.0, "no successful pod scrapes counted in\n{body}");
     }
     assert_eq!(
         http_get(addr.port(), "/healthz").await.map(|r| r.0),

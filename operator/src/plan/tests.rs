@@ -238,7 +238,8 @@ fn the_flow_table() {
                     p.status.replicas,
                     Some(ReplicaStatus {
                         desired: 1,
-                        ready: 1
+                        ready: 1,
+                        reason: Some("1: spec.replicas fixes the count".into())
                     })
                 );
                 assert!(p.events.iter().any(|e| e.reason == "Serving"));
@@ -556,4 +557,127 @@ mod fuzz {
             }
         }
     }
+}
+
+fn load(rate: f64, complete: bool) -> LoadObservation {
+    LoadObservation {
+        requests_per_second: rate,
+        inferences_per_second: rate,
+        joules_per_inference: Some(0.2),
+        latency_p99_ms: Some(31.5),
+        pods: 1,
+        window_seconds: 30.0,
+        complete,
+    }
+}
+
+fn desired(p: &Plan) -> (u32, String) {
+    let r = p.status.replicas.clone().expect("replica status");
+    (r.desired, r.reason.unwrap_or_default())
+}
+
+fn deployment_replicas(p: &Plan) -> i32 {
+    match &p.serving {
+        Serving::Apply(b) => b.0.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
+
+#[test]
+fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling() {
+    let mut is = service("svc");
+    is.spec.replicas.min = 1;
+    is.spec.replicas.max = 4;
+    let mut o = done(&is);
+
+    // Nothing observed yet: the minimum; rolled out, Serving, looking again after one window.
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(desired(&p).0, 1);
+    assert!(
+        desired(&p).1.contains("until a load is observed"),
+        "{:?}",
+        desired(&p)
+    );
+    o.deployment = Some(rolled_out_obs(&p));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+    assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
+    is.status = Some(p.status.clone());
+
+    // A load beyond one replica: more replicas at once, the numbers in status, a Scaled event; the
+    // service stays Serving while the new pods start.
+    o.load = Some(load(1e6, true));
+    let p = plan(&is, &o, &cfg(), NOW);
+    let (n, why) = desired(&p);
+    assert_eq!(n, 4, "{why}");
+    assert!(
+        why.contains("(spec.replicas.max) for 1000000 inferences/s observed"),
+        "{why}"
+    );
+    assert_eq!(deployment_replicas(&p), 4);
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+    let ready = cond(&p, READY);
+    assert_eq!(ready.status, ConditionStatus::True);
+    assert!(
+        ready.message.contains("scaling: 1/4 ready"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        p.events
+            .iter()
+            .any(|e| e.reason == "Scaled" && e.note.starts_with("replicas 1 -> 4")),
+        "{:?}",
+        p.events
+    );
+    let seen = p.status.observed.clone().expect("status.observed");
+    assert_eq!(seen.inferences_per_second, Some(1e6));
+    assert_eq!(seen.latency_p99_ms, Some(31.5));
+    assert_eq!(seen.observed_at.as_deref(), Some(NOW));
+    is.status = Some(p.status.clone());
+
+    // A partial observation (a pod starting) never scales down, whatever rate it shows; and without
+    // a new observation the last one stays in status.
+    o.load = Some(load(0.0, false));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(desired(&p).0, 4, "{:?}", desired(&p));
+    o.load = None;
+    let p = plan(&is, &o, &cfg(), "2030-01-01T00:00:00Z");
+    assert_eq!(desired(&p).0, 4);
+    assert_eq!(p.status.observed, Some(seen));
+
+    // The load gone: back to the minimum.
+    o.load = Some(load(0.0, true));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(desired(&p).0, 1, "{:?}", desired(&p));
+    assert!(p.events.iter().any(|e| e.reason == "Scaled"));
+
+    // A fixed count is never changed by the load.
+    is.spec.replicas.max = 1;
+    o.load = Some(load(1e6, true));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        desired(&p),
+        (1, "1: spec.replicas fixes the count".to_string())
+    );
+}
+
+#[test]
+fn a_changed_configuration_rolls_out_rather_than_scales() {
+    // Different args on the observed Deployment: a rollout, so Pending until it is done, even for a
+    // service that was Serving.
+    let mut is = service("svc");
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let mut obs = rolled_out_obs(&p);
+    obs.args.push("--stale".into());
+    obs.available_replicas = 1;
+    o.deployment = Some(obs);
+    is.status = Some(InferenceServiceStatus {
+        phase: Some(Phase::Serving),
+        ..Default::default()
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(cond(&p, READY).reason, "DeploymentNotAvailable");
 }
