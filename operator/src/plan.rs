@@ -13,7 +13,7 @@ use greenbatch_core::energy_model::resize_replicas;
 use greenbatch_core::{
     BatchingMode as CoreMode, Policy, ProfileTable, ReplicaRange, Selection, choose,
 };
-use greenbatch_crds::energy_profile::EnergyProfileSpec;
+use greenbatch_crds::energy_profile::{EnergyProfileSpec, EnergyProfileStatus};
 use greenbatch_crds::inference_service::{
     InferenceServiceStatus, ObservedServing, ReplicaStatus, SelectedConfig, UnattainablePolicy,
 };
@@ -609,6 +609,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         replicas,
                         slo_ms: is.spec.slo.latency_ms,
                         percentile: is.spec.slo.percentile,
+                        profile_json: serde_json::to_string(&EnergyProfileStatus::complete(
+                            table.clone(),
+                        ))
+                        .ok(),
                     };
                     let desired = if serve { replicas } else { 0 };
                     let changed = old

@@ -10,7 +10,7 @@ use greenbatch_crds::{EnergyProfile, ModelSource, ModelSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
     Volume, VolumeMount,
@@ -332,6 +332,9 @@ pub struct ServeSettings {
     pub replicas: u32,
     pub slo_ms: f64,
     pub percentile: u32,
+    /// The profile (EnergyProfile status JSON) the pods' own adaptive batching works from: within
+    /// the batch cap above, each pod adjusts its max queue delay (and cap) to the rate it sees.
+    pub profile_json: Option<String>,
 }
 
 pub fn serve_args(
@@ -449,6 +452,15 @@ pub fn deployment(
                             // Loading a large model can take a while before /live answers.
                             initial_delay_seconds: Some(10),
                             ..probe("/v2/health/live", 10, 6)
+                        }),
+                        // An env var, not an argument: a profile is kilobytes, and it stays out
+                        // of process listings.
+                        env: settings.profile_json.as_ref().map(|json| {
+                            vec![EnvVar {
+                                name: PROFILE_JSON_ENV.into(),
+                                value: Some(json.clone()),
+                                ..Default::default()
+                            }]
                         }),
                         resources: gpu_resources(gpu),
                         security_context: Some(container_security()),
@@ -612,6 +624,7 @@ mod tests {
             replicas: 2,
             slo_ms: 50.0,
             percentile: 95,
+            profile_json: Some("{\"table\":{}}".into()),
         };
         let d = deployment(
             "svc",
@@ -658,6 +671,12 @@ mod tests {
         assert_eq!(
             c.args.clone().unwrap().join(" "),
             "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --device cpu --name svc --port 8080 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
+        );
+        // The profile for the pod's own adaptive batching, by environment.
+        let env = c.env.clone().unwrap_or_default();
+        assert_eq!(
+            (env.len(), env[0].name.as_str(), env[0].value.as_deref()),
+            (1, PROFILE_JSON_ENV, Some("{\"table\":{}}"))
         );
         let svc = service_obj();
         let port = &svc.spec.unwrap().ports.unwrap()[0];

@@ -83,9 +83,13 @@ pub struct ServeArgs {
     /// Energy meter for accounting: auto, nvml, nvml-power, rapl, synthetic, none.
     #[arg(long, default_value = "auto", env = "GREENBATCH_METER")]
     pub meter: MeterChoice,
-    /// A profile (EnergyProfile status JSON): with --slo-ms, adapt batch cap and delay to the load.
-    #[arg(long, env = "GREENBATCH_PROFILE_JSON")]
+    /// A profile file (EnergyProfile status JSON): with --slo-ms, adapt batch cap and delay to the
+    /// load.
+    #[arg(long, env = "GREENBATCH_PROFILE_FILE", conflicts_with = "profile_json")]
     pub profile: Option<PathBuf>,
+    /// The same profile inline, as JSON (how the operator hands it to serving pods).
+    #[arg(long, env = "GREENBATCH_PROFILE_JSON", hide_env_values = true)]
+    pub profile_json: Option<String>,
     #[arg(long, env = "GREENBATCH_SLO_MS")]
     pub slo_ms: Option<f64>,
     #[arg(long, default_value_t = 99, env = "GREENBATCH_SLO_PERCENTILE")]

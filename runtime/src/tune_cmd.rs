@@ -8,17 +8,26 @@ use crate::{plot, profile_cmd, table};
 use greenbatch_core::{BatchingMode, Policy, ReplicaRange, Selection, Slo};
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 
-pub fn read_profile(path: &std::path::Path) -> Result<EnergyProfileStatus> {
+/// A saved profile (EnergyProfile status JSON); `arg` names the flag that gave it, for errors.
+pub fn read_profile(path: &std::path::Path, arg: &'static str) -> Result<EnergyProfileStatus> {
     let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::Usage {
-        arg: "--from-profile",
+        arg,
         message: format!("cannot read {}: {e}", path.display()),
     })?;
-    serde_json::from_str(&text).map_err(|e| RuntimeError::Usage {
-        arg: "--from-profile",
-        message: format!(
-            "{} is not a profile JSON (EnergyProfile status): {e}",
-            path.display()
-        ),
+    parse_profile(&text, arg).map_err(|e| match e {
+        RuntimeError::Usage { arg, message } => RuntimeError::Usage {
+            arg,
+            message: format!("{}: {message}", path.display()),
+        },
+        other => other,
+    })
+}
+
+/// A profile from its JSON text (EnergyProfile status).
+pub fn parse_profile(text: &str, arg: &'static str) -> Result<EnergyProfileStatus> {
+    serde_json::from_str(text).map_err(|e| RuntimeError::Usage {
+        arg,
+        message: format!("not a profile JSON (EnergyProfile status): {e}"),
     })
 }
 
@@ -84,7 +93,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
 
     let (status, title) = match (&args.from_profile, &args.model) {
         (Some(path), _) => (
-            read_profile(path)?,
+            read_profile(path, "--from-profile")?,
             format!("greenbatch tune: {}", path.display()),
         ),
         (None, Some(model_ref)) => {

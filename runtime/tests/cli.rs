@@ -558,3 +558,65 @@ fn the_version_says_what_the_binary_was_built_with() {
         );
     }
 }
+
+#[test]
+fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
+    // A server that wrongly accepted its profile would serve forever: bounded here.
+    let run = |mut c: Command| {
+        let mut child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let serve = |extra: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "serve",
+            "--model",
+            &fixture("tiny_cnn.pt"),
+            "--shape",
+            "3,16,16",
+        ])
+        .args(["--port", "0", "--slo-ms", "50"])
+        .args(extra);
+        run(c)
+    };
+    // Inline, as the operator hands it to serving pods (also through GREENBATCH_PROFILE_JSON).
+    let o = serve(&["--profile-json", "{not json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("--profile-json") && err.contains("not a profile JSON"),
+        "{err}"
+    );
+    let mut c = bin();
+    c.args([
+        "serve",
+        "--model",
+        &fixture("tiny_cnn.pt"),
+        "--shape",
+        "3,16,16",
+    ])
+    .args(["--port", "0", "--slo-ms", "50"])
+    .env("GREENBATCH_PROFILE_JSON", "{\"table\": 3}");
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--profile-json"));
+    // A file that is not there names the file; both at once are refused.
+    let o = serve(&["--profile", "/nonexistent/profile.json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/profile.json"));
+    let o = serve(&["--profile", "p.json", "--profile-json", "{}"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+}

@@ -875,7 +875,10 @@ fn status_patch(phase: &str, batch: u32, joules: f64) -> Value {
             "meter": "nvml-counter",
             "reason": "least energy per inference that meets p99 <= 40 ms",
         },
-        "replicas": {"desired": 2, "ready": 2},
+        "replicas": {"desired": 2, "ready": 2, "reason": "2 for 950 inferences/s observed"},
+        "observed": {"requestsPerSecond": 950.0, "inferencesPerSecond": 950.0,
+                     "joulesPerInference": 0.145, "latencyP99Ms": 28.5, "pods": 2,
+                     "windowSeconds": 30.0, "observedAt": "2025-01-01T00:00:30Z"},
         "conditions": [{
             "type": "Ready", "status": "True", "reason": "Serving", "message": "2/2 replicas ready",
             "lastTransitionTime": "2025-01-01T00:00:00Z", "observedGeneration": 1,
@@ -1110,13 +1113,21 @@ async fn printer_columns(c: &TestCluster) -> Result<()> {
     ensure!(
         header
             == [
-                "NAME", "PHASE", "BATCH", "SLO-MS", "J/INF", "REPLICAS", "AGE"
+                "NAME",
+                "PHASE",
+                "BATCH",
+                "SLO-MS",
+                "J/INF",
+                "REPLICAS",
+                "INF/S",
+                "OBSERVED-J/INF",
+                "AGE"
             ],
         "-o wide header {header:?}"
     );
     ensure!(
         rows.first()
-            .is_some_and(|r| r.get(5).map(String::as_str) == Some("2")),
+            .is_some_and(|r| r.get(5..8).is_some_and(|c| c == ["2", "950", "0.145"])),
         "-o wide rows {rows:?}"
     );
 

@@ -824,6 +824,21 @@ async fn operator_end_to_end() {
         selected.joules_per_inference.is_some() && selected.batch1_joules_per_inference.is_some()
     );
     let d = deployments.get("alpha").await.expect("alpha's Deployment");
+    // The pods adapt their batching from the profile (the runtime refuses a profile it cannot
+    // read, so alpha being Serving means its pod took this one).
+    let env = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].env.clone())
+        .unwrap_or_default();
+    assert!(
+        env.iter().any(|e| e.name == names::PROFILE_JSON_ENV
+            && e.value
+                .as_deref()
+                .is_some_and(|v| v.contains("\"batchSize\":4"))),
+        "{env:?}"
+    );
     let a = args_of(&d);
     assert_eq!(
         flag(&a, "--max-batch-size"),

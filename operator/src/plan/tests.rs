@@ -602,6 +602,49 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(p.status.phase, Some(Phase::Serving));
     assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
+    // The pods get the profile, for their own adaptive batching within the chosen cap.
+    let Serving::Apply(objects) = &p.serving else {
+        panic!("expected Apply, got {:?}", p.serving)
+    };
+    let env = objects
+        .0
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let handed: EnergyProfileStatus =
+        serde_json::from_str(env[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(env[0].name, PROFILE_JSON_ENV);
+    let (handed, measured) = (
+        handed.table.unwrap(),
+        o.profile
+            .as_ref()
+            .unwrap()
+            .status
+            .clone()
+            .unwrap()
+            .table
+            .unwrap(),
+    );
+    assert_eq!(handed.rows.len(), measured.rows.len());
+    for (h, m) in handed.rows.iter().zip(&measured.rows) {
+        // JSON numbers come back within an ulp (serde_json's fast float parsing).
+        let (hj, mj) = (
+            h.joules_per_inference.unwrap(),
+            m.joules_per_inference.unwrap(),
+        );
+        assert!(
+            h.batch_size == m.batch_size && (hj - mj).abs() <= 1e-12 * mj,
+            "{h:?} vs {m:?}"
+        );
+    }
     is.status = Some(p.status.clone());
 
     // A load beyond one replica: more replicas at once, the numbers in status, a Scaled event; the

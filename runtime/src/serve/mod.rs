@@ -56,14 +56,31 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         max_batch: args.max_batch_size,
         max_queue_delay: Duration::from_secs_f64(args.max_queue_delay_ms / 1000.0),
     };
-    let controller = match (&args.profile, args.slo_ms) {
-        (Some(path), Some(slo_ms)) => {
-            let status = crate::tune_cmd::read_profile(path)?;
+    let profile = match (&args.profile, &args.profile_json) {
+        (Some(path), _) => Some((
+            crate::tune_cmd::read_profile(path, "--profile")?,
+            "--profile",
+        )),
+        (None, Some(json)) => Some((
+            crate::tune_cmd::parse_profile(json, "--profile-json")?,
+            "--profile-json",
+        )),
+        (None, None) => None,
+    };
+    let controller = match (profile, args.slo_ms) {
+        (Some((status, arg)), Some(slo_ms)) => {
             let table = status
                 .table
-                .ok_or_else(|| usage("--profile", "the profile has no table"))?;
+                .ok_or_else(|| usage(arg, "the profile has no table"))?;
             let slo = greenbatch_core::Slo::from_parts(slo_ms, args.percentile)
                 .map_err(|e| usage("--slo-ms", e.to_string()))?;
+            tracing::info!(
+                source = arg,
+                batch_sizes = table.rows.len(),
+                slo_ms,
+                percentile = args.percentile,
+                "adaptive batching from the profile"
+            );
             Some(AdaptiveController::new(
                 table,
                 slo,
@@ -72,7 +89,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 AdaptiveConfig::default(),
             ))
         }
-        (Some(_), None) => return Err(usage("--profile", "adaptive batching needs --slo-ms too")),
+        (Some((_, arg)), None) => return Err(usage(arg, "adaptive batching needs --slo-ms too")),
         _ => None,
     };
     let name = args
