@@ -318,6 +318,13 @@ pub struct ObservedServing {
     /// Request latency p99 from the pods' histograms (bucket-interpolated); absent without traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99_ms: Option<f64>,
+    /// The batch cap the pods run now (the largest over pods): their adaptive batching moves it
+    /// within `selected.batchSize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<u32>,
+    /// The max queue delay the pods run now (mean over pods), adapted to the rate they see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_ms: Option<f64>,
     /// Serving pods measured (both scrapes answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<u32>,

@@ -10,6 +10,8 @@ const REQUESTS: &str = "greenbatch_requests_total";
 const INFERENCES: &str = "greenbatch_inferences_total";
 const ENERGY: &str = "greenbatch_energy_joules_total";
 const LATENCY_BUCKET: &str = "greenbatch_request_duration_seconds_bucket";
+const MAX_BATCH: &str = "greenbatch_max_batch_size";
+const MAX_DELAY: &str = "greenbatch_max_queue_delay_seconds";
 
 /// The cumulative counters of one pod at one moment.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +24,9 @@ pub struct PodCounters {
     pub energy_joules: f64,
     /// Request-duration histogram: (upper bound in seconds, cumulative count), `+Inf` included.
     pub latency_buckets: Vec<(f64, f64)>,
+    /// The batching the pod runs now (gauges; its adaptive batching moves them).
+    pub max_batch_size: Option<f64>,
+    pub max_queue_delay_seconds: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -51,6 +56,10 @@ pub struct LoadObservation {
     pub joules_per_inference: Option<f64>,
     /// `None` without requests in the window.
     pub latency_p99_ms: Option<f64>,
+    /// The largest batch cap among the pods measured, at the window's end.
+    pub max_batch_size: Option<u32>,
+    /// Their mean max queue delay at the window's end.
+    pub max_queue_delay_ms: Option<f64>,
     /// Pods in both snapshots whose counters did not go back.
     pub pods: u32,
     pub window_seconds: f64,
@@ -83,6 +92,7 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
 /// Reads the counters `plan` needs from a runtime's `/metrics` text.
 pub fn parse(text: &str) -> Result<PodCounters, MetricsError> {
     let (mut requests, mut inferences, mut energy) = (None::<f64>, None, None);
+    let (mut max_batch, mut max_delay) = (None, None);
     let mut buckets = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -104,7 +114,16 @@ pub fn parse(text: &str) -> Result<PodCounters, MetricsError> {
             Some(start) => (&series[..start], &series[start..]),
             None => (series, ""),
         };
-        if ![REQUESTS, INFERENCES, ENERGY, LATENCY_BUCKET].contains(&name) {
+        if ![
+            REQUESTS,
+            INFERENCES,
+            ENERGY,
+            LATENCY_BUCKET,
+            MAX_BATCH,
+            MAX_DELAY,
+        ]
+        .contains(&name)
+        {
             continue;
         }
         // A sample may carry a timestamp after its value.
@@ -118,6 +137,8 @@ pub fn parse(text: &str) -> Result<PodCounters, MetricsError> {
             REQUESTS => *requests.get_or_insert(0.0) += value,
             INFERENCES => inferences = Some(value),
             ENERGY => energy = Some(value),
+            MAX_BATCH => max_batch = Some(value),
+            MAX_DELAY => max_delay = Some(value),
             _ => {
                 let le = label(labels, "le")
                     .and_then(parse_value)
@@ -133,6 +154,8 @@ pub fn parse(text: &str) -> Result<PodCounters, MetricsError> {
         inferences: inferences.ok_or(MetricsError::Missing(INFERENCES))?,
         energy_joules: energy.unwrap_or(0.0),
         latency_buckets: buckets,
+        max_batch_size: max_batch,
+        max_queue_delay_seconds: max_delay,
     })
 }
 
@@ -182,11 +205,16 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
     let (mut requests, mut inferences, mut energy) = (0.0, 0.0, 0.0);
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     let mut pods = 0u32;
+    let (mut cap, mut delays) = (None::<f64>, Vec::new());
     for (uid, now) in &after.pods {
         let Some(then) = before.pods.get(uid).filter(|then| !went_back(then, now)) else {
             continue;
         };
         pods += 1;
+        if let Some(b) = now.max_batch_size {
+            cap = Some(cap.map_or(b, |c| c.max(b)));
+        }
+        delays.extend(now.max_queue_delay_seconds);
         requests += now.requests - then.requests;
         inferences += now.inferences - then.inferences;
         energy += now.energy_joules - then.energy_joules;
@@ -210,6 +238,10 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
         inferences_per_second: inferences / window,
         joules_per_inference: (energy > 0.0 && inferences > 0.0).then(|| energy / inferences),
         latency_p99_ms: histogram_quantile(0.99, &merged).map(|s| s * 1000.0),
+        // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.
+        max_batch_size: cap.map(|c| c.round().clamp(0.0, f64::from(u32::MAX)) as u32),
+        max_queue_delay_ms: (!delays.is_empty())
+            .then(|| 1000.0 * delays.iter().sum::<f64>() / delays.len() as f64),
         pods,
         window_seconds: window,
         complete: pods as usize == after.pods.len()

@@ -236,6 +236,8 @@ fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         inferences_per_second: Some(load.inferences_per_second),
         joules_per_inference: load.joules_per_inference,
         latency_p99_ms: load.latency_p99_ms,
+        max_batch_size: load.max_batch_size,
+        max_queue_delay_ms: load.max_queue_delay_ms,
         pods: Some(load.pods),
         window_seconds: Some(load.window_seconds),
         observed_at: Some(now.to_string()),

@@ -564,6 +564,13 @@ async fn scale_with_observed_load(
         "{seen:?}"
     );
     assert!(seen.latency_p99_ms.is_some_and(|ms| ms > 0.0), "{seen:?}");
+    // What the pods run now: their own adaptive batching stays within the selected cap.
+    let cap = status.selected.as_ref().map(|s| s.batch_size).unwrap_or(0);
+    assert!(
+        seen.max_batch_size.is_some_and(|b| b >= 1 && b <= cap)
+            && seen.max_queue_delay_ms.is_some_and(|ms| ms >= 0.0),
+        "{seen:?}"
+    );
     assert_eq!(
         status.phase,
         Some(Phase::Serving),

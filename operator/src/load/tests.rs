@@ -14,6 +14,10 @@ fn reads_the_runtimes_own_metrics() {
     assert_eq!(c.latency_buckets.len(), 15);
     assert_eq!(c.latency_buckets[0], (0.0005, 0.0));
     assert_eq!(c.latency_buckets[14], (f64::INFINITY, 97.0));
+    assert_eq!(
+        (c.max_batch_size, c.max_queue_delay_seconds),
+        (Some(8.0), Some(0.002))
+    );
     // The queue-wait and batch-size histograms are not the request-duration one.
     assert!(c.latency_buckets.iter().all(|(_, n)| *n <= 97.0));
 }
@@ -87,6 +91,8 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> PodCounters {
         inferences: requests * 2.0,
         energy_joules: energy,
         latency_buckets: buckets.to_vec(),
+        max_batch_size: Some(32.0),
+        max_queue_delay_seconds: Some(requests / 1e5),
     }
 }
 
@@ -152,6 +158,9 @@ fn two_scrapes_give_rates_energy_and_latency_summed_over_pods() {
     // 1000 requests in the window, 800 under 10 ms: rank 990 is 19/20 into the 10-100 ms bucket.
     let p99 = o.latency_p99_ms.unwrap();
     assert!((p99 - 95.5).abs() < 1e-9, "{p99}");
+    // What the pods run now: the largest cap, the mean delay (16 and 4 ms).
+    assert_eq!(o.max_batch_size, Some(32));
+    assert!((o.max_queue_delay_ms.unwrap() - 10.0).abs() < 1e-9, "{o:?}");
 }
 
 #[test]

@@ -565,6 +565,8 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         inferences_per_second: rate,
         joules_per_inference: Some(0.2),
         latency_p99_ms: Some(31.5),
+        max_batch_size: Some(32),
+        max_queue_delay_ms: Some(3.5),
         pods: 1,
         window_seconds: 30.0,
         complete,
