@@ -169,6 +169,32 @@ pub fn size_replicas(
     }
 }
 
+/// What a profile predicts for a configuration that ran: batch cap `cap`, max queue delay
+/// `delay_s`, `replicas` sharing `rate` inferences per second. `None` when the table has no usable
+/// row for that cap, or the rate or replicas are not positive. To check a prediction against what
+/// serving measured.
+pub fn predict_config(
+    table: &crate::ProfileTable,
+    percentile: crate::Percentile,
+    cap: u32,
+    delay_s: f64,
+    replicas: u32,
+    rate: f64,
+) -> Option<LoadPrediction> {
+    if !(rate.is_finite() && rate > 0.0 && replicas > 0 && delay_s.is_finite() && delay_s >= 0.0) {
+        return None;
+    }
+    let (points, _) = operating_points(&table.rows, percentile);
+    let point = points.iter().find(|p| p.batch_size == cap)?;
+    let idle = table
+        .idle_watts
+        .filter(|w| w.is_finite() && *w >= 0.0)
+        .unwrap_or(0.0);
+    Some(predict_at_rate(
+        &points, point, delay_s, replicas, rate, idle,
+    ))
+}
+
 /// Fewer replicas only once they would stay under the target utilisation with this much more load
 /// than observed: a rate hovering at a threshold must not flap the replica count (each flap starts
 /// or stops a pod, and a new pod warms up before it serves).
@@ -249,6 +275,49 @@ mod tests {
         assert!(high.joules_per_inference.unwrap() < 0.2, "{high:?}");
         assert!(low.realised_batch < high.realised_batch);
         assert!(high.utilisation < 1.0);
+    }
+
+    #[test]
+    fn a_configuration_that_ran_is_predicted_from_its_table() {
+        use crate::profile::{LatencyMs, MeterKind, ProfileTable};
+        let row = |b: u32, ms: f64, j: f64| BatchRow {
+            batch_size: b,
+            latency_ms: LatencyMs {
+                p50: ms,
+                p95: ms,
+                p99: Some(ms),
+            },
+            throughput_per_second: f64::from(b) / ms * 1000.0,
+            avg_watts: None,
+            joules_per_inference: Some(j),
+            joules_spread: None,
+            windows: 5,
+        };
+        let table = ProfileTable {
+            meter: MeterKind::NvmlCounter,
+            meter_note: None,
+            idle_watts: Some(83.2),
+            rows: vec![row(1, 3.47, 0.594), row(32, 5.36, 0.0837)],
+            skipped: vec![],
+        };
+        let p99 = crate::Percentile::P99;
+        let predicted = predict_config(&table, p99, 32, 0.005, 1, 100.0).unwrap();
+        let pts = [point(1, 3.47, 0.594), point(32, 5.36, 0.0837)];
+        assert_eq!(
+            predicted,
+            predict_at_rate(&pts, &pts[1], 0.005, 1, 100.0, 83.2)
+        );
+        // Two replicas share the rate: each idles more, so more joules per inference.
+        let two = predict_config(&table, p99, 32, 0.005, 2, 100.0).unwrap();
+        assert!(two.joules_per_inference > predicted.joules_per_inference);
+        assert_eq!(
+            predict_config(&table, p99, 8, 0.005, 1, 100.0),
+            None,
+            "no row for 8"
+        );
+        assert_eq!(predict_config(&table, p99, 32, 0.005, 0, 100.0), None);
+        assert_eq!(predict_config(&table, p99, 32, 0.005, 1, 0.0), None);
+        assert_eq!(predict_config(&table, p99, 32, f64::NAN, 1, 10.0), None);
     }
 
     #[test]

@@ -315,6 +315,10 @@ pub struct ObservedServing {
     /// Device energy over items inferred, idle share included; absent without a meter or traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joules_per_inference: Option<f64>,
+    /// What the profile predicts for the same rate, batching and pods (`greenbatch_core::
+    /// energy_model::predict_config`): a `PredictionDrift` Event fires when the two part by 2x.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_joules_per_inference: Option<f64>,
     /// Request latency p99 from the pods' histograms (bucket-interpolated); absent without traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99_ms: Option<f64>,

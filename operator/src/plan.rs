@@ -9,7 +9,7 @@ use crate::names::*;
 use crate::observe::{DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::validate::{self, Valid};
-use greenbatch_core::energy_model::resize_replicas;
+use greenbatch_core::energy_model::{predict_config, resize_replicas};
 use greenbatch_core::{
     BatchingMode as CoreMode, Policy, ProfileTable, ReplicaRange, Selection, choose,
 };
@@ -31,6 +31,9 @@ use std::time::Duration;
 pub const PROFILED: &str = "Profiled";
 pub const SLO_ATTAINABLE: &str = "SLOAttainable";
 pub const READY: &str = "Ready";
+/// Observed joules per inference this many times above (or below 1/this of) the profile's prediction
+/// for the same load and batching is a drift worth a Warning Event.
+pub const DRIFT_FACTOR: f64 = 2.0;
 /// Re-profile tokens remembered per profile: enough that a token is never honoured twice in practice.
 const TOKENS_KEPT: usize = 16;
 /// Safety net beside the watches: look again this often while something is in progress.
@@ -235,6 +238,8 @@ fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         requests_per_second: Some(load.requests_per_second),
         inferences_per_second: Some(load.inferences_per_second),
         joules_per_inference: load.joules_per_inference,
+        // Filled in once the profile is known (see `predicted_joules`).
+        predicted_joules_per_inference: None,
         latency_p99_ms: load.latency_p99_ms,
         max_batch_size: load.max_batch_size,
         max_queue_delay_ms: load.max_queue_delay_ms,
@@ -242,6 +247,58 @@ fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         window_seconds: Some(load.window_seconds),
         observed_at: Some(now.to_string()),
     }
+}
+
+/// What the profile predicts for the batching the pods ran (their cap and mean delay), the pods
+/// measured and the rate they served.
+fn predicted_joules(
+    table: &ProfileTable,
+    percentile: greenbatch_core::Percentile,
+    load: &LoadObservation,
+) -> Option<f64> {
+    predict_config(
+        table,
+        percentile,
+        load.max_batch_size?,
+        load.max_queue_delay_ms? / 1000.0,
+        load.pods,
+        load.inferences_per_second,
+    )?
+    .joules_per_inference
+}
+
+/// Observed over predicted joules per inference, when they part by more than `DRIFT_FACTOR`.
+fn drift(seen: &ObservedServing) -> Option<f64> {
+    let (measured, predicted) = (
+        seen.joules_per_inference?,
+        seen.predicted_joules_per_inference?,
+    );
+    let ratio = measured / predicted;
+    (predicted > 0.0 && ratio.is_finite() && !(1.0 / DRIFT_FACTOR..=DRIFT_FACTOR).contains(&ratio))
+        .then_some(ratio)
+}
+
+/// The Event note when observation and prediction have just parted (not on every window after).
+fn drift_note(
+    seen: &ObservedServing,
+    before: Option<&ObservedServing>,
+    load: &LoadObservation,
+    profile: &str,
+) -> Option<String> {
+    let ratio = drift(seen)?;
+    if before.and_then(drift).is_some() {
+        return None;
+    }
+    Some(format!(
+        "observed {} J/inference at {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; set a new {REPROFILE_ANNOTATION} token to measure again",
+        resources::fmt_num(seen.joules_per_inference?),
+        fmt_rate(load.inferences_per_second),
+        load.pods,
+        load.max_batch_size?,
+        resources::fmt_num(load.max_queue_delay_ms?),
+        resources::fmt_num(seen.predicted_joules_per_inference?),
+        resources::fmt_num(ratio),
+    ))
 }
 
 /// A rate for people: whole numbers from 100 up, one decimal from 10, else up to three.
@@ -630,6 +687,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         });
                     }
                     status.selected = Some(selected);
+                    if let (Some(load), Some(seen)) =
+                        (observed.load.as_ref(), status.observed.as_mut())
+                    {
+                        seen.predicted_joules_per_inference =
+                            predicted_joules(table, valid.spec.slo.percentile(), load);
+                        if let Some(note) =
+                            drift_note(seen, old.observed.as_ref(), load, &profile_name)
+                        {
+                            events.push(PlannedEvent {
+                                warning: true,
+                                reason: "PredictionDrift",
+                                note,
+                            });
+                        }
+                    }
                     if serve {
                         let built = service_owner(is)
                             .ok_or_else(|| "the InferenceService has no uid yet".to_string())

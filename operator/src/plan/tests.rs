@@ -726,3 +726,77 @@ fn a_changed_configuration_rolls_out_rather_than_scales() {
     assert_eq!(p.status.phase, Some(Phase::Pending));
     assert_eq!(cond(&p, READY).reason, "DeploymentNotAvailable");
 }
+
+#[test]
+fn observations_are_checked_against_the_profiles_prediction() {
+    let mut is = service("svc");
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    o.deployment = Some(rolled_out_obs(&p));
+    is.status = Some(plan(&is, &o, &cfg(), NOW).status);
+    let table = o
+        .profile
+        .as_ref()
+        .unwrap()
+        .status
+        .clone()
+        .unwrap()
+        .table
+        .unwrap();
+    let load = load(500.0, true);
+    let predicted = predict_config(
+        &table,
+        greenbatch_core::Percentile::P99,
+        32,
+        0.0035,
+        1,
+        500.0,
+    )
+    .unwrap()
+    .joules_per_inference
+    .unwrap();
+
+    // Close to the prediction: the prediction shown, no Event.
+    o.load = Some(LoadObservation {
+        joules_per_inference: Some(predicted * 1.3),
+        ..load.clone()
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    let seen = p.status.observed.clone().unwrap();
+    assert_eq!(seen.predicted_joules_per_inference, Some(predicted));
+    assert!(!p.events.iter().any(|e| e.reason == "PredictionDrift"));
+    is.status = Some(p.status);
+
+    // Three times the prediction: a Warning naming both numbers and how to re-profile...
+    o.load = Some(LoadObservation {
+        joules_per_inference: Some(predicted * 3.0),
+        ..load.clone()
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    let drift = p
+        .events
+        .iter()
+        .find(|e| e.reason == "PredictionDrift")
+        .expect("a PredictionDrift Event");
+    assert!(drift.warning);
+    assert!(
+        drift.note.contains("(3x)") && drift.note.contains(REPROFILE_ANNOTATION),
+        "{}",
+        drift.note
+    );
+    is.status = Some(p.status);
+    // ...once, not on every window that follows.
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(!p.events.iter().any(|e| e.reason == "PredictionDrift"));
+
+    // Without the batching the pods ran (an older runtime's metrics), nothing is predicted.
+    o.load = Some(LoadObservation {
+        max_batch_size: None,
+        ..load
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.status.observed.unwrap().predicted_joules_per_inference,
+        None
+    );
+}
