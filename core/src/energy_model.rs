@@ -302,6 +302,14 @@ mod tests {
         };
         let p99 = crate::Percentile::P99;
         let predicted = predict_config(&table, p99, 32, 0.005, 1, 100.0).unwrap();
+        // By hand: batches of 100/s x (5 + 5.36) ms = 1.036 items; idle 83.2 W / 100/s = 0.832 J
+        // plus the dynamic energy interpolated at 1.036 items (0.3053 J at batch 1) = 1.1370 J.
+        assert!(
+            (predicted.realised_batch - 1.036).abs() < 1e-9,
+            "{predicted:?}"
+        );
+        let j = predicted.joules_per_inference.unwrap();
+        assert!((j - 1.137_022_5).abs() < 1e-6, "{j}");
         let pts = [point(1, 3.47, 0.594), point(32, 5.36, 0.0837)];
         assert_eq!(
             predicted,

@@ -11,10 +11,12 @@
 //! - [`energy_model`]: what a batch size costs at a given arrival rate (idle vs. dynamic energy).
 //! - [`select`]: the selection policy: the least-energy configuration that meets the SLO, or the
 //!   closest one with a reason when none does.
+//! - [`serving_metrics`]: the contract of a serving runtime's `/metrics` (series names, a parser).
 
 pub mod energy_model;
 pub mod profile;
 pub mod select;
+pub mod serving_metrics;
 pub mod slo;
 pub mod stats;
 

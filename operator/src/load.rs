@@ -1,48 +1,26 @@
-//! The load a service's serving pods report on their Prometheus `/metrics`: which pods to ask,
-//! the counters read from each answer, and two scrapes differenced into rates, joules per
-//! inference and p99 latency. Pure: text and API objects in, numbers out; `scrape` does the asking.
+//! The load a service's serving pods report on their `/metrics`: which pods to ask, and two scrapes
+//! differenced into rates, joules per inference, p99 latency and the batching the pods run. Pure:
+//! API objects and counters in, numbers out; `scrape` does the asking, and
+//! `greenbatch_core::serving_metrics` reads the text (the runtime's own tests hold it to that).
 
+use greenbatch_core::serving_metrics::{ServerCounters, histogram_quantile};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
 
-/// The runtime's metric names (classic Prometheus text, as `greenbatch-runtime serve` exposes them).
-const REQUESTS: &str = "greenbatch_requests_total";
-const INFERENCES: &str = "greenbatch_inferences_total";
-const ENERGY: &str = "greenbatch_energy_joules_total";
-const LATENCY_BUCKET: &str = "greenbatch_request_duration_seconds_bucket";
-const MAX_BATCH: &str = "greenbatch_max_batch_size";
-const MAX_DELAY: &str = "greenbatch_max_queue_delay_seconds";
-
-/// The cumulative counters of one pod at one moment.
+/// One pod's counters and when they were read (a monotonic clock, seconds).
 #[derive(Clone, Debug, PartialEq)]
-pub struct PodCounters {
-    /// Inference requests answered, any status.
-    pub requests: f64,
-    /// Items inferred.
-    pub inferences: f64,
-    /// Device energy; stays 0 on a pod without a meter.
-    pub energy_joules: f64,
-    /// Request-duration histogram: (upper bound in seconds, cumulative count), `+Inf` included.
-    pub latency_buckets: Vec<(f64, f64)>,
-    /// The batching the pod runs now (gauges; its adaptive batching moves them).
-    pub max_batch_size: Option<f64>,
-    pub max_queue_delay_seconds: Option<f64>,
+pub struct PodSample {
+    pub at_seconds: f64,
+    pub counters: ServerCounters,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum MetricsError {
-    #[error("no {0} sample: not a greenbatch runtime's /metrics")]
-    Missing(&'static str),
-    #[error("line {line}: {message}")]
-    Malformed { line: usize, message: String },
-}
-
-/// Every pod's counters from one round of scrapes, at one (monotonic) time.
+/// Every pod's counters from one round of scrapes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
+    /// When the round started.
     pub at_seconds: f64,
-    /// By pod uid: a restarted or replaced pod is a different key.
-    pub pods: BTreeMap<String, PodCounters>,
+    /// By [`Target::key`]: a replaced pod, or a restarted container, is a different key.
+    pub pods: BTreeMap<String, PodSample>,
     /// Serving pods asked that did not answer (their traffic is missing from `pods`).
     pub unanswered: usize,
 }
@@ -51,6 +29,8 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadObservation {
     pub requests_per_second: f64,
+    /// Items asked for per second, including those refused for capacity (429): the arrival rate.
+    /// From a runtime that does not count refused items, the items served.
     pub inferences_per_second: f64,
     /// `None` without energy (no meter) or without inferences.
     pub joules_per_inference: Option<f64>,
@@ -62,188 +42,80 @@ pub struct LoadObservation {
     pub max_queue_delay_ms: Option<f64>,
     /// Pods in both snapshots whose counters did not go back.
     pub pods: u32,
+    /// The pods' mean time between their two reads.
     pub window_seconds: f64,
     /// Both snapshots saw the same pods, every pod answered and none restarted: the rate is the
-    /// whole service's and may size replicas. Otherwise part of the traffic went to pods measured
-    /// once or not at all.
+    /// whole service's. Otherwise it covers only part of the traffic (a lower bound).
     pub complete: bool,
 }
 
-fn parse_value(text: &str) -> Option<f64> {
-    match text {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        t => t.parse().ok(),
-    }
-}
-
-/// The value of label `name` in a `{a="x",b="y"}` label set (label values here hold no quotes).
-fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    labels
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .split(',')
-        .find_map(|pair| {
-            let (k, v) = pair.split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"'))
-        })
-}
-
-/// Reads the counters `plan` needs from a runtime's `/metrics` text.
-pub fn parse(text: &str) -> Result<PodCounters, MetricsError> {
-    let (mut requests, mut inferences, mut energy) = (None::<f64>, None, None);
-    let (mut max_batch, mut max_delay) = (None, None);
-    let mut buckets = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let malformed = |message: &str| MetricsError::Malformed {
-            line: i + 1,
-            message: message.to_string(),
-        };
-        let (series, rest) = match line.find('}') {
-            Some(end) => (&line[..=end], line[end + 1..].trim()),
-            None => line
-                .split_once(char::is_whitespace)
-                .map(|(s, r)| (s, r.trim()))
-                .ok_or_else(|| malformed("a sample without a value"))?,
-        };
-        let (name, labels) = match series.find('{') {
-            Some(start) => (&series[..start], &series[start..]),
-            None => (series, ""),
-        };
-        if ![
-            REQUESTS,
-            INFERENCES,
-            ENERGY,
-            LATENCY_BUCKET,
-            MAX_BATCH,
-            MAX_DELAY,
-        ]
-        .contains(&name)
-        {
-            continue;
-        }
-        // A sample may carry a timestamp after its value.
-        let value = rest
-            .split_whitespace()
-            .next()
-            .and_then(parse_value)
-            .filter(|v| !v.is_nan() && *v >= 0.0)
-            .ok_or_else(|| malformed(&format!("{name}: not a count: {rest:?}")))?;
-        match name {
-            REQUESTS => *requests.get_or_insert(0.0) += value,
-            INFERENCES => inferences = Some(value),
-            ENERGY => energy = Some(value),
-            MAX_BATCH => max_batch = Some(value),
-            MAX_DELAY => max_delay = Some(value),
-            _ => {
-                let le = label(labels, "le")
-                    .and_then(parse_value)
-                    .ok_or_else(|| malformed(&format!("{name}: no numeric `le` label")))?;
-                buckets.push((le, value));
-            }
-        }
-    }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(PodCounters {
-        // A server that has answered nothing yet exposes no requests_total series.
-        requests: requests.unwrap_or(0.0),
-        inferences: inferences.ok_or(MetricsError::Missing(INFERENCES))?,
-        energy_joules: energy.unwrap_or(0.0),
-        latency_buckets: buckets,
-        max_batch_size: max_batch,
-        max_queue_delay_seconds: max_delay,
-    })
-}
-
-/// The `q` quantile of a cumulative histogram, interpolated linearly inside the bucket it falls in
-/// (as Prometheus' `histogram_quantile` does); in the `+Inf` bucket, the largest finite bound.
-pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 || !(0.0..=1.0).contains(&q) {
-        return None;
-    }
-    let rank = q * total;
-    let (mut lower, mut below) = (0.0, 0.0);
-    for &(le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return Some(lower);
-            }
-            let inside = count - below;
-            let fraction = if inside > 0.0 {
-                (rank - below) / inside
-            } else {
-                1.0
-            };
-            return Some(lower + (le - lower) * fraction);
-        }
-        if le.is_finite() {
-            lower = le;
-        }
-        below = count;
-    }
-    Some(lower)
-}
-
-fn went_back(before: &PodCounters, after: &PodCounters) -> bool {
+fn went_back(before: &ServerCounters, after: &ServerCounters) -> bool {
     after.requests < before.requests
         || after.inferences < before.inferences
         || after.energy_joules < before.energy_joules
+        || matches!((before.requested_items, after.requested_items), (Some(b), Some(a)) if a < b)
 }
 
-/// What the pods served between `before` and `after`. `None` when the window is empty or no pod
-/// was measured twice.
+/// What the pods served between `before` and `after`. `None` when no pod was measured twice with
+/// time between its reads.
 pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
-    let window = after.at_seconds - before.at_seconds;
-    if !(window.is_finite() && window > 0.0) {
-        return None;
-    }
-    let (mut requests, mut inferences, mut energy) = (0.0, 0.0, 0.0);
-    let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    let mut pods = 0u32;
+    let (mut requests_rate, mut arrivals_rate) = (0.0, 0.0);
+    let (mut inferences, mut energy) = (0.0, 0.0);
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let (mut pods, mut window) = (0u32, 0.0);
     let (mut cap, mut delays) = (None::<f64>, Vec::new());
-    for (uid, now) in &after.pods {
-        let Some(then) = before.pods.get(uid).filter(|then| !went_back(then, now)) else {
+    for (key, now) in &after.pods {
+        let Some(then) = before.pods.get(key) else {
             continue;
         };
-        pods += 1;
-        if let Some(b) = now.max_batch_size {
-            cap = Some(cap.map_or(b, |c| c.max(b)));
+        let dt = now.at_seconds - then.at_seconds;
+        let (a, b) = (&now.counters, &then.counters);
+        if !(dt.is_finite() && dt > 0.0) || went_back(b, a) {
+            continue;
         }
-        delays.extend(now.max_queue_delay_seconds);
-        requests += now.requests - then.requests;
-        inferences += now.inferences - then.inferences;
-        energy += now.energy_joules - then.energy_joules;
-        for &(le, count) in &now.latency_buckets {
-            let earlier = then
+        pods += 1;
+        window += dt;
+        requests_rate += (a.requests - b.requests) / dt;
+        let served = a.inferences - b.inferences;
+        let asked = match (a.requested_items, b.requested_items) {
+            (Some(a), Some(b)) => a - b,
+            _ => served,
+        };
+        arrivals_rate += asked / dt;
+        inferences += served;
+        energy += a.energy_joules - b.energy_joules;
+        for &(le, count) in &a.latency_buckets {
+            let earlier = b
                 .latency_buckets
                 .iter()
                 .find(|(l, _)| *l == le)
                 .map_or(0.0, |(_, c)| *c);
-            // Keyed by the bound's bits so that f64 bounds can index a map; ordered below.
-            buckets.entry(le.to_bits()).or_insert((le, 0.0)).1 += (count - earlier).max(0.0);
+            let delta = (count - earlier).max(0.0);
+            match buckets.iter_mut().find(|(l, _)| *l == le) {
+                Some(bucket) => bucket.1 += delta,
+                None => buckets.push((le, delta)),
+            }
         }
+        if let Some(c) = a.max_batch_size {
+            cap = Some(cap.map_or(c, |m| m.max(c)));
+        }
+        delays.extend(a.max_queue_delay_seconds);
     }
     if pods == 0 {
         return None;
     }
-    let mut merged: Vec<(f64, f64)> = buckets.into_values().collect();
-    merged.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     Some(LoadObservation {
-        requests_per_second: requests / window,
-        inferences_per_second: inferences / window,
+        requests_per_second: requests_rate,
+        inferences_per_second: arrivals_rate,
         joules_per_inference: (energy > 0.0 && inferences > 0.0).then(|| energy / inferences),
-        latency_p99_ms: histogram_quantile(0.99, &merged).map(|s| s * 1000.0),
+        latency_p99_ms: histogram_quantile(0.99, &buckets).map(|s| s * 1000.0),
         // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.
         max_batch_size: cap.map(|c| c.round().clamp(0.0, f64::from(u32::MAX)) as u32),
         max_queue_delay_ms: (!delays.is_empty())
             .then(|| 1000.0 * delays.iter().sum::<f64>() / delays.len() as f64),
         pods,
-        window_seconds: window,
+        window_seconds: window / f64::from(pods),
         complete: pods as usize == after.pods.len()
             && pods as usize == before.pods.len()
             && before.unanswered == 0
@@ -251,10 +123,12 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
     })
 }
 
-/// A pod to scrape: its uid (the key of its counters), name (for logs) and `/metrics` URL.
+/// A pod to scrape: the key of its counters, its name (for logs) and its `/metrics` URL.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
-    pub uid: String,
+    /// The pod's uid and its containers' restart count: counters start again from zero after
+    /// either changes, and a reset counter must not be read as less traffic.
+    pub key: String,
     pub name: String,
     pub url: String,
 }
@@ -280,8 +154,14 @@ pub fn targets(pods: &[Pod], port: i32) -> Vec<Target> {
             } else {
                 ip.to_string()
             };
+            let restarts: i64 = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .map(|c| i64::from(c.restart_count))
+                .sum();
             Some(Target {
-                uid: p.metadata.uid.clone()?,
+                key: format!("{}/{restarts}", p.metadata.uid.as_deref()?),
                 name: p.metadata.name.clone().unwrap_or_default(),
                 url: format!("http://{host}:{port}/metrics"),
             })

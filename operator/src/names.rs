@@ -30,7 +30,7 @@ pub const HTTP_PORT: i32 = 8080;
 pub const HTTP_PORT_NAME: &str = "http";
 /// The serving pods' environment variable carrying the profile (`greenbatch-runtime serve
 /// --profile-json`).
-pub const PROFILE_JSON_ENV: &str = "GREENBATCH_PROFILE_JSON";
+pub const PROFILE_INLINE_ENV: &str = "GREENBATCH_PROFILE_INLINE";
 /// The binary inside the runtime image.
 pub const RUNTIME_BINARY: &str = "greenbatch-runtime";
 /// `gpu.product` stands for the key of CPU-only profiles (`gpu.count: 0`).

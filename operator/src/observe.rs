@@ -43,8 +43,10 @@ pub enum JobState {
 pub struct DeploymentObservation {
     /// Whether this service's InferenceService is its controller (else it is someone else's).
     pub controlled_by_us: bool,
-    /// The runtime container's args, to tell whether the observed rollout is the planned one.
+    /// The runtime container's args and profile (env), to tell whether the observed rollout is the
+    /// planned one.
     pub args: Vec<String>,
+    pub profile_env: Option<String>,
     pub generation: i64,
     pub observed_generation: i64,
     pub replicas: i32,
@@ -142,6 +144,23 @@ pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
     }
 }
 
+/// The value of environment variable `name` of a Deployment's runtime container.
+pub fn container_env(d: &Deployment, name: &str) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
 pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
     let status = d.status.clone().unwrap_or_default();
     DeploymentObservation {
@@ -158,6 +177,7 @@ pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
             .and_then(|p| p.containers.first())
             .and_then(|c| c.args.clone())
             .unwrap_or_default(),
+        profile_env: container_env(d, crate::names::PROFILE_INLINE_ENV),
         generation: d.metadata.generation.unwrap_or(0),
         observed_generation: status.observed_generation.unwrap_or(0),
         replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),

@@ -6,10 +6,10 @@
 use crate::config::OperatorConfig;
 use crate::load::LoadObservation;
 use crate::names::*;
-use crate::observe::{DeploymentObservation, JobState, Observed};
+use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::validate::{self, Valid};
-use greenbatch_core::energy_model::{predict_config, resize_replicas};
+use greenbatch_core::energy_model::{predict_config, resize_replicas, size_replicas};
 use greenbatch_core::{
     BatchingMode as CoreMode, Policy, ProfileTable, ReplicaRange, Selection, choose,
 };
@@ -360,13 +360,33 @@ fn replicas_for(
                 ),
             )
         }
-        Some(load) => (
-            kept,
-            format!(
-                "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting or restarting)",
-                load.pods
-            ),
-        ),
+        // Part of the traffic unmeasured (pods starting, restarting or not answering): the rate is
+        // a lower bound — enough to scale up on under a growing load, never to scale down.
+        Some(load) => {
+            let rate = load.inferences_per_second;
+            let up = size_replicas(rate, capacity, target_utilisation, min, max);
+            if up > kept {
+                (
+                    up,
+                    format!(
+                        "{up} for at least {} inferences/s (measured on {} pod(s), not all of them): one replica serves up to {}/s at batch {}, kept below {}% busy",
+                        fmt_rate(rate),
+                        load.pods,
+                        fmt_rate(capacity),
+                        sel.choice.batch_size,
+                        resources::fmt_num(target_utilisation * 100.0)
+                    ),
+                )
+            } else {
+                (
+                    kept,
+                    format!(
+                        "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting, restarting or not answering)",
+                        load.pods
+                    ),
+                )
+            }
+        }
         // Between observations the count and its reason stand (no status write for nothing new).
         None if current == Some(kept) => (
             kept,
@@ -399,20 +419,27 @@ fn planned_args(planned: &Deployment) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether the observed Deployment's pod template is the planned one (the parts the plan sets that
+/// change between plans: the runtime's args and its profile).
+fn same_template(d: &DeploymentObservation, planned: &Deployment) -> bool {
+    d.args == planned_args(planned)
+        && d.profile_env == observe::container_env(planned, PROFILE_INLINE_ENV)
+}
+
 /// Whether the observed Deployment runs the planned pods, all of them available.
 fn rolled_out(d: &DeploymentObservation, planned: &Deployment) -> bool {
     let want = planned.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    d.args == planned_args(planned)
+    same_template(d, planned)
         && d.replicas == want
         && d.observed_generation >= d.generation
         && d.updated_replicas >= want
         && d.available_replicas >= want
 }
 
-/// Whether the observed Deployment differs from the plan only in its replica count, with some of
-/// its (planned) pods serving already.
-fn only_scaling(d: &DeploymentObservation, planned: &Deployment) -> bool {
-    d.args == planned_args(planned) && d.available_replicas >= 1
+/// Whether the observed Deployment runs the planned pod template with some of its pods serving,
+/// though not all it should (a scale, or a pod that is not ready): the service serves meanwhile.
+fn partly_available(d: &DeploymentObservation, planned: &Deployment) -> bool {
+    same_template(d, planned) && d.available_replicas >= 1
 }
 
 pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, now: &str) -> Plan {
@@ -607,7 +634,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 mode,
                 None,
                 valid.spec.replicas,
-                &Policy::default(),
+                &Policy {
+                    target_utilisation: cfg.target_utilisation,
+                    ..Policy::default()
+                },
             ) {
                 Err(e) => {
                     let msg = format!(
@@ -761,14 +791,15 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     .deployment
                                     .as_ref()
                                     .is_some_and(|d| rolled_out(d, &deployment));
-                                // A change of the replica count alone is a scale, not a rollout:
-                                // the service keeps serving (and its phase) meanwhile.
-                                let scaling = !done
+                                // A service that served keeps serving (and its phase) while the
+                                // planned pods are only partly available: a scale, or a pod that
+                                // is not ready. A new pod template is a rollout.
+                                let partly = !done
                                     && matches!(old.phase, Some(Phase::Serving | Phase::Degraded))
                                     && observed
                                         .deployment
                                         .as_ref()
-                                        .is_some_and(|d| only_scaling(d, &deployment));
+                                        .is_some_and(|d| partly_available(d, &deployment));
                                 if let Some(before) = old.replicas.as_ref().map(|r| r.desired)
                                     && before > 0
                                     && before != desired
@@ -793,13 +824,15 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     settings.batch_size,
                                     resources::fmt_num(settings.max_queue_delay_ms)
                                 );
-                                if done || scaling {
+                                if done || partly {
                                     conds.set(
                                         READY,
                                         ConditionStatus::True,
                                         "DeploymentAvailable",
-                                        if scaling {
-                                            format!("serving at {config}; scaling: {ready}/{desired} ready")
+                                        if partly {
+                                            format!(
+                                                "serving at {config}; {ready}/{desired} replicas ready"
+                                            )
                                         } else {
                                             format!("serving at {config}")
                                         },
@@ -812,7 +845,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                         format!("rolling out {config}: {ready}/{desired} ready"),
                                     );
                                 }
-                                status.phase = Some(match (sel.slo_attainable, done || scaling) {
+                                status.phase = Some(match (sel.slo_attainable, done || partly) {
                                     (true, true) => Phase::Serving,
                                     (true, false) => Phase::Pending,
                                     (false, _) => Phase::Degraded,

@@ -457,7 +457,7 @@ pub fn deployment(
                         // of process listings.
                         env: settings.profile_json.as_ref().map(|json| {
                             vec![EnvVar {
-                                name: PROFILE_JSON_ENV.into(),
+                                name: PROFILE_INLINE_ENV.into(),
                                 value: Some(json.clone()),
                                 ..Default::default()
                             }]
@@ -676,7 +676,7 @@ mod tests {
         let env = c.env.clone().unwrap_or_default();
         assert_eq!(
             (env.len(), env[0].name.as_str(), env[0].value.as_deref()),
-            (1, PROFILE_JSON_ENV, Some("{\"table\":{}}"))
+            (1, PROFILE_INLINE_ENV, Some("{\"table\":{}}"))
         );
         let svc = service_obj();
         let port = &svc.spec.unwrap().ports.unwrap()[0];

@@ -1,9 +1,10 @@
 //! Asks serving pods for their `/metrics` (the I/O half of [`crate::load`]): all pods at once, each
-//! bounded by a timeout and a size limit. A pod that does not answer, or answers something that is
-//! not a runtime's metrics, is left out of the snapshot and logged: the observation then covers
-//! fewer pods and says so, and replicas are not sized from it.
+//! bounded by a timeout and a size limit, straight to the pod (no proxy, no redirects). A pod that
+//! does not answer, or answers something that is not a runtime's metrics, is left out of the
+//! snapshot and logged: the observation then covers fewer pods and says so.
 
-use crate::load::{self, PodCounters, Snapshot, Target};
+use crate::load::{PodSample, Snapshot, Target};
+use greenbatch_core::serving_metrics::{self, MetricsError, ServerCounters};
 use std::time::Duration;
 
 /// A runtime's `/metrics` is a few kilobytes; anything far larger is not one.
@@ -23,7 +24,7 @@ enum ScrapeError {
     #[error("answered more than {MAX_METRICS_BYTES} bytes")]
     TooLarge,
     #[error("{0}")]
-    Metrics(#[from] load::MetricsError),
+    Metrics(#[from] MetricsError),
 }
 
 impl Scraper {
@@ -32,12 +33,22 @@ impl Scraper {
             client: reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(timeout)
+                // Pod IPs are reached directly: an HTTP(S)_PROXY set for the operator's other
+                // traffic must not route scrapes, and a pod does not get to send us elsewhere.
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
                 .build()?,
         })
     }
 
-    async fn counters(&self, url: &str) -> Result<PodCounters, ScrapeError> {
+    /// One pod's counters, and the clock's reading when its answer began (the counters' time).
+    async fn read(
+        &self,
+        url: &str,
+        now: &(impl Fn() -> f64 + Sync),
+    ) -> Result<(f64, ServerCounters), ScrapeError> {
         let mut response = self.client.get(url).send().await?;
+        let at = now();
         let status = response.status();
         if !status.is_success() {
             return Err(ScrapeError::Status(status.as_u16()));
@@ -49,22 +60,28 @@ impl Scraper {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(load::parse(&String::from_utf8_lossy(&body))?)
+        Ok((at, serving_metrics::parse(&String::from_utf8_lossy(&body))?))
     }
 
-    /// Every answering target's counters (and how many did not answer); `at_seconds` stamps the
-    /// snapshot (a monotonic clock's reading, taken once all answers are in).
-    pub async fn snapshot(&self, targets: &[Target], at_seconds: impl FnOnce() -> f64) -> Snapshot {
-        let answers =
-            futures::future::join_all(targets.iter().map(|t| self.counters(&t.url))).await;
+    /// Every answering target's counters (and how many did not answer), each stamped with `now`
+    /// (a monotonic clock, seconds) as its answer arrived.
+    pub async fn snapshot(&self, targets: &[Target], now: impl Fn() -> f64 + Sync) -> Snapshot {
         let mut snapshot = Snapshot {
-            at_seconds: at_seconds(),
+            at_seconds: now(),
             ..Default::default()
         };
+        let answers =
+            futures::future::join_all(targets.iter().map(|t| self.read(&t.url, &now))).await;
         for (target, answer) in targets.iter().zip(answers) {
             match answer {
-                Ok(counters) => {
-                    snapshot.pods.insert(target.uid.clone(), counters);
+                Ok((at_seconds, counters)) => {
+                    snapshot.pods.insert(
+                        target.key.clone(),
+                        PodSample {
+                            at_seconds,
+                            counters,
+                        },
+                    );
                 }
                 Err(e) => {
                     snapshot.unanswered += 1;

@@ -88,7 +88,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GREENBATCH_PROFILE_FILE", conflicts_with = "profile_json")]
     pub profile: Option<PathBuf>,
     /// The same profile inline, as JSON (how the operator hands it to serving pods).
-    #[arg(long, env = "GREENBATCH_PROFILE_JSON", hide_env_values = true)]
+    #[arg(long, env = "GREENBATCH_PROFILE_INLINE", hide_env_values = true)]
     pub profile_json: Option<String>,
     #[arg(long, env = "GREENBATCH_SLO_MS")]
     pub slo_ms: Option<f64>,

@@ -40,14 +40,7 @@ fn err(e: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-/// The value of an unlabelled sample in Prometheus text (`name value`, or `name_total value`).
-pub fn scrape_value(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
+/// The server's (inferences, energy joules) counters, read as the operator reads them.
 async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
     let text = client
         .get(format!("{url}/metrics"))
@@ -57,10 +50,8 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
         .text()
         .await
         .ok()?;
-    Some((
-        scrape_value(&text, "greenbatch_inferences_total")?,
-        scrape_value(&text, "greenbatch_energy_joules_total").unwrap_or(0.0),
-    ))
+    let counters = greenbatch_core::serving_metrics::parse(&text).ok()?;
+    Some((counters.inferences, counters.energy_joules))
 }
 
 /// A request body in the binary tensor extension (JSON header + raw little-endian tensor bytes),
@@ -299,21 +290,4 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
             _ => None,
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn scrapes_unlabelled_samples() {
-        let text = "# HELP x\ngreenbatch_inferences_total 42\ngreenbatch_energy_joules_total 3.5\ngreenbatch_requests_total{code=\"200\"} 1\n";
-        assert_eq!(
-            super::scrape_value(text, "greenbatch_inferences_total"),
-            Some(42.0)
-        );
-        assert_eq!(
-            super::scrape_value(text, "greenbatch_energy_joules_total"),
-            Some(3.5)
-        );
-        assert_eq!(super::scrape_value(text, "missing"), None);
-    }
 }

@@ -591,7 +591,7 @@ fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
         .args(extra);
         run(c)
     };
-    // Inline, as the operator hands it to serving pods (also through GREENBATCH_PROFILE_JSON).
+    // Inline, as the operator hands it to serving pods (also through GREENBATCH_PROFILE_INLINE).
     let o = serve(&["--profile-json", "{not json"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
@@ -608,7 +608,7 @@ fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
         "3,16,16",
     ])
     .args(["--port", "0", "--slo-ms", "50"])
-    .env("GREENBATCH_PROFILE_JSON", "{\"table\": 3}");
+    .env("GREENBATCH_PROFILE_INLINE", "{\"table\": 3}");
     let o = run(c);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--profile-json"));

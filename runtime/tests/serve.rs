@@ -384,6 +384,23 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert!(metric(b, "greenbatch_inferences_total").await >= 28.0);
+    // The contract the operator reads (`greenbatch_core::serving_metrics`): every series it sizes
+    // replicas and checks predictions from, under the names it looks for.
+    let c = greenbatch_core::serving_metrics::parse(&text).expect("the operator reads these");
+    assert!(c.inferences >= 28.0, "{c:?}");
+    // Every decoded request here was served (refusals were at decoding), so asked == served.
+    assert_eq!(c.requested_items, Some(c.inferences), "{c:?}");
+    assert!(c.requests > c.inferences, "bad requests count too: {c:?}");
+    let last = c.latency_buckets.last().copied().unwrap_or_default();
+    assert_eq!(
+        last,
+        (f64::INFINITY, c.requests),
+        "every request timed: {c:?}"
+    );
+    assert_eq!(
+        (c.max_batch_size, c.max_queue_delay_seconds),
+        (Some(8.0), Some(0.02))
+    );
     assert!(metric(b, "greenbatch_executor_seconds_total{stage=\"forward\"}").await > 0.0);
     match Command::new("promtool")
         .args(["check", "metrics"])

@@ -584,6 +584,23 @@ async fn scale_with_observed_load(
         reason.contains("inferences/s observed") || reason.starts_with("kept at 2"),
         "{reason}"
     );
+    // The scale-up came from a measured rate (a Scaled Event saying so), not only from holding.
+    let events: Api<K8sEvent> = Api::namespaced(admin.clone(), NS);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Scaled"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("replicas 1 -> 2: 2") && n.contains("inferences/s")),
+        "{notes:?}"
+    );
     let exit = load.wait().await.expect("the load generator ran");
     assert!(exit.success(), "loadgen: {exit}");
     wait_for(
@@ -842,7 +859,7 @@ async fn operator_end_to_end() {
         .and_then(|p| p.containers[0].env.clone())
         .unwrap_or_default();
     assert!(
-        env.iter().any(|e| e.name == names::PROFILE_JSON_ENV
+        env.iter().any(|e| e.name == names::PROFILE_INLINE_ENV
             && e.value
                 .as_deref()
                 .is_some_and(|v| v.contains("\"batchSize\":4"))),

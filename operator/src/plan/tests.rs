@@ -65,9 +65,13 @@ fn flag(args: &[String], name: &str) -> String {
 }
 
 fn rolled_out_obs(p: &Plan) -> DeploymentObservation {
+    let Serving::Apply(objects) = &p.serving else {
+        panic!("expected Apply, got {:?}", p.serving)
+    };
     DeploymentObservation {
         controlled_by_us: true,
         args: args(p),
+        profile_env: crate::observe::container_env(&objects.0, PROFILE_INLINE_ENV),
         generation: 1,
         observed_generation: 1,
         replicas: 1,
@@ -348,6 +352,7 @@ fn the_flow_table() {
                 o.deployment = Some(DeploymentObservation {
                     controlled_by_us: false,
                     args: vec![],
+                    profile_env: None,
                     generation: 1,
                     observed_generation: 1,
                     replicas: 1,
@@ -623,7 +628,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
         .unwrap();
     let handed: EnergyProfileStatus =
         serde_json::from_str(env[0].value.as_deref().unwrap()).unwrap();
-    assert_eq!(env[0].name, PROFILE_JSON_ENV);
+    assert_eq!(env[0].name, PROFILE_INLINE_ENV);
     let (handed, measured) = (
         handed.table.unwrap(),
         o.profile
@@ -664,7 +669,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     let ready = cond(&p, READY);
     assert_eq!(ready.status, ConditionStatus::True);
     assert!(
-        ready.message.contains("scaling: 1/4 ready"),
+        ready.message.contains("1/4 replicas ready"),
         "{}",
         ready.message
     );
@@ -690,6 +695,21 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     let p = plan(&is, &o, &cfg(), "2030-01-01T00:00:00Z");
     assert_eq!(desired(&p).0, 4);
     assert_eq!(p.status.observed, Some(seen));
+    // ...but a partial rate is a lower bound: enough to scale up on.
+    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
+        r.desired = 1;
+    }
+    o.load = Some(load(1e6, false));
+    let p = plan(&is, &o, &cfg(), NOW);
+    let (n, why) = desired(&p);
+    assert_eq!(n, 4, "{why}");
+    assert!(
+        why.contains("for at least 1000000 inferences/s (measured on 1 pod(s), not all of them)"),
+        "{why}"
+    );
+    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
+        r.desired = 4;
+    }
 
     // The load gone: back to the minimum.
     o.load = Some(load(0.0, true));
@@ -708,23 +728,43 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
 }
 
 #[test]
-fn a_changed_configuration_rolls_out_rather_than_scales() {
-    // Different args on the observed Deployment: a rollout, so Pending until it is done, even for a
-    // service that was Serving.
+fn a_new_pod_template_rolls_out_while_a_missing_replica_keeps_serving() {
     let mut is = service("svc");
     let mut o = done(&is);
     let p = plan(&is, &o, &cfg(), NOW);
-    let mut obs = rolled_out_obs(&p);
-    obs.args.push("--stale".into());
-    obs.available_replicas = 1;
-    o.deployment = Some(obs);
     is.status = Some(InferenceServiceStatus {
         phase: Some(Phase::Serving),
         ..Default::default()
     });
+    // Different args, or only a different profile (a re-profile): a rollout, so Pending until it
+    // is done, even for a service that was Serving.
+    let mut stale_args = rolled_out_obs(&p);
+    stale_args.args.push("--stale".into());
+    let mut stale_profile = rolled_out_obs(&p);
+    stale_profile.profile_env = Some("{}".into());
+    for obs in [stale_args, stale_profile] {
+        o.deployment = Some(obs);
+        let p = plan(&is, &o, &cfg(), NOW);
+        assert_eq!(p.status.phase, Some(Phase::Pending));
+        assert_eq!(cond(&p, READY).reason, "DeploymentNotAvailable");
+    }
+    // The planned template with one of two pods not ready (a scale, or a crashing pod): still
+    // serving, and the condition says how many are ready.
+    is.spec.replicas.min = 2;
+    is.spec.replicas.max = 2;
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(p.status.phase, Some(Phase::Pending));
-    assert_eq!(cond(&p, READY).reason, "DeploymentNotAvailable");
+    let mut one_of_two = rolled_out_obs(&p);
+    one_of_two.replicas = 2;
+    o.deployment = Some(one_of_two);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+    let ready = cond(&p, READY);
+    assert_eq!(ready.status, ConditionStatus::True);
+    assert!(
+        ready.message.ends_with("1/2 replicas ready"),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]

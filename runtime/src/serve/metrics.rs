@@ -34,6 +34,9 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<CodeLabel, Counter>,
     pub inferences: Counter,
+    /// Items of every decoded infer request, served or refused for capacity: the arrival rate the
+    /// operator sizes replicas for (served items alone top out at capacity under overload).
+    pub requested_items: Counter,
     pub batches: Counter,
     pub batch_size: Histogram,
     pub queue_wait: Histogram,
@@ -66,6 +69,7 @@ impl Metrics {
         let mut m = Metrics {
             requests: Family::default(),
             inferences: Counter::default(),
+            requested_items: Counter::default(),
             batches: Counter::default(),
             batch_size: Histogram::new((0..=12).map(|i| f64::from(1u32 << i))),
             queue_wait: Histogram::new(latency_buckets()),
@@ -93,6 +97,11 @@ impl Metrics {
             "inferences",
             "Items inferred (a request may carry several)",
             m.inferences.clone(),
+        );
+        registry.register(
+            "requested_items",
+            "Items in decoded infer requests, served or refused for capacity",
+            m.requested_items.clone(),
         );
         registry.register("batches", "Batches executed", m.batches.clone());
         registry.register(

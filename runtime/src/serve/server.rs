@@ -324,6 +324,10 @@ async fn infer_response(
             ),
         );
     }
+    app.shared
+        .metrics
+        .requested_items
+        .inc_by(u64::from(request.items));
     let id = request.id.clone();
     let binary = request.binary_output(OUTPUT_NAME);
     let (tx, rx) = tokio::sync::oneshot::channel();
