@@ -356,7 +356,7 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     .await;
     assert_eq!(code, 200, "the server must keep serving after bad input");
 
-    // Metrics: counts by code, energy accounting (synthetic meter here), valid exposition format.
+    // Metrics: counts by code, the energy series, valid exposition format.
     let text = reqwest::get(format!("{b}/metrics"))
         .await
         .unwrap()
