@@ -360,6 +360,32 @@ fn condition_message(is: &InferenceService, t: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A service's state in one line, for a wait's failure message.
+fn describe(is: &InferenceService) -> String {
+    format!(
+        "{:?}, replicas {:?}; Ready {}; Profiled {}",
+        status_of(is),
+        is.status.as_ref().and_then(|s| s.replicas.clone()),
+        condition_message(is, "Ready"),
+        condition_message(is, "Profiled")
+    )
+}
+
+/// Waits until service `name` is as `ok` wants it; a timeout fails with its last state.
+async fn wait_service(
+    services: &Api<InferenceService>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&InferenceService) -> bool,
+) -> InferenceService {
+    wait_for(what, timeout, || async {
+        let is = services.get(name).await.map_err(|e| e.to_string())?;
+        if ok(&is) { Ok(is) } else { Err(describe(&is)) }
+    })
+    .await
+}
+
 trait StatusStr {
     fn status_str(&self) -> &'static str;
 }
@@ -498,17 +524,14 @@ async fn scale_with_observed_load(
         )
         .await
         .expect("create gamma");
-    wait_for(
+    wait_service(
+        services,
+        "gamma",
         "gamma serving on 1 replica",
         Duration::from_secs(90),
-        || async {
-            let is = services.get("gamma").await.map_err(|e| e.to_string())?;
-            let r = replicas(&is);
-            if status_of(&is).0 == Some(Phase::Serving) && (r.desired, r.ready) == (1, 1) {
-                Ok(())
-            } else {
-                Err(format!("{:?} {r:?}", status_of(&is)))
-            }
+        |is| {
+            let r = replicas(is);
+            status_of(is).0 == Some(Phase::Serving) && (r.desired, r.ready) == (1, 1)
         },
     )
     .await;
@@ -603,18 +626,12 @@ async fn scale_with_observed_load(
     );
     let exit = load.wait().await.expect("the load generator ran");
     assert!(exit.success(), "loadgen: {exit}");
-    wait_for(
+    wait_service(
+        services,
+        "gamma",
         "gamma back to 1 replica without load",
         Duration::from_secs(30),
-        || async {
-            let is = services.get("gamma").await.map_err(|e| e.to_string())?;
-            let r = replicas(&is);
-            if r.desired == 1 {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        },
+        |is| replicas(is).desired == 1,
     )
     .await;
 }
@@ -775,8 +792,13 @@ async fn operator_end_to_end() {
     let watcher_task = {
         let (services, phases) = (services.clone(), phases.clone());
         tokio::spawn(async move {
-            loop {
-                if let Ok(Some(is)) = services.get_opt("alpha").await
+            use futures::StreamExt;
+            use kube::runtime::{WatchStreamExt, watcher};
+            // A watch sees every status write; a poll can miss a phase shorter than its period.
+            let config = watcher::Config::default().fields("metadata.name=alpha");
+            let mut stream = std::pin::pin!(watcher(services, config).applied_objects());
+            while let Some(event) = stream.next().await {
+                if let Ok(is) = event
                     && let Some(p) = is.status.and_then(|s| s.phase)
                 {
                     let mut v = phases.lock().unwrap();
@@ -784,7 +806,6 @@ async fn operator_end_to_end() {
                         v.push(p);
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
@@ -797,21 +818,13 @@ async fn operator_end_to_end() {
     } else {
         Phase::Pending
     };
-    let alpha = wait_for(
+    let alpha = wait_service(
+        &services,
+        "alpha",
         "alpha to be profiled and deployed",
         Duration::from_secs(120),
-        || async {
-            let is = services.get("alpha").await.map_err(|e| e.to_string())?;
-            let profiled = condition_message(&is, "Profiled").starts_with("True");
-            if status_of(&is).0 == Some(target) && profiled {
-                Ok(is)
-            } else {
-                Err(format!(
-                    "{:?} {}",
-                    status_of(&is),
-                    condition_message(&is, "Ready")
-                ))
-            }
+        |is| {
+            status_of(is).0 == Some(target) && condition_message(is, "Profiled").starts_with("True")
         },
     )
     .await;
@@ -821,8 +834,8 @@ async fn operator_end_to_end() {
         t0.elapsed().as_secs_f64()
     ));
     assert!(
-        seen.contains(&Phase::Profiling),
-        "alpha went through Profiling: {seen:?}"
+        seen.starts_with(&[Phase::Pending, Phase::Profiling]) && seen.last() == Some(&target),
+        "alpha went Pending -> Profiling -> ... -> {target:?}: {seen:?}"
     );
     let status = alpha.status.clone().unwrap();
     let profile_name = status.profile_ref.clone().expect("profileRef");
@@ -892,21 +905,12 @@ async fn operator_end_to_end() {
         )
         .await
         .expect("create beta");
-    let beta = wait_for(
+    let beta = wait_service(
+        &services,
+        "beta",
         "beta deployed from the shared profile",
         Duration::from_secs(90),
-        || async {
-            let is = services.get("beta").await.map_err(|e| e.to_string())?;
-            if status_of(&is).0 == Some(target) {
-                Ok(is)
-            } else {
-                Err(format!(
-                    "{:?} {}",
-                    status_of(&is),
-                    condition_message(&is, "Ready")
-                ))
-            }
-        },
+        |is| status_of(is).0 == Some(target),
     )
     .await;
     assert_eq!(
@@ -951,15 +955,7 @@ async fn operator_end_to_end() {
                     .map(|s| s.batch_size)
                     == Some(2)
                 && flag(&args_of(&d), "--max-batch-size").as_deref() == Some("2");
-            if ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{:?} {}",
-                    status_of(&is),
-                    condition_message(&is, "Ready")
-                ))
-            }
+            if ok { Ok(()) } else { Err(describe(&is)) }
         },
     )
     .await;
@@ -1000,21 +996,12 @@ async fn operator_end_to_end() {
         )
         .await
         .expect("create broken");
-    let broken = wait_for(
+    let broken = wait_service(
+        &services,
+        "broken",
         "broken to fail with the pod's reason",
         Duration::from_secs(90),
-        || async {
-            let is = services.get("broken").await.map_err(|e| e.to_string())?;
-            if status_of(&is).0 == Some(Phase::Failed) {
-                Ok(is)
-            } else {
-                Err(format!(
-                    "{:?} {}",
-                    status_of(&is),
-                    condition_message(&is, "Profiled")
-                ))
-            }
-        },
+        |is| status_of(is).0 == Some(Phase::Failed),
     )
     .await;
     let msg = condition_message(&broken, "Profiled");
