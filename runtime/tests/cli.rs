@@ -2,6 +2,8 @@
 //! `fixtures/make_fixtures.py`), the synthetic meter (a labelled test double) for energy, and every
 //! bad input mapped to its own exit code with nothing half-written.
 
+mod common;
+use common::fixture;
 use greenbatch_core::MeterKind;
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 use std::path::{Path, PathBuf};
@@ -12,14 +14,6 @@ fn bin() -> Command {
     c.env("GREENBATCH_LOG", "warn")
         .env_remove("GREENBATCH_METER");
     c
-}
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 const FAST: &[&str] = &[
@@ -578,7 +572,7 @@ fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
         }
         child.wait_with_output().unwrap()
     };
-    let serve = |extra: &[&str]| {
+    let serve_cmd = |extra: &[&str]| {
         let mut c = bin();
         c.args([
             "serve",
@@ -589,8 +583,9 @@ fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
         ])
         .args(["--port", "0", "--slo-ms", "50"])
         .args(extra);
-        run(c)
+        c
     };
+    let serve = |extra: &[&str]| run(serve_cmd(extra));
     // Inline, as the operator hands it to serving pods (also through GREENBATCH_PROFILE_INLINE).
     let o = serve(&["--profile-json", "{not json"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -599,16 +594,8 @@ fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
         err.contains("--profile-json") && err.contains("not a profile JSON"),
         "{err}"
     );
-    let mut c = bin();
-    c.args([
-        "serve",
-        "--model",
-        &fixture("tiny_cnn.pt"),
-        "--shape",
-        "3,16,16",
-    ])
-    .args(["--port", "0", "--slo-ms", "50"])
-    .env("GREENBATCH_PROFILE_INLINE", "{\"table\": 3}");
+    let mut c = serve_cmd(&[]);
+    c.env("GREENBATCH_PROFILE_INLINE", "{\"table\": 3}");
     let o = run(c);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--profile-json"));

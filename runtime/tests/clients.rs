@@ -4,7 +4,8 @@
 //! Without them the test says so and passes, unless `GREENBATCH_REQUIRE_V2_CLIENTS` is set (as
 //! `scripts/test.sh` does), so CI cannot silently skip it.
 
-use std::path::{Path, PathBuf};
+mod common;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,13 +46,13 @@ fn start() -> (Server, u16) {
         .local_addr()
         .unwrap()
         .port();
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_cnn.pt");
+    let model = common::fixture("tiny_cnn.pt");
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
             .args([
                 "serve",
                 "--model",
-                model.to_str().unwrap(),
+                &model,
                 "--shape",
                 "3,16,16",
                 "--bind",

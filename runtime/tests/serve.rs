@@ -3,8 +3,9 @@
 //! overload (429 + Retry-After), metrics (checked by promtool when installed), load failure, and
 //! draining on SIGTERM.
 
+mod common;
+use common::fixture;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,14 +19,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 fn free_port() -> u16 {

@@ -37,23 +37,22 @@ fn cond<'a>(p: &'a Plan, t: &str) -> &'a Condition {
         .unwrap_or_else(|| panic!("no {t} condition in {:?}", p.status.conditions))
 }
 
-fn args(p: &Plan) -> Vec<String> {
+/// The runtime container of the Deployment a plan applies.
+fn container(p: &Plan) -> &k8s_openapi::api::core::v1::Container {
     match &p.serving {
         Serving::Apply(b) => {
-            b.0.spec
+            &b.0.spec
                 .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
+                .and_then(|s| s.template.spec.as_ref())
+                .expect("a pod template")
                 .containers[0]
-                .args
-                .clone()
-                .unwrap()
         }
         other => panic!("expected Apply, got {other:?}"),
     }
+}
+
+fn args(p: &Plan) -> Vec<String> {
+    container(p).args.clone().unwrap_or_default()
 }
 
 fn flag(args: &[String], name: &str) -> String {
@@ -610,22 +609,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     assert_eq!(p.status.phase, Some(Phase::Serving));
     assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
     // The pods get the profile, for their own adaptive batching within the chosen cap.
-    let Serving::Apply(objects) = &p.serving else {
-        panic!("expected Apply, got {:?}", p.serving)
-    };
-    let env = objects
-        .0
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .env
-        .clone()
-        .unwrap();
+    let env = container(&p).env.clone().unwrap_or_default();
     let handed: EnergyProfileStatus =
         serde_json::from_str(env[0].value.as_deref().unwrap()).unwrap();
     assert_eq!(env[0].name, PROFILE_INLINE_ENV);
