@@ -25,7 +25,9 @@ export PYTHONUNBUFFERED=1 GREENBATCH_LOG_FORMAT=text
 step() { echo "== $(date +%T) $*"; }
 
 step "host"
-nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,temperature.gpu --format=csv | tee "$OUT/host.txt"
+# Before any CUDA context of ours: the idle draw, P-state and clocks, to tell a host that idles high
+# (the 2026-11-26 H200 drew 125 W idle with a context, the reference host 83 W) from our own doing.
+nvidia-smi --query-gpu=name,driver_version,power.limit,power.draw,pstate,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$OUT/host.txt"
 python3 -c 'import torch; print("torch", torch.__version__)' | tee -a "$OUT/host.txt"
 "$BIN" --version | tee -a "$OUT/host.txt"
 step "link check"
