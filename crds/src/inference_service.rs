@@ -298,6 +298,10 @@ pub struct ReplicaStatus {
     /// Why `desired` is what it is: the observed load and one replica's capacity, or the range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Items per second one pod served while the pods refused work, when below the profile's
+    /// capacity: used for sizing instead, while the batch size stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_capacity_per_replica: Option<f64>,
 }
 
 /// What the serving pods measured (their `/metrics`, summed over the pods) between two scrapes,

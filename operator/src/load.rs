@@ -32,6 +32,9 @@ pub struct LoadObservation {
     /// Items asked for per second, including those refused for capacity (429): the arrival rate.
     /// From a runtime that does not count refused items, the items served.
     pub inferences_per_second: f64,
+    /// Items served per second. Below `inferences_per_second` when pods refused work: then it is
+    /// what these pods can really serve (their host path included), whatever the profile says.
+    pub served_per_second: f64,
     /// `None` without energy (no meter) or without inferences.
     pub joules_per_inference: Option<f64>,
     /// `None` without requests in the window.
@@ -59,7 +62,7 @@ fn went_back(before: &ServerCounters, after: &ServerCounters) -> bool {
 /// What the pods served between `before` and `after`. `None` when no pod was measured twice with
 /// time between its reads.
 pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
-    let (mut requests_rate, mut arrivals_rate) = (0.0, 0.0);
+    let (mut requests_rate, mut arrivals_rate, mut served_rate) = (0.0, 0.0, 0.0);
     let (mut inferences, mut energy) = (0.0, 0.0);
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let (mut pods, mut window) = (0u32, 0.0);
@@ -82,6 +85,7 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
             _ => served,
         };
         arrivals_rate += asked / dt;
+        served_rate += served / dt;
         inferences += served;
         energy += a.energy_joules - b.energy_joules;
         for &(le, count) in &a.latency_buckets {
@@ -108,6 +112,7 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
     Some(LoadObservation {
         requests_per_second: requests_rate,
         inferences_per_second: arrivals_rate,
+        served_per_second: served_rate,
         joules_per_inference: (energy > 0.0 && inferences > 0.0).then(|| energy / inferences),
         latency_p99_ms: histogram_quantile(0.99, &buckets).map(|s| s * 1000.0),
         // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.

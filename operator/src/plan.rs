@@ -312,52 +312,84 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
+/// Pods refusing more than this share of the items asked for are past their capacity.
+const REFUSED_SHARE: f64 = 0.02;
+
+/// The serving replicas to run, why, and the capacity learnt from pods refusing work.
+struct ReplicaDecision {
+    count: u32,
+    reason: String,
+    measured_capacity: Option<f64>,
+}
+
 /// How many serving replicas, and why. Sized from the observed arrival rate when this reconcile
 /// observed every serving pod twice (`core::energy_model::resize_replicas`: up at once, down with
-/// headroom); otherwise kept where they were, within the spec's range — a partial or missing
-/// observation (pods starting, a scrape failing) must not scale the service down.
+/// headroom); a partial observation's rate is a lower bound and can only raise the count; without
+/// one the count stays where it was, within the spec's range.
+///
+/// One replica's capacity is the profile's (the device's), unless pods were seen refusing work
+/// while serving less than that: then what each served — their host path, not the device, is the
+/// limit. That measurement (`measured`, carried in status while the batch size stays) keeps the
+/// count from falling back to the profile's optimism once the refusals stop.
 fn replicas_for(
     range: ReplicaRange,
     sel: &Selection,
     load: Option<&LoadObservation>,
     old: Option<&ReplicaStatus>,
+    measured: Option<f64>,
     target_utilisation: f64,
-) -> (u32, String) {
+) -> ReplicaDecision {
     // 0: not serving before (SLO unattainable, not yet deployed): nothing to keep.
     let current = old.map(|r| r.desired).filter(|d| *d > 0);
     let (min, max) = (range.min(), range.max());
     let kept = current.unwrap_or(min).clamp(min, max);
+    let profiled = sel.choice.capacity_per_replica;
+    let refusing = load.filter(|l| {
+        l.pods > 0
+            && l.served_per_second > 0.0
+            && l.inferences_per_second > l.served_per_second * (1.0 + REFUSED_SHARE)
+    });
+    let measured = refusing
+        .map(|l| l.served_per_second / f64::from(l.pods))
+        .or(measured)
+        .filter(|m| m.is_finite() && *m > 0.0 && *m < profiled);
+    let decision = |count: u32, reason: String| ReplicaDecision {
+        count,
+        reason,
+        measured_capacity: measured,
+    };
     if min == max {
-        return (min, format!("{min}: spec.replicas fixes the count"));
+        return decision(min, format!("{min}: spec.replicas fixes the count"));
     }
-    let capacity = sel.choice.capacity_per_replica;
+    let capacity = measured.unwrap_or(profiled);
+    let sized = |n: u32, rate: String| {
+        let bound = if n == max {
+            " (spec.replicas.max)"
+        } else if n == min {
+            " (spec.replicas.min)"
+        } else {
+            ""
+        };
+        let source = if measured.is_some() {
+            "measured while pods refused work"
+        } else {
+            "profiled"
+        };
+        format!(
+            "{n}{bound} for {rate}: one replica serves up to {}/s at batch {} ({source}), kept below {}% busy",
+            fmt_rate(capacity),
+            sel.choice.batch_size,
+            resources::fmt_num(target_utilisation * 100.0)
+        )
+    };
     match load {
         Some(load) if load.complete => {
             let rate = load.inferences_per_second;
-            let n = resize_replicas(
-                rate,
-                capacity,
-                target_utilisation,
-                min,
-                max,
-                current.unwrap_or(min),
-            );
-            let bound = if n == max && rate > capacity * target_utilisation * f64::from(max) {
-                " (spec.replicas.max)"
-            } else if n == min {
-                " (spec.replicas.min)"
-            } else {
-                ""
-            };
-            (
+            let current = current.unwrap_or(min);
+            let n = resize_replicas(rate, capacity, target_utilisation, min, max, current);
+            decision(
                 n,
-                format!(
-                    "{n}{bound} for {} inferences/s observed: one replica serves up to {}/s at batch {}, kept below {}% busy",
-                    fmt_rate(rate),
-                    fmt_rate(capacity),
-                    sel.choice.batch_size,
-                    resources::fmt_num(target_utilisation * 100.0)
-                ),
+                sized(n, format!("{} inferences/s observed", fmt_rate(rate))),
             )
         }
         // Part of the traffic unmeasured (pods starting, restarting or not answering): the rate is
@@ -366,19 +398,14 @@ fn replicas_for(
             let rate = load.inferences_per_second;
             let up = size_replicas(rate, capacity, target_utilisation, min, max);
             if up > kept {
-                (
-                    up,
-                    format!(
-                        "{up} for at least {} inferences/s (measured on {} pod(s), not all of them): one replica serves up to {}/s at batch {}, kept below {}% busy",
-                        fmt_rate(rate),
-                        load.pods,
-                        fmt_rate(capacity),
-                        sel.choice.batch_size,
-                        resources::fmt_num(target_utilisation * 100.0)
-                    ),
-                )
+                let what = format!(
+                    "at least {} inferences/s (measured on {} pod(s), not all of them)",
+                    fmt_rate(rate),
+                    load.pods
+                );
+                decision(up, sized(up, what))
             } else {
-                (
+                decision(
                     kept,
                     format!(
                         "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting, restarting or not answering)",
@@ -388,16 +415,16 @@ fn replicas_for(
             }
         }
         // Between observations the count and its reason stand (no status write for nothing new).
-        None if current == Some(kept) => (
+        None if current == Some(kept) => decision(
             kept,
             old.and_then(|r| r.reason.clone())
                 .unwrap_or_else(|| format!("kept at {kept} until the next observation")),
         ),
-        None if current.is_some() => (
+        None if current.is_some() => decision(
             kept,
             format!("{kept}: spec.replicas changed; sized again at the next observation"),
         ),
-        None => (
+        None => decision(
             kept,
             format!("{kept} (spec.replicas.min) until a load is observed"),
         ),
@@ -685,11 +712,25 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     }
                     let serve = sel.slo_attainable
                         || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
-                    let (replicas, replica_reason) = replicas_for(
+                    // A capacity measured at this batch size still holds; at another it does not.
+                    let measured = old
+                        .replicas
+                        .as_ref()
+                        .and_then(|r| r.measured_capacity_per_replica)
+                        .filter(|_| {
+                            old.selected.as_ref().map(|s| s.batch_size)
+                                == Some(sel.choice.batch_size)
+                        });
+                    let ReplicaDecision {
+                        count: replicas,
+                        reason: replica_reason,
+                        measured_capacity,
+                    } = replicas_for(
                         valid.spec.replicas,
                         &sel,
                         observed.load.as_ref(),
                         old.replicas.as_ref(),
+                        measured,
                         cfg.target_utilisation,
                     );
                     let settings = ServeSettings {
@@ -816,6 +857,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     desired,
                                     ready,
                                     reason: Some(replica_reason.clone()),
+                                    measured_capacity_per_replica: measured_capacity,
                                 });
                                 // Look again after one observation window: replicas follow the load.
                                 requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
@@ -890,6 +932,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             desired: 0,
                             ready: 0,
                             reason: Some("not serving: the SLO is not attainable".into()),
+                            measured_capacity_per_replica: None,
                         });
                         serving = Serving::Remove;
                         if old.phase != Some(Phase::Degraded) {

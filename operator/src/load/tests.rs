@@ -105,6 +105,7 @@ fn the_arrival_rate_counts_refused_items_and_each_pod_its_own_window() {
     let o = observe(&before, &after).unwrap();
     // a: 1500 asked / 10 s (500 of them refused); b: 500 / 12.5 s.
     assert!((o.inferences_per_second - 190.0).abs() < 1e-9, "{o:?}");
+    assert!((o.served_per_second - 140.0).abs() < 1e-9, "{o:?}");
     assert!((o.window_seconds - 11.25).abs() < 1e-9, "{o:?}");
 }
 

@@ -242,7 +242,8 @@ fn the_flow_table() {
                     Some(ReplicaStatus {
                         desired: 1,
                         ready: 1,
-                        reason: Some("1: spec.replicas fixes the count".into())
+                        reason: Some("1: spec.replicas fixes the count".into()),
+                        measured_capacity_per_replica: None,
                     })
                 );
                 assert!(p.events.iter().any(|e| e.reason == "Serving"));
@@ -567,6 +568,7 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
     LoadObservation {
         requests_per_second: rate,
         inferences_per_second: rate,
+        served_per_second: rate,
         joules_per_inference: Some(0.2),
         latency_p99_ms: Some(31.5),
         max_batch_size: Some(32),
@@ -821,6 +823,59 @@ fn observations_are_checked_against_the_profiles_prediction() {
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(
         p.status.observed.unwrap().predicted_joules_per_inference,
+        None
+    );
+}
+
+#[test]
+fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
+    // The profile says one replica serves thousands per second (the device); the pods serve 500/s
+    // each and refuse the rest (their host path): sizing follows what they served, and keeps
+    // following it once more replicas stop the refusals.
+    let mut is = service("svc");
+    is.spec.replicas.max = 8;
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    o.deployment = Some(rolled_out_obs(&p));
+    is.status = Some(plan(&is, &o, &cfg(), NOW).status);
+    let profiled = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        desired(&profiled).0,
+        1,
+        "1000/s fits one replica by the profile"
+    );
+
+    o.load = Some(LoadObservation {
+        served_per_second: 500.0,
+        ..load(1000.0, true)
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    // 1000/s at 500/s per replica, kept below 80% busy: 3.
+    let (n, why) = desired(&p);
+    assert_eq!(n, 3, "{why}");
+    assert!(
+        why.contains("500/s at batch 32 (measured while pods refused work)"),
+        "{why}"
+    );
+    let status = p.status.replicas.clone().unwrap();
+    assert_eq!(status.measured_capacity_per_replica, Some(500.0));
+    is.status = Some(p.status);
+
+    // Three replicas serve everything: no refusals, but the measured capacity stays.
+    o.load = Some(load(1000.0, true));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(desired(&p).0, 3, "{:?}", desired(&p));
+    assert_eq!(
+        p.status.replicas.unwrap().measured_capacity_per_replica,
+        Some(500.0)
+    );
+
+    // A new batch size is another capacity: what was measured at the old one is dropped.
+    is.spec.batching.mode = BatchingMode::Fixed;
+    is.spec.batching.batch_size = Some(8);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.status.replicas.unwrap().measured_capacity_per_replica,
         None
     );
 }
