@@ -9,6 +9,8 @@ pub const REQUESTS: &str = "greenbatch_requests_total";
 pub const INFERENCES: &str = "greenbatch_inferences_total";
 /// Items in every decoded infer request, served or refused for capacity: the arrival rate.
 pub const REQUESTED_ITEMS: &str = "greenbatch_requested_items_total";
+/// Items refused because the server's queue was full (429): past its capacity.
+pub const REFUSED_ITEMS: &str = "greenbatch_refused_items_total";
 /// Device energy while serving; stays 0 without a meter.
 pub const ENERGY: &str = "greenbatch_energy_joules_total";
 /// Request-duration histogram buckets (label `le`, seconds).
@@ -26,6 +28,8 @@ pub struct ServerCounters {
     pub inferences: f64,
     /// Items asked for, including refused ones; `None` from a server that does not count them.
     pub requested_items: Option<f64>,
+    /// Items refused for capacity (429); `None` from a server that does not count them.
+    pub refused_items: Option<f64>,
     pub energy_joules: f64,
     /// Request-duration histogram: (upper bound in seconds, cumulative count), `+Inf` included,
     /// ascending.
@@ -63,10 +67,11 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 
-const WANTED: [&str; 7] = [
+const WANTED: [&str; 8] = [
     REQUESTS,
     INFERENCES,
     REQUESTED_ITEMS,
+    REFUSED_ITEMS,
     ENERGY,
     LATENCY_BUCKET,
     MAX_BATCH,
@@ -77,7 +82,7 @@ const WANTED: [&str; 7] = [
 /// whatever they hold; a series of ours with a value that is not a count is an error naming the
 /// line. Several series of one name (labels) are summed — per bound for histogram buckets.
 pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
-    let mut sums: [Option<f64>; 7] = [None; 7];
+    let mut sums: [Option<f64>; 8] = [None; 8];
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -128,6 +133,7 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         requests,
         inferences,
         requested_items,
+        refused_items,
         energy,
         _,
         max_batch,
@@ -138,6 +144,7 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         requests: requests.unwrap_or(0.0),
         inferences: inferences.ok_or(MetricsError::Missing(INFERENCES))?,
         requested_items,
+        refused_items,
         energy_joules: energy.unwrap_or(0.0),
         latency_buckets: buckets,
         max_batch_size: max_batch,
@@ -181,12 +188,13 @@ mod tests {
 
     #[test]
     fn reads_requests_summed_over_codes_ignoring_timestamps_and_other_series() {
-        let text = "# HELP x\nweird_line_without_value\ngreenbatch_requests_total{code=\"200\"} 10\ngreenbatch_requests_total{code=\"429\"} 5 1700000000000\ngreenbatch_inferences_total 12\ngreenbatch_requested_items_total 17\nup{job=\"x\"} 1\n";
+        let text = "# HELP x\nweird_line_without_value\ngreenbatch_requests_total{code=\"200\"} 10\ngreenbatch_requests_total{code=\"429\"} 5 1700000000000\ngreenbatch_inferences_total 12\ngreenbatch_requested_items_total 17\ngreenbatch_refused_items_total 5\nup{job=\"x\"} 1\n";
         let c = parse(text).unwrap();
         assert_eq!(
             (c.requests, c.inferences, c.requested_items, c.energy_joules),
             (15.0, 12.0, Some(17.0), 0.0)
         );
+        assert_eq!(c.refused_items, Some(5.0));
         assert!(c.latency_buckets.is_empty());
         // A fresh server has answered nothing: no requests series yet; an older one counts no
         // requested items.

@@ -32,9 +32,15 @@ pub struct LoadObservation {
     /// Items asked for per second, including those refused for capacity (429): the arrival rate.
     /// From a runtime that does not count refused items, the items served.
     pub inferences_per_second: f64,
-    /// Items served per second. Below `inferences_per_second` when pods refused work: then it is
-    /// what these pods can really serve (their host path included), whatever the profile says.
+    /// Items served per second.
     pub served_per_second: f64,
+    /// Items refused for capacity (the pods' queues were full: 429) per second.
+    pub refused_per_second: f64,
+    /// The mean rate each refusing pod served at: what such a pod can really serve (its host path
+    /// included), whatever the profile says. `None` when no pod refused work.
+    pub refusing_pod_served_per_second: Option<f64>,
+    /// The highest rate one pod served at: a pod's capacity is at least that.
+    pub busiest_pod_served_per_second: f64,
     /// `None` without energy (no meter) or without inferences.
     pub joules_per_inference: Option<f64>,
     /// `None` without requests in the window.
@@ -57,12 +63,14 @@ fn went_back(before: &ServerCounters, after: &ServerCounters) -> bool {
         || after.inferences < before.inferences
         || after.energy_joules < before.energy_joules
         || matches!((before.requested_items, after.requested_items), (Some(b), Some(a)) if a < b)
+        || matches!((before.refused_items, after.refused_items), (Some(b), Some(a)) if a < b)
 }
 
 /// What the pods served between `before` and `after`. `None` when no pod was measured twice with
 /// time between its reads.
 pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
     let (mut requests_rate, mut arrivals_rate, mut served_rate) = (0.0, 0.0, 0.0);
+    let (mut refused_rate, mut refusing, mut busiest) = (0.0, Vec::new(), 0.0_f64);
     let (mut inferences, mut energy) = (0.0, 0.0);
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let (mut pods, mut window) = (0u32, 0.0);
@@ -86,6 +94,13 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
         };
         arrivals_rate += asked / dt;
         served_rate += served / dt;
+        busiest = busiest.max(served / dt);
+        if let (Some(a), Some(b)) = (a.refused_items, b.refused_items)
+            && a > b
+        {
+            refused_rate += (a - b) / dt;
+            refusing.push(served / dt);
+        }
         inferences += served;
         energy += a.energy_joules - b.energy_joules;
         for &(le, count) in &a.latency_buckets {
@@ -113,6 +128,10 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
         requests_per_second: requests_rate,
         inferences_per_second: arrivals_rate,
         served_per_second: served_rate,
+        refused_per_second: refused_rate,
+        refusing_pod_served_per_second: (!refusing.is_empty())
+            .then(|| refusing.iter().sum::<f64>() / refusing.len() as f64),
+        busiest_pod_served_per_second: busiest,
         joules_per_inference: (energy > 0.0 && inferences > 0.0).then(|| energy / inferences),
         latency_p99_ms: histogram_quantile(0.99, &buckets).map(|s| s * 1000.0),
         // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.

@@ -312,7 +312,8 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
-/// Pods refusing more than this share of the items asked for are past their capacity.
+/// Pods refusing (429, queue full) more than this share of the items asked for are past their
+/// capacity.
 const REFUSED_SHARE: f64 = 0.02;
 
 /// The serving replicas to run, why, and the capacity learnt from pods refusing work.
@@ -327,10 +328,12 @@ struct ReplicaDecision {
 /// headroom); a partial observation's rate is a lower bound and can only raise the count; without
 /// one the count stays where it was, within the spec's range.
 ///
-/// One replica's capacity is the profile's (the device's), unless pods were seen refusing work
-/// while serving less than that: then what each served — their host path, not the device, is the
-/// limit. That measurement (`measured`, carried in status while the batch size stays) keeps the
-/// count from falling back to the profile's optimism once the refusals stop.
+/// One replica's capacity is the profile's (the device's), unless pods were seen refusing work for
+/// capacity (429) while serving less than that: then what each refusing pod served — their host
+/// path, not the device, is the limit. That measurement (`measured`, carried in status while the
+/// profile and batch size stay) keeps the count from falling back to the profile's optimism once
+/// the refusals stop; it is learnt and raised only from complete observations, raised whenever a
+/// pod serves more without refusing, and dropped once it reaches the profile's.
 fn replicas_for(
     range: ReplicaRange,
     sel: &Selection,
@@ -344,15 +347,15 @@ fn replicas_for(
     let (min, max) = (range.min(), range.max());
     let kept = current.unwrap_or(min).clamp(min, max);
     let profiled = sel.choice.capacity_per_replica;
-    let refusing = load.filter(|l| {
-        l.pods > 0
-            && l.served_per_second > 0.0
-            && l.inferences_per_second > l.served_per_second * (1.0 + REFUSED_SHARE)
-    });
-    let measured = refusing
-        .map(|l| l.served_per_second / f64::from(l.pods))
-        .or(measured)
-        .filter(|m| m.is_finite() && *m > 0.0 && *m < profiled);
+    let measured = match load.filter(|l| l.complete) {
+        Some(l) if l.refused_per_second > REFUSED_SHARE * l.inferences_per_second => {
+            l.refusing_pod_served_per_second.or(measured)
+        }
+        // Served that much without refusing: a pod can do at least that.
+        Some(l) => measured.map(|m| m.max(l.busiest_pod_served_per_second)),
+        None => measured,
+    }
+    .filter(|m| m.is_finite() && *m > 0.0 && *m < profiled);
     let decision = |count: u32, reason: String| ReplicaDecision {
         count,
         reason,
@@ -362,8 +365,8 @@ fn replicas_for(
         return decision(min, format!("{min}: spec.replicas fixes the count"));
     }
     let capacity = measured.unwrap_or(profiled);
-    let sized = |n: u32, rate: String| {
-        let bound = if n == max {
+    let sized = |n: u32, rate_value: f64, rate: String| {
+        let bound = if n == max && rate_value > capacity * target_utilisation * f64::from(max) {
             " (spec.replicas.max)"
         } else if n == min {
             " (spec.replicas.min)"
@@ -389,7 +392,7 @@ fn replicas_for(
             let n = resize_replicas(rate, capacity, target_utilisation, min, max, current);
             decision(
                 n,
-                sized(n, format!("{} inferences/s observed", fmt_rate(rate))),
+                sized(n, rate, format!("{} inferences/s observed", fmt_rate(rate))),
             )
         }
         // Part of the traffic unmeasured (pods starting, restarting or not answering): the rate is
@@ -403,7 +406,7 @@ fn replicas_for(
                     fmt_rate(rate),
                     load.pods
                 );
-                decision(up, sized(up, what))
+                decision(up, sized(up, rate, what))
             } else {
                 decision(
                     kept,
@@ -712,14 +715,16 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     }
                     let serve = sel.slo_attainable
                         || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
-                    // A capacity measured at this batch size still holds; at another it does not.
+                    // A capacity measured with this profile at this batch size still holds; with
+                    // another model, GPU or batch size it does not.
                     let measured = old
                         .replicas
                         .as_ref()
                         .and_then(|r| r.measured_capacity_per_replica)
                         .filter(|_| {
-                            old.selected.as_ref().map(|s| s.batch_size)
-                                == Some(sel.choice.batch_size)
+                            old.profile_ref.as_deref() == Some(profile_name.as_str())
+                                && old.selected.as_ref().map(|s| s.batch_size)
+                                    == Some(sel.choice.batch_size)
                         });
                     let ReplicaDecision {
                         count: replicas,
@@ -793,6 +798,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             Err(e) => {
                                 conds.set(READY, ConditionStatus::False, "BuildFailed", e.clone());
                                 status.phase = Some(Phase::Failed);
+                                status.replicas = old.replicas.clone();
                                 requeue = Requeue::AwaitChange;
                             }
                             Ok(_)
@@ -811,6 +817,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     msg.clone(),
                                 );
                                 status.phase = Some(Phase::Failed);
+                                status.replicas = old.replicas.clone();
                                 if condition(&old, READY).map(|c| c.reason.as_str())
                                     != Some("NameConflict")
                                 {

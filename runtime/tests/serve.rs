@@ -383,6 +383,7 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     assert!(c.inferences >= 28.0, "{c:?}");
     // Every decoded request here was served (refusals were at decoding), so asked == served.
     assert_eq!(c.requested_items, Some(c.inferences), "{c:?}");
+    assert_eq!(c.refused_items, Some(0.0), "no queue was full: {c:?}");
     assert!(c.requests > c.inferences, "bad requests count too: {c:?}");
     let last = c.latency_buckets.last().copied().unwrap_or_default();
     assert_eq!(
@@ -462,6 +463,8 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
         Some("1")
     );
     assert!(out["error"].as_str().unwrap().contains("queue is full"));
+    // Counted as refused for capacity (what the operator learns a pod's real capacity from).
+    assert_eq!(metric(&s.base, "greenbatch_refused_items_total").await, 1.0);
     for t in tasks {
         assert_eq!(
             t.await.unwrap().0,

@@ -789,6 +789,7 @@ async fn operator_end_to_end() {
 
     // Scenario 1: Pending -> Profiling -> Serving, with a real profile written by the runtime.
     let phases = Arc::new(Mutex::new(Vec::<Phase>::new()));
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher_task = {
         let (services, phases) = (services.clone(), phases.clone());
         tokio::spawn(async move {
@@ -796,11 +797,21 @@ async fn operator_end_to_end() {
             use kube::runtime::{WatchStreamExt, watcher};
             // A watch sees every status write; a poll can miss a phase shorter than its period.
             let config = watcher::Config::default().fields("metadata.name=alpha");
-            let mut stream = std::pin::pin!(watcher(services, config).applied_objects());
+            let mut stream = std::pin::pin!(watcher(services, config).default_backoff());
+            let mut listed = Some(listed_tx);
             while let Some(event) = stream.next().await {
-                if let Ok(is) = event
-                    && let Some(p) = is.status.and_then(|s| s.phase)
-                {
+                let is = match event {
+                    Ok(watcher::Event::InitDone) => {
+                        // Watching from here on: alpha may be created.
+                        if let Some(tx) = listed.take() {
+                            let _ = tx.send(());
+                        }
+                        continue;
+                    }
+                    Ok(watcher::Event::Apply(is) | watcher::Event::InitApply(is)) => is,
+                    _ => continue,
+                };
+                if let Some(p) = is.status.and_then(|s| s.phase) {
                     let mut v = phases.lock().unwrap();
                     if v.last() != Some(&p) {
                         v.push(p);
@@ -809,6 +820,10 @@ async fn operator_end_to_end() {
             }
         })
     };
+    tokio::time::timeout(Duration::from_secs(30), listed_rx)
+        .await
+        .expect("the phase watch starts")
+        .expect("the phase watch runs");
     services
         .create(&pp, &service_yaml("alpha", &uri, serde_json::json!({})))
         .await
@@ -828,7 +843,20 @@ async fn operator_end_to_end() {
         },
     )
     .await;
-    let seen = phases.lock().unwrap().clone();
+    // The watch may deliver the last write a moment after the GET that saw it.
+    let seen = wait_for(
+        "the watch to see alpha's phase",
+        Duration::from_secs(10),
+        || async {
+            let seen = phases.lock().unwrap().clone();
+            if seen.last() == Some(&target) {
+                Ok(seen)
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
     say(&format!(
         "alpha phases: {seen:?} after {:.1}s",
         t0.elapsed().as_secs_f64()

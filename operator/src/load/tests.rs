@@ -7,6 +7,7 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> ServerCounter
         requests,
         inferences: requests * 2.0,
         requested_items: None,
+        refused_items: None,
         energy_joules: energy,
         latency_buckets: buckets.to_vec(),
         max_batch_size: Some(32.0),
@@ -87,6 +88,7 @@ fn two_scrapes_give_rates_energy_latency_and_batching_summed_over_pods() {
 fn the_arrival_rate_counts_refused_items_and_each_pod_its_own_window() {
     let with_asked = |served: f64, asked: f64| ServerCounters {
         requested_items: Some(asked),
+        refused_items: Some(asked - served),
         ..counters(served / 2.0, 0.0, &[])
     };
     let before = snapshot(
@@ -106,6 +108,10 @@ fn the_arrival_rate_counts_refused_items_and_each_pod_its_own_window() {
     // a: 1500 asked / 10 s (500 of them refused); b: 500 / 12.5 s.
     assert!((o.inferences_per_second - 190.0).abs() < 1e-9, "{o:?}");
     assert!((o.served_per_second - 140.0).abs() < 1e-9, "{o:?}");
+    // Only `a` refused work: it served 100/s; the busiest pod too.
+    assert!((o.refused_per_second - 50.0).abs() < 1e-9, "{o:?}");
+    assert_eq!(o.refusing_pod_served_per_second, Some(100.0));
+    assert_eq!(o.busiest_pod_served_per_second, 100.0);
     assert!((o.window_seconds - 11.25).abs() < 1e-9, "{o:?}");
 }
 

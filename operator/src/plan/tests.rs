@@ -569,6 +569,9 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         requests_per_second: rate,
         inferences_per_second: rate,
         served_per_second: rate,
+        refused_per_second: 0.0,
+        refusing_pod_served_per_second: None,
+        busiest_pod_served_per_second: rate,
         joules_per_inference: Some(0.2),
         latency_p99_ms: Some(31.5),
         max_batch_size: Some(32),
@@ -827,28 +830,46 @@ fn observations_are_checked_against_the_profiles_prediction() {
     );
 }
 
+/// A window in which one pod served `served` items/s and refused `refused` more (429).
+fn overloaded(served: f64, refused: f64, complete: bool) -> LoadObservation {
+    LoadObservation {
+        inferences_per_second: served + refused,
+        served_per_second: served,
+        refused_per_second: refused,
+        refusing_pod_served_per_second: Some(served),
+        busiest_pod_served_per_second: served,
+        ..load(served + refused, complete)
+    }
+}
+
 #[test]
 fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
-    // The profile says one replica serves thousands per second (the device); the pods serve 500/s
-    // each and refuse the rest (their host path): sizing follows what they served, and keeps
-    // following it once more replicas stop the refusals.
+    // The profile says one replica serves thousands per second (the device); the pod serves 500/s
+    // and refuses the rest (its host path): sizing follows what it served, and keeps following
+    // it once more replicas stop the refusals.
     let mut is = service("svc");
     is.spec.replicas.max = 8;
     let mut o = done(&is);
     let p = plan(&is, &o, &cfg(), NOW);
     o.deployment = Some(rolled_out_obs(&p));
     is.status = Some(plan(&is, &o, &cfg(), NOW).status);
-    let profiled = plan(&is, &o, &cfg(), NOW);
+    o.load = Some(load(1000.0, true));
+    let by_profile = plan(&is, &o, &cfg(), NOW);
     assert_eq!(
-        desired(&profiled).0,
+        desired(&by_profile).0,
         1,
         "1000/s fits one replica by the profile"
     );
 
-    o.load = Some(LoadObservation {
-        served_per_second: 500.0,
-        ..load(1000.0, true)
-    });
+    // Refusals seen in a partial window teach nothing (old pods, a rollout).
+    o.load = Some(overloaded(500.0, 500.0, false));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.status.replicas.unwrap().measured_capacity_per_replica,
+        None
+    );
+
+    o.load = Some(overloaded(500.0, 500.0, true));
     let p = plan(&is, &o, &cfg(), NOW);
     // 1000/s at 500/s per replica, kept below 80% busy: 3.
     let (n, why) = desired(&p);
@@ -857,17 +878,44 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
         why.contains("500/s at batch 32 (measured while pods refused work)"),
         "{why}"
     );
-    let status = p.status.replicas.clone().unwrap();
-    assert_eq!(status.measured_capacity_per_replica, Some(500.0));
+    assert_eq!(
+        p.status
+            .replicas
+            .clone()
+            .unwrap()
+            .measured_capacity_per_replica,
+        Some(500.0)
+    );
     is.status = Some(p.status);
 
-    // Three replicas serve everything: no refusals, but the measured capacity stays.
-    o.load = Some(load(1000.0, true));
+    // Three replicas serve everything: no refusals, but the measured capacity stays...
+    o.load = Some(LoadObservation {
+        busiest_pod_served_per_second: 340.0,
+        ..load(1000.0, true)
+    });
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(desired(&p).0, 3, "{:?}", desired(&p));
     assert_eq!(
-        p.status.replicas.unwrap().measured_capacity_per_replica,
+        p.status
+            .replicas
+            .clone()
+            .unwrap()
+            .measured_capacity_per_replica,
         Some(500.0)
+    );
+    // ...and rises when a pod serves more without refusing (it was a low reading).
+    o.load = Some(LoadObservation {
+        busiest_pod_served_per_second: 600.0,
+        ..load(1000.0, true)
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.status
+            .replicas
+            .clone()
+            .unwrap()
+            .measured_capacity_per_replica,
+        Some(600.0)
     );
 
     // A new batch size is another capacity: what was measured at the old one is dropped.

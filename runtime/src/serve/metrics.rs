@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Items of every decoded infer request, served or refused for capacity: the arrival rate the
     /// operator sizes replicas for (served items alone top out at capacity under overload).
     pub requested_items: Counter,
+    /// Items refused because the batch queue was full (429): the server past its capacity.
+    pub refused_items: Counter,
     pub batches: Counter,
     pub batch_size: Histogram,
     pub queue_wait: Histogram,
@@ -70,6 +72,7 @@ impl Metrics {
             requests: Family::default(),
             inferences: Counter::default(),
             requested_items: Counter::default(),
+            refused_items: Counter::default(),
             batches: Counter::default(),
             batch_size: Histogram::new((0..=12).map(|i| f64::from(1u32 << i))),
             queue_wait: Histogram::new(latency_buckets()),
@@ -102,6 +105,11 @@ impl Metrics {
             "requested_items",
             "Items in decoded infer requests, served or refused for capacity",
             m.requested_items.clone(),
+        );
+        registry.register(
+            "refused_items",
+            "Items refused because the batch queue was full (429)",
+            m.refused_items.clone(),
         );
         registry.register("batches", "Batches executed", m.batches.clone());
         registry.register(

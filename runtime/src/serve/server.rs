@@ -329,6 +329,7 @@ async fn infer_response(
         .requested_items
         .inc_by(u64::from(request.items));
     let id = request.id.clone();
+    let items = request.items;
     let binary = request.binary_output(OUTPUT_NAME);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job = Job {
@@ -338,10 +339,13 @@ async fn infer_response(
     };
     if let Err(why) = app.shared.submit(job, app.signature.max_batch) {
         return match why {
-            Rejected::Full { capacity } => retry_later(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("the batch queue is full ({capacity} items): retry later"),
-            ),
+            Rejected::Full { capacity } => {
+                app.shared.metrics.refused_items.inc_by(u64::from(items));
+                retry_later(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("the batch queue is full ({capacity} items): retry later"),
+                )
+            }
             Rejected::TooLarge { items, max_batch } => error(
                 400,
                 format!("request has {items} items, more than the max batch size {max_batch}"),
