@@ -587,6 +587,15 @@ fn desired(p: &Plan) -> (u32, String) {
     (r.desired, r.reason.unwrap_or_default())
 }
 
+/// The plan's desired replicas are `n`, for a reason that says `says`.
+fn assert_desired(p: &Plan, n: u32, says: &str) {
+    let (got, why) = desired(p);
+    assert!(
+        got == n && why.contains(says),
+        "want {n} saying {says:?}, got {got}: {why}"
+    );
+}
+
 fn deployment_replicas(p: &Plan) -> i32 {
     match &p.serving {
         Serving::Apply(b) => b.0.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
@@ -647,11 +656,10 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     // service stays Serving while the new pods start.
     o.load = Some(load(1e6, true));
     let p = plan(&is, &o, &cfg(), NOW);
-    let (n, why) = desired(&p);
-    assert_eq!(n, 4, "{why}");
-    assert!(
-        why.contains("(spec.replicas.max) for 1000000 inferences/s observed"),
-        "{why}"
+    assert_desired(
+        &p,
+        4,
+        "(spec.replicas.max) for 1000000 inferences/s observed",
     );
     assert_eq!(deployment_replicas(&p), 4);
     assert_eq!(p.status.phase, Some(Phase::Serving));
@@ -690,11 +698,10 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     }
     o.load = Some(load(1e6, false));
     let p = plan(&is, &o, &cfg(), NOW);
-    let (n, why) = desired(&p);
-    assert_eq!(n, 4, "{why}");
-    assert!(
-        why.contains("for at least 1000000 inferences/s (measured on 1 pod(s), not all of them)"),
-        "{why}"
+    assert_desired(
+        &p,
+        4,
+        "for at least 1000000 inferences/s (measured on 1 pod(s), not all of them)",
     );
     if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
         r.desired = 4;
@@ -872,11 +879,10 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     o.load = Some(overloaded(500.0, 500.0, true));
     let p = plan(&is, &o, &cfg(), NOW);
     // 1000/s at 500/s per replica, kept below 80% busy: 3.
-    let (n, why) = desired(&p);
-    assert_eq!(n, 3, "{why}");
-    assert!(
-        why.contains("500/s at batch 32 (measured while pods refused work)"),
-        "{why}"
+    assert_desired(
+        &p,
+        3,
+        "500/s at batch 32 (measured while pods refused work)",
     );
     assert_eq!(
         p.status
