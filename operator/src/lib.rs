@@ -6,7 +6,8 @@
 //! -> [`apply`] (server-side apply, one field manager) -> status and Events.
 //!
 //! Modules, bottom-up (each imports only modules above it in this list):
-//! [`names`], [`config`], [`validate`], [`resources`], [`load`], [`observe`], [`plan`] — pure;
+//! [`names`], [`config`], [`validate`], [`resources`], [`load`], [`observe`], [`sizing`], [`plan`]
+//! — pure;
 //! [`apply`], [`metrics`], [`scrape`] — I/O helpers; [`controller`] — the kube-rs `Controller`;
 //! [`leader`] — Lease-based leader election around the controller;
 //! [`server`] — `/metrics`, `/healthz`, `/readyz`.
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod resources;
 pub mod scrape;
 pub mod server;
+pub mod sizing;
 pub mod validate;
 
 #[cfg(test)]

@@ -4,18 +4,17 @@
 //! and when to look again. Pure: no I/O, the time comes in as an argument.
 
 use crate::config::OperatorConfig;
-use crate::load::LoadObservation;
 use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
-use crate::validate::{self, Valid};
-use greenbatch_core::energy_model::{predict_config, resize_replicas, size_replicas};
-use greenbatch_core::{
-    BatchingMode as CoreMode, Policy, ProfileTable, ReplicaRange, Selection, choose,
+use crate::sizing::{
+    ReplicaDecision, drift_note, observed_serving, predicted_joules, replicas_for,
 };
+use crate::validate::{self, Valid};
+use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
 use greenbatch_crds::energy_profile::{EnergyProfileSpec, EnergyProfileStatus};
 use greenbatch_crds::inference_service::{
-    InferenceServiceStatus, ObservedServing, ReplicaStatus, SelectedConfig, UnattainablePolicy,
+    InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
 };
 use greenbatch_crds::{
     Condition, ConditionStatus, EnergyProfile, InferenceService, Phase, ProfileKey, ProfilePhase,
@@ -31,9 +30,6 @@ use std::time::Duration;
 pub const PROFILED: &str = "Profiled";
 pub const SLO_ATTAINABLE: &str = "SLOAttainable";
 pub const READY: &str = "Ready";
-/// Observed joules per inference this many times above (or below 1/this of) the profile's prediction
-/// for the same load and batching is a drift worth a Warning Event.
-pub const DRIFT_FACTOR: f64 = 2.0;
 /// Re-profile tokens remembered per profile: enough that a token is never honoured twice in practice.
 const TOKENS_KEPT: usize = 16;
 /// Safety net beside the watches: look again this often while something is in progress.
@@ -230,207 +226,6 @@ fn selected_config(sel: &Selection, table: &ProfileTable, percentile: u32) -> Se
         slo_attainable: sel.slo_attainable,
         meter: table.meter,
         reason: sel.reason.clone(),
-    }
-}
-
-fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
-    ObservedServing {
-        requests_per_second: Some(load.requests_per_second),
-        inferences_per_second: Some(load.inferences_per_second),
-        joules_per_inference: load.joules_per_inference,
-        // Filled in once the profile is known (see `predicted_joules`).
-        predicted_joules_per_inference: None,
-        latency_p99_ms: load.latency_p99_ms,
-        max_batch_size: load.max_batch_size,
-        max_queue_delay_ms: load.max_queue_delay_ms,
-        pods: Some(load.pods),
-        window_seconds: Some(load.window_seconds),
-        observed_at: Some(now.to_string()),
-    }
-}
-
-/// What the profile predicts for the batching the pods ran (their cap and mean delay), the pods
-/// measured and the rate they served.
-fn predicted_joules(
-    table: &ProfileTable,
-    percentile: greenbatch_core::Percentile,
-    load: &LoadObservation,
-) -> Option<f64> {
-    predict_config(
-        table,
-        percentile,
-        load.max_batch_size?,
-        load.max_queue_delay_ms? / 1000.0,
-        load.pods,
-        load.inferences_per_second,
-    )?
-    .joules_per_inference
-}
-
-/// Observed over predicted joules per inference, when they part by more than `DRIFT_FACTOR`.
-fn drift(seen: &ObservedServing) -> Option<f64> {
-    let (measured, predicted) = (
-        seen.joules_per_inference?,
-        seen.predicted_joules_per_inference?,
-    );
-    let ratio = measured / predicted;
-    (predicted > 0.0 && ratio.is_finite() && !(1.0 / DRIFT_FACTOR..=DRIFT_FACTOR).contains(&ratio))
-        .then_some(ratio)
-}
-
-/// The Event note when observation and prediction have just parted (not on every window after).
-fn drift_note(
-    seen: &ObservedServing,
-    before: Option<&ObservedServing>,
-    load: &LoadObservation,
-    profile: &str,
-) -> Option<String> {
-    let ratio = drift(seen)?;
-    if before.and_then(drift).is_some() {
-        return None;
-    }
-    Some(format!(
-        "observed {} J/inference at {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; set a new {REPROFILE_ANNOTATION} token to measure again",
-        resources::fmt_num(seen.joules_per_inference?),
-        fmt_rate(load.inferences_per_second),
-        load.pods,
-        load.max_batch_size?,
-        resources::fmt_num(load.max_queue_delay_ms?),
-        resources::fmt_num(seen.predicted_joules_per_inference?),
-        resources::fmt_num(ratio),
-    ))
-}
-
-/// A rate for people: whole numbers from 100 up, one decimal from 10, else up to three.
-fn fmt_rate(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        resources::fmt_num(x)
-    }
-}
-
-/// Pods refusing (429, queue full) more than this share of the items asked for are past their
-/// capacity.
-const REFUSED_SHARE: f64 = 0.02;
-
-/// The serving replicas to run, why, and the capacity learnt from pods refusing work.
-struct ReplicaDecision {
-    count: u32,
-    reason: String,
-    measured_capacity: Option<f64>,
-}
-
-/// How many serving replicas, and why. Sized from the observed arrival rate when this reconcile
-/// observed every serving pod twice (`core::energy_model::resize_replicas`: up at once, down with
-/// headroom); a partial observation's rate is a lower bound and can only raise the count; without
-/// one the count stays where it was, within the spec's range.
-///
-/// One replica's capacity is the profile's (the device's), unless pods were seen refusing work for
-/// capacity (429) while serving less than that: then what each refusing pod served — their host
-/// path, not the device, is the limit. That measurement (`measured`, carried in status while the
-/// profile and batch size stay) keeps the count from falling back to the profile's optimism once
-/// the refusals stop; it is learnt and raised only from complete observations, raised whenever a
-/// pod serves more without refusing, and dropped once it reaches the profile's.
-fn replicas_for(
-    range: ReplicaRange,
-    sel: &Selection,
-    load: Option<&LoadObservation>,
-    old: Option<&ReplicaStatus>,
-    measured: Option<f64>,
-    target_utilisation: f64,
-) -> ReplicaDecision {
-    // 0: not serving before (SLO unattainable, not yet deployed): nothing to keep.
-    let current = old.map(|r| r.desired).filter(|d| *d > 0);
-    let (min, max) = (range.min(), range.max());
-    let kept = current.unwrap_or(min).clamp(min, max);
-    let profiled = sel.choice.capacity_per_replica;
-    let measured = match load.filter(|l| l.complete) {
-        Some(l) if l.refused_per_second > REFUSED_SHARE * l.inferences_per_second => {
-            l.refusing_pod_served_per_second.or(measured)
-        }
-        // Served that much without refusing: a pod can do at least that.
-        Some(l) => measured.map(|m| m.max(l.busiest_pod_served_per_second)),
-        None => measured,
-    }
-    .filter(|m| m.is_finite() && *m > 0.0 && *m < profiled);
-    let decision = |count: u32, reason: String| ReplicaDecision {
-        count,
-        reason,
-        measured_capacity: measured,
-    };
-    if min == max {
-        return decision(min, format!("{min}: spec.replicas fixes the count"));
-    }
-    let capacity = measured.unwrap_or(profiled);
-    let sized = |n: u32, rate_value: f64, rate: String| {
-        let bound = if n == max && rate_value > capacity * target_utilisation * f64::from(max) {
-            " (spec.replicas.max)"
-        } else if n == min {
-            " (spec.replicas.min)"
-        } else {
-            ""
-        };
-        let source = if measured.is_some() {
-            "measured while pods refused work"
-        } else {
-            "profiled"
-        };
-        format!(
-            "{n}{bound} for {rate}: one replica serves up to {}/s at batch {} ({source}), kept below {}% busy",
-            fmt_rate(capacity),
-            sel.choice.batch_size,
-            resources::fmt_num(target_utilisation * 100.0)
-        )
-    };
-    match load {
-        Some(load) if load.complete => {
-            let rate = load.inferences_per_second;
-            let current = current.unwrap_or(min);
-            let n = resize_replicas(rate, capacity, target_utilisation, min, max, current);
-            decision(
-                n,
-                sized(n, rate, format!("{} inferences/s observed", fmt_rate(rate))),
-            )
-        }
-        // Part of the traffic unmeasured (pods starting, restarting or not answering): the rate is
-        // a lower bound — enough to scale up on under a growing load, never to scale down.
-        Some(load) => {
-            let rate = load.inferences_per_second;
-            let up = size_replicas(rate, capacity, target_utilisation, min, max);
-            if up > kept {
-                let what = format!(
-                    "at least {} inferences/s (measured on {} pod(s), not all of them)",
-                    fmt_rate(rate),
-                    load.pods
-                );
-                decision(up, sized(up, rate, what))
-            } else {
-                decision(
-                    kept,
-                    format!(
-                        "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting, restarting or not answering)",
-                        load.pods
-                    ),
-                )
-            }
-        }
-        // Between observations the count and its reason stand (no status write for nothing new).
-        None if current == Some(kept) => decision(
-            kept,
-            old.and_then(|r| r.reason.clone())
-                .unwrap_or_else(|| format!("kept at {kept} until the next observation")),
-        ),
-        None if current.is_some() => decision(
-            kept,
-            format!("{kept}: spec.replicas changed; sized again at the next observation"),
-        ),
-        None => decision(
-            kept,
-            format!("{kept} (spec.replicas.min) until a load is observed"),
-        ),
     }
 }
 

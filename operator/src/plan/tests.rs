@@ -2,8 +2,10 @@
 //! plan must say.
 
 use super::*;
+use crate::load::LoadObservation;
 use crate::observe::{DeploymentObservation, JobObservation, JobState, Observed};
 use crate::testutil::{service, table};
+use greenbatch_core::energy_model::predict_config;
 use greenbatch_crds::inference_service::BatchingMode;
 use greenbatch_crds::{EnergyProfileStatus, InferenceService};
 
