@@ -323,6 +323,10 @@ pub struct ObservedServing {
     /// energy_model::predict_config`): a `PredictionDrift` Event fires when the two part by 2x.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_joules_per_inference: Option<f64>,
+    /// Request latency at the SLO's percentile (bucket-interpolated, server side: arrival to
+    /// response), beside `spec.slo.latencyMs`; an `SLOMissed` Warning Event fires when it goes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_at_slo_percentile_ms: Option<f64>,
     /// Request latency p99 from the pods' histograms (bucket-interpolated); absent without traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p99_ms: Option<f64>,

@@ -45,6 +45,9 @@ pub struct LoadObservation {
     pub joules_per_inference: Option<f64>,
     /// `None` without requests in the window.
     pub latency_p99_ms: Option<f64>,
+    /// The window's request-duration histogram: (bound in seconds, cumulative count), summed over
+    /// the pods, for other quantiles (the SLO's).
+    pub latency_buckets: Vec<(f64, f64)>,
     /// The largest batch cap among the pods measured, at the window's end.
     pub max_batch_size: Option<u32>,
     /// Their mean max queue delay at the window's end.
@@ -134,6 +137,7 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
         busiest_pod_served_per_second: busiest,
         joules_per_inference: (energy > 0.0 && inferences > 0.0).then(|| energy / inferences),
         latency_p99_ms: histogram_quantile(0.99, &buckets).map(|s| s * 1000.0),
+        latency_buckets: buckets,
         // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.
         max_batch_size: cap.map(|c| c.round().clamp(0.0, f64::from(u32::MAX)) as u32),
         max_queue_delay_ms: (!delays.is_empty())
@@ -145,6 +149,14 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
             && before.unanswered == 0
             && after.unanswered == 0,
     })
+}
+
+impl LoadObservation {
+    /// Request latency at quantile `q` (0..=1) over the window, milliseconds; `None` without
+    /// requests.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        histogram_quantile(q, &self.latency_buckets).map(|s| s * 1000.0)
+    }
 }
 
 /// A pod to scrape: the key of its counters, its name (for logs) and its `/metrics` URL.

@@ -8,7 +8,7 @@ use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::sizing::{
-    ReplicaDecision, drift_note, observed_serving, predicted_joules, replicas_for,
+    ReplicaDecision, drift_note, observed_serving, predicted_joules, replicas_for, slo_note,
 };
 use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
@@ -569,6 +569,16 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             events.push(PlannedEvent {
                                 warning: true,
                                 reason: "PredictionDrift",
+                                note,
+                            });
+                        }
+                        let slo = valid.spec.slo;
+                        seen.latency_at_slo_percentile_ms =
+                            load.latency_ms(slo.percentile().quantile());
+                        if let Some(note) = slo_note(seen, old.observed.as_ref(), &slo, load) {
+                            events.push(PlannedEvent {
+                                warning: true,
+                                reason: "SLOMissed",
                                 note,
                             });
                         }

@@ -18,8 +18,9 @@ pub fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         requests_per_second: Some(load.requests_per_second),
         inferences_per_second: Some(load.inferences_per_second),
         joules_per_inference: load.joules_per_inference,
-        // Filled in once the profile is known (see `predicted_joules`).
+        // Filled in once the profile and the SLO are known (see `predicted_joules`, `slo_note`).
         predicted_joules_per_inference: None,
+        latency_at_slo_percentile_ms: None,
         latency_p99_ms: load.latency_p99_ms,
         max_batch_size: load.max_batch_size,
         max_queue_delay_ms: load.max_queue_delay_ms,
@@ -78,6 +79,35 @@ pub fn drift_note(
         resources::fmt_num(load.max_queue_delay_ms?),
         resources::fmt_num(seen.predicted_joules_per_inference?),
         resources::fmt_num(ratio),
+    ))
+}
+
+/// The Event note when the observed latency at the SLO's percentile has just gone over the SLO
+/// (not on every window after).
+pub fn slo_note(
+    seen: &ObservedServing,
+    before: Option<&ObservedServing>,
+    slo: &greenbatch_core::Slo,
+    load: &LoadObservation,
+) -> Option<String> {
+    let over = |o: &ObservedServing| {
+        o.latency_at_slo_percentile_ms
+            .is_some_and(|ms| ms > slo.latency_ms())
+    };
+    if !over(seen) || before.is_some_and(over) {
+        return None;
+    }
+    Some(format!(
+        "observed {} latency {} ms over the last {} s, above the SLO {slo}, at {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms)",
+        slo.percentile(),
+        resources::fmt_num(seen.latency_at_slo_percentile_ms?),
+        resources::fmt_num(load.window_seconds),
+        fmt_rate(load.inferences_per_second),
+        load.pods,
+        load.max_batch_size
+            .map_or("?".to_string(), |b| b.to_string()),
+        load.max_queue_delay_ms
+            .map_or("?".to_string(), resources::fmt_num),
     ))
 }
 

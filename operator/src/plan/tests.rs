@@ -576,6 +576,7 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         busiest_pod_served_per_second: rate,
         joules_per_inference: Some(0.2),
         latency_p99_ms: Some(31.5),
+        latency_buckets: vec![],
         max_batch_size: Some(32),
         max_queue_delay_ms: Some(3.5),
         pods: 1,
@@ -933,5 +934,62 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     assert_eq!(
         p.status.replicas.unwrap().measured_capacity_per_replica,
         None
+    );
+}
+
+#[test]
+fn a_service_missing_its_slo_in_service_says_so_once() {
+    // SLO p99 <= 50 ms; the pods' histogram over the window puts p99 at 92 ms.
+    let mut is = service("svc");
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    o.deployment = Some(rolled_out_obs(&p));
+    is.status = Some(plan(&is, &o, &cfg(), NOW).status);
+    let slow = LoadObservation {
+        latency_buckets: vec![(0.02, 90.0), (0.1, 100.0), (f64::INFINITY, 100.0)],
+        ..load(100.0, true)
+    };
+    let fast = LoadObservation {
+        latency_buckets: vec![(0.02, 100.0), (0.1, 100.0), (f64::INFINITY, 100.0)],
+        ..load(100.0, true)
+    };
+    o.load = Some(fast);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let seen = p.status.observed.clone().unwrap();
+    assert!(
+        seen.latency_at_slo_percentile_ms
+            .is_some_and(|ms| ms <= 20.0),
+        "{seen:?}"
+    );
+    assert!(!p.events.iter().any(|e| e.reason == "SLOMissed"));
+    is.status = Some(p.status);
+
+    o.load = Some(slow);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let ms = p
+        .status
+        .observed
+        .clone()
+        .unwrap()
+        .latency_at_slo_percentile_ms
+        .unwrap();
+    assert!((ms - 92.0).abs() < 1e-9, "{ms}");
+    let missed = p
+        .events
+        .iter()
+        .find(|e| e.reason == "SLOMissed")
+        .expect("an SLOMissed Event");
+    assert!(missed.warning);
+    assert!(
+        missed.note.contains("observed p99 latency 92 ms")
+            && missed.note.contains("above the SLO p99 <= 50.0 ms"),
+        "{}",
+        missed.note
+    );
+    is.status = Some(p.status);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(
+        !p.events.iter().any(|e| e.reason == "SLOMissed"),
+        "once, not every window"
     );
 }

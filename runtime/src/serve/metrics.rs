@@ -59,9 +59,12 @@ pub struct Metrics {
     pub executor_seconds: Family<StageLabel, Counter<f64, AtomicU64>>,
 }
 
+/// Seconds. Dense where latency SLOs sit (a few ms to a second), so that a quantile interpolated
+/// inside a bucket — how the operator checks an SLO from these — is not off by a whole 1-2-5 step.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     [
-        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075,
+        0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
     ]
     .into_iter()
 }
