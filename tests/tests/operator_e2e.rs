@@ -590,7 +590,10 @@ async fn scale_with_observed_load(
     );
     assert!(seen.latency_p99_ms.is_some_and(|ms| ms > 0.0), "{seen:?}");
     // gamma's SLO is p99 <= 1000 ms: its latency at that percentile is the p99.
-    assert_eq!(seen.latency_at_slo_percentile_ms, seen.latency_p99_ms, "{seen:?}");
+    assert_eq!(
+        seen.latency_at_slo_percentile_ms, seen.latency_p99_ms,
+        "{seen:?}"
+    );
     // What the pods run now: their own adaptive batching stays within the selected cap.
     let cap = status.selected.as_ref().map(|s| s.batch_size).unwrap_or(0);
     assert!(
