@@ -150,6 +150,27 @@ fn node_selector(gpu: &GpuSpec) -> Option<BTreeMap<String, String>> {
         .map(|p| labels(&[(GPU_PRODUCT_NODE_LABEL, p)]))
 }
 
+/// The runtime container as profiling and serving pods both run it: image, binary, `args`, the
+/// GPU request, the locked-down security context and the model's mounts.
+fn runtime_container(
+    cfg: &OperatorConfig,
+    gpu: &GpuSpec,
+    args: Vec<String>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(cfg.runtime_image.clone()),
+        image_pull_policy: cfg.image_pull_policy.clone(),
+        command: Some(vec![RUNTIME_BINARY.into()]),
+        args: Some(args),
+        resources: gpu_resources(gpu),
+        security_context: Some(container_security()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }
+}
+
 fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
@@ -304,17 +325,12 @@ pub fn profiling_job(
                     security_context: Some(pod_security()),
                     node_selector: node_selector(gpu),
                     volumes: Some(volumes),
-                    containers: vec![Container {
-                        name: CONTAINER_NAME.into(),
-                        image: Some(cfg.runtime_image.clone()),
-                        image_pull_policy: cfg.image_pull_policy.clone(),
-                        command: Some(vec![RUNTIME_BINARY.into()]),
-                        args: Some(profile_args(profile_name, namespace, spec, gpu, &model)),
-                        resources: gpu_resources(gpu),
-                        security_context: Some(container_security()),
-                        volume_mounts: Some(mounts),
-                        ..Default::default()
-                    }],
+                    containers: vec![runtime_container(
+                        cfg,
+                        gpu,
+                        profile_args(profile_name, namespace, spec, gpu, &model),
+                        mounts,
+                    )],
                     ..Default::default()
                 }),
             },
@@ -436,11 +452,6 @@ pub fn deployment(
                     // The runtime drains its queue on SIGTERM; give it time to.
                     termination_grace_period_seconds: Some(30),
                     containers: vec![Container {
-                        name: CONTAINER_NAME.into(),
-                        image: Some(cfg.runtime_image.clone()),
-                        image_pull_policy: cfg.image_pull_policy.clone(),
-                        command: Some(vec![RUNTIME_BINARY.into()]),
-                        args: Some(serve_args(name, model, gpu, &mount, settings)),
                         ports: Some(vec![ContainerPort {
                             name: Some(HTTP_PORT_NAME.into()),
                             container_port: HTTP_PORT,
@@ -462,10 +473,12 @@ pub fn deployment(
                                 ..Default::default()
                             }]
                         }),
-                        resources: gpu_resources(gpu),
-                        security_context: Some(container_security()),
-                        volume_mounts: Some(mounts),
-                        ..Default::default()
+                        ..runtime_container(
+                            cfg,
+                            gpu,
+                            serve_args(name, model, gpu, &mount, settings),
+                            mounts,
+                        )
                     }],
                     ..Default::default()
                 }),
