@@ -43,7 +43,8 @@ pub fn predicted_joules(
         load.max_batch_size?,
         load.max_queue_delay_ms? / 1000.0,
         load.pods,
-        load.inferences_per_second,
+        // Served, not asked for: the measured joules are divided by the items served.
+        load.served_per_second,
     )?
     .joules_per_inference
 }
