@@ -72,9 +72,9 @@ pub fn drift_note(
         return None;
     }
     Some(format!(
-        "observed {} J/inference at {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; set a new {REPROFILE_ANNOTATION} token to measure again",
+        "observed {} J/inference serving {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; set a new {REPROFILE_ANNOTATION} token to measure again",
         resources::fmt_num(seen.joules_per_inference?),
-        fmt_rate(load.inferences_per_second),
+        fmt_rate(load.served_per_second),
         load.pods,
         load.max_batch_size?,
         resources::fmt_num(load.max_queue_delay_ms?),
