@@ -590,6 +590,14 @@ fn desired(p: &Plan) -> (u32, String) {
     (r.desired, r.reason.unwrap_or_default())
 }
 
+/// The plan serves (phase Serving, Ready true) and its Ready message ends with `says`.
+fn assert_serving_with(p: &Plan, says: &str) {
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+    let ready = cond(p, READY);
+    assert_eq!(ready.status, ConditionStatus::True);
+    assert!(ready.message.ends_with(says), "{}", ready.message);
+}
+
 /// The plan's desired replicas are `n`, for a reason that says `says`.
 fn assert_desired(p: &Plan, n: u32, says: &str) {
     let (got, why) = desired(p);
@@ -665,14 +673,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
         "(spec.replicas.max) for 1000000 inferences/s observed",
     );
     assert_eq!(deployment_replicas(&p), 4);
-    assert_eq!(p.status.phase, Some(Phase::Serving));
-    let ready = cond(&p, READY);
-    assert_eq!(ready.status, ConditionStatus::True);
-    assert!(
-        ready.message.contains("1/4 replicas ready"),
-        "{}",
-        ready.message
-    );
+    assert_serving_with(&p, "1/4 replicas ready");
     assert!(
         p.events
             .iter()
@@ -756,14 +757,7 @@ fn a_new_pod_template_rolls_out_while_a_missing_replica_keeps_serving() {
     one_of_two.replicas = 2;
     o.deployment = Some(one_of_two);
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(p.status.phase, Some(Phase::Serving));
-    let ready = cond(&p, READY);
-    assert_eq!(ready.status, ConditionStatus::True);
-    assert!(
-        ready.message.ends_with("1/2 replicas ready"),
-        "{}",
-        ready.message
-    );
+    assert_serving_with(&p, "1/2 replicas ready");
 }
 
 #[test]
