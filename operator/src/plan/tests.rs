@@ -590,6 +590,15 @@ fn desired(p: &Plan) -> (u32, String) {
     (r.desired, r.reason.unwrap_or_default())
 }
 
+/// A profiled service whose Deployment has rolled out, with the status of that plan: Serving.
+fn serving(is: &mut InferenceService) -> Observed {
+    let mut o = done(is);
+    let p = plan(is, &o, &cfg(), NOW);
+    o.deployment = Some(rolled_out_obs(&p));
+    is.status = Some(plan(is, &o, &cfg(), NOW).status);
+    o
+}
+
 /// The plan serves (phase Serving, Ready true) and its Ready message ends with `says`.
 fn assert_serving_with(p: &Plan, says: &str) {
     assert_eq!(p.status.phase, Some(Phase::Serving));
@@ -763,10 +772,7 @@ fn a_new_pod_template_rolls_out_while_a_missing_replica_keeps_serving() {
 #[test]
 fn observations_are_checked_against_the_profiles_prediction() {
     let mut is = service("svc");
-    let mut o = done(&is);
-    let p = plan(&is, &o, &cfg(), NOW);
-    o.deployment = Some(rolled_out_obs(&p));
-    is.status = Some(plan(&is, &o, &cfg(), NOW).status);
+    let mut o = serving(&mut is);
     let table = o
         .profile
         .as_ref()
@@ -853,10 +859,7 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     // it once more replicas stop the refusals.
     let mut is = service("svc");
     is.spec.replicas.max = 8;
-    let mut o = done(&is);
-    let p = plan(&is, &o, &cfg(), NOW);
-    o.deployment = Some(rolled_out_obs(&p));
-    is.status = Some(plan(&is, &o, &cfg(), NOW).status);
+    let mut o = serving(&mut is);
     o.load = Some(load(1000.0, true));
     let by_profile = plan(&is, &o, &cfg(), NOW);
     assert_eq!(
@@ -935,10 +938,7 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
 fn a_service_missing_its_slo_in_service_says_so_once() {
     // SLO p99 <= 50 ms; the pods' histogram over the window puts p99 at 92 ms.
     let mut is = service("svc");
-    let mut o = done(&is);
-    let p = plan(&is, &o, &cfg(), NOW);
-    o.deployment = Some(rolled_out_obs(&p));
-    is.status = Some(plan(&is, &o, &cfg(), NOW).status);
+    let mut o = serving(&mut is);
     let slow = LoadObservation {
         latency_buckets: vec![(0.02, 90.0), (0.1, 100.0), (f64::INFINITY, 100.0)],
         ..load(100.0, true)
