@@ -1,5 +1,5 @@
-//! The checked-in `crds/*.yaml` (what `kubectl apply -f crds/` and the Helm chart install) must be
-//! exactly what the Rust types generate.
+//! The checked-in `crds/*.yaml` (what `kubectl apply -f crds/` installs) and the Helm chart's copy in
+//! `charts/greenbatch/crds/` must be exactly what the Rust types generate.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -10,11 +10,23 @@ fn crds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where the CRD YAML is checked in: beside the types, and in the chart (Helm cannot read files
+/// outside a chart, so it holds a copy).
+fn crd_dirs() -> [PathBuf; 2] {
+    [
+        crds_dir(),
+        crds_dir().with_file_name("charts").join("greenbatch/crds"),
+    ]
+}
+
 #[test]
 fn checked_in_crd_yaml_matches_the_types() {
-    let dir = crds_dir();
     let mut stale = Vec::new();
-    for crd in greenbatch_crds::all_crds() {
+    for (dir, crd) in crd_dirs().into_iter().flat_map(|dir| {
+        greenbatch_crds::all_crds()
+            .into_iter()
+            .map(move |c| (dir.clone(), c))
+    }) {
         let file = dir.join(greenbatch_crds::crd_file_name(&crd));
         let generated = greenbatch_crds::crd_yaml(&crd).expect("CRD renders as YAML");
         match std::fs::read_to_string(&file) {
@@ -49,16 +61,20 @@ fn no_stray_crd_yaml_is_checked_in() {
         .iter()
         .map(greenbatch_crds::crd_file_name)
         .collect();
-    let present: BTreeSet<String> = std::fs::read_dir(crds_dir())
-        .expect("read crds/")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
-        .collect();
-    assert_eq!(
-        present, expected,
-        "crds/ must hold exactly one YAML file per CRD of all_crds() (a stray file would still be applied by \
-         `kubectl apply -f crds/`); {REGENERATE} and delete files of removed CRDs"
-    );
+    for dir in crd_dirs() {
+        let present: BTreeSet<String> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json"))
+            .collect();
+        assert_eq!(
+            present,
+            expected,
+            "{} must hold exactly one YAML file per CRD of all_crds() (a stray file would still be applied by \
+             `kubectl apply -f crds/` or installed by Helm); {REGENERATE} and delete files of removed CRDs",
+            dir.display()
+        );
+    }
 }
 
 /// `null` inside an `enum` (what schemars emits for an `Option<SomeEnum>` field) breaks the CRDs on a

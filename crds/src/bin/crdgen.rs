@@ -1,27 +1,34 @@
-//! Writes the CRD YAML of the greenbatch API into a directory (default: `crds/` of the workspace),
-//! or with `--check` fails when the checked-in files differ from what the types generate.
+//! Writes the CRD YAML of the greenbatch API into a directory (default: both `crds/` of the
+//! workspace and the Helm chart's `charts/greenbatch/crds/`), or with `--check` fails when the
+//! checked-in files differ from what the types generate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let mut check = false;
-    let mut dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR")));
+    let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let chart_crds = crds.with_file_name("charts").join("greenbatch/crds");
+    let mut dirs = vec![crds, chart_crds];
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: crdgen [--check] [DIR]\n  writes (or checks) the CRD YAML files in DIR (default: crds/)"
+                    "usage: crdgen [--check] [DIR]\n  writes (or checks) the CRD YAML files in DIR (default: crds/ and charts/greenbatch/crds/)"
                 );
                 return ExitCode::SUCCESS;
             }
-            other => dir = PathBuf::from(other),
+            other => dirs = vec![PathBuf::from(other)],
         }
     }
     let mut stale = Vec::new();
-    for crd in greenbatch_crds::all_crds() {
-        let path = dir.join(greenbatch_crds::crd_file_name(&crd));
+    let files = dirs.iter().flat_map(|dir| {
+        greenbatch_crds::all_crds()
+            .into_iter()
+            .map(move |crd| (dir.join(greenbatch_crds::crd_file_name(&crd)), crd))
+    });
+    for (path, crd) in files {
         let yaml = match greenbatch_crds::crd_yaml(&crd) {
             Ok(y) => y,
             Err(e) => {

@@ -1,0 +1,75 @@
+{{/* Names and labels shared by the templates. */}}
+
+{{- define "greenbatch.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's prefix: the release name when it already says "greenbatch", else release-chart. */}}
+{{- define "greenbatch.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 54 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 54 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator's Deployment, ClusterRole, bindings and (default) service account. */}}
+{{- define "greenbatch.operatorName" -}}
+{{- printf "%s-operator" (include "greenbatch.fullname" .) -}}
+{{- end -}}
+
+{{/* The runtime's ClusterRole and its per-namespace RoleBindings. */}}
+{{- define "greenbatch.runtimeName" -}}
+{{- printf "%s-runtime" (include "greenbatch.fullname" .) -}}
+{{- end -}}
+
+{{- define "greenbatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "greenbatch.operatorName" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name: name an existing service account when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "greenbatch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "greenbatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: greenbatch
+{{- end -}}
+
+{{- define "greenbatch.operatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "greenbatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "greenbatch.operatorImage" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "greenbatch.runtimeImage" -}}
+{{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
+{{- end -}}
+
+{{- define "greenbatch.runtimeVersion" -}}
+{{- default (default .Chart.AppVersion .Values.runtime.image.tag) .Values.runtime.version -}}
+{{- end -}}
+
+{{/*
+Settings that the schema cannot check on its own (they relate two values); each failure names the
+values to change.
+*/}}
+{{- define "greenbatch.validate" -}}
+{{- if and (not .Values.leaderElection.enabled) (gt (int .Values.replicaCount) 1) -}}
+{{- fail (printf "replicaCount is %d with leaderElection.enabled=false: the replicas would reconcile the same services at once; enable leader election or run one replica" (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if and .Values.leaderElection.enabled (ge (int .Values.leaderElection.renewDeadlineSeconds) (int .Values.leaderElection.leaseDurationSeconds)) -}}
+{{- fail (printf "leaderElection.renewDeadlineSeconds (%d) must be less than leaderElection.leaseDurationSeconds (%d): a leader must give up before its lease can pass to another" (int .Values.leaderElection.renewDeadlineSeconds) (int .Values.leaderElection.leaseDurationSeconds)) -}}
+{{- end -}}
+{{- if and .Values.leaderElection.enabled (ge (int .Values.leaderElection.renewIntervalSeconds) (int .Values.leaderElection.renewDeadlineSeconds)) -}}
+{{- fail (printf "leaderElection.renewIntervalSeconds (%d) must be less than leaderElection.renewDeadlineSeconds (%d): a leader must get to renew before it gives up" (int .Values.leaderElection.renewIntervalSeconds) (int .Values.leaderElection.renewDeadlineSeconds)) -}}
+{{- end -}}
+{{- end -}}
