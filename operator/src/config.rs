@@ -8,7 +8,8 @@ pub struct OperatorConfig {
     /// `Always`, `IfNotPresent`, `Never`, or the cluster default when `None`.
     pub image_pull_policy: Option<String>,
     /// Service account of profiling pods, in each service's namespace: it needs `get` on
-    /// `energyprofiles` and `patch` on `energyprofiles/status` (see `operator/rbac/`).
+    /// `energyprofiles` and `patch` on `energyprofiles/status` (the Helm chart creates it, bound,
+    /// in each namespace of `runtime.namespaces`).
     pub runtime_service_account: String,
     /// Version of the runtime in `runtime_image`: part of every profile key, so a new runtime
     /// measures afresh instead of reusing numbers an older one took.

@@ -1,5 +1,5 @@
-//! End to end: the operator (in-process, under its own service-account identity bound to exactly
-//! `operator/rbac/clusterrole.yaml`) on a real kube-apiserver + etcd + kube-controller-manager, with a
+//! End to end: the operator (in-process, under its own service-account identity with exactly the
+//! RBAC of the Helm chart, which the test installs) on a real kube-apiserver + etcd + kube-controller-manager, with a
 //! small test agent playing the kubelet: it runs the real `greenbatch-runtime` binary as a local
 //! process for each pod the Job and ReplicaSet controllers create, and reports the pod's status back
 //! through the API.
@@ -12,25 +12,23 @@ use greenbatch_crds::{EnergyProfile, InferenceService, Phase, ProfilePhase};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
-use greenbatch_tests::rbac::{Grant, bind_service_account};
+use greenbatch_tests::http::{get as http_get_at, get_local as http_get};
 use greenbatch_tests::{
-    Identity, OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster,
-    TestClusterOptions, wait_for, workspace_root,
+    Identity, OPERATOR, OPERATOR_NAMESPACE, TestCluster, TestClusterOptions, built_binary, chart,
+    wait_for, workspace_root,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "e2e";
 const RUNTIME_SA: &str = "greenbatch-runtime";
@@ -43,46 +41,7 @@ fn say(line: &str) {
 }
 
 fn runtime_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("GREENBATCH_RUNTIME_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("debug").join("greenbatch-runtime")
-}
-
-/// A minimal HTTP/1.1 GET on loopback: status code and body.
-async fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path).await
-}
-
-/// A minimal HTTP/1.1 GET: status code and body.
-async fn http_get_at(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    built_binary("greenbatch-runtime", "GREENBATCH_RUNTIME_BIN")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,71 +358,17 @@ impl StatusStr for greenbatch_crds::Condition {
     }
 }
 
-async fn install_rbac(admin: &Client) {
-    let path = workspace_root().join("operator/rbac/clusterrole.yaml");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let role: ClusterRole = serde_yaml::from_str(&text).expect("the operator's ClusterRole parses");
-    let runtime_path = workspace_root().join("operator/rbac/runtime-clusterrole.yaml");
-    let runtime_role: ClusterRole =
-        serde_yaml::from_str(&std::fs::read_to_string(&runtime_path).expect("runtime ClusterRole"))
-            .expect("parses");
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    for r in [&role, &runtime_role] {
-        roles
-            .create(&PostParams::default(), r)
-            .await
-            .expect("create ClusterRole");
+/// The operator's identity, RBAC and the runtime's service account in [`NS`], as a user installs them:
+/// the Helm chart, with no operator replica (this test runs the operator in-process, as the chart's
+/// service account). The chart also installs the CRDs.
+async fn install_chart(cluster: &TestCluster) {
+    let values = serde_json::json!({
+        "replicaCount": 0,
+        "runtime": {"namespaces": [NS], "serviceAccountName": RUNTIME_SA},
+    });
+    if let Err(e) = chart::install(cluster, &values).await {
+        panic!("helm install: {e}");
     }
-    bind_service_account(
-        admin,
-        "greenbatch-operator",
-        Grant::ClusterRole {
-            name: &role.name_any(),
-        },
-        OPERATOR_NAMESPACE,
-        OPERATOR_SERVICE_ACCOUNT,
-    )
-    .await;
-    let runtime_grant = Grant::InNamespace {
-        namespace: NS,
-        role_kind: "ClusterRole",
-        role_name: &runtime_role.name_any(),
-    };
-    bind_service_account(admin, "greenbatch-runtime", runtime_grant, NS, RUNTIME_SA).await;
-    // Leader election: the namespaced Role for the Lease, bound in the operator's namespace.
-    let le_path = workspace_root().join("operator/rbac/leader-election-role.yaml");
-    let le_role: Role =
-        serde_yaml::from_str(&std::fs::read_to_string(&le_path).expect("leader-election Role"))
-            .expect("parses");
-    let le_ns = le_role.namespace().expect("the Role names its namespace");
-    Api::<Role>::namespaced(admin.clone(), &le_ns)
-        .create(&PostParams::default(), &le_role)
-        .await
-        .expect("create leader-election Role");
-    let le_grant = Grant::InNamespace {
-        namespace: &le_ns,
-        role_kind: "Role",
-        role_name: &le_role.name_any(),
-    };
-    bind_service_account(
-        admin,
-        "greenbatch-operator-leader-election",
-        le_grant,
-        OPERATOR_NAMESPACE,
-        OPERATOR_SERVICE_ACCOUNT,
-    )
-    .await;
-    let sa = ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(RUNTIME_SA.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ServiceAccount>::namespaced(admin.clone(), NS)
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("runtime SA");
 }
 
 fn args_of(d: &Deployment) -> Vec<String> {
@@ -679,14 +584,13 @@ async fn operator_end_to_end() {
         ..Default::default()
     };
     let cluster = TestCluster::start(options).await.expect("cluster starts");
-    cluster.apply_crds().await.expect("CRDs");
     cluster.create_namespace(NS).await.expect("namespace");
     cluster
         .create_namespace(OPERATOR_NAMESPACE)
         .await
         .expect("the operator's namespace (its Lease)");
+    install_chart(&cluster).await;
     let admin = cluster.client();
-    install_rbac(&admin).await;
 
     // The operator, in-process, as its own service account.
     let op_client = cluster.client_as(OPERATOR).await.expect("operator client");

@@ -1,6 +1,6 @@
 //! Leader election against a real kube-apiserver 1.20: several operator instances, each under the
-//! operator's service-account identity bound to exactly `operator/rbac/clusterrole.yaml` and
-//! `operator/rbac/leader-election-role.yaml`, share one Lease. Only the holder reconciles; a
+//! operator's service-account identity with exactly the RBAC of the Helm chart (installed by the
+//! test: the ClusterRole and the leader-election Role), share one Lease. Only the holder reconciles; a
 //! graceful stop hands over at once (the Lease is released); a killed holder is replaced once its
 //! Lease expires; a holder whose Lease is taken from it stops with `LeadershipLost`.
 //!
@@ -13,17 +13,14 @@ use greenbatch_crds::{InferenceService, Phase};
 use greenbatch_operator::controller::{Operator, Role, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, OperatorError};
-use greenbatch_tests::rbac::{Grant, bind_service_account};
 use greenbatch_tests::{
-    OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster, TestClusterOptions,
-    wait_for, workspace_root,
+    OPERATOR, OPERATOR_NAMESPACE, TestCluster, TestClusterOptions, chart, wait_for,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role as RbacRole};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,57 +48,21 @@ fn init_logs() {
         .try_init();
 }
 
-/// A cluster with the CRDs, the namespaces and the operator's RBAC as the repository ships it.
+/// A cluster with the namespaces and the Helm chart installed (CRDs, the operator's RBAC).
 async fn cluster() -> TestCluster {
     let cluster = TestCluster::start(TestClusterOptions::default())
         .await
         .expect("cluster starts");
-    cluster.apply_crds().await.expect("CRDs");
     cluster.create_namespace(NS).await.expect("namespace");
     cluster
         .create_namespace(OPERATOR_NAMESPACE)
         .await
         .expect("operator namespace");
-    let admin = cluster.client();
-    let read = |file: &str| {
-        let path = workspace_root().join("operator/rbac").join(file);
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    };
-    let cr: ClusterRole = serde_yaml::from_str(&read("clusterrole.yaml")).expect("parses");
-    Api::<ClusterRole>::all(admin.clone())
-        .create(&PostParams::default(), &cr)
-        .await
-        .expect("ClusterRole");
-    bind_service_account(
-        &admin,
-        "greenbatch-operator",
-        Grant::ClusterRole {
-            name: &cr.name_any(),
-        },
-        OPERATOR_NAMESPACE,
-        OPERATOR_SERVICE_ACCOUNT,
-    )
-    .await;
-    let role: RbacRole = serde_yaml::from_str(&read("leader-election-role.yaml")).expect("parses");
-    let role_ns = role.namespace().expect("the Role names its namespace");
-    assert_eq!(role_ns, OPERATOR_NAMESPACE);
-    Api::<RbacRole>::namespaced(admin.clone(), &role_ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("Role");
-    let grant = Grant::InNamespace {
-        namespace: &role_ns,
-        role_kind: "Role",
-        role_name: &role.name_any(),
-    };
-    bind_service_account(
-        &admin,
-        "greenbatch-operator-leader-election",
-        grant,
-        OPERATOR_NAMESPACE,
-        OPERATOR_SERVICE_ACCOUNT,
-    )
-    .await;
+    // The chart's service account and RBAC; no operator replica of its own (the test runs them).
+    let values = serde_json::json!({"replicaCount": 0, "leaderElection": {"leaseName": LEASE}});
+    if let Err(e) = chart::install(&cluster, &values).await {
+        panic!("helm install: {e}");
+    }
     cluster
 }
 

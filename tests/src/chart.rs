@@ -1,0 +1,142 @@
+//! The Helm chart (`charts/greenbatch`) in tests: rendered with `helm template`, installed with
+//! `helm install` — the real helm binary, so the tests see what a user's `helm install` does.
+//!
+//! Installed as release [`RELEASE`] in [`OPERATOR_NAMESPACE`], the chart's service account is
+//! [`OPERATOR_SERVICE_ACCOUNT`]: the identity [`Identity::operator`](crate::Identity::operator)
+//! authenticates as, so an operator run with that identity has exactly the chart's RBAC.
+
+use crate::cluster::{OPERATOR_NAMESPACE, TestCluster};
+use crate::error::{HarnessError, IoContext, Result};
+use crate::tool::{CommandOutput, run_tool};
+use crate::{Binaries, workspace_root};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The release name the tests install under: the chart then names the operator's objects
+/// `greenbatch-operator` (see `greenbatch.fullname` in the chart's `_helpers.tpl`).
+pub const RELEASE: &str = "greenbatch";
+
+const HELM_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn chart_dir() -> PathBuf {
+    workspace_root().join("charts/greenbatch")
+}
+
+/// Writes `values` (JSON, which Helm reads as YAML) to a fresh file in `dir`, for `helm -f`.
+fn values_file(dir: &Path, values: &serde_json::Value) -> Result<PathBuf> {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let path = dir.join(format!(
+        "values-{}-{}.json",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let text = serde_json::to_string_pretty(values).map_err(|e| HarnessError::Io {
+        context: "serializing chart values".into(),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::write(&path, text).context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs helm without a cluster (lint, template), with its cache and config in a scratch dir; `args`
+/// get the path of `values` written to a file. The outcome is returned as is (a values error is an
+/// unsuccessful output, not an `Err`).
+async fn helm_offline(
+    args: impl FnOnce(PathBuf) -> Vec<OsString>,
+    values: &serde_json::Value,
+) -> Result<CommandOutput> {
+    let binaries = Binaries::locate()?;
+    let helm = binaries.require_helm()?;
+    let scratch = tempfile::tempdir().context(|| "a temp dir for helm".to_string())?;
+    let file = values_file(scratch.path(), values)?;
+    let home = scratch.path().join("helm");
+    let envs = [
+        ("HELM_CACHE_HOME", home.join("cache")),
+        ("HELM_CONFIG_HOME", home.join("config")),
+        ("HELM_DATA_HOME", home.join("data")),
+    ];
+    run_tool(helm, &args(file), &envs, None, HELM_TIMEOUT).await
+}
+
+/// `helm template RELEASE charts/greenbatch -n OPERATOR_NAMESPACE -f values [extra...]`.
+pub async fn template(values: &serde_json::Value, extra: &[&str]) -> Result<CommandOutput> {
+    helm_offline(
+        |file| {
+            let mut args: Vec<OsString> = vec![
+                "template".into(),
+                RELEASE.into(),
+                chart_dir().into(),
+                "--namespace".into(),
+                OPERATOR_NAMESPACE.into(),
+                "--values".into(),
+                file.into(),
+            ];
+            args.extend(extra.iter().map(OsString::from));
+            args
+        },
+        values,
+    )
+    .await
+}
+
+/// `helm lint --strict charts/greenbatch -f values`.
+pub async fn lint(values: &serde_json::Value) -> Result<CommandOutput> {
+    helm_offline(
+        |file| {
+            vec![
+                "lint".into(),
+                "--strict".into(),
+                chart_dir().into(),
+                "--values".into(),
+                file.into(),
+            ]
+        },
+        values,
+    )
+    .await
+}
+
+/// The documents of a rendered chart, as JSON values (empty documents dropped).
+pub fn documents(rendered: &str) -> Result<Vec<serde_json::Value>> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(rendered) {
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| HarnessError::Io {
+                context: "parsing the rendered chart".into(),
+                source: std::io::Error::other(e),
+            })?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// `helm <verb> RELEASE charts/greenbatch -n OPERATOR_NAMESPACE -f values [extra...]` against the
+/// cluster, as its admin (`verb`: install or upgrade). Fails unless helm exits 0.
+pub async fn apply(
+    cluster: &TestCluster,
+    verb: &str,
+    values: &serde_json::Value,
+    extra: &[&str],
+) -> Result<CommandOutput> {
+    let file = values_file(cluster.dir(), values)?;
+    let mut args: Vec<OsString> = vec![
+        verb.into(),
+        RELEASE.into(),
+        chart_dir().into(),
+        "--namespace".into(),
+        OPERATOR_NAMESPACE.into(),
+        "--values".into(),
+        file.into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    cluster.helm(args).await?.ok()
+}
+
+/// Installs the chart as [`RELEASE`] in [`OPERATOR_NAMESPACE`] (which must exist) with `values`.
+pub async fn install(cluster: &TestCluster, values: &serde_json::Value) -> Result<CommandOutput> {
+    apply(cluster, "install", values, &[]).await
+}
