@@ -1,0 +1,669 @@
+//! The Helm chart (`charts/greenbatch`), with the real helm binary: it lints; what it renders binds
+//! the operator's service account to its roles and passes flags the operator binary accepts; bad
+//! values fail with the key named and render nothing; and on a real kube-apiserver it passes a
+//! server-side dry run, installs (CRDs included), runs the operator exactly as its Deployment says
+//! (the binary, with the Deployment's args and env, as the chart's service account) until the
+//! operator profiles an InferenceService applied with kubectl, upgrades, and uninstalls without
+//! taking the CRDs or anybody's InferenceServices with it.
+//!
+//! The e2e tests (operator_e2e.rs, operator_leader.rs) install the same chart for their RBAC.
+//! Needs the operator binary (`cargo build -p greenbatch-operator`; `cargo test --workspace` builds
+//! it for the operator's own CLI tests).
+
+use greenbatch_crds::{InferenceService, Phase};
+use greenbatch_tests::http::get_local;
+use greenbatch_tests::{
+    OPERATOR, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, TestCluster, TestClusterOptions,
+    built_binary, chart, wait_for, workspace_root,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "[chart] {line}");
+}
+
+fn operator_binary() -> PathBuf {
+    built_binary("greenbatch-operator", "GREENBATCH_OPERATOR_BIN")
+}
+
+async fn render(values: &Value) -> Vec<Value> {
+    let out = chart::template(values, &[]).await.expect("helm runs");
+    assert!(out.success(), "helm template with {values}: {out}");
+    chart::documents(&out.stdout).expect("the chart renders YAML")
+}
+
+/// (kind, namespace or "", name) of each document.
+fn inventory(docs: &[Value]) -> BTreeSet<(String, String, String)> {
+    docs.iter()
+        .map(|d| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (
+                s(&d["kind"]),
+                s(&d["metadata"]["namespace"]),
+                s(&d["metadata"]["name"]),
+            )
+        })
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn operator_container(docs: &[Value]) -> &Value {
+    &find(docs, "Deployment", "greenbatch-operator")["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn args(docs: &[Value]) -> Vec<String> {
+    operator_container(docs)["args"]
+        .as_array()
+        .expect("the operator container has args")
+        .iter()
+        .map(|a| a.as_str().expect("string args").to_string())
+        .collect()
+}
+
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The operator binary parses `args` (clap validates every flag and value before acting on the
+/// final `--help`): a flag the chart passes and the binary does not know fails here, not in a
+/// crash-looping pod.
+fn assert_operator_accepts(args: &[String]) {
+    let bin = operator_binary();
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): `cargo build -p greenbatch-operator`",
+                bin.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "greenbatch-operator refuses the chart's flags {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Who a binding grants its role to: (kind, namespace, name) of each subject.
+fn subjects(binding: &Value) -> Vec<(String, String, String)> {
+    binding["subjects"]
+        .as_array()
+        .expect("subjects")
+        .iter()
+        .map(|s| {
+            let f = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (f("kind"), f("namespace"), f("name"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn chart_lints_strictly() {
+    let out = chart::lint(&json!({})).await.expect("helm runs");
+    assert!(out.success(), "{out}");
+    // With every optional part on, too.
+    let all_on = json!({
+        "watchNamespace": "vision",
+        "runtime": {"namespaces": ["vision"]},
+        "metrics": {"serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true}},
+    });
+    let out = chart::lint(&all_on).await.expect("helm runs");
+    assert!(out.success(), "{out}");
+}
+
+#[tokio::test]
+async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
+    let docs = render(&json!({})).await;
+    let ns = OPERATOR_NAMESPACE;
+    let expected: BTreeSet<(String, String, String)> = [
+        ("ServiceAccount", ns, "greenbatch-operator"),
+        ("ClusterRole", "", "greenbatch-operator"),
+        ("ClusterRoleBinding", "", "greenbatch-operator"),
+        ("Role", ns, "greenbatch-operator-leader-election"),
+        ("RoleBinding", ns, "greenbatch-operator-leader-election"),
+        ("ClusterRole", "", "greenbatch-runtime"),
+        ("Service", ns, "greenbatch-operator-metrics"),
+        ("Deployment", ns, "greenbatch-operator"),
+    ]
+    .into_iter()
+    .map(|(k, n, m)| (k.to_string(), n.to_string(), m.to_string()))
+    .collect();
+    assert_eq!(inventory(&docs), expected);
+
+    // The service account the tests' operator identity is (Identity::operator()).
+    assert_eq!(
+        find(&docs, "ServiceAccount", OPERATOR_SERVICE_ACCOUNT)["metadata"]["namespace"],
+        ns
+    );
+    let sa = (
+        "ServiceAccount".to_string(),
+        ns.to_string(),
+        OPERATOR_SERVICE_ACCOUNT.to_string(),
+    );
+    for (kind, name, role_kind, role) in [
+        (
+            "ClusterRoleBinding",
+            "greenbatch-operator",
+            "ClusterRole",
+            "greenbatch-operator",
+        ),
+        (
+            "RoleBinding",
+            "greenbatch-operator-leader-election",
+            "Role",
+            "greenbatch-operator-leader-election",
+        ),
+    ] {
+        let b = find(&docs, kind, name);
+        assert_eq!(subjects(b), vec![sa.clone()], "{kind} {name}");
+        assert_eq!(b["roleRef"]["kind"], role_kind);
+        assert_eq!(b["roleRef"]["name"], role);
+    }
+
+    let pod = &find(&docs, "Deployment", "greenbatch-operator")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], OPERATOR_SERVICE_ACCOUNT);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = operator_container(&docs);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["image"], "ghcr.io/greenbatch/operator:0.1.0");
+
+    let a = args(&docs);
+    assert_operator_accepts(&a);
+    assert_eq!(
+        flag(&a, "--runtime-image"),
+        Some("ghcr.io/greenbatch/runtime:0.1.0")
+    );
+    assert_eq!(flag(&a, "--runtime-version"), Some("0.1.0"));
+    assert_eq!(flag(&a, "--namespace"), None, "all namespaces by default");
+    // The Lease the Role grants is the one the operator takes, in the release's namespace.
+    let role = find(&docs, "Role", "greenbatch-operator-leader-election");
+    let lease_names: Vec<&Value> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["resourceNames"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(lease_names, vec!["greenbatch-operator"]);
+    assert_eq!(flag(&a, "--lease-name"), Some("greenbatch-operator"));
+    assert_eq!(flag(&a, "--lease-namespace"), Some(ns));
+    // Probes and the Service reach the port the operator listens on.
+    assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:8081"));
+    assert_eq!(c["ports"][0]["containerPort"], 8081);
+    assert_eq!(c["ports"][0]["name"], "metrics");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let svc = find(&docs, "Service", "greenbatch-operator-metrics");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    let selector = svc["spec"]["selector"].as_object().expect("selector");
+    let labels =
+        &find(&docs, "Deployment", "greenbatch-operator")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in selector {
+        assert_eq!(
+            &labels[k], v,
+            "the Service selects the operator pods by {k}"
+        );
+    }
+
+    // --include-crds adds exactly the CRDs in crds/ (the chart's copy is checked by the crds crate).
+    let out = chart::template(&json!({}), &["--include-crds"])
+        .await
+        .expect("helm runs");
+    assert!(out.success(), "{out}");
+    let with_crds = chart::documents(&out.stdout).expect("YAML");
+    let crds: BTreeSet<String> = with_crds
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .map(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let want: BTreeSet<String> = [
+        "energyprofiles.greenbatch.dev",
+        "inferenceservices.greenbatch.dev",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(crds, want);
+}
+
+#[tokio::test]
+async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
+    let values = json!({
+        "watchNamespace": "vision",
+        "runtime": {"namespaces": ["vision", "ml"], "serviceAccountName": "profiler",
+                    "image": {"repository": "registry.example/gb-runtime", "tag": "1.2.3", "pullPolicy": "Always"}},
+        "leaderElection": {"enabled": false},
+        "controller": {"targetUtilisation": "0.6", "observeIntervalSeconds": 10},
+        "metrics": {"port": 9100, "serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true}},
+    });
+    let docs = render(&values).await;
+    let inv = inventory(&docs);
+    let has = |k: &str, ns: &str, n: &str| inv.contains(&(k.into(), ns.into(), n.into()));
+    // One namespace watched: the ClusterRole granted there, not cluster-wide.
+    assert!(
+        has("RoleBinding", "vision", "greenbatch-operator"),
+        "{inv:?}"
+    );
+    assert!(
+        !inv.iter().any(|(k, _, _)| k == "ClusterRoleBinding"),
+        "{inv:?}"
+    );
+    // No leader election: no Lease role.
+    assert!(!inv.iter().any(|(k, _, _)| k == "Role"), "{inv:?}");
+    for ns in ["vision", "ml"] {
+        assert!(has("ServiceAccount", ns, "profiler"), "{ns}: {inv:?}");
+        let b = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "RoleBinding"
+                    && d["metadata"]["namespace"] == ns
+                    && d["roleRef"]["name"] == "greenbatch-runtime"
+            })
+            .unwrap_or_else(|| panic!("no runtime RoleBinding in {ns}"));
+        assert_eq!(
+            subjects(b),
+            vec![("ServiceAccount".into(), ns.into(), "profiler".into())]
+        );
+    }
+    let a = args(&docs);
+    assert_operator_accepts(&a);
+    assert_eq!(flag(&a, "--namespace"), Some("vision"));
+    assert!(
+        a.contains(&"--disable-leader-election".to_string()),
+        "{a:?}"
+    );
+    assert_eq!(flag(&a, "--lease-name"), None);
+    assert_eq!(flag(&a, "--runtime-service-account"), Some("profiler"));
+    assert_eq!(
+        flag(&a, "--runtime-image"),
+        Some("registry.example/gb-runtime:1.2.3")
+    );
+    assert_eq!(flag(&a, "--runtime-version"), Some("1.2.3"));
+    assert_eq!(flag(&a, "--image-pull-policy"), Some("Always"));
+    assert_eq!(flag(&a, "--target-utilisation"), Some("0.6"));
+    assert_eq!(flag(&a, "--observe-interval-seconds"), Some("10"));
+    assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:9100"));
+    // The monitors select what exists: the metrics Service's labels, the serving pods' labels.
+    let sm = find(&docs, "ServiceMonitor", "greenbatch-operator");
+    let svc_labels = &find(&docs, "Service", "greenbatch-operator-metrics")["metadata"]["labels"];
+    for (k, v) in sm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("labels")
+    {
+        assert_eq!(&svc_labels[k], v, "ServiceMonitor selects by {k}");
+    }
+    let pm = find(&docs, "PodMonitor", "greenbatch-runtime-serving");
+    assert_eq!(
+        pm["spec"]["namespaceSelector"]["matchNames"],
+        json!(["vision"])
+    );
+    let serving_labels = json!({
+        "app.kubernetes.io/name": greenbatch_operator::names::RUNTIME_BINARY,
+        "app.kubernetes.io/component": "server",
+        "app.kubernetes.io/managed-by": greenbatch_operator::names::MANAGED_BY,
+    });
+    assert_eq!(pm["spec"]["selector"]["matchLabels"], serving_labels);
+    assert_eq!(
+        pm["spec"]["podMetricsEndpoints"][0]["port"],
+        greenbatch_operator::names::HTTP_PORT_NAME
+    );
+}
+
+#[tokio::test]
+async fn bad_values_fail_naming_the_key_and_render_nothing() {
+    let cases = [
+        (json!({"replicas": 2}), "Additional property replicas"),
+        (
+            json!({"controller": {"targetUtilisation": 1.5}}),
+            "controller.targetUtilisation",
+        ),
+        (
+            json!({"controller": {"targetUtilisation": "0"}}),
+            "controller.targetUtilisation",
+        ),
+        (
+            json!({"controller": {"observeIntervalSeconds": 0}}),
+            "controller.observeIntervalSeconds",
+        ),
+        (
+            json!({"runtime": {"namespaces": ["Not_A_Namespace"]}}),
+            "runtime.namespaces",
+        ),
+        (json!({"image": {"repository": ""}}), "image.repository"),
+        (json!({"logging": {"format": "xml"}}), "logging.format"),
+        (json!({"metrics": {"port": 70000}}), "metrics.port"),
+        (
+            json!({"replicaCount": 2, "leaderElection": {"enabled": false}}),
+            "leaderElection.enabled=false",
+        ),
+        (
+            json!({"leaderElection": {"renewDeadlineSeconds": 20}}),
+            "leaderElection.renewDeadlineSeconds",
+        ),
+        (
+            json!({"leaderElection": {"renewIntervalSeconds": 10}}),
+            "leaderElection.renewIntervalSeconds",
+        ),
+        (
+            json!({"serviceAccount": {"create": false}}),
+            "serviceAccount.name",
+        ),
+        (
+            json!({"metrics": {"service": {"enabled": false}, "serviceMonitor": {"enabled": true}}}),
+            "metrics.service.enabled",
+        ),
+    ];
+    for (values, key) in cases {
+        let out = chart::template(&values, &[]).await.expect("helm runs");
+        assert!(!out.success(), "{values} was accepted:\n{}", out.stdout);
+        assert!(
+            out.stderr.contains(key),
+            "{values}: the error names {key}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.trim().is_empty(),
+            "{values}: nothing is rendered: {}",
+            out.stdout
+        );
+    }
+}
+
+/// A pod's environment as the kubelet would give it: plain values, and the downward-API fields the
+/// chart uses (any other reference fails the test, so a new one gets handled here).
+fn pod_env(container: &Value, pod_name: &str, namespace: &str) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_string();
+            if let Some(v) = e["value"].as_str() {
+                return (name, v.to_string());
+            }
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.name") => pod_name.to_string(),
+                Some("metadata.namespace") => namespace.to_string(),
+                other => panic!("env {name}: the test cannot resolve {other:?}"),
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test]
+async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
+    const WATCHED: &str = "vision";
+    const OTHER: &str = "elsewhere";
+    let cluster = TestCluster::start(TestClusterOptions::default())
+        .await
+        .expect("cluster starts");
+    for ns in [OPERATOR_NAMESPACE, WATCHED, OTHER] {
+        cluster.create_namespace(ns).await.expect("namespace");
+    }
+    let port = free_port();
+    let values = json!({
+        "watchNamespace": WATCHED,
+        "runtime": {"namespaces": [WATCHED]},
+        "metrics": {"port": port},
+        "logging": {"format": "text"},
+    });
+
+    // A server-side dry run of everything the chart would create, CRDs included: the API server
+    // validates it all and keeps nothing.
+    let rendered = chart::template(&values, &["--include-crds"])
+        .await
+        .expect("helm runs");
+    assert!(rendered.success(), "{rendered}");
+    let dry = cluster
+        .kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], &rendered.stdout)
+        .await
+        .expect("kubectl runs");
+    assert!(dry.success(), "{dry}");
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), OPERATOR_NAMESPACE);
+    assert!(
+        deployments
+            .get_opt("greenbatch-operator")
+            .await
+            .expect("get")
+            .is_none(),
+        "a dry run created the Deployment"
+    );
+
+    let out = chart::install(&cluster, &values)
+        .await
+        .expect("helm install");
+    say(&format!(
+        "helm install: {}",
+        out.stdout.lines().next().unwrap_or("")
+    ));
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    for name in [
+        "inferenceservices.greenbatch.dev",
+        "energyprofiles.greenbatch.dev",
+    ] {
+        assert!(
+            crds.get_opt(name).await.expect("get").is_some(),
+            "CRD {name}"
+        );
+    }
+    let runtime_sa: Api<ServiceAccount> = Api::namespaced(cluster.client(), WATCHED);
+    assert!(
+        runtime_sa
+            .get_opt("greenbatch-runtime")
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    // The operator as its Deployment runs it: the image's binary, the Deployment's args and env, the
+    // service account's identity (the harness's token for the same user: the same RBAC).
+    let deployment = deployments
+        .get("greenbatch-operator")
+        .await
+        .expect("the chart's Deployment");
+    let template = serde_json::to_value(&deployment.spec.expect("spec").template).expect("JSON");
+    assert_eq!(
+        template["spec"]["serviceAccountName"],
+        OPERATOR_SERVICE_ACCOUNT
+    );
+    let container = &template["spec"]["containers"][0];
+    let args: Vec<String> = serde_json::from_value(container["args"].clone()).expect("args");
+    let pod_name = "greenbatch-operator-5d8c7b9f4-x2x7q";
+    let log_path = cluster.dir().join("operator.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut cmd = tokio::process::Command::new(operator_binary());
+    cmd.args(&args)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env(
+            "KUBECONFIG",
+            cluster.kubeconfig_as(OPERATOR).expect("kubeconfig"),
+        )
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .kill_on_drop(true);
+    for (k, v) in pod_env(container, pod_name, OPERATOR_NAMESPACE) {
+        cmd.env(k, v);
+    }
+    let mut operator = cmd.spawn().expect("the operator binary starts");
+    let log_tail = || {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+
+    wait_for(
+        "the operator to be ready as the leader",
+        Duration::from_secs(30),
+        || async {
+            match get_local(port, "/readyz").await {
+                Ok((200, body)) if body.contains("leader") => Ok(()),
+                other => Err(format!("/readyz: {other:?}; operator log:\n{}", log_tail())),
+            }
+        },
+    )
+    .await;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), OPERATOR_NAMESPACE);
+    let lease = leases.get("greenbatch-operator").await.expect("the Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(pod_name)
+    );
+
+    // A user's service, applied with kubectl as the README says: profiled in the watched
+    // namespace, by a Job whose pods run as the runtime service account the chart made there.
+    let example = workspace_root().join("examples/cpu-dev.yaml");
+    for ns in [WATCHED, OTHER] {
+        cluster
+            .kubectl(["apply", "-n", ns, "-f", example.to_str().expect("path")])
+            .await
+            .expect("kubectl runs")
+            .ok()
+            .expect("kubectl apply");
+    }
+    let services: Api<InferenceService> = Api::namespaced(cluster.client(), WATCHED);
+    // Without a kube-controller-manager the Job gets no pod, so the service waits in Pending with
+    // its profiling Job created (the e2e test goes on from there).
+    let jobs: Api<Job> = Api::namespaced(cluster.client(), WATCHED);
+    let job_list = wait_for("the profiling Job", Duration::from_secs(30), || async {
+        let list = jobs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let phase = services
+            .get("resnet18-cpu")
+            .await
+            .ok()
+            .and_then(|s| s.status)
+            .and_then(|s| s.phase);
+        match (list.items.len(), phase) {
+            (1, Some(Phase::Pending)) => Ok(list),
+            (n, phase) => Err(format!(
+                "{n} Jobs, phase {phase:?}; operator log:\n{}",
+                log_tail()
+            )),
+        }
+    })
+    .await;
+    let job_pod = job_list.items[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    assert_eq!(
+        job_pod.service_account_name.as_deref(),
+        Some("greenbatch-runtime")
+    );
+    assert_eq!(
+        job_pod.containers[0].image.as_deref(),
+        Some("ghcr.io/greenbatch/runtime:0.1.0")
+    );
+    // The other namespace is not watched (nor readable: the RoleBinding is in `vision` only).
+    let other: Api<InferenceService> = Api::namespaced(cluster.client(), OTHER);
+    let untouched = other.get("resnet18-cpu").await.expect("get");
+    assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    let (code, metrics) = get_local(port, "/metrics").await.expect("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("greenbatch_operator_reconciles_total"),
+        "{metrics}"
+    );
+
+    // An upgrade changes the Deployment's flags.
+    let mut upgraded = values.clone();
+    upgraded["controller"] = json!({"observeIntervalSeconds": 10});
+    chart::apply(&cluster, "upgrade", &upgraded, &[])
+        .await
+        .expect("helm upgrade");
+    let after = deployments.get("greenbatch-operator").await.expect("get");
+    let new_args: Vec<String> = after
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].args.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert_operator_accepts(&new_args);
+    assert_eq!(flag(&new_args, "--observe-interval-seconds"), Some("10"));
+
+    // Uninstall removes what the chart made and nothing of the users': the CRDs (Helm never
+    // deletes crds/), the services and their profiles stay.
+    let _ = operator.kill().await;
+    cluster
+        .helm([
+            "uninstall",
+            chart::RELEASE,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+        ])
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm uninstall");
+    assert!(
+        deployments
+            .get_opt("greenbatch-operator")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let roles: Api<ClusterRole> = Api::all(cluster.client());
+    for name in ["greenbatch-operator", "greenbatch-runtime"] {
+        assert!(roles.get_opt(name).await.expect("get").is_none(), "{name}");
+    }
+    assert!(
+        runtime_sa
+            .get_opt("greenbatch-runtime")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    for name in [
+        "inferenceservices.greenbatch.dev",
+        "energyprofiles.greenbatch.dev",
+    ] {
+        assert!(
+            crds.get_opt(name).await.expect("get").is_some(),
+            "CRD {name} kept"
+        );
+    }
+    assert!(
+        services
+            .get_opt("resnet18-cpu")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
