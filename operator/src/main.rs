@@ -5,6 +5,7 @@ use clap::{Parser, ValueEnum};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, OperatorError, server};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -128,8 +129,10 @@ fn identity() -> Result<String, OperatorError> {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: not in `kubectl logs` or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
