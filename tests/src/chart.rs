@@ -60,25 +60,24 @@ async fn helm_offline(
     run_tool(helm, &args(file), &envs, None, HELM_TIMEOUT).await
 }
 
+/// `helm <verb> RELEASE charts/greenbatch --namespace OPERATOR_NAMESPACE --values <file> [extra...]`.
+fn release_args(verb: &str, values_file: PathBuf, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        verb.into(),
+        RELEASE.into(),
+        chart_dir().into(),
+        "--namespace".into(),
+        OPERATOR_NAMESPACE.into(),
+        "--values".into(),
+        values_file.into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
 /// `helm template RELEASE charts/greenbatch -n OPERATOR_NAMESPACE -f values [extra...]`.
 pub async fn template(values: &serde_json::Value, extra: &[&str]) -> Result<CommandOutput> {
-    helm_offline(
-        |file| {
-            let mut args: Vec<OsString> = vec![
-                "template".into(),
-                RELEASE.into(),
-                chart_dir().into(),
-                "--namespace".into(),
-                OPERATOR_NAMESPACE.into(),
-                "--values".into(),
-                file.into(),
-            ];
-            args.extend(extra.iter().map(OsString::from));
-            args
-        },
-        values,
-    )
-    .await
+    helm_offline(|file| release_args("template", file, extra), values).await
 }
 
 /// `helm lint --strict charts/greenbatch -f values`.
@@ -123,17 +122,7 @@ pub async fn apply(
     extra: &[&str],
 ) -> Result<CommandOutput> {
     let file = values_file(cluster.dir(), values)?;
-    let mut args: Vec<OsString> = vec![
-        verb.into(),
-        RELEASE.into(),
-        chart_dir().into(),
-        "--namespace".into(),
-        OPERATOR_NAMESPACE.into(),
-        "--values".into(),
-        file.into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
-    cluster.helm(args).await?.ok()
+    cluster.helm(release_args(verb, file, extra)).await?.ok()
 }
 
 /// Installs the chart as [`RELEASE`] in [`OPERATOR_NAMESPACE`] (which must exist) with `values`.

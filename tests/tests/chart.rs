@@ -242,13 +242,7 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
                 .to_string()
         })
         .collect();
-    let want: BTreeSet<String> = [
-        "energyprofiles.greenbatch.dev",
-        "inferenceservices.greenbatch.dev",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let want: BTreeSet<String> = CRD_NAMES.into_iter().map(String::from).collect();
     assert_eq!(crds, want);
 }
 
@@ -418,6 +412,19 @@ fn pod_env(container: &Value, pod_name: &str, namespace: &str) -> Vec<(String, S
         .collect()
 }
 
+/// The CRDs the chart installs (its `crds/`).
+const CRD_NAMES: [&str; 2] = [
+    "energyprofiles.greenbatch.dev",
+    "inferenceservices.greenbatch.dev",
+];
+
+async fn assert_crds_exist(crds: &Api<CustomResourceDefinition>, when: &str) {
+    for name in CRD_NAMES {
+        let found = crds.get_opt(name).await.expect("get CRD");
+        assert!(found.is_some(), "CRD {name} missing {when}");
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -472,15 +479,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
         out.stdout.lines().next().unwrap_or("")
     ));
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
-    for name in [
-        "inferenceservices.greenbatch.dev",
-        "energyprofiles.greenbatch.dev",
-    ] {
-        assert!(
-            crds.get_opt(name).await.expect("get").is_some(),
-            "CRD {name}"
-        );
-    }
+    assert_crds_exist(&crds, "after helm install").await;
     let runtime_sa: Api<ServiceAccount> = Api::namespaced(cluster.client(), WATCHED);
     assert!(
         runtime_sa
@@ -650,15 +649,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
             .expect("get")
             .is_none()
     );
-    for name in [
-        "inferenceservices.greenbatch.dev",
-        "energyprofiles.greenbatch.dev",
-    ] {
-        assert!(
-            crds.get_opt(name).await.expect("get").is_some(),
-            "CRD {name} kept"
-        );
-    }
+    assert_crds_exist(&crds, "kept by helm uninstall").await;
     assert!(
         services
             .get_opt("resnet18-cpu")
