@@ -581,6 +581,11 @@ async fn operator_end_to_end() {
             Identity::service_account(RUNTIME_IDENTITY, NS, RUNTIME_SA),
             Identity::nobody(),
         ],
+        // As on OpenShift and hardened clusters: an ownerReference with blockOwnerDeletion needs
+        // `update` on the owner's finalizers (the chart grants it; without, every apply is 403).
+        extra_apiserver_args: vec![
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
+        ],
         ..Default::default()
     };
     let cluster = TestCluster::start(options).await.expect("cluster starts");
