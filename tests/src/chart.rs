@@ -60,11 +60,11 @@ async fn helm_offline(
     run_tool(helm, &args(file), &envs, None, HELM_TIMEOUT).await
 }
 
-/// `helm <verb> RELEASE charts/greenbatch --namespace OPERATOR_NAMESPACE --values <file> [extra...]`.
-fn release_args(verb: &str, values_file: PathBuf, extra: &[&str]) -> Vec<OsString> {
+/// `helm <verb> <release> charts/greenbatch --namespace OPERATOR_NAMESPACE --values <file> [extra...]`.
+fn release_args(verb: &str, release: &str, values_file: PathBuf, extra: &[&str]) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         verb.into(),
-        RELEASE.into(),
+        release.into(),
         chart_dir().into(),
         "--namespace".into(),
         OPERATOR_NAMESPACE.into(),
@@ -77,7 +77,20 @@ fn release_args(verb: &str, values_file: PathBuf, extra: &[&str]) -> Vec<OsStrin
 
 /// `helm template RELEASE charts/greenbatch -n OPERATOR_NAMESPACE -f values [extra...]`.
 pub async fn template(values: &serde_json::Value, extra: &[&str]) -> Result<CommandOutput> {
-    helm_offline(|file| release_args("template", file, extra), values).await
+    template_release(RELEASE, values, extra).await
+}
+
+/// [`template`] under another release name.
+pub async fn template_release(
+    release: &str,
+    values: &serde_json::Value,
+    extra: &[&str],
+) -> Result<CommandOutput> {
+    helm_offline(
+        |file| release_args("template", release, file, extra),
+        values,
+    )
+    .await
 }
 
 /// `helm lint --strict charts/greenbatch -f values`.
@@ -97,15 +110,19 @@ pub async fn lint(values: &serde_json::Value) -> Result<CommandOutput> {
     .await
 }
 
-/// The documents of a rendered chart, as JSON values (empty documents dropped).
+/// The documents of a rendered chart, as JSON values (empty documents dropped). Parsed as YAML
+/// first, which refuses a key given twice in one mapping (JSON keeps the last one silently, and so
+/// would a test), as strict consumers of the output — kustomize, yq — do.
 pub fn documents(rendered: &str) -> Result<Vec<serde_json::Value>> {
+    let invalid = |e: String| HarnessError::Io {
+        context: "parsing the rendered chart".into(),
+        source: std::io::Error::other(e),
+    };
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(rendered) {
-        let value: serde_json::Value =
-            serde::Deserialize::deserialize(doc).map_err(|e| HarnessError::Io {
-                context: "parsing the rendered chart".into(),
-                source: std::io::Error::other(e),
-            })?;
+        let yaml: serde_yaml::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| invalid(e.to_string()))?;
+        let value = serde_json::to_value(&yaml).map_err(|e| invalid(e.to_string()))?;
         if !value.is_null() {
             docs.push(value);
         }
@@ -122,7 +139,10 @@ pub async fn apply(
     extra: &[&str],
 ) -> Result<CommandOutput> {
     let file = values_file(cluster.dir(), values)?;
-    cluster.helm(release_args(verb, file, extra)).await?.ok()
+    cluster
+        .helm(release_args(verb, RELEASE, file, extra))
+        .await?
+        .ok()
 }
 
 /// Installs the chart as [`RELEASE`] in [`OPERATOR_NAMESPACE`] (which must exist) with `values`.

@@ -180,6 +180,8 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
         assert_eq!(b["roleRef"]["name"], role);
     }
 
+    // With a Lease, the default rolling update: the new pod stands by until the old leader lets go.
+    assert!(find(&docs, "Deployment", "greenbatch-operator")["spec"]["strategy"].is_null());
     let pod = &find(&docs, "Deployment", "greenbatch-operator")["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], OPERATOR_SERVICE_ACCOUNT);
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -292,6 +294,11 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         a.contains(&"--disable-leader-election".to_string()),
         "{a:?}"
     );
+    // No Lease to keep an old and a new pod apart during an update: the old one stops first.
+    assert_eq!(
+        find(&docs, "Deployment", "greenbatch-operator")["spec"]["strategy"]["type"],
+        "Recreate"
+    );
     assert_eq!(flag(&a, "--lease-name"), None);
     assert_eq!(flag(&a, "--runtime-service-account"), Some("profiler"));
     assert_eq!(
@@ -317,15 +324,94 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         pm["spec"]["namespaceSelector"]["matchNames"],
         json!(["vision"])
     );
-    let serving_labels = json!({
-        "app.kubernetes.io/name": greenbatch_operator::names::RUNTIME_BINARY,
-        "app.kubernetes.io/component": "server",
-        "app.kubernetes.io/managed-by": greenbatch_operator::names::MANAGED_BY,
-    });
-    assert_eq!(pm["spec"]["selector"]["matchLabels"], serving_labels);
+    // A subset of the labels the operator gives every serving pod.
+    let serving = greenbatch_operator::resources::serving_labels("any-service");
+    let selector = pm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(
+            serving.get(k).map(String::as_str),
+            v.as_str(),
+            "PodMonitor selects serving pods by {k}"
+        );
+    }
     assert_eq!(
         pm["spec"]["podMetricsEndpoints"][0]["port"],
         greenbatch_operator::names::HTTP_PORT_NAME
+    );
+}
+
+#[tokio::test]
+async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operator_accept() {
+    // Numbers from a values file are floats to Helm: a million must still render as digits.
+    let values = json!({
+        "controller": {"observeIntervalSeconds": 3600, "profilingJob": {"deadlineSeconds": 1209600}},
+        "leaderElection": {"leaseDurationSeconds": 1000000},
+        "metrics": {"port": 65000},
+        "runtime": {"namespaces": ["vision"], "imagePullSecrets": [{"name": "registry"}]},
+        // An attempt to relabel the selector's key keeps the selector matching the pods.
+        "podLabels": {"app.kubernetes.io/component": "mine", "team": "ml"},
+    });
+    // Helm's longest release name (53), without "greenbatch" in it: 64 characters of prefix.
+    let long_release = "platform-ml-inference-operator-production-europe-west";
+    assert_eq!(long_release.len(), 53);
+    let out = chart::template_release(long_release, &values, &[])
+        .await
+        .expect("helm runs");
+    assert!(out.success(), "{out}");
+    let docs = chart::documents(&out.stdout).expect("no key twice in any mapping");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let a: Vec<String> = serde_json::from_value(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .expect("args");
+    assert_operator_accepts(&a);
+    assert_eq!(flag(&a, "--job-deadline-seconds"), Some("1209600"));
+    assert_eq!(flag(&a, "--lease-duration-seconds"), Some("1000000"));
+    assert_eq!(flag(&a, "--observe-interval-seconds"), Some("3600"));
+    assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:65000"));
+
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(
+            &pod_labels[k], v,
+            "the selector still matches the pods by {k}"
+        );
+    }
+    assert_eq!(pod_labels["team"], "ml");
+
+    // Names: a Service's must be a DNS label (63); the rest fit theirs, and none repeats.
+    let mut seen = BTreeSet::new();
+    for d in &docs {
+        let kind = d["kind"].as_str().unwrap_or_default();
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        let limit = if kind == "Service" { 63 } else { 253 };
+        assert!(
+            !name.is_empty() && name.len() <= limit,
+            "{kind} {name:?}: {} characters",
+            name.len()
+        );
+        assert!(
+            seen.insert((kind, d["metadata"]["namespace"].as_str(), name)),
+            "{kind} {name} twice"
+        );
+    }
+
+    let runtime_sa = docs
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["namespace"] == "vision")
+        .expect("the runtime service account");
+    assert_eq!(
+        runtime_sa["imagePullSecrets"],
+        json!([{"name": "registry"}])
     );
 }
 
@@ -352,6 +438,20 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
         (json!({"image": {"repository": ""}}), "image.repository"),
         (json!({"logging": {"format": "xml"}}), "logging.format"),
         (json!({"metrics": {"port": 70000}}), "metrics.port"),
+        (json!({"metrics": {"port": 80}}), "metrics.port"),
+        (
+            json!({"runtime": {"version": "v".repeat(64)}}),
+            "runtime.version",
+        ),
+        // A tag the schema allows but no EnergyProfile could name as its runtime version.
+        (
+            json!({"runtime": {"image": {"tag": "t".repeat(70)}}}),
+            "runtime.version",
+        ),
+        (
+            json!({"runtime": {"version": "1.0 #rc"}}),
+            "runtime.version",
+        ),
         (
             json!({"replicaCount": 2, "leaderElection": {"enabled": false}}),
             "leaderElection.enabled=false",
@@ -436,9 +536,14 @@ fn free_port() -> u16 {
 async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     const WATCHED: &str = "vision";
     const OTHER: &str = "elsewhere";
-    let cluster = TestCluster::start(TestClusterOptions::default())
-        .await
-        .expect("cluster starts");
+    // With owner-reference enforcement on, as on OpenShift and hardened clusters (see rbac.yaml).
+    let options = TestClusterOptions {
+        extra_apiserver_args: vec![
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
+        ],
+        ..Default::default()
+    };
+    let cluster = TestCluster::start(options).await.expect("cluster starts");
     for ns in [OPERATOR_NAMESPACE, WATCHED, OTHER] {
         cluster.create_namespace(ns).await.expect("namespace");
     }

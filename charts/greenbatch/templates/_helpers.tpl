@@ -4,12 +4,15 @@
 {{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The release's prefix: the release name when it already says "greenbatch", else release-chart. */}}
+{{/*
+The release's prefix: the release name when it already says "greenbatch", else release-chart.
+At most 46 characters: the longest name that must be a DNS label (63), the metrics Service, adds 17.
+*/}}
 {{- define "greenbatch.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 54 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 46 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 54 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 46 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -40,10 +43,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: greenbatch
 {{- end -}}
 
+{{/*
+Labels of an object: the common ones, then `extra` (a dict of the caller's, e.g. podLabels), then
+`fixed` (a dict that must win, e.g. a selector's labels) — each key once.
+Call: include "greenbatch.mergedLabels" (dict "ctx" . "extra" .Values.podLabels "fixed" $fixed)
+*/}}
+{{- define "greenbatch.mergedLabels" -}}
+{{- $common := include "greenbatch.labels" .ctx | fromYaml -}}
+{{- toYaml (merge (dict) (default (dict) .fixed) (default (dict) .extra) $common) -}}
+{{- end -}}
+
 {{- define "greenbatch.operatorSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "greenbatch.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* The listen address's host part; an IPv6 address goes in brackets. */}}
+{{- define "greenbatch.bindHost" -}}
+{{- if contains ":" .Values.metrics.bindAddress -}}
+{{- printf "[%s]" .Values.metrics.bindAddress -}}
+{{- else -}}
+{{- .Values.metrics.bindAddress -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "greenbatch.operatorImage" -}}
@@ -55,7 +77,11 @@ app.kubernetes.io/component: operator
 {{- end -}}
 
 {{- define "greenbatch.runtimeVersion" -}}
-{{- default (default .Chart.AppVersion .Values.runtime.image.tag) .Values.runtime.version -}}
+{{- $v := default (default .Chart.AppVersion .Values.runtime.image.tag) .Values.runtime.version -}}
+{{- if gt (len $v) 63 -}}
+{{- fail (printf "runtime.version %q is longer than 63 characters (an EnergyProfile's spec.runtimeVersion): set runtime.version to a shorter name of this runtime" $v) -}}
+{{- end -}}
+{{- $v -}}
 {{- end -}}
 
 {{/*
