@@ -9,7 +9,6 @@ mod loadgen;
 mod meter;
 mod model;
 mod output;
-mod plot;
 mod profile_cmd;
 mod protocol;
 mod publish;

@@ -4,7 +4,7 @@
 use crate::cli::TuneArgs;
 use crate::error::{Result, RuntimeError};
 use crate::output::JsonSink;
-use crate::{plot, profile_cmd, table};
+use crate::{profile_cmd, table};
 use greenbatch_core::{BatchingMode, Policy, ReplicaRange, Selection, Slo};
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 
@@ -140,16 +140,18 @@ pub fn run(args: &TuneArgs) -> Result<()> {
     )
     .map_err(|e| RuntimeError::NothingMeasured(e.to_string()))?;
     print!("\n{}", report(&selection, &slo));
-    let svg = plot::render_svg(
-        &table,
-        slo.percentile(),
-        slo.latency_ms(),
-        &selection,
-        &title,
-    )
+    let svg = greenbatch_plot::render_svg(&greenbatch_plot::Plot {
+        table: &table,
+        percentile: slo.percentile(),
+        slo_ms: slo.latency_ms(),
+        chosen_batch: selection.choice.batch_size,
+        title: &title,
+        // A local tune has measured, not served.
+        observed: None,
+    })
     .map_err(|e| RuntimeError::Output {
         path: args.plot.display().to_string(),
-        message: e,
+        message: e.to_string(),
     })?;
     plot_sink.commit(&svg)?;
     println!("plot: {}", args.plot.display());
