@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod plot;
 pub mod resources;
 pub mod scrape;
 pub mod server;

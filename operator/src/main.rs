@@ -200,11 +200,11 @@ async fn run(args: Args) -> Result<(), OperatorError> {
     let operator = Arc::new(Operator::default());
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_ctl_tx, stop_ctl_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr, http) = server::bind(args.listen, operator.clone(), async {
+    let (addr, http) = server::bind(args.listen, operator.clone(), Some(client.clone()), async {
         let _ = stop_http_rx.await;
     })
     .await?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /plots/{{namespace}}/{{name}}");
     let http = tokio::spawn(http);
     tokio::spawn(async move {
         termination().await;

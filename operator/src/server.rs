@@ -1,17 +1,98 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process runs),
 //! `/readyz` (the controller has found the CRDs and cached the services; a leader-election standby
-//! while it can read the lease — see `Operator::is_ready`).
+//! while it can read the lease — see `Operator::is_ready`), and `/plots/{namespace}/{name}` (a
+//! service's plot, SVG: see `plot`).
 
 use crate::controller::{Operator, Role};
 use crate::error::OperatorError;
+use crate::plot::{ServicePlotError, service_plot};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use greenbatch_crds::{EnergyProfile, InferenceService};
+use kube::{Api, Client};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// What the handlers share: the operator (metrics, readiness) and, for plots, a client to read the
+/// service and its profile with (any replica answers, leader or standby).
+#[derive(Clone)]
+struct AppState {
+    op: Arc<Operator>,
+    client: Option<Client>,
+}
+
+impl FromRef<AppState> for Arc<Operator> {
+    fn from_ref(state: &AppState) -> Self {
+        state.op.clone()
+    }
+}
+
+fn text(code: StatusCode, body: String) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// GET `/plots/{namespace}/{name}`: 200 SVG; 404 with the reason when there is no such service or
+/// nothing measured yet; 502 when the API server cannot be read; 503 without a client.
+async fn plot(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Response {
+    let Some(client) = state.client else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plots need the operator's API client".into(),
+        );
+    };
+    let services: Api<InferenceService> = Api::namespaced(client.clone(), &namespace);
+    let service = match services.get_opt(&name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no InferenceService {namespace}/{name}"),
+            );
+        }
+        Err(e) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("reading InferenceService {namespace}/{name}: {e}"),
+            );
+        }
+    };
+    let profile_name = service.status.as_ref().and_then(|s| s.profile_ref.clone());
+    let profile = match profile_name {
+        None => None,
+        Some(p) => match Api::<EnergyProfile>::namespaced(client, &namespace)
+            .get_opt(&p)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("reading EnergyProfile {namespace}/{p}: {e}"),
+                );
+            }
+        },
+    };
+    match service_plot(&service, profile.as_ref()) {
+        Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        Err(e @ ServicePlotError::NotMeasured(_)) => text(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ ServicePlotError::Draw(_)) => {
+            tracing::warn!(service = %format!("{namespace}/{name}"), error = %e, "plot");
+            text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
 
 async fn metrics(State(op): State<Arc<Operator>>) -> impl IntoResponse {
     op.metrics.count_phases(&op.services());
@@ -48,18 +129,21 @@ async fn readyz(State(op): State<Arc<Operator>>) -> impl IntoResponse {
     (code, body)
 }
 
-pub fn router(op: Arc<Operator>) -> Router {
+/// The routes; `client` serves the plots (without one they answer 503).
+pub fn router(op: Arc<Operator>, client: Option<Client>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(op)
+        .route("/plots/{namespace}/{name}", get(plot))
+        .with_state(AppState { op, client })
 }
 
 /// Binds `addr`; returns the bound address (port 0 picks one) and the server future.
 pub async fn bind(
     addr: SocketAddr,
     op: Arc<Operator>,
+    client: Option<Client>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl Future<Output = Result<(), OperatorError>>), OperatorError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -73,7 +157,7 @@ pub async fn bind(
         source,
     })?;
     let fut = async move {
-        axum::serve(listener, router(op))
+        axum::serve(listener, router(op, client))
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| OperatorError::Io {

@@ -700,6 +700,12 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     let other: Api<InferenceService> = Api::namespaced(cluster.client(), OTHER);
     let untouched = other.get("resnet18-cpu").await.expect("get");
     assert!(untouched.status.is_none(), "{:?}", untouched.status);
+    // Its plot waits for the measurement, and says so (read with the chart's RBAC).
+    let (code, body) = get_local(port, &format!("/plots/{WATCHED}/resnet18-cpu"))
+        .await
+        .expect("GET a plot");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no measured table yet"), "{body}");
     let (code, metrics) = get_local(port, "/metrics").await.expect("/metrics");
     assert_eq!(code, 200);
     assert!(

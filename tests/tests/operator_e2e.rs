@@ -632,7 +632,7 @@ async fn operator_end_to_end() {
     };
     let op_task = tokio::spawn(leader::run_elected(
         operator.clone(),
-        op_client,
+        op_client.clone(),
         settings,
         lease,
         async move {
@@ -642,6 +642,7 @@ async fn operator_end_to_end() {
     let (addr, http) = server::bind(
         "127.0.0.1:0".parse().unwrap(),
         operator.clone(),
+        Some(op_client.clone()),
         async move {
             let _ = http_stop_rx.await;
         },
@@ -1050,6 +1051,32 @@ async fn operator_end_to_end() {
     assert_eq!(
         http_get(addr.port(), "/healthz").await.map(|r| r.0),
         Ok(200)
+    );
+
+    // Plots over HTTP, read with the operator's identity (the chart's RBAC): a served service's
+    // profile, SLO and choice; reasons, not pictures, where there is nothing to draw.
+    if serve_supported {
+        let (code, svg) = http_get(addr.port(), "/plots/e2e/gamma")
+            .await
+            .expect("GET a plot");
+        assert_eq!(code, 200, "{svg}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains("chosen: batch") && svg.contains("SLO 1000 ms"),
+            "gamma's plot: {}",
+            &svg[..svg.len().min(300)]
+        );
+    }
+    let (code, body) = http_get(addr.port(), "/plots/e2e/broken")
+        .await
+        .expect("GET a plot");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("e2e/broken"), "{body}");
+    let (code, body) = http_get(addr.port(), "/plots/e2e/nothing-here")
+        .await
+        .expect("GET a plot");
+    assert_eq!(
+        (code, body.as_str()),
+        (404, "no InferenceService e2e/nothing-here")
     );
 
     let total = operator.metrics.reconciles_total();
