@@ -579,6 +579,17 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     let out = chart::install(&cluster, &values)
         .await
         .expect("helm install");
+    // The NOTES tell the user what to run next, in the namespace set up for it.
+    for next in [
+        "kubectl apply -n vision -f examples/resnet50.yaml",
+        "/plots/vision/<name>",
+    ] {
+        assert!(
+            out.stdout.contains(next),
+            "NOTES say {next:?}:\n{}",
+            out.stdout
+        );
+    }
     say(&format!(
         "helm install: {}",
         out.stdout.lines().next().unwrap_or("")
