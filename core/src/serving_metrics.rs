@@ -30,7 +30,8 @@ pub struct ServerCounters {
     pub requested_items: Option<f64>,
     /// Items refused for capacity (429); `None` from a server that does not count them.
     pub refused_items: Option<f64>,
-    pub energy_joules: f64,
+    /// `None` from a server without an energy meter (the series is absent).
+    pub energy_joules: Option<f64>,
     /// Request-duration histogram: (upper bound in seconds, cumulative count), `+Inf` included,
     /// ascending.
     pub latency_buckets: Vec<(f64, f64)>,
@@ -114,11 +115,19 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
             .split_whitespace()
             .next()
             .and_then(parse_value)
-            .filter(|v| !v.is_nan() && *v >= 0.0)
+            // Counters and gauges here are finite and non-negative: `+Inf` or `1e309` would turn
+            // every rate computed from them into NaN or infinity.
+            .filter(|v| v.is_finite() && *v >= 0.0)
             .ok_or_else(|| malformed(format!("{name}: not a count: {:?}", value_part.trim())))?;
         if name == LATENCY_BUCKET {
+            // The latency of requests served (2xx): an overloaded server answers 429 at once, and
+            // counting those would make its percentiles look better exactly when they are worst.
+            if label(labels, "code").is_some_and(|code| !code.starts_with('2')) {
+                continue;
+            }
             let le = label(labels, "le")
                 .and_then(parse_value)
+                .filter(|le| !le.is_nan())
                 .ok_or_else(|| malformed(format!("{name}: no numeric `le` label")))?;
             match buckets.iter_mut().find(|(b, _)| *b == le) {
                 Some(bucket) => bucket.1 += value,
@@ -145,7 +154,7 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         inferences: inferences.ok_or(MetricsError::Missing(INFERENCES))?,
         requested_items,
         refused_items,
-        energy_joules: energy.unwrap_or(0.0),
+        energy_joules: energy,
         latency_buckets: buckets,
         max_batch_size: max_batch,
         max_queue_delay_seconds: max_delay,
@@ -160,11 +169,13 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
         return None;
     }
     let rank = q * total;
-    let (mut lower, mut below) = (0.0, 0.0);
+    let (mut lower, mut below, mut finite_bound) = (0.0, 0.0, false);
     for &(le, count) in buckets {
         if count >= rank {
             if le.is_infinite() {
-                return Some(lower);
+                // Only a `+Inf` bucket below the rank says nothing about the latency (Prometheus
+                // answers NaN): no number rather than 0 ms.
+                return finite_bound.then_some(lower);
             }
             let inside = count - below;
             let fraction = if inside > 0.0 {
@@ -176,6 +187,7 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
         }
         if le.is_finite() {
             lower = le;
+            finite_bound = true;
         }
         below = count;
     }
@@ -192,7 +204,7 @@ mod tests {
         let c = parse(text).unwrap();
         assert_eq!(
             (c.requests, c.inferences, c.requested_items, c.energy_joules),
-            (15.0, 12.0, Some(17.0), 0.0)
+            (15.0, 12.0, Some(17.0), None)
         );
         assert_eq!(c.refused_items, Some(5.0));
         assert!(c.latency_buckets.is_empty());
@@ -203,9 +215,10 @@ mod tests {
     }
 
     #[test]
-    fn buckets_of_one_bound_are_summed_and_sorted() {
-        let text = "greenbatch_inferences_total 1\ngreenbatch_request_duration_seconds_bucket{le=\"+Inf\",code=\"200\"} 4\ngreenbatch_request_duration_seconds_bucket{code=\"200\",le=\"0.1\"} 3\ngreenbatch_request_duration_seconds_bucket{code=\"429\",le=\"0.1\"} 1\ngreenbatch_request_duration_seconds_bucket{code=\"429\",le=\"+Inf\"} 1\n";
+    fn buckets_of_served_requests_are_summed_per_bound_and_sorted() {
+        let text = "greenbatch_inferences_total 1\ngreenbatch_request_duration_seconds_bucket{le=\"+Inf\",code=\"200\"} 4\ngreenbatch_request_duration_seconds_bucket{code=\"200\",le=\"0.1\"} 3\ngreenbatch_request_duration_seconds_bucket{code=\"204\",le=\"0.1\"} 1\ngreenbatch_request_duration_seconds_bucket{code=\"204\",le=\"+Inf\"} 1\ngreenbatch_request_duration_seconds_bucket{code=\"429\",le=\"0.1\"} 7\ngreenbatch_request_duration_seconds_bucket{code=\"429\",le=\"+Inf\"} 7\ngreenbatch_request_duration_seconds_bucket{code=\"400\",le=\"+Inf\"} 2\n";
         let c = parse(text).unwrap();
+        // Refused (429) and bad (400) requests are not in the latency of what was served.
         assert_eq!(c.latency_buckets, vec![(0.1, 4.0), (f64::INFINITY, 5.0)]);
     }
 
@@ -223,8 +236,14 @@ mod tests {
                 2,
             ),
             ("greenbatch_inferences_total NaN\n", 1),
+            ("greenbatch_inferences_total +Inf\n", 1),
+            ("greenbatch_inferences_total 1e309\n", 1),
             (
-                "greenbatch_inferences_total 1\ngreenbatch_request_duration_seconds_bucket{code=\"x\"} 1\n",
+                "greenbatch_inferences_total 1\ngreenbatch_request_duration_seconds_bucket{code=\"200\",le=\"NaN\"} 1\n",
+                2,
+            ),
+            (
+                "greenbatch_inferences_total 1\ngreenbatch_request_duration_seconds_bucket{code=\"200\"} 1\n",
                 2,
             ),
             (
@@ -257,6 +276,8 @@ mod tests {
         let tail = [(0.01, 10.0), (f64::INFINITY, 20.0)];
         assert_eq!(histogram_quantile(0.99, &tail), Some(0.01));
         assert_eq!(histogram_quantile(0.99, &[(f64::INFINITY, 0.0)]), None);
+        // Only a +Inf bucket: no latency to tell, not 0 ms.
+        assert_eq!(histogram_quantile(0.99, &[(f64::INFINITY, 5.0)]), None);
         assert_eq!(histogram_quantile(0.99, &[]), None);
     }
 }

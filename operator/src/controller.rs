@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::names::*;
 use crate::observe::{self, JobObservation, Observed};
 use crate::plan::{self, Requeue, Serving};
+use crate::resources;
 use crate::scrape::Scraper;
 use futures::StreamExt;
 use greenbatch_crds::{EnergyProfile, InferenceService};
@@ -358,10 +359,14 @@ async fn observe_load(
     if last.is_some_and(|at| now() - at < 0.9 * interval) {
         return None;
     }
-    let list = match pods
-        .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={service}")))
-        .await
-    {
+    // The pods of this service's Deployment, by all the labels the operator gives them: another
+    // pod that merely carries the service label would never answer and keep every window partial.
+    let selector = resources::serving_labels(service)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = match pods.list(&ListParams::default().labels(&selector)).await {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(service = %key, error = %e, "cannot list the serving pods to read their metrics");
@@ -378,7 +383,7 @@ async fn observe_load(
     // Services deleted (or no longer serving) long ago leave no state behind.
     snapshots.retain(|_, s| at - s.at_seconds < 10.0 * interval);
     let before = snapshots.insert(key.to_string(), snapshot.clone())?;
-    load::observe(&before, &snapshot)
+    load::observe(&before, &snapshot, 0.5 * interval)
 }
 
 async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

@@ -41,7 +41,8 @@ pub struct LoadObservation {
     pub refusing_pod_served_per_second: Option<f64>,
     /// The highest rate one pod served at: a pod's capacity is at least that.
     pub busiest_pod_served_per_second: f64,
-    /// `None` without energy (no meter) or without inferences.
+    /// Energy over the inferences of the pods with a meter; `None` without energy (no meter) or
+    /// without inferences.
     pub joules_per_inference: Option<f64>,
     /// `None` without requests in the window.
     pub latency_p99_ms: Option<f64>,
@@ -64,17 +65,24 @@ pub struct LoadObservation {
 fn went_back(before: &ServerCounters, after: &ServerCounters) -> bool {
     after.requests < before.requests
         || after.inferences < before.inferences
-        || after.energy_joules < before.energy_joules
+        || matches!((before.energy_joules, after.energy_joules), (Some(b), Some(a)) if a < b)
         || matches!((before.requested_items, after.requested_items), (Some(b), Some(a)) if a < b)
         || matches!((before.refused_items, after.refused_items), (Some(b), Some(a)) if a < b)
 }
 
-/// What the pods served between `before` and `after`. `None` when no pod was measured twice with
-/// time between its reads.
-pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
+/// What the pods served between `before` and `after`. `None` when no pod was measured twice at
+/// least `min_window_seconds` apart. A pod read twice in quick succession (its first answer came
+/// late, its second early) is left out, and the window is then partial: one batch in a 50 ms gap
+/// would read as a rate many times the real one.
+pub fn observe(
+    before: &Snapshot,
+    after: &Snapshot,
+    min_window_seconds: f64,
+) -> Option<LoadObservation> {
     let (mut requests_rate, mut arrivals_rate, mut served_rate) = (0.0, 0.0, 0.0);
     let (mut refused_rate, mut refusing, mut busiest) = (0.0, Vec::new(), 0.0_f64);
-    let (mut inferences, mut energy) = (0.0, 0.0);
+    // Energy over the inferences of the pods that measure it: a pod without a meter adds none.
+    let (mut metered_inferences, mut energy) = (0.0, 0.0);
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let (mut pods, mut window) = (0u32, 0.0);
     let (mut cap, mut delays) = (None::<f64>, Vec::new());
@@ -84,7 +92,7 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
         };
         let dt = now.at_seconds - then.at_seconds;
         let (a, b) = (&now.counters, &then.counters);
-        if !(dt.is_finite() && dt > 0.0) || went_back(b, a) {
+        if !(dt.is_finite() && dt > 0.0 && dt >= min_window_seconds) || went_back(b, a) {
             continue;
         }
         pods += 1;
@@ -104,8 +112,10 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
             refused_rate += (a - b) / dt;
             refusing.push(served / dt);
         }
-        inferences += served;
-        energy += a.energy_joules - b.energy_joules;
+        if let (Some(a), Some(b)) = (a.energy_joules, b.energy_joules) {
+            energy += a - b;
+            metered_inferences += served;
+        }
         for &(le, count) in &a.latency_buckets {
             let earlier = b
                 .latency_buckets
@@ -135,7 +145,8 @@ pub fn observe(before: &Snapshot, after: &Snapshot) -> Option<LoadObservation> {
         refusing_pod_served_per_second: (!refusing.is_empty())
             .then(|| refusing.iter().sum::<f64>() / refusing.len() as f64),
         busiest_pod_served_per_second: busiest,
-        joules_per_inference: (energy > 0.0 && inferences > 0.0).then(|| energy / inferences),
+        joules_per_inference: (energy > 0.0 && metered_inferences > 0.0)
+            .then(|| energy / metered_inferences),
         latency_p99_ms: histogram_quantile(0.99, &buckets).map(|s| s * 1000.0),
         latency_buckets: buckets,
         // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.

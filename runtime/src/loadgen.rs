@@ -40,7 +40,8 @@ fn err(e: impl std::fmt::Display) -> RuntimeError {
     }
 }
 
-/// The server's (inferences, energy joules) counters, read as the operator reads them.
+/// The server's (inferences, energy joules) counters, read as the operator reads them; energy 0
+/// from a server without a meter (the J/inference it gives is then none).
 async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
     let text = client
         .get(format!("{url}/metrics"))
@@ -51,7 +52,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
         .await
         .ok()?;
     let counters = greenbatch_core::serving_metrics::parse(&text).ok()?;
-    Some((counters.inferences, counters.energy_joules))
+    Some((counters.inferences, counters.energy_joules.unwrap_or(0.0)))
 }
 
 /// A request body in the binary tensor extension (JSON header + raw little-endian tensor bytes),

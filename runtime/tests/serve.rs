@@ -377,6 +377,12 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert!(metric(b, "greenbatch_inferences_total").await >= 28.0);
+    // Latency is of the requests served: the 400s and 413s above are not in it.
+    assert_eq!(
+        metric(b, "greenbatch_request_duration_seconds_count").await,
+        metric(b, "greenbatch_requests_total{code=\"200\"}").await,
+        "the request-duration histogram counts exactly the requests answered 200"
+    );
     // The contract the operator reads (`greenbatch_core::serving_metrics`): every series it sizes
     // replicas and checks predictions from, under the names it looks for.
     let c = greenbatch_core::serving_metrics::parse(&text).expect("the operator reads these");
@@ -388,8 +394,11 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     let last = c.latency_buckets.last().copied().unwrap_or_default();
     assert_eq!(
         last,
-        (f64::INFINITY, c.requests),
-        "every request timed: {c:?}"
+        (
+            f64::INFINITY,
+            metric(b, "greenbatch_requests_total{code=\"200\"}").await
+        ),
+        "every request served is timed: {c:?}"
     );
     assert_eq!(
         (c.max_batch_size, c.max_queue_delay_seconds),

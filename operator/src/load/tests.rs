@@ -8,7 +8,7 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> ServerCounter
         inferences: requests * 2.0,
         requested_items: None,
         refused_items: None,
-        energy_joules: energy,
+        energy_joules: Some(energy),
         latency_buckets: buckets.to_vec(),
         max_batch_size: Some(32.0),
         max_queue_delay_seconds: Some(requests / 1e5),
@@ -69,7 +69,7 @@ fn two_scrapes_give_rates_energy_latency_and_batching_summed_over_pods() {
             ),
         ],
     );
-    let o = observe(&before, &after).unwrap();
+    let o = observe(&before, &after, 0.0).unwrap();
     assert_eq!((o.pods, o.complete, o.window_seconds), (2, true, 10.0));
     assert_eq!(o.requests_per_second, 100.0);
     // No count of refused items from these pods: the items served stand in.
@@ -104,7 +104,7 @@ fn the_arrival_rate_counts_refused_items_and_each_pod_its_own_window() {
     );
     // `b` answered 2.5 s late (a slow pod): its rate is over its own 12.5 s.
     after.pods.get_mut("b").unwrap().at_seconds = 12.5;
-    let o = observe(&before, &after).unwrap();
+    let o = observe(&before, &after, 0.0).unwrap();
     // a: 1500 asked / 10 s (500 of them refused); b: 500 / 12.5 s.
     assert!((o.inferences_per_second - 190.0).abs() < 1e-9, "{o:?}");
     assert!((o.served_per_second - 140.0).abs() < 1e-9, "{o:?}");
@@ -120,7 +120,7 @@ fn restarted_new_vanished_and_unanswered_pods_make_a_partial_window() {
     let c = |r| counters(r, 0.0, &[]);
     let before = snapshot(0.0, &[("a", c(100.0)), ("b", c(100.0)), ("gone", c(5.0))]);
     let after = snapshot(10.0, &[("a", c(200.0)), ("b", c(3.0)), ("new", c(50.0))]);
-    let o = observe(&before, &after).unwrap();
+    let o = observe(&before, &after, 0.0).unwrap();
     // Only `a` was measured twice with counters going forward (`b` restarted).
     assert_eq!((o.pods, o.complete), (1, false));
     assert_eq!(o.requests_per_second, 10.0);
@@ -128,16 +128,66 @@ fn restarted_new_vanished_and_unanswered_pods_make_a_partial_window() {
     assert_eq!(o.joules_per_inference, None);
     assert_eq!(o.latency_p99_ms, None);
     // Nothing measured twice, or no time between: nothing to say.
-    assert_eq!(observe(&before, &snapshot(10.0, &[("new", c(1.0))])), None);
-    assert_eq!(observe(&after, &after), None);
+    assert_eq!(
+        observe(&before, &snapshot(10.0, &[("new", c(1.0))]), 0.0),
+        None
+    );
+    assert_eq!(observe(&after, &after, 0.0), None);
     // Every pod measured twice, but one pod did not answer: its traffic is missing.
     let same = snapshot(20.0, &[("a", c(300.0)), ("b", c(10.0)), ("new", c(60.0))]);
-    assert!(observe(&after, &same).unwrap().complete);
+    assert!(observe(&after, &same, 0.0).unwrap().complete);
     let unanswered = Snapshot {
         unanswered: 1,
         ..same
     };
-    assert!(!observe(&after, &unanswered).unwrap().complete);
+    assert!(!observe(&after, &unanswered, 0.0).unwrap().complete);
+}
+
+#[test]
+fn energy_is_per_inference_of_the_pods_that_measure_it() {
+    // `a` has a meter: 50 J for 200 inferences; `b` has none (no energy series) and served 200 too.
+    let unmetered = |r| ServerCounters {
+        energy_joules: None,
+        ..counters(r, 0.0, &[])
+    };
+    let before = snapshot(
+        0.0,
+        &[("a", counters(0.0, 0.0, &[])), ("b", unmetered(0.0))],
+    );
+    let after = snapshot(
+        10.0,
+        &[("a", counters(100.0, 50.0, &[])), ("b", unmetered(100.0))],
+    );
+    let o = observe(&before, &after, 0.0).unwrap();
+    // 50 J / 200, not 50 J / 400: the unmetered pod's work is not free.
+    assert_eq!(o.joules_per_inference, Some(0.25));
+    assert_eq!(o.served_per_second, 40.0);
+}
+
+#[test]
+fn a_pod_read_twice_in_quick_succession_is_left_out() {
+    // `b` answered late the first time and early the second: 0.05 s between its reads, in which
+    // one batch of 32 finished. As a rate that is 640/s; it must not count.
+    let before = snapshot(
+        0.0,
+        &[
+            ("a", counters(0.0, 0.0, &[])),
+            ("b", counters(0.0, 0.0, &[])),
+        ],
+    );
+    let mut after = snapshot(
+        1.0,
+        &[
+            ("a", counters(10.0, 0.0, &[])),
+            ("b", counters(16.0, 0.0, &[])),
+        ],
+    );
+    after.pods.get_mut("b").unwrap().at_seconds = 0.05;
+    let o = observe(&before, &after, 0.5).unwrap();
+    assert_eq!((o.pods, o.complete), (1, false), "{o:?}");
+    assert_eq!(o.inferences_per_second, 20.0);
+    // With no minimum both count (what a 0.0 minimum means).
+    assert_eq!(observe(&before, &after, 0.0).unwrap().pods, 2);
 }
 
 fn pod(name: &str, phase: &str, ready: bool, ip: Option<&str>, deleting: bool) -> Pod {

@@ -34,7 +34,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<CodeLabel, Counter>,
     pub inferences: Counter,
-    /// Items of every decoded infer request, served or refused for capacity: the arrival rate the
+    /// Items of every decoded infer request that fits a batch, served or refused for capacity: the arrival rate the
     /// operator sizes replicas for (served items alone top out at capacity under overload).
     pub requested_items: Counter,
     /// Items refused because the batch queue was full (429): the server past its capacity.
@@ -128,7 +128,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "request_duration",
-            "Time from a request's arrival to its response",
+            "Time from an infer request's arrival to its response, for requests answered 2xx",
             Unit::Seconds,
             m.request_duration.clone(),
         );

@@ -257,10 +257,14 @@ async fn infer_inner(
     let arrived = Instant::now();
     let response = infer_response(&app, &name, version.as_deref(), &headers, body, arrived).await;
     app.shared.metrics.count_request(response.status().as_u16());
-    app.shared
-        .metrics
-        .request_duration
-        .observe(arrived.elapsed().as_secs_f64());
+    // The latency of requests served: a refusal (429) or a bad request answers at once, and would
+    // make the percentiles look best exactly when the server is overloaded.
+    if response.status().is_success() {
+        app.shared
+            .metrics
+            .request_duration
+            .observe(arrived.elapsed().as_secs_f64());
+    }
     response
 }
 
@@ -324,10 +328,6 @@ async fn infer_response(
             ),
         );
     }
-    app.shared
-        .metrics
-        .requested_items
-        .inc_by(u64::from(request.items));
     let id = request.id.clone();
     let items = request.items;
     let binary = request.binary_output(OUTPUT_NAME);
@@ -337,7 +337,13 @@ async fn infer_response(
         arrived,
         respond: tx,
     };
-    if let Err(why) = app.shared.submit(job, app.signature.max_batch) {
+    // Items asked for: served or refused for capacity, the demand the operator sizes replicas
+    // for. A request larger than any batch is neither (a client error, 400), so it is not counted.
+    let submitted = app.shared.submit(job, app.signature.max_batch);
+    if !matches!(submitted, Err(Rejected::TooLarge { .. })) {
+        app.shared.metrics.requested_items.inc_by(u64::from(items));
+    }
+    if let Err(why) = submitted {
         return match why {
             Rejected::Full { capacity } => {
                 app.shared.metrics.refused_items.inc_by(u64::from(items));
