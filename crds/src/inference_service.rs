@@ -316,6 +316,11 @@ pub struct ObservedServing {
     /// sized for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inferences_per_second: Option<f64>,
+    /// Items refused per second because the pods' queues were full (429): demand past their
+    /// capacity. Refusals in two observations in a row teach the operator a pod's real capacity
+    /// (`replicas.measuredCapacityPerReplica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_per_second: Option<f64>,
     /// Device energy over items inferred, idle share included; absent without a meter or traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joules_per_inference: Option<f64>,

@@ -8,7 +8,8 @@ use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::sizing::{
-    ReplicaDecision, drift_note, observed_serving, predicted_joules, replicas_for, slo_note,
+    ReplicaDecision, drift_note, observed_serving, past_capacity, predicted_joules, replicas_for,
+    slo_note,
 };
 use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
@@ -531,6 +532,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         observed.load.as_ref(),
                         old.replicas.as_ref(),
                         measured,
+                        old.observed.as_ref().is_some_and(past_capacity),
                         cfg.target_utilisation,
                     );
                     let settings = ServeSettings {

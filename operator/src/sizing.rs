@@ -17,6 +17,7 @@ pub fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
     ObservedServing {
         requests_per_second: Some(load.requests_per_second),
         inferences_per_second: Some(load.inferences_per_second),
+        refused_per_second: Some(load.refused_per_second),
         joules_per_inference: load.joules_per_inference,
         // Filled in once the profile and the SLO are known (see `predicted_joules`, `slo_note`).
         predicted_joules_per_inference: None,
@@ -127,6 +128,14 @@ fn fmt_rate(x: f64) -> String {
 /// capacity.
 const REFUSED_SHARE: f64 = 0.02;
 
+/// The pods refused work for capacity in this observation (`REFUSED_SHARE` of the demand or more).
+pub fn past_capacity(seen: &ObservedServing) -> bool {
+    match (seen.refused_per_second, seen.inferences_per_second) {
+        (Some(refused), Some(asked)) => refused > REFUSED_SHARE * asked,
+        _ => false,
+    }
+}
+
 /// The serving replicas to run, why, and the capacity learnt from pods refusing work.
 pub struct ReplicaDecision {
     pub count: u32,
@@ -143,14 +152,19 @@ pub struct ReplicaDecision {
 /// capacity (429) while serving less than that: then what each refusing pod served — their host
 /// path, not the device, is the limit. That measurement (`measured`, carried in status while the
 /// profile and batch size stay) keeps the count from falling back to the profile's optimism once
-/// the refusals stop; it is learnt and raised only from complete observations, raised whenever a
-/// pod serves more without refusing, and dropped once it reaches the profile's.
+/// the refusals stop. It is learnt only when the pods refused work in this complete observation
+/// *and* the one before (`refused_before`): a burst that fills the queues for a moment refuses
+/// in one window, and the mean it served over that window says little of what a pod can do —
+/// learnt from it, a low capacity would over-provision for good, since pods sized to it never
+/// serve more. It is raised whenever a pod serves more without refusing, and dropped once it
+/// reaches the profile's.
 pub fn replicas_for(
     range: ReplicaRange,
     sel: &Selection,
     load: Option<&LoadObservation>,
     old: Option<&ReplicaStatus>,
     measured: Option<f64>,
+    refused_before: bool,
     target_utilisation: f64,
 ) -> ReplicaDecision {
     // 0: not serving before (SLO unattainable, not yet deployed): nothing to keep.
@@ -160,7 +174,11 @@ pub fn replicas_for(
     let profiled = sel.choice.capacity_per_replica;
     let measured = match load.filter(|l| l.complete) {
         Some(l) if l.refused_per_second > REFUSED_SHARE * l.inferences_per_second => {
-            l.refusing_pod_served_per_second.or(measured)
+            if refused_before {
+                l.refusing_pod_served_per_second.or(measured)
+            } else {
+                measured
+            }
         }
         // Served that much without refusing: a pod can do at least that.
         Some(l) => measured.map(|m| m.max(l.busiest_pod_served_per_second)),

@@ -876,7 +876,26 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
         None
     );
 
+    // One complete window of refusals is a burst as far as anyone can tell: the mean a pod
+    // served over it says little of what it can do. Nothing is learnt; the refusals are shown.
     o.load = Some(overloaded(500.0, 500.0, true));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.status
+            .replicas
+            .clone()
+            .unwrap()
+            .measured_capacity_per_replica,
+        None
+    );
+    assert_eq!(
+        p.status.observed.clone().unwrap().refused_per_second,
+        Some(500.0)
+    );
+    assert_eq!(desired(&p).0, 1, "sized by the profile still");
+    is.status = Some(p.status);
+
+    // Refusals again in the next window: the pod is past its capacity.
     let p = plan(&is, &o, &cfg(), NOW);
     // 1000/s at 500/s per replica, kept below 80% busy: 3.
     assert_desired(
@@ -909,10 +928,11 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
             .measured_capacity_per_replica,
         Some(500.0)
     );
-    // ...and rises when a pod serves more without refusing (it was a low reading).
+    // ...and rises when a pod serves more without refusing (it was a low reading): the load grew
+    // to 1500/s over the three pods, one of them getting 600/s.
     o.load = Some(LoadObservation {
         busiest_pod_served_per_second: 600.0,
-        ..load(1000.0, true)
+        ..load(1500.0, true)
     });
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(
