@@ -69,6 +69,23 @@ pub struct InferenceServiceSpec {
     pub replicas: ReplicasSpec,
     #[serde(default)]
     pub profiling: ProfilingSpec,
+    /// What to do when the serving pods' joules per inference stay 2x off the profile's prediction
+    /// (`status.observed`): `Event` (default) warns; `Reprofile` also measures the model again,
+    /// once per table (docs/operator.md, "Drift").
+    #[serde(default)]
+    pub on_drift: DriftAction,
+}
+
+/// The response to a sustained drift between what serving measures and what the profile predicts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DriftAction {
+    /// A `PredictionDrift` Warning Event; re-profiling stays the user's call (GPU minutes).
+    #[default]
+    Event,
+    /// The Event, and when the drift holds for two observations in a row, a re-profile, as if a new
+    /// `greenbatch.dev/reprofile` token had been set. At most once per measured table: if the new
+    /// table drifts too, the prediction rather than the table is off, and only the Event follows.
+    Reprofile,
 }
 
 /// What to do when no profiled configuration meets the SLO.

@@ -8,14 +8,14 @@ use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::sizing::{
-    ReplicaDecision, drift_note, observed_serving, past_capacity, predicted_joules, replicas_for,
-    slo_note,
+    ReplicaDecision, drift_note, drift_ratio, observed_serving, past_capacity, predicted_joules,
+    replicas_for, slo_note,
 };
 use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
 use greenbatch_crds::energy_profile::{EnergyProfileSpec, EnergyProfileStatus};
 use greenbatch_crds::inference_service::{
-    InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
+    DriftAction, InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
 };
 use greenbatch_crds::{
     Condition, ConditionStatus, EnergyProfile, InferenceService, Phase, ProfileKey, ProfilePhase,
@@ -574,6 +574,34 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                 note,
                             });
                         }
+                        // Opted in, a drift that holds for a second complete observation measures
+                        // the model again (as a user's token would), once per table.
+                        if is.spec.on_drift == DriftAction::Reprofile
+                            && load.complete
+                            && reprofiling.is_none()
+                            && planned_profile.is_none()
+                            && drift_ratio(seen).is_some()
+                            && old.observed.as_ref().and_then(drift_ratio).is_some()
+                            && let Some(profile) = observed.profile.as_ref()
+                            && let Some(token) = drift_token(profile)
+                        {
+                            let (planned, job) = reprofile_request(
+                                &profile_name,
+                                &namespace,
+                                profile_spec(is, &valid, &key),
+                                honoured_tokens(profile),
+                                &token,
+                            );
+                            planned_profile = Some(planned);
+                            events.push(PlannedEvent {
+                                warning: false,
+                                reason: "ReprofilingOnDrift",
+                                note: format!(
+                                    "joules per inference have stayed {}x the prediction for two observations: measuring EnergyProfile {profile_name} again with Job {job} (spec.onDrift: Reprofile, token {token}); serving goes on from the current table meanwhile",
+                                    drift_ratio(seen).map_or("?".into(), resources::fmt_num)
+                                ),
+                            });
+                        }
                         let slo = valid.spec.slo;
                         seen.latency_at_slo_percentile_ms =
                             load.latency_ms(slo.percentile().quantile());
@@ -773,6 +801,73 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     }
 }
 
+/// The profile spec this service would measure with (its key, model, candidates and protocol).
+fn profile_spec(is: &InferenceService, valid: &Valid, key: &ProfileKey) -> EnergyProfileSpec {
+    EnergyProfileSpec {
+        model_name: key.model_name.clone(),
+        model_digest: key.model_digest.clone(),
+        gpu_product: key.gpu_product.clone(),
+        runtime_version: key.runtime_version.clone(),
+        precision: key.precision,
+        model: is.spec.model.clone(),
+        candidates: valid.spec.candidates.clone(),
+        protocol: is.spec.profiling.clone(),
+    }
+}
+
+/// The profile as a re-profile with `token` leaves it: naming the Job that measures again (created
+/// on the next reconcile, once this is applied) and recording `token` as honoured (the last
+/// `TOKENS_KEPT`). Returns it with that Job's name.
+fn reprofile_request(
+    profile_name: &str,
+    namespace: &str,
+    spec: EnergyProfileSpec,
+    mut honoured: Vec<String>,
+    token: &str,
+) -> (EnergyProfile, String) {
+    let job = job_name(profile_name, Some(token));
+    honoured.push(token.to_string());
+    let skip = honoured.len().saturating_sub(TOKENS_KEPT);
+    let annotations = BTreeMap::from([
+        (PROFILING_JOB_ANNOTATION.to_string(), job.clone()),
+        (
+            REPROFILE_TOKENS_ANNOTATION.to_string(),
+            honoured[skip..].join(","),
+        ),
+    ]);
+    let profile = resources::energy_profile(profile_name, namespace, spec, annotations);
+    (profile, job)
+}
+
+/// Prefix of the re-profile tokens the operator sets itself on a sustained drift
+/// (`spec.onDrift: Reprofile`); a user's token can be anything else.
+pub const DRIFT_TOKEN_PREFIX: &str = "drift-";
+
+/// The token of an automatic re-profile of `profile`'s current table: one per table (named by
+/// when it was measured), so the same drift cannot ask twice. `None` when the table came from an
+/// automatic re-profile already (the last honoured token is one): a table measured again that
+/// still drifts says the prediction, not the table, is off — measuring a third time would not help.
+fn drift_token(profile: &EnergyProfile) -> Option<String> {
+    let honoured = honoured_tokens(profile);
+    if honoured
+        .last()
+        .is_some_and(|t| t.starts_with(DRIFT_TOKEN_PREFIX))
+    {
+        return None;
+    }
+    let measured = profile
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_deref())
+        .unwrap_or("unknown");
+    let stamp: String = measured
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(63 - DRIFT_TOKEN_PREFIX.len())
+        .collect();
+    Some(format!("{DRIFT_TOKEN_PREFIX}{stamp}"))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn profile_state<'a>(
     is: &InferenceService,
@@ -785,16 +880,7 @@ fn profile_state<'a>(
     planned_profile: &mut Option<EnergyProfile>,
     planned_job: &mut Option<Job>,
 ) -> ProfileState<'a> {
-    let spec_for_this = || EnergyProfileSpec {
-        model_name: key.model_name.clone(),
-        model_digest: key.model_digest.clone(),
-        gpu_product: key.gpu_product.clone(),
-        runtime_version: key.runtime_version.clone(),
-        precision: key.precision,
-        model: is.spec.model.clone(),
-        candidates: valid.spec.candidates.clone(),
-        protocol: is.spec.profiling.clone(),
-    };
+    let spec_for_this = || profile_spec(is, valid, key);
     let token = valid.reprofile_token.as_deref();
     let Some(profile) = &observed.profile else {
         // First service with this key: create the profile now; its Job follows on the next
@@ -814,7 +900,7 @@ fn profile_state<'a>(
         return ProfileState::Starting { job };
     };
 
-    let mut tokens = honoured_tokens(profile);
+    let tokens = honoured_tokens(profile);
     let complete_table = profile
         .status
         .as_ref()
@@ -826,22 +912,8 @@ fn profile_state<'a>(
     if let Some(t) = token.filter(|t| !tokens.iter().any(|x| x == t)) {
         // A re-profile request this profile has not honoured yet: record it with the new Job's name,
         // measure with this service's settings, and keep serving from the old table meanwhile.
-        let job = job_name(profile_name, Some(t));
-        tokens.push(t.to_string());
-        let skip = tokens.len().saturating_sub(TOKENS_KEPT);
-        let annotations = BTreeMap::from([
-            (PROFILING_JOB_ANNOTATION.to_string(), job.clone()),
-            (
-                REPROFILE_TOKENS_ANNOTATION.to_string(),
-                tokens[skip..].join(","),
-            ),
-        ]);
-        *planned_profile = Some(resources::energy_profile(
-            profile_name,
-            namespace,
-            spec_for_this(),
-            annotations,
-        ));
+        let (planned, job) = reprofile_request(profile_name, namespace, spec_for_this(), tokens, t);
+        *planned_profile = Some(planned);
         return match complete_table {
             Some(table) => ProfileState::Complete {
                 table,

@@ -51,7 +51,7 @@ pub fn predicted_joules(
 }
 
 /// Observed over predicted joules per inference, when they part by more than `DRIFT_FACTOR`.
-fn drift(seen: &ObservedServing) -> Option<f64> {
+pub fn drift_ratio(seen: &ObservedServing) -> Option<f64> {
     let (measured, predicted) = (
         seen.joules_per_inference?,
         seen.predicted_joules_per_inference?,
@@ -68,8 +68,8 @@ pub fn drift_note(
     load: &LoadObservation,
     profile: &str,
 ) -> Option<String> {
-    let ratio = drift(seen)?;
-    if before.and_then(drift).is_some() {
+    let ratio = drift_ratio(seen)?;
+    if before.and_then(drift_ratio).is_some() {
         return None;
     }
     Some(format!(

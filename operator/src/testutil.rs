@@ -29,6 +29,7 @@ pub fn service(name: &str) -> InferenceService {
             gpu: Default::default(),
             replicas: Default::default(),
             profiling: Default::default(),
+            on_drift: Default::default(),
         },
     );
     s.metadata.namespace = Some("ns".into());

@@ -393,6 +393,13 @@ fn inference_service_cases() -> Vec<Case> {
             structured: true,
         },
         Case {
+            what: "unknown onDrift",
+            mutate: |v| set(v, "/spec/onDrift", json!("Ignore")),
+            field: "spec.onDrift",
+            says: "Unsupported value",
+            structured: true,
+        },
+        Case {
             what: "empty candidates",
             mutate: |v| set(v, "/spec/batching/candidates", json!([])),
             field: "spec.batching.candidates",

@@ -25,6 +25,7 @@ fn valid() -> InferenceServiceSpec {
         gpu: GpuSpec::default(),
         replicas: ReplicasSpec { min: 1, max: 4 },
         profiling: ProfilingSpec::default(),
+        on_drift: Default::default(),
     }
 }
 

@@ -1007,3 +1007,90 @@ fn a_service_missing_its_slo_in_service_says_so_once() {
         "once, not every window"
     );
 }
+
+/// The planned profile, applied: what the next reconcile observes (uid and table kept).
+fn applied(planned: &EnergyProfile, before: &EnergyProfile) -> EnergyProfile {
+    let mut ep = planned.clone();
+    ep.metadata.uid = before.metadata.uid.clone();
+    ep.status = before.status.clone();
+    ep
+}
+
+#[test]
+fn a_sustained_drift_reprofiles_once_per_table_when_the_spec_asks() {
+    let mut is = service("svc");
+    is.spec.on_drift = DriftAction::Reprofile;
+    let mut o = serving(&mut is);
+    // The pods measure 20x what the profile predicts for their load.
+    o.load = Some(LoadObservation {
+        joules_per_inference: Some(5.0),
+        ..load(500.0, true)
+    });
+    let reprofiles = |p: &Plan| {
+        p.events
+            .iter()
+            .filter(|e| e.reason == "ReprofilingOnDrift")
+            .count()
+    };
+
+    // The first drifted window: the Warning only (one window can be a fluke).
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(p.events.iter().any(|e| e.reason == "PredictionDrift"));
+    assert_eq!((reprofiles(&p), p.profile.is_none()), (0, true));
+    is.status = Some(p.status);
+
+    // The second: measure again, as a token would, and go on serving meanwhile.
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(reprofiles(&p), 1, "{:?}", p.events);
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+    let before = o.profile.clone().unwrap();
+    let planned = p
+        .profile
+        .clone()
+        .expect("the profile asks for a new measurement");
+    let a = planned.metadata.annotations.clone().unwrap();
+    let token = a[REPROFILE_TOKENS_ANNOTATION].clone();
+    assert!(token.starts_with(DRIFT_TOKEN_PREFIX), "{token}");
+    let profile_name = before.metadata.name.clone().unwrap();
+    assert_eq!(
+        a[PROFILING_JOB_ANNOTATION],
+        job_name(&profile_name, Some(&token))
+    );
+    is.status = Some(p.status);
+
+    // Applied: the next reconcile creates that Job, still serving, and asks nothing more.
+    o.profile = Some(applied(&planned, &before));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(p.job.is_some(), "the re-profile Job");
+    assert_eq!((reprofiles(&p), p.profile.is_none()), (0, true));
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+    is.status = Some(p.status);
+
+    // The Job done, a new table in, and it drifts as well: the prediction is what is off, so
+    // no third measurement — the Warning stands.
+    o.job = Some(JobObservation {
+        name: a[PROFILING_JOB_ANNOTATION].clone(),
+        state: JobState::Succeeded,
+    });
+    if let Some(s) = o.profile.as_mut().and_then(|p| p.status.as_mut()) {
+        s.finished_at = Some("2030-01-01T00:00:00Z".into());
+    }
+    for _ in 0..2 {
+        let p = plan(&is, &o, &cfg(), NOW);
+        assert_eq!((reprofiles(&p), p.profile.is_none()), (0, true));
+        is.status = Some(p.status);
+    }
+
+    // Without the opt-in a sustained drift only warns.
+    let mut is = service("quiet");
+    let mut o = serving(&mut is);
+    o.load = Some(LoadObservation {
+        joules_per_inference: Some(5.0),
+        ..load(500.0, true)
+    });
+    for _ in 0..3 {
+        let p = plan(&is, &o, &cfg(), NOW);
+        assert_eq!((reprofiles(&p), p.profile.is_none()), (0, true));
+        is.status = Some(p.status);
+    }
+}
