@@ -416,6 +416,38 @@ async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operat
 }
 
 #[tokio::test]
+async fn standbys_get_a_disruption_budget_in_the_api_the_cluster_serves() {
+    let docs = render(&json!({"replicaCount": 3})).await;
+    let pdb = find(&docs, "PodDisruptionBudget", "greenbatch-operator");
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let pods =
+        &find(&docs, "Deployment", "greenbatch-operator")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(&pods[k], v, "the budget covers the operator pods by {k}");
+    }
+    // Kubernetes 1.20 serves only policy/v1beta1.
+    let out = chart::template(&json!({"replicaCount": 3}), &["--kube-version", "1.20.2"])
+        .await
+        .expect("helm runs");
+    assert!(out.success(), "{out}");
+    let old = chart::documents(&out.stdout).expect("YAML");
+    assert_eq!(
+        find(&old, "PodDisruptionBudget", "greenbatch-operator")["apiVersion"],
+        "policy/v1beta1"
+    );
+    // One replica: nothing to keep available during a drain but the one pod, so no budget.
+    assert!(
+        !inventory(&render(&json!({})).await)
+            .iter()
+            .any(|(k, _, _)| k == "PodDisruptionBudget")
+    );
+}
+
+#[tokio::test]
 async fn bad_values_fail_naming_the_key_and_render_nothing() {
     let cases = [
         (json!({"replicas": 2}), "Additional property replicas"),
