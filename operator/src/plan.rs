@@ -418,9 +418,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         }
         ProfileState::Complete { table, reprofiling } => {
             let profiled_msg = format!(
-                "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{}",
+                "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{}{}",
                 table.rows.len(),
                 table.meter,
+                unpinned_gpu_note(is, observed.profile.as_ref()),
                 reprofiling
                     .as_deref()
                     .map(|j| format!("; re-profiling with Job {j}"))
@@ -798,6 +799,24 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         status,
         events,
         requeue,
+    }
+}
+
+/// When a GPU is requested without a product, the profile holds for the GPU type its Job happened
+/// to run on, and serving pods may be scheduled on another: say which type was measured.
+fn unpinned_gpu_note(is: &InferenceService, profile: Option<&EnergyProfile>) -> String {
+    if is.spec.gpu.count == 0 || is.spec.gpu.product.is_some() {
+        return String::new();
+    }
+    let device = profile
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.measured_on.as_ref())
+        .map(|m| m.device_name.clone().unwrap_or_else(|| m.device.clone()));
+    match device {
+        Some(d) => format!(
+            "; measured on {d}, and spec.gpu.product is unset: pods on another GPU type serve at numbers this profile does not describe"
+        ),
+        None => String::new(),
     }
 }
 

@@ -1094,3 +1094,35 @@ fn a_sustained_drift_reprofiles_once_per_table_when_the_spec_asks() {
         is.status = Some(p.status);
     }
 }
+
+#[test]
+fn a_gpu_without_a_product_says_which_type_was_measured() {
+    // The Profiled message of a service with `gpu` as given, profiled on an H200.
+    let profiled = |count: u32, product: Option<&str>| {
+        let mut is = service("svc");
+        is.spec.gpu.count = count;
+        is.spec.gpu.product = product.map(String::from);
+        let mut o = done(&is);
+        if let Some(s) = o.profile.as_mut().and_then(|p| p.status.as_mut()) {
+            s.measured_on = Some(greenbatch_crds::energy_profile::MeasuredOn {
+                device: "cuda:0".into(),
+                device_name: Some("NVIDIA H200".into()),
+                ..Default::default()
+            });
+        }
+        let p = plan(&is, &o, &cfg(), NOW);
+        let c = cond(&p, PROFILED);
+        assert_eq!(c.reason, "ProfileComplete", "{}", c.message);
+        c.message.clone()
+    };
+    let unpinned = profiled(1, None);
+    assert!(
+        unpinned.contains("measured on NVIDIA H200, and spec.gpu.product is unset"),
+        "{unpinned}"
+    );
+    // Pinned to a product, or on the CPU: nothing to say.
+    for (count, product) in [(1, Some("NVIDIA-H200")), (0, None)] {
+        let m = profiled(count, product);
+        assert!(!m.contains("spec.gpu.product"), "{m}");
+    }
+}
