@@ -372,26 +372,59 @@ pub fn measure(model: &LoadedModel, protocol: &ProtocolArgs) -> Result<EnergyPro
     Ok(status)
 }
 
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The profile's status when it holds a complete table a failed re-measurement must not lose.
+fn kept_table(existing: Option<&EnergyProfileStatus>) -> Option<&EnergyProfileStatus> {
+    existing.filter(|s| {
+        s.phase == Some(ProfilePhase::Complete)
+            && s.table.as_ref().is_some_and(|t| !t.rows.is_empty())
+    })
+}
+
+/// The status a failed measurement leaves. A first measurement fails the profile. A re-profile
+/// (the profile has a complete table already) keeps that table and says what failed: losing it
+/// would take every service serving from it down, for a measurement that changed nothing.
+pub fn failure_status(
+    existing: Option<&EnergyProfileStatus>,
+    error: &str,
+    now: &str,
+) -> EnergyProfileStatus {
+    match kept_table(existing) {
+        Some(kept) => EnergyProfileStatus {
+            message: Some(format!(
+                "measuring again failed at {now}: {error}; the table measured at {} stays",
+                kept.finished_at.as_deref().unwrap_or("an earlier run")
+            )),
+            ..kept.clone()
+        },
+        None => EnergyProfileStatus {
+            phase: Some(ProfilePhase::Failed),
+            message: Some(error.to_string()),
+            runtime_version: Some(RUNTIME_VERSION.into()),
+            ..Default::default()
+        },
+    }
+}
+
 pub fn run(args: &ProfileArgs) -> Result<()> {
     // Check every destination before the measurement, which can take many minutes.
     check_candidates(&args.protocol.candidates)?;
     protocol_config(&args.protocol)?;
     let sink = args.json.as_deref().map(JsonSink::prepare).transpose()?;
-    if let Some(name) = &args.output_profile {
-        publish::preflight(name, args.namespace.as_deref())?;
-    }
+    let existing = match &args.output_profile {
+        Some(name) => publish::preflight(name, args.namespace.as_deref())?,
+        None => None,
+    };
     let outcome = load_model(&args.model.model, &args.model.exec)
         .and_then(|model| measure(&model, &args.protocol));
     let status = match outcome {
         Ok(s) => s,
         Err(e) => {
             if let Some(name) = &args.output_profile {
-                let failed = EnergyProfileStatus {
-                    phase: Some(ProfilePhase::Failed),
-                    message: Some(e.to_string()),
-                    runtime_version: Some(RUNTIME_VERSION.into()),
-                    ..Default::default()
-                };
+                let failed = failure_status(existing.as_ref(), &e.to_string(), &now_rfc3339());
                 if let Err(pe) = publish::write_status(name, args.namespace.as_deref(), &failed) {
                     tracing::error!("could not record the failure in the cluster: {pe}");
                 }
@@ -400,6 +433,15 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         }
     };
     let failed = status.phase == Some(ProfilePhase::Failed);
+    // Nothing measured this time: for a re-profile, the table measured before stays (a first
+    // measurement keeps its own status: the batch sizes skipped and why).
+    let status = match (
+        &status.message,
+        failed && kept_table(existing.as_ref()).is_some(),
+    ) {
+        (Some(why), true) => failure_status(existing.as_ref(), why, &now_rfc3339()),
+        _ => status,
+    };
     let to_stdout = matches!(sink, Some(JsonSink::Stdout));
     if !to_stdout {
         if let Some(t) = &status.table {
@@ -424,6 +466,52 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_re_measurement_keeps_the_table_a_first_one_fails_the_profile() {
+        let now = "2026-11-27T02:00:00Z";
+        let first = failure_status(None, "out of memory", now);
+        assert_eq!(first.phase, Some(ProfilePhase::Failed));
+        assert_eq!(first.message.as_deref(), Some("out of memory"));
+        assert!(first.table.is_none());
+
+        let row = greenbatch_core::BatchRow {
+            batch_size: 1,
+            latency_ms: greenbatch_core::LatencyMs {
+                p50: 1.0,
+                p95: 1.0,
+                p99: None,
+            },
+            throughput_per_second: 1000.0,
+            avg_watts: None,
+            joules_per_inference: None,
+            joules_spread: None,
+            windows: 5,
+        };
+        let mut complete = EnergyProfileStatus::complete(greenbatch_core::ProfileTable {
+            meter: greenbatch_core::MeterKind::None,
+            meter_note: None,
+            idle_watts: None,
+            rows: vec![row],
+            skipped: vec![],
+        });
+        complete.finished_at = Some("2026-11-20T10:00:00Z".into());
+        let again = failure_status(Some(&complete), "out of memory", now);
+        assert_eq!(again.phase, Some(ProfilePhase::Complete));
+        assert_eq!(
+            again.table, complete.table,
+            "the table serving depends on stays"
+        );
+        assert_eq!(
+            again.message.as_deref(),
+            Some(
+                "measuring again failed at 2026-11-27T02:00:00Z: out of memory; the table measured at 2026-11-20T10:00:00Z stays"
+            )
+        );
+        // A profile that failed before has nothing to keep.
+        let failed_before = failure_status(Some(&first), "again", now);
+        assert_eq!(failed_before.phase, Some(ProfilePhase::Failed));
+    }
 
     #[test]
     fn candidate_lists_are_checked() {

@@ -57,13 +57,14 @@ where
     unreachable!("the last attempt returns")
 }
 
-/// Checks, before measuring, that the EnergyProfile exists and is readable.
-pub fn preflight(name: &str, namespace: Option<&str>) -> Result<()> {
+/// Checks, before measuring, that the EnergyProfile exists and is readable; returns the status it
+/// has (a re-profile finds the table it is measuring again).
+pub fn preflight(name: &str, namespace: Option<&str>) -> Result<Option<EnergyProfileStatus>> {
     runtime()?.block_on(async {
         let api = api(namespace).await?;
         with_retries(&format!("get energyprofile {name}"), || api.get(name))
             .await
-            .map(|_| ())
+            .map(|p| p.status)
     })
 }
 
