@@ -23,6 +23,23 @@ use std::sync::Arc;
 struct AppState {
     op: Arc<Operator>,
     client: Option<Client>,
+    /// Plots drawn at once: each reads the API twice on the client reconciles use, and the port
+    /// has no authentication, so a burst of plot requests must not crowd out reconciling.
+    plots: Arc<tokio::sync::Semaphore>,
+}
+
+const PLOTS_AT_ONCE: usize = 4;
+
+/// A namespace or object name as the API server allows them (DNS-1123 subdomain: lowercase
+/// letters, digits, '-' and '.', at most 253): anything else is not a name and never reaches a
+/// request path.
+fn is_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        && s.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
 impl FromRef<AppState> for Arc<Operator> {
@@ -40,16 +57,29 @@ fn text(code: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// GET `/plots/{namespace}/{name}`: 200 SVG; 404 with the reason when there is no such service or
-/// nothing measured yet; 502 when the API server cannot be read; 503 without a client.
+/// GET `/plots/{namespace}/{name}`: 200 SVG; 400 for what is not a Kubernetes name; 404 with the
+/// reason when there is no such service or nothing measured yet; 429 when `PLOTS_AT_ONCE` are being
+/// drawn; 502 when the API server cannot be read; 503 without a client.
 async fn plot(
     State(state): State<AppState>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
+    if !is_object_name(&namespace) || !is_object_name(&name) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "usage: /plots/{namespace}/{name} with Kubernetes names (lowercase letters, digits, '-', '.')".into(),
+        );
+    }
     let Some(client) = state.client else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "plots need the operator's API client".into(),
+        );
+    };
+    let Ok(_permit) = state.plots.try_acquire() else {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{PLOTS_AT_ONCE} plots are being drawn; try again"),
         );
     };
     let services: Api<InferenceService> = Api::namespaced(client.clone(), &namespace);
@@ -136,7 +166,11 @@ pub fn router(op: Arc<Operator>, client: Option<Client>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/plots/{namespace}/{name}", get(plot))
-        .with_state(AppState { op, client })
+        .with_state(AppState {
+            op,
+            client,
+            plots: Arc::new(tokio::sync::Semaphore::new(PLOTS_AT_ONCE)),
+        })
 }
 
 /// Binds `addr`; returns the bound address (port 0 picks one) and the server future.
@@ -166,4 +200,52 @@ pub async fn bind(
             })
     };
     Ok((local, fut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kubernetes_names_reach_an_api_path() {
+        for ok in ["vision", "resnet50", "a", "my-svc.v2", "0abc"] {
+            assert!(is_object_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "a/b",
+            "a?b=c",
+            "Vision",
+            "-a",
+            "a-",
+            ".a",
+            "a b",
+            "a%2Fb",
+            &"x".repeat(254),
+        ] {
+            assert!(!is_object_name(bad), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plot_request_that_is_not_a_name_is_refused_before_any_api_call() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+        // No client: a request that got past validation would answer 503, not 400.
+        let app = router(Arc::new(Operator::default()), None);
+        for (path, want) in [
+            ("/plots/vision/..%2Fsecrets", StatusCode::BAD_REQUEST),
+            ("/plots/Vision/resnet50", StatusCode::BAD_REQUEST),
+            ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), want, "{path}");
+        }
+    }
 }
