@@ -71,7 +71,7 @@ pub struct InferenceServiceSpec {
     pub profiling: ProfilingSpec,
     /// What to do when the serving pods' joules per inference stay 2x off the profile's prediction
     /// (`status.observed`): `Event` (default) warns; `Reprofile` also measures the model again,
-    /// once per table (docs/operator.md, "Drift").
+    /// at most once a day (docs/operator.md, "Drift").
     #[serde(default)]
     pub on_drift: DriftAction,
 }
@@ -82,9 +82,9 @@ pub enum DriftAction {
     /// A `PredictionDrift` Warning Event; re-profiling stays the user's call (GPU minutes).
     #[default]
     Event,
-    /// The Event, and when the drift holds for two observations in a row, a re-profile, as if a new
-    /// `greenbatch.dev/reprofile` token had been set. At most once per measured table: if the new
-    /// table drifts too, the prediction rather than the table is off, and only the Event follows.
+    /// The Event, and when the drift holds for two observations in a row, a re-profile of the
+    /// shared table, as if a new `greenbatch.dev/reprofile` token had been set. At most once a day:
+    /// if the new table drifts too, the prediction rather than the table is off.
     Reprofile,
 }
 
@@ -345,6 +345,10 @@ pub struct ObservedServing {
     /// energy_model::predict_config`): a `PredictionDrift` Event fires when the two part by 2x.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_joules_per_inference: Option<f64>,
+    /// When the table the prediction comes from was measured (the EnergyProfile's `finishedAt`):
+    /// two readings drift "in a row" only against the same table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_measured_at: Option<String>,
     /// Request latency at the SLO's percentile (bucket-interpolated, server side: arrival to
     /// response), beside `spec.slo.latencyMs`; an `SLOMissed` Warning Event fires when it goes over.
     #[serde(default, skip_serializing_if = "Option::is_none")]

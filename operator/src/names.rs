@@ -20,6 +20,10 @@ pub const PROFILE_LABEL: &str = "greenbatch.dev/profile";
 pub const REPROFILE_ANNOTATION: &str = "greenbatch.dev/reprofile";
 /// On an EnergyProfile: the re-profile tokens already honoured (comma-separated, newest last).
 pub const REPROFILE_TOKENS_ANNOTATION: &str = "greenbatch.dev/reprofile-tokens";
+/// Prefix of the re-profile tokens the operator sets itself on a sustained drift
+/// (`spec.onDrift: Reprofile`), followed by when it asked (`%Y%m%dT%H%M%SZ`); reserved: a user's
+/// token may not start with it.
+pub const DRIFT_TOKEN_PREFIX: &str = "drift-";
 /// On an EnergyProfile: the name of the Job that measures (or measured) it.
 pub const PROFILING_JOB_ANNOTATION: &str = "greenbatch.dev/profiling-job";
 

@@ -9,7 +9,7 @@ use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::sizing::{
     ReplicaDecision, drift_note, drift_ratio, observed_serving, past_capacity, predicted_joules,
-    replicas_for, slo_note,
+    previous_observation, replicas_for, slo_note,
 };
 use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
@@ -417,8 +417,17 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             requeue = Requeue::AwaitChange;
         }
         ProfileState::Complete { table, reprofiling } => {
+            // A complete profile's message says what went wrong last time it was measured again
+            // (the runtime keeps the table then).
+            let last_attempt = observed
+                .profile
+                .as_ref()
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.message.as_deref())
+                .map(|m| format!("; {m}"))
+                .unwrap_or_default();
             let profiled_msg = format!(
-                "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{}{}",
+                "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{last_attempt}{}{}",
                 table.rows.len(),
                 table.meter,
                 unpinned_gpu_note(is, observed.profile.as_ref()),
@@ -512,6 +521,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     }
                     let serve = sel.slo_attainable
                         || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
+                    // The window before this one, when status holds it (not a reading kept
+                    // through a rollout or a leader change).
+                    let previous =
+                        previous_observation(old.observed.as_ref(), now, cfg.observe_interval);
                     // A capacity measured with this profile at this batch size still holds; with
                     // another model, GPU or batch size it does not.
                     let measured = old
@@ -533,7 +546,11 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         observed.load.as_ref(),
                         old.replicas.as_ref(),
                         measured,
-                        old.observed.as_ref().is_some_and(past_capacity),
+                        previous.is_some_and(|before| {
+                            past_capacity(before)
+                                && before.max_batch_size
+                                    == observed.load.as_ref().and_then(|l| l.max_batch_size)
+                        }),
                         cfg.target_utilisation,
                     );
                     let settings = ServeSettings {
@@ -566,9 +583,18 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     {
                         seen.predicted_joules_per_inference =
                             predicted_joules(table, valid.spec.slo.percentile(), load);
-                        if let Some(note) =
-                            drift_note(seen, old.observed.as_ref(), load, &profile_name)
-                        {
+                        seen.profile_measured_at = observed
+                            .profile
+                            .as_ref()
+                            .and_then(|p| p.status.as_ref())
+                            .and_then(|s| s.finished_at.clone());
+                        if let Some(note) = drift_note(
+                            seen,
+                            old.observed.as_ref(),
+                            load,
+                            &profile_name,
+                            is.spec.on_drift == DriftAction::Reprofile,
+                        ) {
                             events.push(PlannedEvent {
                                 warning: true,
                                 reason: "PredictionDrift",
@@ -582,14 +608,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             && reprofiling.is_none()
                             && planned_profile.is_none()
                             && drift_ratio(seen).is_some()
-                            && old.observed.as_ref().and_then(drift_ratio).is_some()
+                            && previous
+                                .filter(|before| {
+                                    before.profile_measured_at == seen.profile_measured_at
+                                })
+                                .and_then(drift_ratio)
+                                .is_some()
                             && let Some(profile) = observed.profile.as_ref()
-                            && let Some(token) = drift_token(profile)
+                            && let Some(token) = drift_token(profile, now)
                         {
+                            // The same table measured again, for every service sharing it: the
+                            // profile's own spec, not this service's candidates.
                             let (planned, job) = reprofile_request(
                                 &profile_name,
                                 &namespace,
-                                profile_spec(is, &valid, &key),
+                                profile.spec.clone(),
                                 honoured_tokens(profile),
                                 &token,
                             );
@@ -858,33 +891,31 @@ fn reprofile_request(
     (profile, job)
 }
 
-/// Prefix of the re-profile tokens the operator sets itself on a sustained drift
-/// (`spec.onDrift: Reprofile`); a user's token can be anything else.
-pub const DRIFT_TOKEN_PREFIX: &str = "drift-";
+/// How long after an automatic re-profile another may start for the same profile. Measuring again
+/// fixes a table that no longer describes the model; when the prediction itself is off (a host
+/// path the energy model does not describe), the new table drifts as well, and this bounds the GPU
+/// time spent finding that out again to one measurement a day.
+pub const DRIFT_REPROFILE_COOLDOWN: chrono::Duration = chrono::Duration::hours(24);
 
-/// The token of an automatic re-profile of `profile`'s current table: one per table (named by
-/// when it was measured), so the same drift cannot ask twice. `None` when the table came from an
-/// automatic re-profile already (the last honoured token is one): a table measured again that
-/// still drifts says the prediction, not the table, is off — measuring a third time would not help.
-fn drift_token(profile: &EnergyProfile) -> Option<String> {
-    let honoured = honoured_tokens(profile);
-    if honoured
-        .last()
-        .is_some_and(|t| t.starts_with(DRIFT_TOKEN_PREFIX))
-    {
+const DRIFT_TOKEN_TIME: &str = "%Y%m%dT%H%M%SZ";
+
+/// The token of an automatic re-profile asked for at `now` (RFC 3339), unless one was asked for
+/// within `DRIFT_REPROFILE_COOLDOWN` (the time is in the honoured tokens).
+fn drift_token(profile: &EnergyProfile, now: &str) -> Option<String> {
+    let now = chrono::DateTime::parse_from_rfc3339(now).ok()?.to_utc();
+    let last_asked = honoured_tokens(profile)
+        .iter()
+        .filter_map(|t| t.strip_prefix(DRIFT_TOKEN_PREFIX))
+        .filter_map(|stamp| chrono::NaiveDateTime::parse_from_str(stamp, DRIFT_TOKEN_TIME).ok())
+        .map(|t| t.and_utc())
+        .max();
+    if last_asked.is_some_and(|t| now - t < DRIFT_REPROFILE_COOLDOWN) {
         return None;
     }
-    let measured = profile
-        .status
-        .as_ref()
-        .and_then(|s| s.finished_at.as_deref())
-        .unwrap_or("unknown");
-    let stamp: String = measured
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .take(63 - DRIFT_TOKEN_PREFIX.len())
-        .collect();
-    Some(format!("{DRIFT_TOKEN_PREFIX}{stamp}"))
+    Some(format!(
+        "{DRIFT_TOKEN_PREFIX}{}",
+        now.format(DRIFT_TOKEN_TIME)
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

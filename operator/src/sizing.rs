@@ -21,6 +21,7 @@ pub fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         joules_per_inference: load.joules_per_inference,
         // Filled in once the profile and the SLO are known (see `predicted_joules`, `slo_note`).
         predicted_joules_per_inference: None,
+        profile_measured_at: None,
         latency_at_slo_percentile_ms: None,
         latency_p99_ms: load.latency_p99_ms,
         max_batch_size: load.max_batch_size,
@@ -50,6 +51,24 @@ pub fn predicted_joules(
     .joules_per_inference
 }
 
+/// The observation in status before this one, if it is the window just before: at most
+/// `PREVIOUS_WINDOWS` observe intervals old. A reading kept through a rollout, a leader change or
+/// a quiet spell says nothing about whether a condition holds "two windows in a row".
+pub fn previous_observation<'a>(
+    old: Option<&'a ObservedServing>,
+    now: &str,
+    interval: std::time::Duration,
+) -> Option<&'a ObservedServing> {
+    let old = old?;
+    let at = chrono::DateTime::parse_from_rfc3339(old.observed_at.as_deref()?).ok()?;
+    let now = chrono::DateTime::parse_from_rfc3339(now).ok()?;
+    let age = (now - at).to_std().ok()?;
+    (age <= interval.mul_f64(PREVIOUS_WINDOWS)).then_some(old)
+}
+
+/// How many observe intervals back "the window before" may lie (reconciles run late, not early).
+const PREVIOUS_WINDOWS: f64 = 2.5;
+
 /// Observed over predicted joules per inference, when they part by more than `DRIFT_FACTOR`.
 pub fn drift_ratio(seen: &ObservedServing) -> Option<f64> {
     let (measured, predicted) = (
@@ -67,13 +86,14 @@ pub fn drift_note(
     before: Option<&ObservedServing>,
     load: &LoadObservation,
     profile: &str,
+    reprofiles_on_drift: bool,
 ) -> Option<String> {
     let ratio = drift_ratio(seen)?;
     if before.and_then(drift_ratio).is_some() {
         return None;
     }
     Some(format!(
-        "observed {} J/inference serving {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; set a new {REPROFILE_ANNOTATION} token to measure again",
+        "observed {} J/inference serving {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; {}",
         resources::fmt_num(seen.joules_per_inference?),
         fmt_rate(load.served_per_second),
         load.pods,
@@ -81,6 +101,11 @@ pub fn drift_note(
         resources::fmt_num(load.max_queue_delay_ms?),
         resources::fmt_num(seen.predicted_joules_per_inference?),
         resources::fmt_num(ratio),
+        if reprofiles_on_drift {
+            "spec.onDrift: Reprofile measures again if the next observation drifts too".to_string()
+        } else {
+            format!("set a new {REPROFILE_ANNOTATION} token to measure again")
+        },
     ))
 }
 

@@ -2,7 +2,7 @@
 //! the operator adds because of the objects it builds from a service (names that must be DNS labels,
 //! a profile key that fits the EnergyProfile schema, a well-formed re-profile token). Pure.
 
-use crate::names::REPROFILE_ANNOTATION;
+use crate::names::{DRIFT_TOKEN_PREFIX, REPROFILE_ANNOTATION};
 use greenbatch_crds::InferenceService;
 use greenbatch_crds::validate::{FieldError, ValidatedSpec, describe, validate_spec};
 
@@ -72,6 +72,16 @@ pub fn validate(is: &InferenceService) -> Result<Valid, Vec<FieldError>> {
         errors.push(field(
             &format!("metadata.annotations[{REPROFILE_ANNOTATION}]"),
             format!("{t:?} must be 1-63 characters of [A-Za-z0-9._-]"),
+        ));
+    } else if let Some(t) = token
+        .as_deref()
+        .filter(|t| t.starts_with(DRIFT_TOKEN_PREFIX))
+    {
+        errors.push(field(
+            &format!("metadata.annotations[{REPROFILE_ANNOTATION}]"),
+            format!(
+                "{t:?}: tokens starting with {DRIFT_TOKEN_PREFIX:?} are the operator's own (spec.onDrift: Reprofile)"
+            ),
         ));
     }
     let identity = is.spec.model.identity();
@@ -152,6 +162,19 @@ mod tests {
                         Some([(REPROFILE_ANNOTATION.to_string(), "a,b".to_string())].into());
                 },
                 Some("metadata.annotations[greenbatch.dev/reprofile]"),
+            ),
+            (
+                "the operator's own token prefix",
+                |s| {
+                    s.metadata.annotations = Some(
+                        [(
+                            REPROFILE_ANNOTATION.to_string(),
+                            "drift-20250101T000000Z".to_string(),
+                        )]
+                        .into(),
+                    );
+                },
+                Some("are the operator's own"),
             ),
             (
                 "huge uri",

@@ -1017,7 +1017,7 @@ fn applied(planned: &EnergyProfile, before: &EnergyProfile) -> EnergyProfile {
 }
 
 #[test]
-fn a_sustained_drift_reprofiles_once_per_table_when_the_spec_asks() {
+fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
     let mut is = service("svc");
     is.spec.on_drift = DriftAction::Reprofile;
     let mut o = serving(&mut is);
@@ -1066,20 +1066,38 @@ fn a_sustained_drift_reprofiles_once_per_table_when_the_spec_asks() {
     assert_eq!(p.status.phase, Some(Phase::Serving));
     is.status = Some(p.status);
 
-    // The Job done, a new table in, and it drifts as well: the prediction is what is off, so
-    // no third measurement — the Warning stands.
+    // The Job done, a new table in, and it drifts as well: the prediction is what is off. No
+    // second measurement the same day — the Warning stands.
     o.job = Some(JobObservation {
         name: a[PROFILING_JOB_ANNOTATION].clone(),
         state: JobState::Succeeded,
     });
     if let Some(s) = o.profile.as_mut().and_then(|p| p.status.as_mut()) {
-        s.finished_at = Some("2030-01-01T00:00:00Z".into());
+        s.finished_at = Some("2025-01-01T00:05:00Z".into());
     }
-    for _ in 0..2 {
-        let p = plan(&is, &o, &cfg(), NOW);
+    for _ in 0..3 {
+        let p = plan(&is, &o, &cfg(), "2025-01-01T06:00:00Z");
         assert_eq!((reprofiles(&p), p.profile.is_none()), (0, true));
         is.status = Some(p.status);
     }
+    // A day later (the model file replaced again, say), a drift that holds measures again.
+    let later = "2025-01-02T01:00:00Z";
+    let p = plan(&is, &o, &cfg(), later);
+    assert_eq!(
+        reprofiles(&p),
+        0,
+        "the reading before is hours old: not 'in a row'"
+    );
+    is.status = Some(p.status);
+    let p = plan(&is, &o, &cfg(), later);
+    assert_eq!(reprofiles(&p), 1, "{:?}", p.events);
+    let tokens =
+        p.profile.unwrap().metadata.annotations.unwrap()[REPROFILE_TOKENS_ANNOTATION].clone();
+    assert_eq!(
+        tokens,
+        format!("{token},{DRIFT_TOKEN_PREFIX}20250102T010000Z"),
+        "both automatic measurements recorded"
+    );
 
     // Without the opt-in a sustained drift only warns.
     let mut is = service("quiet");
@@ -1124,5 +1142,57 @@ fn a_gpu_without_a_product_says_which_type_was_measured() {
     for (count, product) in [(1, Some("NVIDIA-H200")), (0, None)] {
         let m = profiled(count, product);
         assert!(!m.contains("spec.gpu.product"), "{m}");
+    }
+}
+
+#[test]
+fn a_drift_reprofile_measures_the_shared_table_again_and_waits_for_a_running_one() {
+    let mut is = service("svc");
+    is.spec.on_drift = DriftAction::Reprofile;
+    let mut o = serving(&mut is);
+    let shared = o.profile.clone().unwrap();
+    // This service now asks for fewer batch sizes than the profile others share was measured
+    // with (candidates are not part of the key: same profile).
+    is.spec.batching.candidates = vec![1, 2];
+    o.load = Some(LoadObservation {
+        joules_per_inference: Some(5.0),
+        ..load(500.0, true)
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    is.status = Some(p.status);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let planned = p.profile.expect("a drift re-profile");
+    assert_eq!(
+        planned.spec, shared.spec,
+        "the same table measured again, not this service's candidates"
+    );
+
+    // A user's re-profile running (its Job active): drift waits for its table.
+    let mut is = service("busy");
+    is.spec.on_drift = DriftAction::Reprofile;
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let mut o = serving(&mut is);
+    let first = plan(&is, &o, &cfg(), NOW);
+    if let Some(planned) = first.profile {
+        o.profile = Some(applied(&planned, o.profile.as_ref().unwrap()));
+    }
+    let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
+    o.job = Some(JobObservation {
+        name: job_name(&profile_name, Some("t1")),
+        state: JobState::Active,
+    });
+    o.load = Some(LoadObservation {
+        joules_per_inference: Some(5.0),
+        ..load(500.0, true)
+    });
+    for _ in 0..3 {
+        let p = plan(&is, &o, &cfg(), NOW);
+        assert!(
+            !p.events.iter().any(|e| e.reason == "ReprofilingOnDrift"),
+            "{:?}",
+            p.events
+        );
+        assert!(p.profile.is_none());
+        is.status = Some(p.status);
     }
 }
