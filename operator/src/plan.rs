@@ -419,12 +419,25 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         ProfileState::Complete { table, reprofiling } => {
             // A complete profile's message says what went wrong last time it was measured again
             // (the runtime keeps the table then).
+            // A re-profile Job that died before it could write (killed, past its deadline) says
+            // so through the Job.
+            let current_job = observed_job_name(&profile_name, observed.profile.as_ref());
             let last_attempt = observed
                 .profile
                 .as_ref()
                 .and_then(|p| p.status.as_ref())
                 .and_then(|s| s.message.as_deref())
                 .map(|m| format!("; {m}"))
+                .or_else(|| match observed.job.as_ref() {
+                    Some(j) if j.name == current_job => match &j.state {
+                        JobState::Failed { reason, message } => Some(format!(
+                            "; measuring again failed (Job {}: {reason}: {message}): the table stays",
+                            j.name
+                        )),
+                        _ => None,
+                    },
+                    _ => None,
+                })
                 .unwrap_or_default();
             let profiled_msg = format!(
                 "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{last_attempt}{}{}",

@@ -1066,6 +1066,27 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
     assert_eq!(p.status.phase, Some(Phase::Serving));
     is.status = Some(p.status);
 
+    // Had that Job died before writing (killed, past its deadline), the table stays and the
+    // Profiled condition says what happened.
+    let mut died = o.clone();
+    died.job = Some(JobObservation {
+        name: a[PROFILING_JOB_ANNOTATION].clone(),
+        state: JobState::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "Job was active longer than specified deadline".into(),
+        },
+    });
+    let p = plan(&is, &died, &cfg(), NOW);
+    let profiled = cond(&p, PROFILED);
+    assert_eq!(profiled.status, ConditionStatus::True);
+    assert!(
+        profiled.message.contains("measuring again failed (Job")
+            && profiled.message.contains("DeadlineExceeded"),
+        "{}",
+        profiled.message
+    );
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+
     // The Job done, a new table in, and it drifts as well: the prediction is what is off. No
     // second measurement the same day — the Warning stands.
     o.job = Some(JobObservation {
