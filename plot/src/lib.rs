@@ -46,6 +46,66 @@ pub struct Plot<'a> {
 const MAGENTA_LINE: RGBColor = RGBColor(170, 0, 170);
 const GREY_LINE: RGBColor = RGBColor(90, 90, 90);
 
+/// Both panels: batch size and the measure on log scales.
+type Panel<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// The panel's legend box.
+fn legend<'a, 'b: 'a>(chart: &mut Panel<'a, 'b>) -> Result<(), PlotError> {
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()
+        .map_err(err)
+}
+
+/// The grid and axis titles of a panel.
+fn axes(chart: &mut Panel, y_desc: &str) -> Result<(), PlotError> {
+    chart
+        .configure_mesh()
+        .x_desc("batch size")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)
+}
+
+/// A measured curve over batch sizes: the line, a dot per batch size, in the legend as `label`.
+fn curve(
+    chart: &mut Panel,
+    points: &[(f64, f64)],
+    colour: RGBColor,
+    label: String,
+) -> Result<(), PlotError> {
+    let style = colour.stroke_width(2);
+    chart
+        .draw_series(LineSeries::new(points.to_vec(), style))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, 4, colour.filled())))
+        .map_err(err)?;
+    Ok(())
+}
+
+/// A horizontal line at `y` across `x` (a level, not a curve over batch sizes), in the legend as
+/// `label`.
+fn level(
+    chart: &mut Panel,
+    x: (f64, f64),
+    y: f64,
+    style: ShapeStyle,
+    label: String,
+) -> Result<(), PlotError> {
+    chart
+        .draw_series(LineSeries::new(vec![(x.0, y), (x.1, y)], style))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    Ok(())
+}
+
 /// (low, high) of the positive finite `values`; `None` when there are none.
 fn span(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     values
@@ -75,7 +135,7 @@ pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
         let rows: Vec<_> = table.rows.iter().filter(|r| r.batch_size >= 1).collect();
         let max_b = rows.iter().map(|r| r.batch_size).max().unwrap_or(1).max(2) as f64;
         let x_range = (0.8f64..max_b * 1.25).log_scale();
-        let x_ends = |y: f64| vec![(0.8, y), (max_b * 1.25, y)];
+        let x_span = (0.8, max_b * 1.25);
         let pick = f64::from(*chosen_batch);
 
         // Energy panel, mJ per inference.
@@ -124,23 +184,8 @@ pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
                     )
                     .build_cartesian_2d(x_range.clone(), (lo * 0.7..hi * 1.4).log_scale())
                     .map_err(err)?;
-                chart
-                    .configure_mesh()
-                    .x_desc("batch size")
-                    .x_label_formatter(&|x| format!("{x:.0}"))
-                    .y_desc("mJ / inference")
-                    .draw()
-                    .map_err(err)?;
-                chart
-                    .draw_series(LineSeries::new(energy.clone(), BLUE.stroke_width(2)))
-                    .map_err(err)?
-                    .label("profiled")
-                    .legend(|(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2))
-                    });
-                chart
-                    .draw_series(energy.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
-                    .map_err(err)?;
+                axes(&mut chart, "mJ / inference")?;
+                curve(&mut chart, &energy, BLUE, "profiled".into())?;
                 if let Some(p) = energy.iter().find(|p| p.0 == pick) {
                     chart
                         .draw_series(std::iter::once(Circle::new(*p, 9, RED.stroke_width(3))))
@@ -149,35 +194,17 @@ pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
                         .legend(|(x, y)| Circle::new((x + 10, y), 5, RED.stroke_width(2)));
                 }
                 if let (Some(o), Some(mj)) = (observed, seen_mj) {
-                    chart
-                        .draw_series(LineSeries::new(x_ends(mj), MAGENTA_LINE.stroke_width(2)))
-                        .map_err(err)?
-                        .label(format!(
-                            "served: {mj:.1} mJ at {:.0} inferences/s",
-                            o.inferences_per_second
-                        ))
-                        .legend(|(x, y)| {
-                            PathElement::new(
-                                vec![(x, y), (x + 20, y)],
-                                MAGENTA_LINE.stroke_width(2),
-                            )
-                        });
+                    let label = format!(
+                        "served: {mj:.1} mJ at {:.0} inferences/s",
+                        o.inferences_per_second
+                    );
+                    level(&mut chart, x_span, mj, MAGENTA_LINE.stroke_width(2), label)?;
                 }
                 if let Some(mj) = predicted_mj {
-                    chart
-                        .draw_series(LineSeries::new(x_ends(mj), GREY_LINE.stroke_width(1)))
-                        .map_err(err)?
-                        .label(format!("predicted for that load: {mj:.1} mJ"))
-                        .legend(|(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 20, y)], GREY_LINE.stroke_width(1))
-                        });
+                    let label = format!("predicted for that load: {mj:.1} mJ");
+                    level(&mut chart, x_span, mj, GREY_LINE.stroke_width(1), label)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .border_style(BLACK)
-                    .background_style(WHITE.mix(0.8))
-                    .draw()
-                    .map_err(err)?;
+                legend(&mut chart)?;
             }
         }
 
@@ -209,46 +236,21 @@ pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
             )
             .build_cartesian_2d(x_range, (lo * 0.5..hi * 1.6).log_scale())
             .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("batch size")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("ms")
-            .draw()
-            .map_err(err)?;
-        chart
-            .draw_series(LineSeries::new(latency.clone(), GREEN.stroke_width(2)))
-            .map_err(err)?
-            .label(format!("{percentile} execution (profiled)"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
-        chart
-            .draw_series(latency.iter().map(|p| Circle::new(*p, 4, GREEN.filled())))
-            .map_err(err)?;
-        chart
-            .draw_series(LineSeries::new(x_ends(slo_ms), RED.stroke_width(2)))
-            .map_err(err)?
-            .label(format!("SLO {slo_ms} ms"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        axes(&mut chart, "ms")?;
+        let label = format!("{percentile} execution (profiled)");
+        curve(&mut chart, &latency, GREEN, label)?;
+        let label = format!("SLO {slo_ms} ms");
+        level(&mut chart, x_span, slo_ms, RED.stroke_width(2), label)?;
         if let Some(ms) = seen_ms {
-            chart
-                .draw_series(LineSeries::new(x_ends(ms), MAGENTA_LINE.stroke_width(2)))
-                .map_err(err)?
-                .label(format!("served: {percentile} {ms:.1} ms end to end"))
-                .legend(|(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA_LINE.stroke_width(2))
-                });
+            let label = format!("served: {percentile} {ms:.1} ms end to end");
+            level(&mut chart, x_span, ms, MAGENTA_LINE.stroke_width(2), label)?;
         }
         if let Some(p) = latency.iter().find(|p| p.0 == pick) {
             chart
                 .draw_series(std::iter::once(Circle::new(*p, 9, RED.stroke_width(3))))
                 .map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
         root.present().map_err(err)?;
     }
     Ok(buf)

@@ -840,6 +840,14 @@ fn observations_are_checked_against_the_profiles_prediction() {
     );
 }
 
+/// The capacity per replica a plan learnt from refusals.
+fn learnt(p: &Plan) -> Option<f64> {
+    p.status
+        .replicas
+        .as_ref()
+        .and_then(|r| r.measured_capacity_per_replica)
+}
+
 /// A window in which one pod served `served` items/s and refused `refused` more (429).
 fn overloaded(served: f64, refused: f64, complete: bool) -> LoadObservation {
     LoadObservation {
@@ -871,23 +879,13 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     // Refusals seen in a partial window teach nothing (old pods, a rollout).
     o.load = Some(overloaded(500.0, 500.0, false));
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(
-        p.status.replicas.unwrap().measured_capacity_per_replica,
-        None
-    );
+    assert_eq!(learnt(&p), None);
 
     // One complete window of refusals is a burst as far as anyone can tell: the mean a pod
     // served over it says little of what it can do. Nothing is learnt; the refusals are shown.
     o.load = Some(overloaded(500.0, 500.0, true));
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(
-        p.status
-            .replicas
-            .clone()
-            .unwrap()
-            .measured_capacity_per_replica,
-        None
-    );
+    assert_eq!(learnt(&p), None);
     assert_eq!(
         p.status.observed.clone().unwrap().refused_per_second,
         Some(500.0)
@@ -903,14 +901,7 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
         3,
         "500/s at batch 32 (measured while pods refused work)",
     );
-    assert_eq!(
-        p.status
-            .replicas
-            .clone()
-            .unwrap()
-            .measured_capacity_per_replica,
-        Some(500.0)
-    );
+    assert_eq!(learnt(&p), Some(500.0));
     is.status = Some(p.status);
 
     // Three replicas serve everything: no refusals, but the measured capacity stays...
@@ -920,14 +911,7 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     });
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(desired(&p).0, 3, "{:?}", desired(&p));
-    assert_eq!(
-        p.status
-            .replicas
-            .clone()
-            .unwrap()
-            .measured_capacity_per_replica,
-        Some(500.0)
-    );
+    assert_eq!(learnt(&p), Some(500.0));
     // ...and rises when a pod serves more without refusing (it was a low reading): the load grew
     // to 1500/s over the three pods, one of them getting 600/s.
     o.load = Some(LoadObservation {
@@ -935,23 +919,13 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
         ..load(1500.0, true)
     });
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(
-        p.status
-            .replicas
-            .clone()
-            .unwrap()
-            .measured_capacity_per_replica,
-        Some(600.0)
-    );
+    assert_eq!(learnt(&p), Some(600.0));
 
     // A new batch size is another capacity: what was measured at the old one is dropped.
     is.spec.batching.mode = BatchingMode::Fixed;
     is.spec.batching.batch_size = Some(8);
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(
-        p.status.replicas.unwrap().measured_capacity_per_replica,
-        None
-    );
+    assert_eq!(learnt(&p), None);
 }
 
 #[test]
