@@ -112,7 +112,11 @@ pub fn observe(
             refused_rate += (a - b) / dt;
             refusing.push(served / dt);
         }
-        if let (Some(a), Some(b)) = (a.energy_joules, b.energy_joules) {
+        // A pod without a meter exports no energy series, or one that stays at 0 (the runtime's);
+        // a pod with one always moves it (idle power alone does).
+        if let (Some(a), Some(b)) = (a.energy_joules, b.energy_joules)
+            && a > b
+        {
             energy += a - b;
             metered_inferences += served;
         }

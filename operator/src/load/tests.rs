@@ -162,6 +162,15 @@ fn energy_is_per_inference_of_the_pods_that_measure_it() {
     // 50 J / 200, not 50 J / 400: the unmetered pod's work is not free.
     assert_eq!(o.joules_per_inference, Some(0.25));
     assert_eq!(o.served_per_second, 40.0);
+    // The runtime without a meter exports the energy counter at 0: the same.
+    let zero = |r| counters(r, 0.0, &[]);
+    let before = snapshot(0.0, &[("a", counters(0.0, 0.0, &[])), ("b", zero(0.0))]);
+    let after = snapshot(
+        10.0,
+        &[("a", counters(100.0, 50.0, &[])), ("b", zero(100.0))],
+    );
+    let o = observe(&before, &after, 0.0).unwrap();
+    assert_eq!(o.joules_per_inference, Some(0.25));
 }
 
 #[test]
