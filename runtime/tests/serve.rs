@@ -147,6 +147,105 @@ async fn get(url: String) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Runs `promtool` with `args`, feeding `stdin`: `None` when it is not installed on a developer's
+/// machine (CI sets GREENBATCH_REQUIRE_PROMTOOL and must have it).
+fn promtool(args: &[&str], stdin: &str) -> Option<std::process::Output> {
+    match Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            Some(p.wait_with_output().unwrap())
+        }
+        Err(_) if std::env::var("GREENBATCH_REQUIRE_PROMTOOL").is_err() => {
+            eprintln!(
+                "promtool not installed: `promtool {}` skipped",
+                args.join(" ")
+            );
+            None
+        }
+        Err(e) => panic!("promtool required but not runnable: {e}"),
+    }
+}
+
+/// The Grafana dashboard the chart ships (charts/greenbatch/dashboards/greenbatch.json) reads
+/// this server's series under names it exports, in PromQL that parses: a renamed series or a typo
+/// in a query fails here instead of drawing an empty panel.
+fn dashboard_reads_these_series(metrics_text: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/greenbatch/dashboards/greenbatch.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the dashboard")).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    // Every series name in a query (the pod label the PodMonitor adds is not one).
+    let mut names = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(i) = rest.find("greenbatch_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            if name != "greenbatch_dev_inference_service" {
+                names.insert(name);
+            }
+        }
+    }
+    let served: Vec<&String> = names
+        .iter()
+        .filter(|n| !n.starts_with("greenbatch_operator_"))
+        .collect();
+    assert!(served.len() >= 10, "{names:?}");
+    for name in served {
+        assert!(
+            metrics_text.lines().any(|l| l
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))),
+            "the dashboard reads {name}, which this server does not export"
+        );
+    }
+    // Grafana's variables as Prometheus would see them once substituted; every query as a recording
+    // rule, which `promtool check rules` parses.
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$__rate_interval", "5m")
+                .replace("$namespace", ".*")
+                .replace("$service", ".*");
+            json!({"record": format!("greenbatch:dashboard_query_{i}"), "expr": e})
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    if let Some(o) = promtool(&["check", "rules", file.path().to_str().unwrap()], "") {
+        assert!(
+            o.status.success(),
+            "the dashboard's queries do not parse: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
 async fn metric(base: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
@@ -405,28 +504,14 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
         (Some(8.0), Some(0.02))
     );
     assert!(metric(b, "greenbatch_executor_seconds_total{stage=\"forward\"}").await > 0.0);
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(mut p) => {
-            use std::io::Write;
-            p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-            let o = p.wait_with_output().unwrap();
-            assert!(
-                o.status.success(),
-                "promtool: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        Err(_) if std::env::var("GREENBATCH_REQUIRE_PROMTOOL").is_err() => {
-            eprintln!("promtool not installed: exposition format not checked")
-        }
-        Err(e) => panic!("promtool required but not runnable: {e}"),
+    dashboard_reads_these_series(&text);
+    if let Some(o) = promtool(&["check", "metrics"], &text) {
+        assert!(
+            o.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let om = reqwest::Client::new()
         .get(format!("{b}/metrics"))

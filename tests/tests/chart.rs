@@ -320,6 +320,11 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         assert_eq!(&svc_labels[k], v, "ServiceMonitor selects by {k}");
     }
     let pm = find(&docs, "PodMonitor", "greenbatch-runtime-serving");
+    // Series carry the service they serve: the dashboard groups by it.
+    assert_eq!(
+        pm["spec"]["podTargetLabels"],
+        json!([greenbatch_operator::names::SERVICE_LABEL])
+    );
     assert_eq!(
         pm["spec"]["namespaceSelector"]["matchNames"],
         json!(["vision"])
@@ -412,6 +417,38 @@ async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operat
     assert_eq!(
         runtime_sa["imagePullSecrets"],
         json!([{"name": "registry"}])
+    );
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
+    let docs = render(&json!({"dashboards": {"enabled": true, "namespace": "monitoring"}})).await;
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "greenbatch-dashboards")
+        .expect("the dashboards ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(cm["data"]["greenbatch.json"].as_str().expect("JSON"))
+            .expect("the ConfigMap holds the dashboard as JSON");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart::chart_dir().join("dashboards/greenbatch.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped, file);
+    // Every panel queries something; each query reads a greenbatch series.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "{queries:?}");
+    assert!(
+        queries.iter().all(|q| q.contains("greenbatch_")),
+        "{queries:?}"
+    );
+    // Off by default.
+    assert!(
+        !inventory(&render(&json!({})).await)
+            .iter()
+            .any(|(k, _, _)| k == "ConfigMap")
     );
 }
 
@@ -555,6 +592,28 @@ async fn assert_crds_exist(crds: &Api<CustomResourceDefinition>, when: &str) {
         let found = crds.get_opt(name).await.expect("get CRD");
         assert!(found.is_some(), "CRD {name} missing {when}");
     }
+}
+
+/// The operator's metrics once it has counted one of everything (an error, a pod scrape).
+fn busy_operator_metrics() -> String {
+    let m = greenbatch_operator::metrics::Metrics::new();
+    m.reconciled("ns/svc", Duration::from_millis(5), Some("Job"));
+    m.scraped(1, 1);
+    m.encode()
+}
+
+/// The queries of the chart's Grafana dashboard.
+fn dashboard_queries() -> Vec<String> {
+    let path = chart::chart_dir().join("dashboards/greenbatch.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -755,6 +814,25 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
         metrics.contains("greenbatch_operator_reconciles_total"),
         "{metrics}"
     );
+    // The dashboard's operator panels read series this binary exports (the serving panels are
+    // checked against the runtime's /metrics in runtime/tests/serve.rs).
+    for query in dashboard_queries() {
+        let Some(i) = query.find("greenbatch_operator_") else {
+            continue;
+        };
+        let name: String = query[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        // Labelled families appear with their first sample (no reconcile error yet here): those
+        // are checked against the operator's metrics after one of each.
+        let exported =
+            |text: &str| text.contains(&format!("{name}{{")) || text.contains(&format!("{name} "));
+        assert!(
+            exported(&metrics) || exported(&busy_operator_metrics()),
+            "the dashboard reads {name}, which the operator does not export:\n{metrics}"
+        );
+    }
 
     // An upgrade changes the Deployment's flags.
     let mut upgraded = values.clone();
