@@ -92,6 +92,13 @@ pub struct MeasuredOn {
     pub random_weights: bool,
 }
 
+impl MeasuredOn {
+    /// The device for people: its product name when the runtime read one, else `cpu` / `cuda:0`.
+    pub fn display_name(&self) -> &str {
+        self.device_name.as_deref().unwrap_or(&self.device)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnergyProfileStatus {

@@ -185,6 +185,8 @@ enum ProfileState<'a> {
     Complete {
         table: &'a ProfileTable,
         reprofiling: Option<String>,
+        /// What went wrong when the table was last measured again (the table stays).
+        last_failure: Option<String>,
     },
 }
 
@@ -416,29 +418,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             // Job retries (with the Job controller's backoff) are spent; a change brings the next try.
             requeue = Requeue::AwaitChange;
         }
-        ProfileState::Complete { table, reprofiling } => {
-            // A complete profile's message says what went wrong last time it was measured again
-            // (the runtime keeps the table then).
-            // A re-profile Job that died before it could write (killed, past its deadline) says
-            // so through the Job.
-            let current_job = observed_job_name(&profile_name, observed.profile.as_ref());
-            let last_attempt = observed
-                .profile
-                .as_ref()
-                .and_then(|p| p.status.as_ref())
-                .and_then(|s| s.message.as_deref())
-                .map(|m| format!("; {m}"))
-                .or_else(|| match observed.job.as_ref() {
-                    Some(j) if j.name == current_job => match &j.state {
-                        JobState::Failed { reason, message } => Some(format!(
-                            "; measuring again failed (Job {}: {reason}: {message}): the table stays",
-                            j.name
-                        )),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .unwrap_or_default();
+        ProfileState::Complete {
+            table,
+            reprofiling,
+            last_failure,
+        } => {
+            let last_attempt = last_failure.map(|m| format!("; {m}")).unwrap_or_default();
             let profiled_msg = format!(
                 "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{last_attempt}{}{}",
                 table.rows.len(),
@@ -591,6 +576,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         });
                     }
                     status.selected = Some(selected);
+                    let reprofiles_on_drift = is.spec.on_drift == DriftAction::Reprofile;
                     if let (Some(load), Some(seen)) =
                         (observed.load.as_ref(), status.observed.as_mut())
                     {
@@ -606,7 +592,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             old.observed.as_ref(),
                             load,
                             &profile_name,
-                            is.spec.on_drift == DriftAction::Reprofile,
+                            reprofiles_on_drift,
                         ) {
                             events.push(PlannedEvent {
                                 warning: true,
@@ -615,12 +601,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             });
                         }
                         // Opted in, a drift that holds for a second complete observation measures
-                        // the model again (as a user's token would), once per table.
-                        if is.spec.on_drift == DriftAction::Reprofile
+                        // the model again (as a user's token would), at most once a day.
+                        if reprofiles_on_drift
                             && load.complete
                             && reprofiling.is_none()
                             && planned_profile.is_none()
-                            && drift_ratio(seen).is_some()
+                            && let Some(ratio) = drift_ratio(seen)
                             && previous
                                 .filter(|before| {
                                     before.profile_measured_at == seen.profile_measured_at
@@ -645,7 +631,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                 reason: "ReprofilingOnDrift",
                                 note: format!(
                                     "joules per inference have stayed {}x the prediction for two observations: measuring EnergyProfile {profile_name} again with Job {job} (spec.onDrift: Reprofile, token {token}); serving goes on from the current table meanwhile",
-                                    drift_ratio(seen).map_or("?".into(), resources::fmt_num)
+                                    resources::fmt_num(ratio)
                                 ),
                             });
                         }
@@ -857,7 +843,7 @@ fn unpinned_gpu_note(is: &InferenceService, profile: Option<&EnergyProfile>) -> 
     let device = profile
         .and_then(|p| p.status.as_ref())
         .and_then(|s| s.measured_on.as_ref())
-        .map(|m| m.device_name.clone().unwrap_or_else(|| m.device.clone()));
+        .map(|m| m.display_name().to_string());
     match device {
         Some(d) => format!(
             "; measured on {d}, and spec.gpu.product is unset: pods on another GPU type serve at numbers this profile does not describe"
@@ -943,7 +929,6 @@ fn profile_state<'a>(
     planned_profile: &mut Option<EnergyProfile>,
     planned_job: &mut Option<Job>,
 ) -> ProfileState<'a> {
-    let spec_for_this = || profile_spec(is, valid, key);
     let token = valid.reprofile_token.as_deref();
     let Some(profile) = &observed.profile else {
         // First service with this key: create the profile now; its Job follows on the next
@@ -957,7 +942,7 @@ fn profile_state<'a>(
         *planned_profile = Some(resources::energy_profile(
             profile_name,
             namespace,
-            spec_for_this(),
+            profile_spec(is, valid, key),
             annotations,
         ));
         return ProfileState::Starting { job };
@@ -975,12 +960,19 @@ fn profile_state<'a>(
     if let Some(t) = token.filter(|t| !tokens.iter().any(|x| x == t)) {
         // A re-profile request this profile has not honoured yet: record it with the new Job's name,
         // measure with this service's settings, and keep serving from the old table meanwhile.
-        let (planned, job) = reprofile_request(profile_name, namespace, spec_for_this(), tokens, t);
+        let (planned, job) = reprofile_request(
+            profile_name,
+            namespace,
+            profile_spec(is, valid, key),
+            tokens,
+            t,
+        );
         *planned_profile = Some(planned);
         return match complete_table {
             Some(table) => ProfileState::Complete {
                 table,
                 reprofiling: Some(job),
+                last_failure: None,
             },
             None => ProfileState::Starting { job },
         };
@@ -1016,6 +1008,7 @@ fn profile_state<'a>(
                     Some(table) => ProfileState::Complete {
                         table,
                         reprofiling: Some(current_job),
+                        last_failure: None,
                     },
                     None => ProfileState::Starting { job: current_job },
                 }
@@ -1030,7 +1023,23 @@ fn profile_state<'a>(
         .filter(|j| j.state == JobState::Active)
         .map(|j| j.name.clone());
     if let Some(table) = complete_table {
-        return ProfileState::Complete { table, reprofiling };
+        // A failed re-measurement leaves the table: the runtime says why in the profile's message,
+        // or, when it died before writing (killed, past its deadline), the Job does.
+        let last_failure = profile
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .or_else(|| match job_obs.map(|j| &j.state) {
+                Some(JobState::Failed { reason, message }) => Some(format!(
+                    "measuring again failed (Job {current_job}: {reason}: {message}): the table stays"
+                )),
+                _ => None,
+            });
+        return ProfileState::Complete {
+            table,
+            reprofiling,
+            last_failure,
+        };
     }
     // The Job is authoritative while it exists: the runtime marks the profile Failed just before
     // it exits, and the pod's exit code (from the Job) says more than the profile's message.

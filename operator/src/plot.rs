@@ -45,7 +45,7 @@ pub fn service_plot(
     let percentile = Percentile::from_u32(service.spec.slo.percentile).unwrap_or(Percentile::P99);
     let device = profile_status
         .and_then(|s| s.measured_on.as_ref())
-        .map(|m| m.device_name.clone().unwrap_or_else(|| m.device.clone()))
+        .map(|m| m.display_name().to_string())
         .unwrap_or_else(|| "unknown device".into());
     let title = format!("{ns}/{name}: {profile_name} on {device}");
     let observed = status.observed.as_ref().and_then(|o| {

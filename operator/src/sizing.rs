@@ -153,10 +153,15 @@ fn fmt_rate(x: f64) -> String {
 /// capacity.
 const REFUSED_SHARE: f64 = 0.02;
 
+/// Pods refusing `refused` of `asked` items per second are past their capacity.
+fn refusing(refused: f64, asked: f64) -> bool {
+    refused > REFUSED_SHARE * asked
+}
+
 /// The pods refused work for capacity in this observation (`REFUSED_SHARE` of the demand or more).
 pub fn past_capacity(seen: &ObservedServing) -> bool {
     match (seen.refused_per_second, seen.inferences_per_second) {
-        (Some(refused), Some(asked)) => refused > REFUSED_SHARE * asked,
+        (Some(refused), Some(asked)) => refusing(refused, asked),
         _ => false,
     }
 }
@@ -198,7 +203,7 @@ pub fn replicas_for(
     let kept = current.unwrap_or(min).clamp(min, max);
     let profiled = sel.choice.capacity_per_replica;
     let measured = match load.filter(|l| l.complete) {
-        Some(l) if l.refused_per_second > REFUSED_SHARE * l.inferences_per_second => {
+        Some(l) if refusing(l.refused_per_second, l.inferences_per_second) => {
             if refused_before {
                 l.refusing_pod_served_per_second.or(measured)
             } else {

@@ -359,8 +359,7 @@ pub fn measure(model: &LoadedModel, protocol: &ProtocolArgs) -> Result<EnergyPro
     let mut status = EnergyProfileStatus::complete(table);
     status.measured_on = Some(measured_on);
     status.started_at = Some(started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    status.finished_at =
-        Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    status.finished_at = Some(now_rfc3339());
     status.runtime_version = Some(RUNTIME_VERSION.to_string());
     if !measured_anything {
         status.phase = Some(ProfilePhase::Failed);
@@ -435,12 +434,11 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let failed = status.phase == Some(ProfilePhase::Failed);
     // Nothing measured this time: for a re-profile, the table measured before stays (a first
     // measurement keeps its own status: the batch sizes skipped and why).
-    let status = match (
-        &status.message,
-        failed && kept_table(existing.as_ref()).is_some(),
-    ) {
-        (Some(why), true) => failure_status(existing.as_ref(), why, &now_rfc3339()),
-        _ => status,
+    let status = if failed && kept_table(existing.as_ref()).is_some() {
+        let why = status.message.as_deref().unwrap_or("nothing measured");
+        failure_status(existing.as_ref(), why, &now_rfc3339())
+    } else {
+        status
     };
     let to_stdout = matches!(sink, Some(JsonSink::Stdout));
     if !to_stdout {

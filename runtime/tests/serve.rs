@@ -177,33 +177,12 @@ fn promtool(args: &[&str], stdin: &str) -> Option<std::process::Output> {
 /// this server's series under names it exports, in PromQL that parses: a renamed series or a typo
 /// in a query fails here instead of drawing an empty panel.
 fn dashboard_reads_these_series(metrics_text: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../charts/greenbatch/dashboards/greenbatch.json");
-    let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("the dashboard")).unwrap();
-    let exprs: Vec<String> = dashboard["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .filter_map(|t| t["expr"].as_str().map(String::from))
-        .collect();
+    let exprs = greenbatch_tests::chart::dashboard_queries();
     assert!(exprs.len() >= 10, "{exprs:?}");
-    // Every series name in a query (the pod label the PodMonitor adds is not one).
-    let mut names = std::collections::BTreeSet::new();
-    for expr in &exprs {
-        let mut rest = expr.as_str();
-        while let Some(i) = rest.find("greenbatch_") {
-            let name: String = rest[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
-                .collect();
-            rest = &rest[i + name.len()..];
-            if name != "greenbatch_dev_inference_service" {
-                names.insert(name);
-            }
-        }
-    }
+    let names: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|q| greenbatch_tests::chart::series_names(q))
+        .collect();
     let served: Vec<&String> = names
         .iter()
         .filter(|n| !n.starts_with("greenbatch_operator_"))

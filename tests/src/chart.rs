@@ -149,3 +149,39 @@ pub async fn apply(
 pub async fn install(cluster: &TestCluster, values: &serde_json::Value) -> Result<CommandOutput> {
     apply(cluster, "install", values, &[]).await
 }
+
+/// The queries (`expr`) of the chart's Grafana dashboard, `dashboards/greenbatch.json`.
+pub fn dashboard_queries() -> Vec<String> {
+    let path = chart_dir().join("dashboards/greenbatch.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    dashboard["panels"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(String::from))
+        .collect()
+}
+
+/// The label the PodMonitor gives serving series (the pod label `greenbatch.dev/inference-service`).
+pub const SERVICE_SERIES_LABEL: &str = "greenbatch_dev_inference_service";
+
+/// The greenbatch series a query reads (`greenbatch_…` names, the service label excepted).
+pub fn series_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(i) = rest.find("greenbatch_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        if name != SERVICE_SERIES_LABEL {
+            names.push(name);
+        }
+    }
+    names
+}

@@ -438,7 +438,7 @@ async fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
     .unwrap();
     assert_eq!(shipped, file);
     // Every panel queries something; each query reads a greenbatch series.
-    let queries = dashboard_queries();
+    let queries = chart::dashboard_queries();
     assert!(queries.len() >= 10, "{queries:?}");
     assert!(
         queries.iter().all(|q| q.contains("greenbatch_")),
@@ -600,20 +600,6 @@ fn busy_operator_metrics() -> String {
     m.reconciled("ns/svc", Duration::from_millis(5), Some("Job"));
     m.scraped(1, 1);
     m.encode()
-}
-
-/// The queries of the chart's Grafana dashboard.
-fn dashboard_queries() -> Vec<String> {
-    let path = chart::chart_dir().join("dashboards/greenbatch.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
-    dashboard["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .filter_map(|t| t["expr"].as_str().map(String::from))
-        .collect()
 }
 
 fn free_port() -> u16 {
@@ -816,20 +802,18 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     );
     // The dashboard's operator panels read series this binary exports (the serving panels are
     // checked against the runtime's /metrics in runtime/tests/serve.rs).
-    for query in dashboard_queries() {
-        let Some(i) = query.find("greenbatch_operator_") else {
-            continue;
-        };
-        let name: String = query[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
-            .collect();
+    let busy = busy_operator_metrics();
+    for name in chart::dashboard_queries()
+        .iter()
+        .flat_map(|q| chart::series_names(q))
+        .filter(|n| n.starts_with("greenbatch_operator_"))
+    {
         // Labelled families appear with their first sample (no reconcile error yet here): those
         // are checked against the operator's metrics after one of each.
         let exported =
             |text: &str| text.contains(&format!("{name}{{")) || text.contains(&format!("{name} "));
         assert!(
-            exported(&metrics) || exported(&busy_operator_metrics()),
+            exported(&metrics) || exported(&busy),
             "the dashboard reads {name}, which the operator does not export:\n{metrics}"
         );
     }
