@@ -58,6 +58,11 @@ fn inventory(docs: &[Value]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
+/// Whether any rendered object is of `kind`.
+fn has_kind(docs: &[Value], kind: &str) -> bool {
+    docs.iter().any(|d| d["kind"] == kind)
+}
+
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
@@ -266,12 +271,9 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         has("RoleBinding", "vision", "greenbatch-operator"),
         "{inv:?}"
     );
-    assert!(
-        !inv.iter().any(|(k, _, _)| k == "ClusterRoleBinding"),
-        "{inv:?}"
-    );
+    assert!(!has_kind(&docs, "ClusterRoleBinding"), "{inv:?}");
     // No leader election: no Lease role.
-    assert!(!inv.iter().any(|(k, _, _)| k == "Role"), "{inv:?}");
+    assert!(!has_kind(&docs, "Role"), "{inv:?}");
     for ns in ["vision", "ml"] {
         assert!(has("ServiceAccount", ns, "profiler"), "{ns}: {inv:?}");
         let b = docs
@@ -445,11 +447,7 @@ async fn the_grafana_dashboard_ships_as_a_configmap_for_the_sidecar() {
         "{queries:?}"
     );
     // Off by default.
-    assert!(
-        !inventory(&render(&json!({})).await)
-            .iter()
-            .any(|(k, _, _)| k == "ConfigMap")
-    );
+    assert!(!has_kind(&render(&json!({})).await, "ConfigMap"));
 }
 
 #[tokio::test]
@@ -477,11 +475,7 @@ async fn standbys_get_a_disruption_budget_in_the_api_the_cluster_serves() {
         "policy/v1beta1"
     );
     // One replica: nothing to keep available during a drain but the one pod, so no budget.
-    assert!(
-        !inventory(&render(&json!({})).await)
-            .iter()
-            .any(|(k, _, _)| k == "PodDisruptionBudget")
-    );
+    assert!(!has_kind(&render(&json!({})).await, "PodDisruptionBudget"));
 }
 
 #[tokio::test]
