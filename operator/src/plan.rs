@@ -957,7 +957,23 @@ fn profile_state<'a>(
         .filter(|t| !t.rows.is_empty());
     let current_job = observed_job_name(profile_name, Some(profile));
 
+    let job_obs = observed.job.as_ref().filter(|j| j.name == current_job);
+    let running = job_obs
+        .filter(|j| j.state == JobState::Active)
+        .map(|j| j.name.clone());
     if let Some(t) = token.filter(|t| !tokens.iter().any(|x| x == t)) {
+        // A new request while a measurement runs waits for it: two Jobs would race to write the
+        // profile's table, the older one possibly last. Honoured on the reconcile after it ends.
+        if let Some(job) = running {
+            return match complete_table {
+                Some(table) => ProfileState::Complete {
+                    table,
+                    reprofiling: Some(job),
+                    last_failure: None,
+                },
+                None => ProfileState::Measuring { job },
+            };
+        }
         // A re-profile request this profile has not honoured yet: record it with the new Job's name,
         // measure with this service's settings, and keep serving from the old table meanwhile.
         let (planned, job) = reprofile_request(
@@ -978,7 +994,6 @@ fn profile_state<'a>(
         };
     }
 
-    let job_obs = observed.job.as_ref().filter(|j| j.name == current_job);
     // A missing Job is created when there is no table yet, or when the profile names a re-profile
     // Job (not the first one) that has not run. (A re-profile Job deleted by hand after it finished
     // therefore runs again; the first Job deleted after success does not.)
@@ -1019,9 +1034,7 @@ fn profile_state<'a>(
             },
         };
     }
-    let reprofiling = job_obs
-        .filter(|j| j.state == JobState::Active)
-        .map(|j| j.name.clone());
+    let reprofiling = running;
     if let Some(table) = complete_table {
         // A failed re-measurement leaves the table: the runtime says why in the profile's message,
         // or, when it died before writing (killed, past its deadline), the Job does.

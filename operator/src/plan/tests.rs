@@ -1191,3 +1191,51 @@ fn a_drift_reprofile_measures_the_shared_table_again_and_waits_for_a_running_one
         is.status = Some(p.status);
     }
 }
+
+#[test]
+fn a_new_token_waits_for_the_measurement_running() {
+    // t1's re-profile Job runs; the user sets t2 meanwhile.
+    let mut is = service("svc");
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let mut o = serving(&mut is);
+    let first = plan(&is, &o, &cfg(), NOW);
+    if let Some(planned) = first.profile {
+        o.profile = Some(applied(&planned, o.profile.as_ref().unwrap()));
+    }
+    let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
+    let t1_job = job_name(&profile_name, Some("t1"));
+    o.job = Some(JobObservation {
+        name: t1_job.clone(),
+        state: JobState::Active,
+    });
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t2".to_string())].into());
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(
+        p.profile.is_none() && p.job.is_none(),
+        "no second Job racing the first to write the table"
+    );
+    assert!(
+        cond(&p, PROFILED).message.contains(&t1_job),
+        "{}",
+        cond(&p, PROFILED).message
+    );
+    assert_eq!(p.status.phase, Some(Phase::Serving));
+
+    // t1's Job done: t2 is honoured.
+    o.job = Some(JobObservation {
+        name: t1_job,
+        state: JobState::Succeeded,
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    let a = p
+        .profile
+        .expect("t2 asks for a measurement")
+        .metadata
+        .annotations
+        .unwrap();
+    assert!(a[REPROFILE_TOKENS_ANNOTATION].ends_with("t1,t2"), "{a:?}");
+    assert_eq!(
+        a[PROFILING_JOB_ANNOTATION],
+        job_name(&profile_name, Some("t2"))
+    );
+}
