@@ -4,7 +4,8 @@
 //! 1. `KUBEBUILDER_ASSETS` (the envtest convention), when set: a folder that must hold `kube-apiserver`
 //!    and `etcd` (and may hold `kube-controller-manager` and `kubectl`);
 //! 2. the environment variables `GREENBATCH_KUBE_APISERVER`, `GREENBATCH_ETCD`,
-//!    `GREENBATCH_KUBE_CONTROLLER_MANAGER`, `GREENBATCH_KUBECTL`, `GREENBATCH_HELM`;
+//!    `GREENBATCH_KUBE_CONTROLLER_MANAGER`, `GREENBATCH_KUBECTL`, `GREENBATCH_HELM`,
+//!    `GREENBATCH_KUBERNETES_VALIDATE`;
 //! 3. the same variables in the env file `scripts/setup-test-cluster.sh` writes:
 //!    `$GREENBATCH_CACHE/test-cluster.env` (default `~/.cache/greenbatch/test-cluster.env`).
 
@@ -17,6 +18,7 @@ pub const ENV_CONTROLLER_MANAGER: &str = "GREENBATCH_KUBE_CONTROLLER_MANAGER";
 pub const ENV_ETCD: &str = "GREENBATCH_ETCD";
 pub const ENV_KUBECTL: &str = "GREENBATCH_KUBECTL";
 pub const ENV_HELM: &str = "GREENBATCH_HELM";
+pub const ENV_KUBERNETES_VALIDATE: &str = "GREENBATCH_KUBERNETES_VALIDATE";
 
 /// Paths of the binaries a [`TestCluster`](crate::TestCluster) runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct Binaries {
     pub kube_controller_manager: Option<PathBuf>,
     pub kubectl: Option<PathBuf>,
     pub helm: Option<PathBuf>,
+    /// `kubernetes-validate` (PyPI): the API schemas of newer Kubernetes releases.
+    pub kubernetes_validate: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -108,6 +112,7 @@ impl Binaries {
                     None => optional(ENV_KUBECTL)?,
                 },
                 helm: optional(ENV_HELM)?,
+                kubernetes_validate: optional(ENV_KUBERNETES_VALIDATE)?,
             });
         }
         Ok(Binaries {
@@ -116,6 +121,7 @@ impl Binaries {
             kube_controller_manager: optional(ENV_CONTROLLER_MANAGER)?,
             kubectl: optional(ENV_KUBECTL)?,
             helm: optional(ENV_HELM)?,
+            kubernetes_validate: optional(ENV_KUBERNETES_VALIDATE)?,
         })
     }
 

@@ -185,3 +185,29 @@ pub fn series_names(query: &str) -> Vec<String> {
     }
     names
 }
+
+/// `kubernetes-validate --strict -k <kubernetes_version>` on `manifests` (the API schemas of a
+/// newer Kubernetes than the test cluster's 1.20): `Ok(None)` when the validator is not installed
+/// (`scripts/setup-test-cluster.sh` installs it).
+pub async fn validate_schemas(
+    manifests: &str,
+    kubernetes_version: &str,
+) -> Result<Option<CommandOutput>> {
+    let binaries = Binaries::locate()?;
+    let Some(tool) = binaries.kubernetes_validate.as_deref() else {
+        return Ok(None);
+    };
+    let scratch = tempfile::tempdir().context(|| "a temp dir for the manifests".to_string())?;
+    let file = scratch.path().join("manifests.yaml");
+    std::fs::write(&file, manifests).context(|| format!("writing {}", file.display()))?;
+    let args: Vec<OsString> = vec![
+        "--strict".into(),
+        "--quiet".into(),
+        "--kubernetes-version".into(),
+        kubernetes_version.into(),
+        file.into(),
+    ];
+    run_tool(tool, &args, &[], None, HELM_TIMEOUT)
+        .await
+        .map(Some)
+}

@@ -479,6 +479,41 @@ async fn standbys_get_a_disruption_budget_in_the_api_the_cluster_serves() {
 }
 
 #[tokio::test]
+async fn everything_the_chart_renders_fits_the_api_schemas_of_kubernetes_1_25_to_1_37() {
+    // Every optional part on; the CRDs too. The dry run on the test cluster checks 1.20; these
+    // are the schemas of newer releases, strict (no unknown field).
+    let values = json!({
+        "replicaCount": 2,
+        "runtime": {"namespaces": ["vision"], "imagePullSecrets": [{"name": "registry"}]},
+        "metrics": {"serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true}},
+        "dashboards": {"enabled": true},
+    });
+    for (version, watch) in [("1.25.0", ""), ("1.33.0", "vision"), ("1.37.0", "")] {
+        let mut values = values.clone();
+        values["watchNamespace"] = json!(watch);
+        let out = chart::template(&values, &["--include-crds", "--kube-version", version])
+            .await
+            .expect("helm runs");
+        assert!(out.success(), "{out}");
+        match chart::validate_schemas(&out.stdout, version)
+            .await
+            .expect("runs")
+        {
+            Some(checked) => assert!(checked.success(), "Kubernetes {version}: {checked}"),
+            None if std::env::var_os("GREENBATCH_REQUIRE_KUBERNETES_VALIDATE").is_none() => {
+                say(
+                    "kubernetes-validate not installed: manifests not checked against newer schemas",
+                );
+                return;
+            }
+            None => panic!(
+                "kubernetes-validate required (GREENBATCH_REQUIRE_KUBERNETES_VALIDATE) but not found: run scripts/setup-test-cluster.sh"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
 async fn bad_values_fail_naming_the_key_and_render_nothing() {
     let cases = [
         (json!({"replicas": 2}), "Additional property replicas"),
