@@ -1,7 +1,7 @@
 # The operator image (charts/greenbatch: image.repository). Build from the repository root:
 #   docker build -f images/operator.Dockerfile -t <registry>/greenbatch/operator:0.1.0 .
-# Not built in this project's CI (no container engine there; hadolint checks it); the binary it holds is the one every
-# test runs (tests/tests/chart.rs runs it with the chart's Deployment args).
+# Not built in this project's CI (no container engine there; hadolint checks it); the binary it
+# holds is the one every test runs (tests/tests/chart.rs runs it with the chart's Deployment args).
 FROM docker.io/library/rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
