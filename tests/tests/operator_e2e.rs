@@ -927,6 +927,61 @@ async fn operator_end_to_end() {
     )
     .await;
 
+    // Scenario 4b: a re-measurement that fails (the model file gone) keeps the table the service
+    // serves from: the profile stays Complete, the runtime says what failed, the service serves on.
+    let gone = cluster.dir().join("delta.pt");
+    std::fs::copy(&model, &gone).expect("a model file of delta's own");
+    services
+        .create(
+            &pp,
+            &service_yaml(
+                "delta",
+                &format!("file://{}", gone.display()),
+                serde_json::json!({}),
+            ),
+        )
+        .await
+        .expect("create delta");
+    let delta = wait_service(
+        &services,
+        "delta",
+        "delta profiled",
+        Duration::from_secs(90),
+        |is| status_of(is).0 == Some(target),
+    )
+    .await;
+    let delta_profile = delta
+        .status
+        .as_ref()
+        .and_then(|s| s.profile_ref.clone())
+        .expect("delta's profile");
+    std::fs::remove_file(&gone).expect("remove delta's model");
+    services
+        .patch("delta", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {names::REPROFILE_ANNOTATION: "gone"}}})))
+        .await
+        .expect("annotate delta");
+    let delta = wait_service(
+        &services,
+        "delta",
+        "delta's failed re-measurement reported, the table kept",
+        Duration::from_secs(90),
+        |is| condition_message(is, "Profiled").contains("measuring again failed"),
+    )
+    .await;
+    say(&format!("delta: {}", condition_message(&delta, "Profiled")));
+    assert_eq!(status_of(&delta).0, Some(target), "{}", describe(&delta));
+    let kept = profiles.get(&delta_profile).await.expect("delta's profile");
+    let kept = kept.status.expect("status");
+    assert_eq!(kept.phase, Some(ProfilePhase::Complete));
+    assert!(kept.table.is_some_and(|t| !t.rows.is_empty()));
+    assert!(
+        kept.message
+            .as_deref()
+            .is_some_and(|m| m.contains("cannot read model file")),
+        "{:?}",
+        kept.message
+    );
+
     // Scenario 5: a failing profiling pod (missing model file: exit code 3) surfaces its reason.
     services
         .create(
