@@ -238,7 +238,8 @@ pub struct TuneArgs {
     pub exec: ExecutionArgs,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
-    /// Use a saved profile (JSON written by `profile --json`) instead of measuring.
+    /// Use a saved profile instead of measuring: JSON written by `profile --json`, or an
+    /// EnergyProfile as `kubectl get energyprofile NAME -o json` prints it.
     #[arg(long, conflicts_with = "model")]
     pub from_profile: Option<PathBuf>,
     /// Latency SLO in milliseconds (end to end: queueing + execution).
