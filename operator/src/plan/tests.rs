@@ -1140,6 +1140,24 @@ fn a_gpu_without_a_product_says_which_type_was_measured() {
     }
 }
 
+/// `is` serving, with a user's token `t1` honoured and its re-profile Job running: what the
+/// cluster shows then, and that Job's name.
+fn measuring_again_for_t1(is: &mut InferenceService) -> (Observed, String) {
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let mut o = serving(is);
+    let first = plan(is, &o, &cfg(), NOW);
+    if let Some(planned) = first.profile {
+        o.profile = Some(applied(&planned, o.profile.as_ref().unwrap()));
+    }
+    let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
+    let job = job_name(&profile_name, Some("t1"));
+    o.job = Some(JobObservation {
+        name: job.clone(),
+        state: JobState::Active,
+    });
+    (o, job)
+}
+
 #[test]
 fn a_drift_reprofile_measures_the_shared_table_again_and_waits_for_a_running_one() {
     let mut is = service("svc");
@@ -1165,17 +1183,7 @@ fn a_drift_reprofile_measures_the_shared_table_again_and_waits_for_a_running_one
     // A user's re-profile running (its Job active): drift waits for its table.
     let mut is = service("busy");
     is.spec.on_drift = DriftAction::Reprofile;
-    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
-    let mut o = serving(&mut is);
-    let first = plan(&is, &o, &cfg(), NOW);
-    if let Some(planned) = first.profile {
-        o.profile = Some(applied(&planned, o.profile.as_ref().unwrap()));
-    }
-    let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
-    o.job = Some(JobObservation {
-        name: job_name(&profile_name, Some("t1")),
-        state: JobState::Active,
-    });
+    let (mut o, _) = measuring_again_for_t1(&mut is);
     o.load = Some(LoadObservation {
         joules_per_inference: Some(5.0),
         ..load(500.0, true)
@@ -1196,18 +1204,8 @@ fn a_drift_reprofile_measures_the_shared_table_again_and_waits_for_a_running_one
 fn a_new_token_waits_for_the_measurement_running() {
     // t1's re-profile Job runs; the user sets t2 meanwhile.
     let mut is = service("svc");
-    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
-    let mut o = serving(&mut is);
-    let first = plan(&is, &o, &cfg(), NOW);
-    if let Some(planned) = first.profile {
-        o.profile = Some(applied(&planned, o.profile.as_ref().unwrap()));
-    }
+    let (mut o, t1_job) = measuring_again_for_t1(&mut is);
     let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
-    let t1_job = job_name(&profile_name, Some("t1"));
-    o.job = Some(JobObservation {
-        name: t1_job.clone(),
-        state: JobState::Active,
-    });
     is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t2".to_string())].into());
     let p = plan(&is, &o, &cfg(), NOW);
     assert!(
