@@ -411,6 +411,7 @@ async fn scale_with_observed_load(
     admin: &Client,
     bin: &std::path::Path,
     uri: &str,
+    operator_http: SocketAddr,
 ) {
     let replicas = |is: &InferenceService| {
         is.status
@@ -494,6 +495,18 @@ async fn scale_with_observed_load(
         "{seen:?}"
     );
     assert!(seen.latency_p99_ms.is_some_and(|ms| ms > 0.0), "{seen:?}");
+    // Refusals shown (none at this rate), and which table the prediction is against.
+    assert_eq!(seen.refused_per_second, Some(0.0), "{seen:?}");
+    assert!(seen.profile_measured_at.is_some(), "{seen:?}");
+    // The plot draws what the pods measured beside the profile.
+    let (code, svg) = http_get_at(operator_http, "/plots/e2e/gamma")
+        .await
+        .expect("GET gamma's plot");
+    assert_eq!(code, 200, "{svg}");
+    assert!(
+        svg.contains("served:") && svg.contains("predicted for that load"),
+        "gamma's plot under load draws the served levels"
+    );
     // gamma's SLO is p99 <= 1000 ms: its latency at that percentile is the p99.
     assert_eq!(
         seen.latency_at_slo_percentile_ms, seen.latency_p99_ms,
@@ -870,7 +883,7 @@ async fn operator_end_to_end() {
 
     // Scenario 2b: replicas follow the load the operator observes on the serving pods' /metrics.
     if serve_supported {
-        scale_with_observed_load(&services, &deployments, &admin, &bin, &uri).await;
+        scale_with_observed_load(&services, &deployments, &admin, &bin, &uri, addr).await;
     }
 
     // Scenario 3: a spec change re-plans (fixed batch size 2 -> a new rollout).
