@@ -308,6 +308,24 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         Some("registry.example/gb-runtime:1.2.3")
     );
     assert_eq!(flag(&a, "--runtime-version"), Some("1.2.3"));
+    // A digest pins an image (the tag no longer says which).
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let pinned = render(&json!({
+        "image": {"digest": digest},
+        "runtime": {"image": {"digest": digest}, "version": "2026.11"},
+    }))
+    .await;
+    assert_eq!(
+        operator_container(&pinned)["image"],
+        format!("ghcr.io/greenbatch/operator@{digest}")
+    );
+    let pinned_args = args(&pinned);
+    assert_operator_accepts(&pinned_args);
+    assert_eq!(
+        flag(&pinned_args, "--runtime-image"),
+        Some(format!("ghcr.io/greenbatch/runtime@{digest}").as_str())
+    );
+    assert_eq!(flag(&pinned_args, "--runtime-version"), Some("2026.11"));
     assert_eq!(flag(&a, "--image-pull-policy"), Some("Always"));
     assert_eq!(flag(&a, "--target-utilisation"), Some("0.6"));
     assert_eq!(flag(&a, "--observe-interval-seconds"), Some("10"));
@@ -534,6 +552,7 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
             "runtime.namespaces",
         ),
         (json!({"image": {"repository": ""}}), "image.repository"),
+        (json!({"image": {"digest": "sha256:xyz"}}), "image.digest"),
         (json!({"logging": {"format": "xml"}}), "logging.format"),
         (json!({"metrics": {"port": 70000}}), "metrics.port"),
         (json!({"metrics": {"port": 80}}), "metrics.port"),

@@ -68,12 +68,21 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{- end -}}
 
+{{/* An image reference: repository@digest when a digest pins it, else repository:tag. */}}
+{{- define "greenbatch.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .appVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "greenbatch.operatorImage" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "greenbatch.imageRef" (dict "image" .Values.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "greenbatch.runtimeImage" -}}
-{{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
+{{- include "greenbatch.imageRef" (dict "image" .Values.runtime.image "appVersion" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{- define "greenbatch.runtimeVersion" -}}
