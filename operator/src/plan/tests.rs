@@ -156,7 +156,7 @@ fn the_flow_table() {
                     (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
                     ("EnergyProfile", "ep-uid", Some(true))
                 );
-                assert!(p.events.iter().any(|e| e.reason == "ProfilingStarted"));
+                assert!(event(p, "ProfilingStarted").is_some());
             },
         },
         Case {
@@ -224,7 +224,7 @@ fn the_flow_table() {
                         .batch1_joules_per_inference
                         .is_some()
                 );
-                assert!(p.events.iter().any(|e| e.reason == "ConfigSelected"));
+                assert!(event(p, "ConfigSelected").is_some());
             },
         },
         Case {
@@ -248,7 +248,7 @@ fn the_flow_table() {
                         measured_capacity_per_replica: None,
                     })
                 );
-                assert!(p.events.iter().any(|e| e.reason == "Serving"));
+                assert!(event(p, "Serving").is_some());
             },
         },
         Case {
@@ -431,11 +431,7 @@ fn a_second_service_reuses_a_complete_profile_without_a_job() {
         observed.profile.as_ref().unwrap().metadata.name
     );
     assert!(p.job.is_none() && p.profile.is_none());
-    assert!(
-        p.events.iter().any(|e| e.reason == "ProfileReused"),
-        "{:?}",
-        p.events
-    );
+    assert!(event(&p, "ProfileReused").is_some(), "{:?}", p.events);
 }
 
 #[test]
@@ -724,7 +720,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     o.load = Some(load(0.0, true));
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(desired(&p).0, 1, "{:?}", desired(&p));
-    assert!(p.events.iter().any(|e| e.reason == "Scaled"));
+    assert!(event(&p, "Scaled").is_some());
 
     // A fixed count is never changed by the load.
     is.spec.replicas.max = 1;
@@ -803,7 +799,7 @@ fn observations_are_checked_against_the_profiles_prediction() {
     let p = plan(&is, &o, &cfg(), NOW);
     let seen = p.status.observed.clone().unwrap();
     assert_eq!(seen.predicted_joules_per_inference, Some(predicted));
-    assert!(!p.events.iter().any(|e| e.reason == "PredictionDrift"));
+    assert!(event(&p, "PredictionDrift").is_none());
     is.status = Some(p.status);
 
     // Three times the prediction: a Warning naming both numbers and how to re-profile...
@@ -812,11 +808,7 @@ fn observations_are_checked_against_the_profiles_prediction() {
         ..load.clone()
     });
     let p = plan(&is, &o, &cfg(), NOW);
-    let drift = p
-        .events
-        .iter()
-        .find(|e| e.reason == "PredictionDrift")
-        .expect("a PredictionDrift Event");
+    let drift = event(&p, "PredictionDrift").expect("a PredictionDrift Event");
     assert!(drift.warning);
     assert!(
         drift.note.contains("(3x)") && drift.note.contains(REPROFILE_ANNOTATION),
@@ -826,7 +818,7 @@ fn observations_are_checked_against_the_profiles_prediction() {
     is.status = Some(p.status);
     // ...once, not on every window that follows.
     let p = plan(&is, &o, &cfg(), NOW);
-    assert!(!p.events.iter().any(|e| e.reason == "PredictionDrift"));
+    assert!(event(&p, "PredictionDrift").is_none());
 
     // Without the batching the pods ran (an older runtime's metrics), nothing is predicted.
     o.load = Some(LoadObservation {
@@ -838,6 +830,11 @@ fn observations_are_checked_against_the_profiles_prediction() {
         p.status.observed.unwrap().predicted_joules_per_inference,
         None
     );
+}
+
+/// The plan's Event of this reason, if it emits one.
+fn event<'a>(p: &'a Plan, reason: &str) -> Option<&'a PlannedEvent> {
+    p.events.iter().find(|e| e.reason == reason)
 }
 
 /// The capacity per replica a plan learnt from refusals.
@@ -949,7 +946,7 @@ fn a_service_missing_its_slo_in_service_says_so_once() {
             .is_some_and(|ms| ms <= 20.0),
         "{seen:?}"
     );
-    assert!(!p.events.iter().any(|e| e.reason == "SLOMissed"));
+    assert!(event(&p, "SLOMissed").is_none());
     is.status = Some(p.status);
 
     o.load = Some(slow);
@@ -962,11 +959,7 @@ fn a_service_missing_its_slo_in_service_says_so_once() {
         .latency_at_slo_percentile_ms
         .unwrap();
     assert!((ms - 92.0).abs() < 1e-9, "{ms}");
-    let missed = p
-        .events
-        .iter()
-        .find(|e| e.reason == "SLOMissed")
-        .expect("an SLOMissed Event");
+    let missed = event(&p, "SLOMissed").expect("an SLOMissed Event");
     assert!(missed.warning);
     assert!(
         missed.note.contains("observed p99 latency 92 ms")
@@ -976,10 +969,7 @@ fn a_service_missing_its_slo_in_service_says_so_once() {
     );
     is.status = Some(p.status);
     let p = plan(&is, &o, &cfg(), NOW);
-    assert!(
-        !p.events.iter().any(|e| e.reason == "SLOMissed"),
-        "once, not every window"
-    );
+    assert!(event(&p, "SLOMissed").is_none(), "once, not every window");
 }
 
 /// The planned profile, applied: what the next reconcile observes (uid and table kept).
@@ -1009,7 +999,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
 
     // The first drifted window: the Warning only (one window can be a fluke).
     let p = plan(&is, &o, &cfg(), NOW);
-    assert!(p.events.iter().any(|e| e.reason == "PredictionDrift"));
+    assert!(event(&p, "PredictionDrift").is_some());
     assert_eq!((reprofiles(&p), p.profile.is_none()), (0, true));
     is.status = Some(p.status);
 
@@ -1190,11 +1180,7 @@ fn a_drift_reprofile_measures_the_shared_table_again_and_waits_for_a_running_one
     });
     for _ in 0..3 {
         let p = plan(&is, &o, &cfg(), NOW);
-        assert!(
-            !p.events.iter().any(|e| e.reason == "ReprofilingOnDrift"),
-            "{:?}",
-            p.events
-        );
+        assert!(event(&p, "ReprofilingOnDrift").is_none(), "{:?}", p.events);
         assert!(p.profile.is_none());
         is.status = Some(p.status);
     }
