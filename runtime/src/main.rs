@@ -6,13 +6,16 @@ mod clock;
 mod device;
 mod error;
 mod loadgen;
+mod measure;
 mod meter;
 mod model;
 mod output;
 mod profile_cmd;
+mod profile_input;
 mod protocol;
 mod publish;
 mod serve;
+mod setup;
 mod table;
 mod tune_cmd;
 

@@ -47,7 +47,7 @@ impl Accounting {
 pub fn run(shared: Arc<Shared>, choice: MeterChoice, device: tch::Device, tick: Duration) {
     let clock: Rc<dyn Clock> = Rc::new(SystemClock::new());
     let (meter, why) =
-        match crate::profile_cmd::open_meter(choice, device, clock.clone(), shared.busy.clone()) {
+        match crate::setup::open_meter(choice, device, clock.clone(), shared.busy.clone()) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("energy accounting disabled: {e}");

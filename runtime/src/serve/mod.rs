@@ -45,7 +45,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             format!("{} is outside 0..=60000", args.max_queue_delay_ms),
         ));
     }
-    let dtype = crate::profile_cmd::parse_dtype(&args.model.exec.dtype)?;
+    let dtype = crate::setup::parse_dtype(&args.model.exec.dtype)?;
     let datatype = v2::Datatype::from_dtype(dtype).ok_or_else(|| {
         usage(
             "--dtype",
@@ -58,11 +58,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     };
     let profile = match (&args.profile, &args.profile_json) {
         (Some(path), _) => Some((
-            crate::tune_cmd::read_profile(path, "--profile")?,
+            crate::profile_input::read_profile(path, "--profile")?,
             "--profile",
         )),
         (None, Some(json)) => Some((
-            crate::tune_cmd::parse_profile(json, "--profile-json")?,
+            crate::profile_input::parse_profile(json, "--profile-json")?,
             "--profile-json",
         )),
         (None, None) => None,
@@ -132,7 +132,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .spawn(move || {
                 executor::run(
                     || {
-                        let m = crate::profile_cmd::load_model(&model_args.model, &model_args.exec);
+                        let m = crate::setup::load_model(&model_args.model, &model_args.exec);
                         let _ = device_tx.send(m.as_ref().map(|m| m.config.device).ok());
                         m
                     },
