@@ -44,7 +44,7 @@ impl OperatingPoint {
 /// batch size. Returns the points and the batch sizes that were dropped.
 pub fn operating_points(
     rows: &[BatchRow],
-    percentile: crate::Percentile,
+    percentile: crate::profile::Percentile,
 ) -> (Vec<OperatingPoint>, Vec<u32>) {
     let mut points: Vec<OperatingPoint> = Vec::with_capacity(rows.len());
     let mut dropped = Vec::new();
@@ -174,8 +174,8 @@ pub fn size_replicas(
 /// row for that cap, or the rate or replicas are not positive. To check a prediction against what
 /// serving measured.
 pub fn predict_config(
-    table: &crate::ProfileTable,
-    percentile: crate::Percentile,
+    table: &crate::profile::ProfileTable,
+    percentile: crate::profile::Percentile,
     cap: u32,
     delay_s: f64,
     replicas: u32,
@@ -300,7 +300,7 @@ mod tests {
             rows: vec![row(1, 3.47, 0.594), row(32, 5.36, 0.0837)],
             skipped: vec![],
         };
-        let p99 = crate::Percentile::P99;
+        let p99 = crate::profile::Percentile::P99;
         let predicted = predict_config(&table, p99, 32, 0.005, 1, 100.0).unwrap();
         // By hand: batches of 100/s x (5 + 5.36) ms = 1.036 items; idle 83.2 W / 100/s = 0.832 J
         // plus the dynamic energy interpolated at 1.036 items (0.3053 J at batch 1) = 1.1370 J.

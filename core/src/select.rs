@@ -78,7 +78,7 @@ pub enum DecisionError {
         "no profile row has usable latencies at {percentile} (batch sizes dropped: {dropped:?})"
     )]
     NoUsableRows {
-        percentile: crate::Percentile,
+        percentile: crate::profile::Percentile,
         dropped: Vec<u32>,
     },
     #[error(

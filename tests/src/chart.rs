@@ -5,10 +5,11 @@
 //! [`OPERATOR_SERVICE_ACCOUNT`]: the identity [`Identity::operator`](crate::Identity::operator)
 //! authenticates as, so an operator run with that identity has exactly the chart's RBAC.
 
+use crate::binaries::Binaries;
 use crate::cluster::{OPERATOR_NAMESPACE, TestCluster};
 use crate::error::{HarnessError, IoContext, Result};
 use crate::tool::{CommandOutput, run_tool};
-use crate::{Binaries, workspace_root};
+use crate::workspace::workspace_root;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

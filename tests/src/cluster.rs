@@ -235,7 +235,7 @@ impl TestCluster {
         let mut token_lines = String::new();
         let mut credentials = BTreeMap::new();
         for (i, identity) in identities.into_iter().enumerate() {
-            let token = crate::random_hex(24)?;
+            let token = crate::pki::random_hex(24)?;
             let groups = identity.groups.join(",");
             token_lines.push_str(&format!("{token},{},uid-{i},\"{groups}\"\n", identity.user));
             let kubeconfig = dir_path.join(format!("kubeconfig-{}.yaml", identity.name));

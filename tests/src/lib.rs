@@ -28,6 +28,7 @@ pub mod process;
 pub mod rbac;
 pub mod tool;
 pub mod wait;
+pub mod workspace;
 
 pub use binaries::Binaries;
 pub use cluster::{
@@ -38,34 +39,4 @@ pub use error::{HarnessError, Result};
 pub use process::pid_alive;
 pub use tool::CommandOutput;
 pub use wait::wait_for;
-
-use std::io::Read;
-use std::path::PathBuf;
-
-/// The root of the cargo workspace (where `crds/`, `examples/` and `charts/` are).
-pub fn workspace_root() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.parent().map(PathBuf::from).unwrap_or(here)
-}
-
-/// A binary of this workspace, built by cargo: `$<env_override>` when set, else `debug/<name>` in
-/// `$CARGO_TARGET_DIR` (or the workspace's `target/`). Tests that run one say which `cargo build`
-/// makes it when it is missing.
-pub fn built_binary(name: &str, env_override: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env_override) {
-        return PathBuf::from(p);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("debug").join(name)
-}
-
-/// `bytes` random bytes from the OS, hex-encoded.
-pub(crate) fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| HarnessError::io("reading /dev/urandom", e))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use workspace::{built_binary, workspace_root};

@@ -2,6 +2,7 @@
 //! (SAN IP:127.0.0.1) and the service-account signing key pair.
 
 use crate::error::{HarnessError, IoContext, Result};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -56,7 +57,7 @@ impl Pki {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
         ];
-        let serial = format!("0x{}", crate::random_hex(8)?);
+        let serial = format!("0x{}", random_hex(8)?);
 
         let mut args: Vec<&str> = vec!["req", "-x509", "-new"];
         args.extend(ec);
@@ -147,4 +148,13 @@ fn openssl(args: &[&str]) -> Result<()> {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
+}
+
+/// `bytes` random bytes from the OS, hex-encoded.
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| HarnessError::io("reading /dev/urandom", e))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::OperatorConfig;
+use crate::config::OperatorConfig;
 use crate::observe::Observed as ClusterObserved;
 use crate::plan::plan;
 use crate::testutil::{service, table};
