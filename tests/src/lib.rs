@@ -23,6 +23,7 @@ pub mod chart;
 pub mod cluster;
 pub mod error;
 pub mod http;
+pub mod imports;
 pub mod pki;
 pub mod process;
 pub mod rbac;
