@@ -141,7 +141,8 @@ pub struct LoadgenArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// `builtin:<name>` (random weights, e.g. builtin:resnet50) or a TorchScript file path.
+    /// `builtin:<name>` (random weights, e.g. builtin:resnet50), a TorchScript file path, or an
+    /// http(s):// URL of one (downloaded into --model-cache; give --model-digest to verify it).
     #[arg(long, env = "GREENBATCH_MODEL")]
     pub model: String,
     #[command(flatten)]
@@ -179,6 +180,26 @@ pub struct ExecutionArgs {
     /// one (TorchScript on CUDA; cuts host overhead at small batch sizes).
     #[arg(long, env = "GREENBATCH_CUDA_GRAPHS")]
     pub cuda_graphs: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// Checking the model file, and fetching it when it is a URL.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// sha256:<hex> the model file must have: checked before it is loaded (a download before it
+    /// is kept).
+    #[arg(long, env = "GREENBATCH_MODEL_DIGEST")]
+    pub model_digest: Option<String>,
+    /// Folder for downloaded models (default: $TMPDIR/greenbatch-models).
+    #[arg(long, env = "GREENBATCH_MODEL_CACHE")]
+    pub model_cache: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for https downloads, besides the bundled Mozilla roots.
+    #[arg(long, env = "GREENBATCH_MODEL_CA_FILE")]
+    pub model_ca_file: Option<PathBuf>,
+    /// Largest model download accepted, in MiB.
+    #[arg(long, default_value_t = 16384, env = "GREENBATCH_MODEL_MAX_MIB")]
+    pub model_max_mib: u64,
 }
 
 #[derive(Args, Debug, Clone)]

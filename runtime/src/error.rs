@@ -31,13 +31,22 @@ pub enum RuntimeError {
     Unsupported(String, String),
     #[error("invalid batch sizes: {0}")]
     Candidates(String),
+    #[error("cannot download model {url}: {message}")]
+    ModelFetch { url: String, message: String },
+    #[error("model {what} has digest {actual}, not the {expected} asked for")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 impl RuntimeError {
     /// Exit codes: 2 usage, 3 model file missing, 4 model corrupt, 5 input mismatch, 6 unknown
     /// builtin, 7 meter unavailable, 8 nothing measured (e.g. out of memory at every size),
     /// 9 output not writable, 10 Kubernetes API failure, 11 unsupported on this device,
-    /// 12 invalid candidate batch sizes.
+    /// 12 invalid candidate batch sizes, 13 model download failed, 14 model file does not have the
+    /// digest asked for.
     pub fn exit_code(&self) -> u8 {
         match self {
             RuntimeError::Usage { .. } => 2,
@@ -51,6 +60,8 @@ impl RuntimeError {
             RuntimeError::Cluster(_) => 10,
             RuntimeError::Unsupported(..) => 11,
             RuntimeError::Candidates(_) => 12,
+            RuntimeError::ModelFetch { .. } => 13,
+            RuntimeError::DigestMismatch { .. } => 14,
         }
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod clock;
 mod device;
 mod error;
+mod fetch;
 mod loadgen;
 mod measure;
 mod meter;

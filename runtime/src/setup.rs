@@ -2,9 +2,10 @@
 //! protocol's settings. Shared by the commands (`profile`, `tune`, `serve`); each check fails with
 //! the flag it is about.
 
-use crate::cli::{ExecutionArgs, ProtocolArgs};
+use crate::cli::{ExecutionArgs, ProtocolArgs, SourceArgs};
 use crate::clock::Clock;
 use crate::error::{Result, RuntimeError};
+use crate::fetch::{FetchSettings, default_cache_dir};
 use crate::meter::nvml::{GpuSelector, NvmlCounter, NvmlPower};
 use crate::meter::rapl::Rapl;
 use crate::meter::synthetic::{BusyTime, Synthetic};
@@ -98,10 +99,29 @@ pub fn protocol_config(p: &ProtocolArgs) -> Result<ProtocolConfig> {
     })
 }
 
+/// How `--model` is made local and checked.
+pub fn fetch_settings(args: &SourceArgs) -> Result<FetchSettings> {
+    if args.model_max_mib == 0 || args.model_max_mib > 1024 * 1024 {
+        return Err(RuntimeError::Usage {
+            arg: "--model-max-mib",
+            message: format!("{} is outside 1..=1048576", args.model_max_mib),
+        });
+    }
+    Ok(FetchSettings {
+        ca_file: args.model_ca_file.clone(),
+        max_bytes: args.model_max_mib * 1024 * 1024,
+        ..FetchSettings::new(
+            args.model_digest.clone(),
+            args.model_cache.clone().unwrap_or_else(default_cache_dir),
+        )
+    })
+}
+
 /// Loads the model, logging the device and why. On CUDA, cuDNN autotuning is on: profiling runs fixed
 /// batch shapes, and serving runs only warmed-up padded shapes (`serve::executor::padded_size`).
 pub fn load_model(model: &str, args: &ExecutionArgs) -> Result<LoadedModel> {
-    let source = ModelSource::parse(model)?;
+    let model = crate::fetch::resolve(model, &fetch_settings(&args.source)?)?;
+    let source = ModelSource::parse(&model)?;
     let dtype = parse_dtype(&args.dtype)?;
     let precision = parse_precision(&args.precision)?;
     if args.shape.is_empty() || args.shape.iter().any(|d| *d < 1) || args.shape.len() > 8 {

@@ -276,6 +276,36 @@ fn each_bad_input_has_its_own_exit_code_and_leaves_nothing_behind() {
             vec![
                 "--model".into(),
                 fixture("tiny_cnn.pt"),
+                "--model-digest".into(),
+                "sha256:not-hex".into(),
+            ],
+            2,
+            "--model-digest",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
+                "--model-digest".into(),
+                format!("sha256:{}", "1".repeat(64)),
+            ],
+            14,
+            "has digest sha256:",
+        ),
+        (
+            vec![
+                "--model".into(),
+                "http://127.0.0.1:9/m.pt".into(),
+                "--model-max-mib".into(),
+                "0".into(),
+            ],
+            2,
+            "--model-max-mib",
+        ),
+        (
+            vec![
+                "--model".into(),
+                fixture("tiny_cnn.pt"),
                 "--meter".into(),
                 "nvml".into(),
             ],
@@ -606,4 +636,128 @@ fn a_serve_profile_that_cannot_be_read_is_a_usage_error_naming_its_flag() {
     let o = serve(&["--profile", "p.json", "--profile-json", "{}"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+}
+
+/// `openssl s_server -WWW` serving the files of `root` over https on a loopback port, with the
+/// test PKI's serving certificate (SAN 127.0.0.1): a real TLS server, not ours.
+struct HttpsFileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpsFileServer {
+    fn start(root: &Path, pki: &greenbatch_tests::pki::Pki) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&pki.serving_cert)
+            .arg("-key")
+            .arg(&pki.serving_key)
+            .current_dir(root)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts");
+        let up = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "openssl s_server did not listen on {port}");
+        HttpsFileServer { child, port }
+    }
+}
+
+impl Drop for HttpsFileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+#[test]
+fn a_model_url_is_downloaded_over_https_checked_against_its_digest_and_profiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = greenbatch_tests::pki::Pki::generate(&pki_dir).unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let model = www.join("tiny_cnn.pt");
+    std::fs::copy(fixture("tiny_cnn.pt"), &model).unwrap();
+    let digest = sha256_file(&model);
+    let server = HttpsFileServer::start(&www, &pki);
+    let url = format!("https://127.0.0.1:{}/tiny_cnn.pt", server.port);
+    let ca = pki.ca_cert.to_str().unwrap().to_string();
+    let cache = dir.path().join("cache");
+    let json = dir.path().join("profile.json");
+    let run = |digest: &str, cache: &Path, ca: Option<&str>| {
+        let mut extra = vec![
+            "--candidates",
+            "1,2",
+            "--meter",
+            "synthetic",
+            "--json",
+            json.to_str().unwrap(),
+            "--model-digest",
+            digest,
+            "--model-cache",
+            cache.to_str().unwrap(),
+        ];
+        if let Some(ca) = ca {
+            extra.extend(["--model-ca-file", ca]);
+        }
+        profile(&url, &extra)
+    };
+
+    let o = run(&digest, &cache, Some(&ca));
+    assert!(o.status.success(), "{}", text(&o));
+    let status: EnergyProfileStatus =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(status.phase, Some(ProfilePhase::Complete));
+    let kept = cache.join(format!("sha256-{}.pt", &digest["sha256:".len()..]));
+    assert_eq!(
+        sha256_file(&kept),
+        digest,
+        "the download is the file served"
+    );
+    std::fs::remove_file(&json).unwrap();
+
+    // Another digest: exit 14, nothing kept, no profile written.
+    let other = format!("sha256:{}", "0".repeat(64));
+    let fresh = dir.path().join("cache-2");
+    let o = run(&other, &fresh, Some(&ca));
+    assert_eq!(o.status.code(), Some(14), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&other) && stderr.contains(&digest),
+        "{stderr}"
+    );
+    assert!(dir_is_empty(&fresh), "a refused download left files behind");
+    assert!(!json.exists());
+
+    // The server's certificate is checked: without the CA that signed it, exit 13.
+    let o = run(&digest, &dir.path().join("cache-3"), None);
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(
+        stderr.contains("certificate") && !stderr.contains("tries"),
+        "refused at once, not tried again: {stderr}"
+    );
 }

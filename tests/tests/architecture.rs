@@ -169,6 +169,7 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
             ],
             &[
                 "device",
+                "fetch",
                 "output",
                 "publish",
                 "profile_input",

@@ -1,0 +1,615 @@
+//! Where the model file comes from, made local and checked before anything loads it.
+//!
+//! An `http(s)://` URL is downloaded into a cache folder. A download lands under a temporary name
+//! in that folder and becomes the cached file only once it is complete and, with a digest, has the
+//! digest asked for: a cut connection, a size beyond the limit or a wrong file leave nothing
+//! behind that a later run could mistake for the model. A local file with a digest is checked the
+//! same way before it is loaded, so a profile keyed by that digest measures that content.
+
+use crate::error::{Result, RuntimeError};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a model reference is made local.
+#[derive(Clone, Debug)]
+pub struct FetchSettings {
+    /// `sha256:<64 hex>`: the content the model file must have.
+    pub digest: Option<String>,
+    /// Where downloads are kept.
+    pub cache_dir: PathBuf,
+    /// A PEM file of extra CA certificates trusted for https (besides the bundled Mozilla roots).
+    pub ca_file: Option<PathBuf>,
+    /// The largest download accepted.
+    pub max_bytes: u64,
+    /// Tries per download: connection errors, 429 and 5xx are tried again, other answers are not.
+    pub attempts: u32,
+    /// Wait before the second try; doubled before each later one.
+    pub retry_backoff: Duration,
+}
+
+impl FetchSettings {
+    pub const DEFAULT_MAX_MIB: u64 = 16 * 1024;
+
+    pub fn new(digest: Option<String>, cache_dir: PathBuf) -> Self {
+        FetchSettings {
+            digest,
+            cache_dir,
+            ca_file: None,
+            max_bytes: Self::DEFAULT_MAX_MIB * 1024 * 1024,
+            attempts: 3,
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The default download folder: `$TMPDIR/greenbatch-models` (`/tmp` is an emptyDir in the
+/// operator's pods, whose root filesystem is read-only).
+pub fn default_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("greenbatch-models")
+}
+
+/// The hex part of a `sha256:<64 lowercase hex>` digest.
+fn digest_hex(digest: &str) -> Result<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| RuntimeError::Usage {
+            arg: "--model-digest",
+            message: format!("{digest:?}: expected sha256:<64 lowercase hex digits>"),
+        })
+}
+
+fn is_remote(model: &str) -> bool {
+    model.starts_with("http://") || model.starts_with("https://")
+}
+
+/// A URL fit for logs and errors: no credentials, query or fragment (a presigned URL carries its
+/// secret in the query).
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (kept, query) = match rest.find(['?', '#']) {
+        Some(i) => (&rest[..i], true),
+        None => (rest, false),
+    };
+    let (authority, path) = kept.split_once('/').unwrap_or((kept, ""));
+    let (host, credentials) = match authority.rsplit_once('@') {
+        Some((_, host)) => (host, true),
+        None => (authority, false),
+    };
+    let hidden = if query || credentials {
+        " (query or credentials hidden)"
+    } else {
+        ""
+    };
+    format!("{scheme}://{host}/{path}{hidden}")
+}
+
+/// The local model reference for `model`: a builtin as is; a local file as is, once it has the
+/// digest when one is given; an http(s) URL as the path of its checked download.
+pub fn resolve(model: &str, settings: &FetchSettings) -> Result<String> {
+    let expected = settings.digest.as_deref().map(digest_hex).transpose()?;
+    if model.starts_with("builtin:") {
+        if expected.is_some() {
+            return Err(RuntimeError::Usage {
+                arg: "--model-digest",
+                message: "a builtin model has no file to check".into(),
+            });
+        }
+        return Ok(model.to_string());
+    }
+    if !is_remote(model) {
+        if let Some(expected) = expected {
+            let path = Path::new(model.strip_prefix("file://").unwrap_or(model));
+            check_file(path, expected)?;
+            tracing::info!(path = %path.display(), "model file has the expected digest");
+        }
+        return Ok(model.to_string());
+    }
+    let path = download(model, expected, settings)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// The sha256 of a file, hex.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn check_file(path: &Path, expected: &str) -> Result<()> {
+    let actual = file_sha256(path).map_err(|e| RuntimeError::ModelMissing {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if actual != expected {
+        return Err(RuntimeError::DigestMismatch {
+            what: path.display().to_string(),
+            expected: format!("sha256:{expected}"),
+            actual: format!("sha256:{actual}"),
+        });
+    }
+    Ok(())
+}
+
+/// Where a URL's download is kept: by digest when one is given (a later run reuses it after
+/// checking it), else by the URL (downloaded again each time: nothing says the content is the same).
+fn cache_path(url: &str, expected: Option<&str>, dir: &Path) -> PathBuf {
+    let name = match expected {
+        Some(hex) => format!("sha256-{hex}.pt"),
+        None => format!("url-{}.pt", &hex(&Sha256::digest(url.as_bytes()))[..16]),
+    };
+    dir.join(name)
+}
+
+fn fetch_error(url: &str, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::ModelFetch {
+        url: redacted(url),
+        message: message.into(),
+    }
+}
+
+fn download(url: &str, expected: Option<&str>, s: &FetchSettings) -> Result<PathBuf> {
+    let target = cache_path(url, expected, &s.cache_dir);
+    if let Some(expected) = expected
+        && target.is_file()
+    {
+        match check_file(&target, expected) {
+            Ok(()) => {
+                tracing::info!(url = %redacted(url), path = %target.display(), "model already downloaded, digest checked");
+                return Ok(target);
+            }
+            Err(e) => {
+                tracing::warn!(path = %target.display(), "cached model dropped: {e}");
+                let _ = std::fs::remove_file(&target);
+            }
+        }
+    }
+    if expected.is_none() {
+        tracing::warn!(url = %redacted(url), "no --model-digest: the download is not verified");
+    }
+    std::fs::create_dir_all(&s.cache_dir).map_err(|e| {
+        fetch_error(
+            url,
+            format!(
+                "cannot create the cache folder {}: {e}",
+                s.cache_dir.display()
+            ),
+        )
+    })?;
+    let client = client(url, s)?;
+    let mut tries = 0;
+    let mut backoff = s.retry_backoff;
+    loop {
+        tries += 1;
+        match download_once(&client, url, expected, s, &target) {
+            Ok(bytes) => {
+                tracing::info!(url = %redacted(url), path = %target.display(), bytes, tries, "model downloaded");
+                return Ok(target);
+            }
+            Err(Attempt::Retry(message)) if tries < s.attempts.max(1) => {
+                tracing::warn!(url = %redacted(url), tries, "model download failed, trying again in {backoff:?}: {message}");
+                std::thread::sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+            }
+            Err(Attempt::Retry(message)) => {
+                return Err(fetch_error(url, format!("{message} (after {tries} tries)")));
+            }
+            Err(Attempt::Fail(e)) => return Err(e),
+        }
+    }
+}
+
+fn client(url: &str, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
+    let mut builder = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        // Large models on slow links: a generous bound, not an unbounded wait.
+        .timeout(Duration::from_secs(3600))
+        .user_agent(concat!("greenbatch-runtime/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &s.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| RuntimeError::Usage {
+            arg: "--model-ca-file",
+            message: format!("cannot read {}: {e}", ca.display()),
+        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RuntimeError::Usage {
+                arg: "--model-ca-file",
+                message: format!("{}: not PEM certificates: {e}", ca.display()),
+            })?;
+        if certs.is_empty() {
+            return Err(RuntimeError::Usage {
+                arg: "--model-ca-file",
+                message: format!("{}: no certificate in it", ca.display()),
+            });
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| fetch_error(url, format!("HTTP client: {e}")))
+}
+
+enum Attempt {
+    /// Worth another try (connection trouble, 429, 5xx).
+    Retry(String),
+    Fail(RuntimeError),
+}
+
+/// One download into a temporary file beside `target`, renamed to `target` once complete and
+/// checked. Returns the bytes written.
+fn download_once(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    expected: Option<&str>,
+    s: &FetchSettings,
+    target: &Path,
+) -> std::result::Result<u64, Attempt> {
+    let mut response = client.get(url).send().map_err(|e| {
+        let message = error_chain(&e);
+        // A certificate the client does not trust stays untrusted: no point in trying again.
+        if message.to_lowercase().contains("certificate") {
+            Attempt::Fail(fetch_error(url, message))
+        } else {
+            Attempt::Retry(message)
+        }
+    })?;
+    let status = response.status();
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Err(Attempt::Retry(format!("the server answered {status}")));
+    }
+    if !status.is_success() {
+        return Err(Attempt::Fail(fetch_error(
+            url,
+            format!("the server answered {status}"),
+        )));
+    }
+    if let Some(length) = response.content_length()
+        && length > s.max_bytes
+    {
+        return Err(Attempt::Fail(too_large(url, s.max_bytes)));
+    }
+    let mut partial = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempfile_in(&s.cache_dir)
+        .map_err(|e| {
+            Attempt::Fail(fetch_error(
+                url,
+                format!("cannot write to {}: {e}", s.cache_dir.display()),
+            ))
+        })?;
+    let mut sink = Counted {
+        inner: partial.as_file_mut(),
+        hasher: Sha256::new(),
+        written: 0,
+        limit: s.max_bytes,
+    };
+    if let Err(e) = response.copy_to(&mut sink) {
+        return Err(if sink.written > s.max_bytes {
+            Attempt::Fail(too_large(url, s.max_bytes))
+        } else {
+            Attempt::Retry(format!(
+                "the download broke off after {} bytes: {}",
+                sink.written,
+                error_chain(&e)
+            ))
+        });
+    }
+    let written = sink.written;
+    let actual = hex(&sink.hasher.finalize());
+    if let Some(expected) = expected
+        && actual != expected
+    {
+        return Err(Attempt::Fail(RuntimeError::DigestMismatch {
+            what: redacted(url),
+            expected: format!("sha256:{expected}"),
+            actual: format!("sha256:{actual}"),
+        }));
+    }
+    partial
+        .as_file()
+        .sync_all()
+        .and_then(|()| partial.persist(target).map(|_| ()).map_err(|e| e.error))
+        .map_err(|e| {
+            Attempt::Fail(fetch_error(
+                url,
+                format!("cannot keep the download at {}: {e}", target.display()),
+            ))
+        })?;
+    Ok(written)
+}
+
+fn too_large(url: &str, limit: u64) -> RuntimeError {
+    fetch_error(
+        url,
+        format!(
+            "larger than the {} MiB limit (--model-max-mib)",
+            limit / (1024 * 1024)
+        ),
+    )
+}
+
+/// An error with its causes: reqwest's own message alone often says only "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Writes through to the file, hashing and counting, and refuses to go past the size limit.
+struct Counted<'a> {
+    inner: &'a mut std::fs::File,
+    hasher: Sha256,
+    written: u64,
+    limit: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() as u64 > self.limit {
+            self.written += buf.len() as u64;
+            return Err(std::io::Error::other("size limit reached"));
+        }
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A one-file HTTP/1.1 server on a loopback port, answering each connection from `answers`
+    /// in turn (the last one repeats): status, and the body (or a Content-Length without a body).
+    struct TestServer {
+        url: String,
+        requests: Arc<Mutex<u32>>,
+    }
+
+    #[derive(Clone)]
+    enum Answer {
+        Ok(Vec<u8>),
+        Status(u16),
+        ClaimsLength(u64),
+        CutAfter(Vec<u8>, usize),
+        /// The body, then the connection closes: no Content-Length to refuse it by.
+        Unsized(Vec<u8>),
+    }
+
+    fn serve(answers: Vec<Answer>) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/models/tiny.pt", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(0u32));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let n = {
+                    let mut c = counter.lock().unwrap();
+                    *c += 1;
+                    *c as usize
+                };
+                let answer = answers[(n - 1).min(answers.len() - 1)].clone();
+                let _ = match answer {
+                    Answer::Ok(body) => stream
+                        .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())
+                        .and_then(|()| stream.write_all(&body)),
+                    Answer::Status(code) => stream.write_all(
+                        format!("HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+                    ),
+                    Answer::ClaimsLength(n) => stream.write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes(),
+                    ),
+                    Answer::CutAfter(body, keep) => stream
+                        .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())
+                        .and_then(|()| stream.write_all(&body[..keep])),
+                    Answer::Unsized(body) => stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                        .and_then(|()| stream.write_all(&body)),
+                };
+            }
+        });
+        TestServer { url, requests }
+    }
+
+    fn digest_of(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex(&Sha256::digest(bytes)))
+    }
+
+    fn settings(digest: Option<String>, dir: &Path) -> FetchSettings {
+        FetchSettings {
+            retry_backoff: Duration::from_millis(10),
+            ..FetchSettings::new(digest, dir.to_path_buf())
+        }
+    }
+
+    /// The cache folder's entries (a partial download left behind would show here).
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_download_with_its_digest_is_kept_and_reused() {
+        let body = b"not really torchscript, but bytes with a digest".to_vec();
+        let server = serve(vec![Answer::Ok(body.clone())]);
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(Some(digest_of(&body)), dir.path());
+        let path = resolve(&server.url, &s).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert!(
+            path.ends_with(&format!("sha256-{}.pt", &digest_of(&body)[7..])),
+            "{path}"
+        );
+        // A second run finds it, checks it, and does not download again.
+        assert_eq!(resolve(&server.url, &s).unwrap(), path);
+        assert_eq!(*server.requests.lock().unwrap(), 1);
+        // A cached file that no longer has the digest is replaced by a fresh download.
+        std::fs::write(&path, b"tampered").unwrap();
+        assert_eq!(resolve(&server.url, &s).unwrap(), path);
+        assert_eq!(std::fs::read(&path).unwrap(), body);
+        assert_eq!(*server.requests.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_download_with_another_digest_leaves_nothing() {
+        let server = serve(vec![Answer::Ok(b"the wrong file".to_vec())]);
+        let dir = tempfile::tempdir().unwrap();
+        let wanted = digest_of(b"the right file");
+        let err = resolve(&server.url, &settings(Some(wanted.clone()), dir.path())).unwrap_err();
+        assert_eq!(err.exit_code(), 14, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&wanted) && message.contains(&digest_of(b"the wrong file")),
+            "{message}"
+        );
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        // Not worth another try: the server answered, with other content.
+        assert_eq!(*server.requests.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn server_errors_are_tried_again_client_errors_are_not() {
+        let body = b"model".to_vec();
+        let server = serve(vec![
+            Answer::Status(503),
+            Answer::Status(500),
+            Answer::Ok(body.clone()),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = resolve(&server.url, &settings(Some(digest_of(&body)), dir.path())).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), body);
+        assert_eq!(*server.requests.lock().unwrap(), 3);
+
+        let gone = serve(vec![Answer::Status(404)]);
+        let err = resolve(&gone.url, &settings(None, dir.path())).unwrap_err();
+        assert_eq!(err.exit_code(), 13, "{err}");
+        assert!(err.to_string().contains("404"), "{err}");
+        assert_eq!(*gone.requests.lock().unwrap(), 1);
+
+        let down = serve(vec![Answer::Status(503)]);
+        let err = resolve(&down.url, &settings(None, dir.path())).unwrap_err();
+        assert!(
+            err.to_string().contains("503") && err.to_string().contains("after 3 tries"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn too_large_or_cut_downloads_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(None, dir.path());
+        s.max_bytes = 1000;
+        let claims = serve(vec![Answer::ClaimsLength(5000)]);
+        let err = resolve(&claims.url, &s).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let unsized_body = serve(vec![Answer::Unsized(vec![1u8; 5000])]);
+        let err = resolve(&unsized_body.url, &s).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        assert_eq!(*unsized_body.requests.lock().unwrap(), 1, "not tried again");
+        let cut = serve(vec![Answer::CutAfter(vec![7u8; 800], 300)]);
+        let err = resolve(&cut.url, &s).unwrap_err();
+        assert!(
+            err.to_string().contains("broke off") && err.to_string().contains("after 3 tries"),
+            "{err}"
+        );
+        assert_eq!(*cut.requests.lock().unwrap(), 3);
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+        let refused = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/m.pt", l.local_addr().unwrap());
+            drop(l);
+            url
+        };
+        let err = resolve(&refused, &s).unwrap_err();
+        assert_eq!(err.exit_code(), 13, "{err}");
+    }
+
+    #[test]
+    fn local_files_are_checked_against_the_digest_and_builtins_refuse_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.pt");
+        std::fs::write(&file, b"weights").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let s = settings(Some(digest_of(b"weights")), dir.path());
+        assert_eq!(resolve(&path, &s).unwrap(), path);
+        assert_eq!(
+            resolve(&format!("file://{path}"), &s).unwrap(),
+            format!("file://{path}")
+        );
+        let other = settings(Some(digest_of(b"other weights")), dir.path());
+        assert_eq!(resolve(&path, &other).unwrap_err().exit_code(), 14);
+        let missing = dir.path().join("gone.pt").to_string_lossy().into_owned();
+        assert_eq!(resolve(&missing, &s).unwrap_err().exit_code(), 3);
+        // Without a digest a local path is passed on untouched (the loader reports what is wrong).
+        assert_eq!(
+            resolve(&missing, &settings(None, dir.path())).unwrap(),
+            missing
+        );
+        assert_eq!(resolve("builtin:resnet18", &s).unwrap_err().exit_code(), 2);
+        assert_eq!(
+            resolve("builtin:resnet18", &settings(None, dir.path())).unwrap(),
+            "builtin:resnet18"
+        );
+        for bad in [
+            "sha256:abc",
+            "md5:00",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
+            let e = resolve(&path, &settings(Some(bad.to_string()), dir.path())).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn urls_in_messages_carry_no_secrets() {
+        assert_eq!(
+            redacted("https://models.example/r50.pt"),
+            "https://models.example/r50.pt"
+        );
+        assert_eq!(
+            redacted("https://user:pw@models.example/r50.pt?X-Amz-Signature=abc#x"),
+            "https://models.example/r50.pt (query or credentials hidden)"
+        );
+    }
+}
