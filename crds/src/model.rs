@@ -74,15 +74,22 @@ impl std::fmt::Display for BuiltinModel {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("oneOf" = [{"required": ["uri"]}, {"required": ["builtin"]}]))]
 pub struct ModelSource {
-    /// A TorchScript file: `file:///path` (inside the pod) or `pvc://<claim>/<path>` (mounted read-only).
+    /// A TorchScript file: `file:///path` (inside the pod), `pvc://<claim>/<path>` (mounted
+    /// read-only), or `https://…` / `http://…` (downloaded by each pod before it loads the model;
+    /// `digest` is then required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(file|pvc)://.+"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^(file|pvc|https?)://.+")
+    )]
     pub uri: Option<String>,
     /// A built-in architecture with random weights (for demos and measurements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<BuiltinModel>,
-    /// Content digest of the model file (`sha256:<hex>`). Keys the shared EnergyProfile; without it the
-    /// URI stands in, so a changed file at the same URI needs a new digest or a re-profile.
+    /// Content digest of the model file (`sha256:<hex>`). Keys the shared EnergyProfile, and the
+    /// runtime checks the file against it before loading (a pod whose file differs fails instead
+    /// of measuring or serving another model). Without it the URI stands in, so a changed file at
+    /// the same URI needs a new digest or a re-profile. Required for http(s) URIs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: Option<String>,

@@ -54,6 +54,29 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
             "spec.model.source",
             "set exactly one of uri or builtin",
         )),
+        (Some(uri), None) if uri.starts_with("https://") || uri.starts_with("http://") => {
+            let rest = uri.split_once("://").map_or("", |(_, rest)| rest);
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let path = rest[host.len()..].split(['?', '#']).next().unwrap_or("");
+            if host.is_empty() || uri.contains(char::is_whitespace) {
+                errors.push(err(
+                    "spec.model.source.uri",
+                    format!("{uri:?} has no host, or has spaces"),
+                ));
+            } else if path.trim_start_matches('/').is_empty() {
+                errors.push(err(
+                    "spec.model.source.uri",
+                    format!("{uri:?} names no file"),
+                ));
+            }
+            if source.digest.is_none() {
+                errors.push(err(
+                    "spec.model.source.digest",
+                    "required with an http(s) uri: the download is checked against it, and it keys \
+                     the shared EnergyProfile (what a URL serves can change)",
+                ));
+            }
+        }
         (Some(uri), None) => {
             let rest = uri
                 .strip_prefix("file://")
@@ -61,7 +84,9 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
             match rest {
                 None => errors.push(err(
                     "spec.model.source.uri",
-                    format!("unsupported scheme in {uri:?}: use file:// or pvc://"),
+                    format!(
+                        "unsupported scheme in {uri:?}: use file://, pvc://, https:// or http://"
+                    ),
                 )),
                 Some(path) if path.is_empty() || path.split('/').any(|seg| seg == "..") => errors
                     .push(err(

@@ -69,6 +69,8 @@ pub fn runtime_exit_reason(code: i32) -> Option<&'static str> {
         10 => "Kubernetes API error (check the runtime service account's RBAC)",
         11 => "not supported on this device",
         12 => "bad batch sizes",
+        13 => "model download failed",
+        14 => "model file does not have the digest asked for",
         _ => return None,
     })
 }

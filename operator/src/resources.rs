@@ -31,19 +31,34 @@ pub enum ResourceError {
     ModelSource(String),
 }
 
-/// How the runtime reaches the model: its `--model` argument and, for a PVC, the volume.
+/// How the runtime reaches the model: its `--model` argument, the digest it checks the file
+/// against, and, for a PVC, the volume.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelMount {
     pub arg: String,
+    pub digest: Option<String>,
     pub volume: Option<(Volume, VolumeMount)>,
 }
 
+impl ModelMount {
+    /// `--model <arg>`, and `--model-digest <digest>` when the spec gives one.
+    pub fn runtime_args(&self) -> Vec<String> {
+        let mut args = vec!["--model".to_string(), self.arg.clone()];
+        if let Some(d) = &self.digest {
+            args.extend(["--model-digest".to_string(), d.clone()]);
+        }
+        args
+    }
+}
+
 /// `file:///p` -> `/p`; `pvc://claim/path` -> `/models/claim/path` on a read-only PVC volume;
-/// a builtin -> `builtin:<name>`.
+/// `https://…`/`http://…` as is (the runtime downloads it into its `/tmp`); a builtin ->
+/// `builtin:<name>`. A file's digest goes with it, for the runtime to check.
 pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
     if let Some(b) = source.builtin {
         return Ok(ModelMount {
             arg: format!("builtin:{b}"),
+            digest: None,
             volume: None,
         });
     }
@@ -51,9 +66,18 @@ pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
         .uri
         .as_deref()
         .ok_or_else(|| ResourceError::ModelSource("neither uri nor builtin is set".into()))?;
+    let digest = source.digest.clone();
     if let Some(path) = uri.strip_prefix("file://") {
         return Ok(ModelMount {
             arg: path.to_string(),
+            digest,
+            volume: None,
+        });
+    }
+    if uri.starts_with("https://") || uri.starts_with("http://") {
+        return Ok(ModelMount {
+            arg: uri.to_string(),
+            digest,
             volume: None,
         });
     }
@@ -70,6 +94,7 @@ pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
     let mount_path = format!("{MODELS_ROOT}/{claim}");
     Ok(ModelMount {
         arg: format!("{mount_path}/{path}"),
+        digest,
         volume: Some((
             Volume {
                 name: "model".into(),
@@ -250,10 +275,9 @@ pub fn profile_args(
         .collect::<Vec<_>>()
         .join(",");
     let p = &spec.protocol;
-    [
-        "profile",
-        "--model",
-        &model.arg,
+    let mut args = vec!["profile".to_string()];
+    args.extend(model.runtime_args());
+    let rest = [
         "--shape",
         &shape_arg(&spec.model),
         "--dtype",
@@ -276,10 +300,9 @@ pub fn profile_args(
         profile_name,
         "--namespace",
         namespace,
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect()
+    ];
+    args.extend(rest.into_iter().map(str::to_string));
+    args
 }
 
 /// The profiling Job of an EnergyProfile. Owned by the EnergyProfile (`owner`), so it lives as
@@ -360,10 +383,9 @@ pub fn serve_args(
     mount: &ModelMount,
     s: &ServeSettings,
 ) -> Vec<String> {
-    [
-        "serve",
-        "--model",
-        &mount.arg,
+    let mut args = vec!["serve".to_string()];
+    args.extend(mount.runtime_args());
+    let rest = [
         "--shape",
         &shape_arg(model),
         "--dtype",
@@ -382,10 +404,9 @@ pub fn serve_args(
         &fmt_num(s.slo_ms),
         "--percentile",
         &s.percentile.to_string(),
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect()
+    ];
+    args.extend(rest.into_iter().map(str::to_string));
+    args
 }
 
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -572,6 +593,55 @@ mod tests {
         assert!(model_mount(&src("pvc://only-claim")).is_err());
         assert!(model_mount(&src("s3://x/y")).is_err());
         assert!(model_mount(&ModelSource::default()).is_err());
+    }
+
+    #[test]
+    fn a_model_url_and_its_digest_go_to_the_runtime_which_downloads_and_checks_it() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let source = ModelSource {
+            uri: Some("https://models.example/r50.pt".into()),
+            digest: Some(digest.clone()),
+            ..Default::default()
+        };
+        let m = model_mount(&source).unwrap();
+        assert_eq!(
+            m.volume, None,
+            "downloaded into the pod's /tmp, no volume of its own"
+        );
+        assert_eq!(
+            m.runtime_args(),
+            [
+                "--model",
+                "https://models.example/r50.pt",
+                "--model-digest",
+                &digest
+            ]
+        );
+        // A PVC file's digest is checked too; a builtin has none to check.
+        let pvc = ModelSource {
+            uri: Some("pvc://weights/r50.pt".into()),
+            digest: Some(digest.clone()),
+            ..Default::default()
+        };
+        let args = model_mount(&pvc).unwrap().runtime_args();
+        assert_eq!(
+            args,
+            [
+                "--model",
+                "/models/weights/r50.pt",
+                "--model-digest",
+                &digest
+            ]
+        );
+        let builtin = ModelSource {
+            builtin: Some(greenbatch_crds::BuiltinModel::Alexnet),
+            digest: Some(digest),
+            ..Default::default()
+        };
+        assert_eq!(
+            model_mount(&builtin).unwrap().runtime_args(),
+            ["--model", "builtin:alexnet"]
+        );
     }
 
     #[test]

@@ -74,6 +74,29 @@ fn each_bad_field_is_named() {
                 s.model.source.builtin = None;
                 s.model.source.uri = Some("http://x/m.pt".into())
             },
+            "spec.model.source.digest",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("s3://bucket/m.pt".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("https:///m.pt".into());
+                s.model.source.digest = Some(format!("sha256:{}", "a".repeat(64)));
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("https://models.example/?file=m.pt".into());
+                s.model.source.digest = Some(format!("sha256:{}", "a".repeat(64)));
+            },
             "spec.model.source.uri",
         ),
         (
@@ -184,4 +207,18 @@ fn several_errors_are_all_reported() {
     s.batching.candidates = vec![];
     let got = fields(&s);
     assert_eq!(got.len(), 3, "{got:?}");
+}
+
+#[test]
+fn an_https_or_http_model_with_its_digest_is_valid() {
+    for uri in [
+        "https://models.example/vision/r50.pt",
+        "http://minio.models.svc:9000/bucket/r50.pt?X-Amz-Signature=abc",
+    ] {
+        let mut s = valid();
+        s.model.source.builtin = None;
+        s.model.source.uri = Some(uri.into());
+        s.model.source.digest = Some(format!("sha256:{}", "0".repeat(64)));
+        assert!(validate_spec(&s).is_ok(), "{uri}: {:?}", validate_spec(&s));
+    }
 }
