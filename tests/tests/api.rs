@@ -455,14 +455,10 @@ fn inference_service_cases() -> Vec<Case> {
             structured: true,
         },
         Case {
-            what: "http:// uri",
+            what: "s3:// uri",
             mutate: |v| {
                 remove(v, "/spec/model/source/builtin");
-                set(
-                    v,
-                    "/spec/model/source/uri",
-                    json!("http://example.com/model.pt"),
-                );
+                set(v, "/spec/model/source/uri", json!("s3://bucket/model.pt"));
             },
             field: "spec.model.source.uri",
             says: "should match",

@@ -306,6 +306,45 @@ fn service_yaml(name: &str, uri: &str, extra_spec: serde_json::Value) -> Inferen
     .expect("a well-formed InferenceService")
 }
 
+/// Serves one file to every GET on a loopback port (a stand-in for a model store); its URL.
+fn serve_file_over_http(file: PathBuf) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let url = format!(
+        "http://{}/models/{}",
+        listener.local_addr().expect("bound"),
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("model.pt")
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = std::fs::read(&file).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(&body));
+        }
+    });
+    url
+}
+
+fn sha256_of(file: &std::path::Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(file).expect("the model fixture");
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
 fn status_of(is: &InferenceService) -> (Option<Phase>, Option<i64>) {
     let s = is.status.clone().unwrap_or_default();
     (s.phase, s.observed_generation)
@@ -1019,6 +1058,47 @@ async fn operator_end_to_end() {
     say(&format!("broken: {msg}"));
     assert!(msg.contains("exit code 3 (model file missing)"), "{msg}");
 
+    // Scenario 5b: a model over http. With its digest the profiling pod downloads, checks and
+    // measures it; with another digest the pod refuses the bytes it got (exit code 14) and the
+    // service says which digest it found.
+    let model_url = serve_file_over_http(model.clone());
+    let digest = sha256_of(&model);
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    for (name, d) in [("fetched", &digest), ("tampered", &wrong)] {
+        let mut svc = service_yaml(name, &model_url, serde_json::json!({}));
+        svc.spec.model.source.digest = Some(d.clone());
+        services
+            .create(&pp, &svc)
+            .await
+            .expect("create an http-model service");
+    }
+    let fetched = wait_service(
+        &services,
+        "fetched",
+        "the http model to be downloaded and profiled",
+        Duration::from_secs(90),
+        |is| condition_message(is, "Profiled").starts_with("True/"),
+    )
+    .await;
+    say(&format!(
+        "fetched: {}",
+        condition_message(&fetched, "Profiled")
+    ));
+    let tampered = wait_service(
+        &services,
+        "tampered",
+        "the http model with another digest to fail",
+        Duration::from_secs(90),
+        |is| status_of(is).0 == Some(Phase::Failed),
+    )
+    .await;
+    let msg = condition_message(&tampered, "Profiled");
+    say(&format!("tampered: {msg}"));
+    assert!(
+        msg.contains("exit code 14") && msg.contains(&digest) && msg.contains(&wrong),
+        "{msg}"
+    );
+
     // The invalid service: a condition naming the field, and no reconcile loop.
     let inv = services.get("invalid").await.unwrap();
     let msg = condition_message(&inv, "Ready");
@@ -1104,7 +1184,8 @@ async fn operator_end_to_end() {
     for want in [
         "greenbatch_operator_reconciles_total",
         "greenbatch_operator_reconcile_duration_seconds",
-        "greenbatch_operator_inference_services{phase=\"Failed\"} 2",
+        // broken, tampered and invalid.
+        "greenbatch_operator_inference_services{phase=\"Failed\"} 3",
     ] {
         assert!(body.contains(want), "{want} missing in\n{body}");
     }
