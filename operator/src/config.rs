@@ -25,6 +25,10 @@ pub struct OperatorConfig {
     /// Replicas are sized to keep each one's device busy at most this fraction of the time at the
     /// observed arrival rate (headroom for bursts and for the rate to grow before the next look).
     pub target_utilisation: f64,
+    /// ConfigMap (key `ca.crt`, in each service's namespace) of CA certificates that runtime pods
+    /// trust for https model downloads besides the public roots; mounted only into pods of
+    /// services whose model is a URL.
+    pub model_ca_config_map: Option<String>,
 }
 
 impl Default for OperatorConfig {
@@ -38,6 +42,7 @@ impl Default for OperatorConfig {
             job_active_deadline_seconds: 3600,
             observe_interval: std::time::Duration::from_secs(30),
             target_utilisation: greenbatch_core::Policy::default().target_utilisation,
+            model_ca_config_map: None,
         }
     }
 }

@@ -40,6 +40,10 @@ struct Args {
         default_value = "greenbatch-runtime"
     )]
     runtime_service_account: String,
+    /// ConfigMap (key `ca.crt`, in each service's namespace) of CA certificates runtime pods trust
+    /// for https model downloads, besides the public roots (a model store with a private CA).
+    #[arg(long, env = "GREENBATCH_MODEL_CA_CONFIGMAP", value_parser = config_map_name)]
+    model_ca_configmap: Option<String>,
     /// Pod retries of a profiling Job.
     #[arg(long, env = "GREENBATCH_JOB_BACKOFF_LIMIT", default_value_t = 2)]
     job_backoff_limit: i32,
@@ -103,6 +107,24 @@ fn utilisation(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(u) if u > 0.0 && u <= 1.0 => Ok(u),
         _ => Err(format!("{text:?} is not a fraction in (0, 1]")),
+    }
+}
+
+/// A ConfigMap name: a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.', at most 253).
+fn config_map_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a ConfigMap name (a DNS-1123 subdomain)"
+        ))
     }
 }
 
@@ -175,6 +197,7 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             job_active_deadline_seconds: args.job_deadline_seconds,
             observe_interval: Duration::from_secs(args.observe_interval_seconds),
             target_utilisation: args.target_utilisation,
+            model_ca_config_map: args.model_ca_configmap,
         },
         scope: args.namespace.map(Scope::Namespace).unwrap_or(Scope::All),
         concurrency: args.concurrency,

@@ -10,10 +10,10 @@ use greenbatch_crds::{EnergyProfile, ModelSource, ModelSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -31,35 +31,79 @@ pub enum ResourceError {
     ModelSource(String),
 }
 
+/// Where the CA certificates of `--model-ca-configmap` are mounted in runtime pods.
+pub const MODEL_CA_DIR: &str = "/etc/greenbatch/model-ca";
+/// The ConfigMap key holding them (the `kube-root-ca.crt` convention).
+pub const MODEL_CA_KEY: &str = "ca.crt";
+
 /// How the runtime reaches the model: its `--model` argument, the digest it checks the file
-/// against, and, for a PVC, the volume.
+/// against, for a PVC the volume, and for a download the CA certificates it trusts beyond the
+/// public ones.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelMount {
     pub arg: String,
     pub digest: Option<String>,
     pub volume: Option<(Volume, VolumeMount)>,
+    pub ca: Option<(Volume, VolumeMount)>,
 }
 
 impl ModelMount {
-    /// `--model <arg>`, and `--model-digest <digest>` when the spec gives one.
+    /// `--model <arg>`, `--model-digest <digest>` when the spec gives one, and
+    /// `--model-ca-file` when a CA ConfigMap is mounted.
     pub fn runtime_args(&self) -> Vec<String> {
         let mut args = vec!["--model".to_string(), self.arg.clone()];
         if let Some(d) = &self.digest {
             args.extend(["--model-digest".to_string(), d.clone()]);
         }
+        if self.ca.is_some() {
+            args.extend([
+                "--model-ca-file".to_string(),
+                format!("{MODEL_CA_DIR}/{MODEL_CA_KEY}"),
+            ]);
+        }
         args
     }
 }
 
+/// The ConfigMap of CA certificates (key `ca.crt`), mounted read-only for a download.
+fn model_ca_volume(config_map: &str) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "model-ca".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.to_string(),
+                items: Some(vec![KeyToPath {
+                    key: MODEL_CA_KEY.into(),
+                    path: MODEL_CA_KEY.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "model-ca".into(),
+            mount_path: MODEL_CA_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
 /// `file:///p` -> `/p`; `pvc://claim/path` -> `/models/claim/path` on a read-only PVC volume;
-/// `https://…`/`http://…` as is (the runtime downloads it into its `/tmp`); a builtin ->
-/// `builtin:<name>`. A file's digest goes with it, for the runtime to check.
-pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
+/// `https://…`/`http://…` as is (the runtime downloads it into its `/tmp`, trusting the CA
+/// certificates of `ca_config_map` too when one is configured); a builtin -> `builtin:<name>`.
+/// A file's digest goes with it, for the runtime to check.
+pub fn model_mount(
+    source: &ModelSource,
+    ca_config_map: Option<&str>,
+) -> Result<ModelMount, ResourceError> {
     if let Some(b) = source.builtin {
         return Ok(ModelMount {
             arg: format!("builtin:{b}"),
             digest: None,
             volume: None,
+            ca: None,
         });
     }
     let uri = source
@@ -72,6 +116,7 @@ pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
             arg: path.to_string(),
             digest,
             volume: None,
+            ca: None,
         });
     }
     if uri.starts_with("https://") || uri.starts_with("http://") {
@@ -79,6 +124,7 @@ pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
             arg: uri.to_string(),
             digest,
             volume: None,
+            ca: ca_config_map.map(model_ca_volume),
         });
     }
     let rest = uri
@@ -95,6 +141,7 @@ pub fn model_mount(source: &ModelSource) -> Result<ModelMount, ResourceError> {
     Ok(ModelMount {
         arg: format!("{mount_path}/{path}"),
         digest,
+        ca: None,
         volume: Some((
             Volume {
                 name: "model".into(),
@@ -243,6 +290,7 @@ fn tmp_volume() -> (Volume, VolumeMount) {
 fn volumes(model: &ModelMount) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut pairs = vec![tmp_volume()];
     pairs.extend(model.volume.clone());
+    pairs.extend(model.ca.clone());
     pairs.into_iter().unzip()
 }
 
@@ -316,7 +364,7 @@ pub fn profiling_job(
     owner: OwnerReference,
     cfg: &OperatorConfig,
 ) -> Result<Job, ResourceError> {
-    let model = model_mount(&spec.model.source)?;
+    let model = model_mount(&spec.model.source, cfg.model_ca_config_map.as_deref())?;
     let (volumes, mounts) = volumes(&model);
     let pod_labels = labels(&[
         (NAME_LABEL, RUNTIME_BINARY),
@@ -442,7 +490,7 @@ pub fn deployment(
     owner: OwnerReference,
     cfg: &OperatorConfig,
 ) -> Result<Deployment, ResourceError> {
-    let mount = model_mount(&model.source)?;
+    let mount = model_mount(&model.source, cfg.model_ca_config_map.as_deref())?;
     let (volumes, mounts) = volumes(&mount);
     let pod_labels = serving_labels(name);
     Ok(Deployment {
@@ -574,7 +622,7 @@ mod tests {
             ),
         ];
         for (source, arg, claim) in cases {
-            let m = model_mount(source).unwrap();
+            let m = model_mount(source, None).unwrap();
             assert_eq!(m.arg, *arg);
             match (&m.volume, claim) {
                 (None, None) => {}
@@ -590,9 +638,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert!(model_mount(&src("pvc://only-claim")).is_err());
-        assert!(model_mount(&src("s3://x/y")).is_err());
-        assert!(model_mount(&ModelSource::default()).is_err());
+        assert!(model_mount(&src("pvc://only-claim"), None).is_err());
+        assert!(model_mount(&src("s3://x/y"), None).is_err());
+        assert!(model_mount(&ModelSource::default(), None).is_err());
     }
 
     #[test]
@@ -603,7 +651,7 @@ mod tests {
             digest: Some(digest.clone()),
             ..Default::default()
         };
-        let m = model_mount(&source).unwrap();
+        let m = model_mount(&source, None).unwrap();
         assert_eq!(
             m.volume, None,
             "downloaded into the pod's /tmp, no volume of its own"
@@ -617,13 +665,26 @@ mod tests {
                 &digest
             ]
         );
-        // A PVC file's digest is checked too; a builtin has none to check.
+        // With a CA ConfigMap configured, a download trusts its certificates too.
+        let with_ca = model_mount(&source, Some("corp-ca")).unwrap();
+        let (volume, mount) = with_ca.ca.clone().unwrap();
+        assert_eq!(volume.config_map.unwrap().name, "corp-ca");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (MODEL_CA_DIR, Some(true))
+        );
+        assert_eq!(
+            with_ca.runtime_args()[4..],
+            ["--model-ca-file", "/etc/greenbatch/model-ca/ca.crt"]
+        );
+        // A PVC file's digest is checked too (and no CA is mounted: nothing is downloaded); a
+        // builtin has no file to check.
         let pvc = ModelSource {
             uri: Some("pvc://weights/r50.pt".into()),
             digest: Some(digest.clone()),
             ..Default::default()
         };
-        let args = model_mount(&pvc).unwrap().runtime_args();
+        let args = model_mount(&pvc, Some("corp-ca")).unwrap().runtime_args();
         assert_eq!(
             args,
             [
@@ -639,7 +700,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            model_mount(&builtin).unwrap().runtime_args(),
+            model_mount(&builtin, Some("corp-ca"))
+                .unwrap()
+                .runtime_args(),
             ["--model", "builtin:alexnet"]
         );
     }

@@ -54,6 +54,7 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["--target-utilisation=0"], "--target-utilisation"),
         (&["--target-utilisation=1.5"], "--target-utilisation"),
+        (&["--model-ca-configmap=Corp_CA"], "--model-ca-configmap"),
         (
             &["--observe-interval-seconds=0"],
             "--observe-interval-seconds",

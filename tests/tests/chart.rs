@@ -258,6 +258,7 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     let values = json!({
         "watchNamespace": "vision",
         "runtime": {"namespaces": ["vision", "ml"], "serviceAccountName": "profiler",
+                    "modelCAConfigMap": "corp-ca",
                     "image": {"repository": "registry.example/gb-runtime", "tag": "1.2.3", "pullPolicy": "Always"}},
         "leaderElection": {"enabled": false},
         "controller": {"targetUtilisation": "0.6", "observeIntervalSeconds": 10},
@@ -327,6 +328,7 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     );
     assert_eq!(flag(&pinned_args, "--runtime-version"), Some("2026.11"));
     assert_eq!(flag(&a, "--image-pull-policy"), Some("Always"));
+    assert_eq!(flag(&a, "--model-ca-configmap"), Some("corp-ca"));
     assert_eq!(flag(&a, "--target-utilisation"), Some("0.6"));
     assert_eq!(flag(&a, "--observe-interval-seconds"), Some("10"));
     assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:9100"));
@@ -550,6 +552,10 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
         (
             json!({"runtime": {"namespaces": ["Not_A_Namespace"]}}),
             "runtime.namespaces",
+        ),
+        (
+            json!({"runtime": {"modelCAConfigMap": "Corp_CA"}}),
+            "runtime.modelCAConfigMap",
         ),
         (json!({"image": {"repository": ""}}), "image.repository"),
         (json!({"image": {"digest": "sha256:xyz"}}), "image.digest"),
