@@ -76,6 +76,15 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     #[arg(long, default_value_t = 2, env = "GREENBATCH_HTTP_THREADS")]
     pub http_threads: usize,
+    /// After the model fails to load (or to download), report the reason on the readiness
+    /// endpoints for this many seconds, then exit with the failure's exit code, so that Kubernetes
+    /// restarts the container (with back-off) and shows the code. 0: stay up, not ready.
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "GREENBATCH_EXIT_AFTER_LOAD_FAILURE_SECONDS"
+    )]
+    pub exit_after_load_failure_seconds: u64,
     /// Pad each batch up to the next power of two (capped at --max-batch-size), so only a few batch
     /// shapes ever run and each is autotuned once at start-up: auto = on CUDA only.
     #[arg(long, value_enum, default_value_t = PadBatches::Auto, env = "GREENBATCH_PAD_BATCHES")]

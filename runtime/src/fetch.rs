@@ -90,6 +90,15 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{host}/{path}{hidden}")
 }
 
+/// A `--model` argument fit for titles and logs: a URL redacted, anything else as is.
+pub fn redacted_model(model: &str) -> String {
+    if is_remote(model) {
+        redacted(model)
+    } else {
+        model.to_string()
+    }
+}
+
 /// The local model reference for `model`: a builtin as is; a local file as is, once it has the
 /// digest when one is given; an http(s) URL as the path of its checked download.
 pub fn resolve(model: &str, settings: &FetchSettings) -> Result<String> {
@@ -176,10 +185,9 @@ fn download(url: &str, expected: Option<&str>, s: &FetchSettings) -> Result<Path
                 tracing::info!(url = %redacted(url), path = %target.display(), "model already downloaded, digest checked");
                 return Ok(target);
             }
-            Err(e) => {
-                tracing::warn!(path = %target.display(), "cached model dropped: {e}");
-                let _ = std::fs::remove_file(&target);
-            }
+            // Not removed here: another process may be renaming a good download into its place;
+            // this download's rename replaces it atomically either way.
+            Err(e) => tracing::warn!(path = %target.display(), "cached model not used: {e}"),
         }
     }
     if expected.is_none() {
@@ -220,8 +228,15 @@ fn download(url: &str, expected: Option<&str>, s: &FetchSettings) -> Result<Path
 fn client(url: &str, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
     let mut builder = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(15))
-        // Large models on slow links: a generous bound, not an unbounded wait.
-        .timeout(Duration::from_secs(3600))
+        // Per wait, not per download (reqwest's blocking client): two minutes without an answer,
+        // or without the next piece of the body, end this try; a large model on a slow link can
+        // take as long as it keeps moving.
+        .timeout(Duration::from_secs(120))
+        // A model store may redirect (to a CDN, a presigned object URL), but never from https
+        // down to http, and never with the original URL (and its query) as the Referer.
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .referer(false)
+        .https_only(url.starts_with("https://"))
         .user_agent(concat!("greenbatch-runtime/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = &s.ca_file {
         let pem = std::fs::read(ca).map_err(|e| RuntimeError::Usage {
@@ -264,12 +279,15 @@ fn download_once(
     target: &Path,
 ) -> std::result::Result<u64, Attempt> {
     let mut response = client.get(url).send().map_err(|e| {
-        let message = error_chain(&e);
-        // A certificate the client does not trust stays untrusted: no point in trying again.
-        if message.to_lowercase().contains("certificate") {
-            Attempt::Fail(fetch_error(url, message))
-        } else {
+        // Connection trouble and timeouts may pass; anything else (an untrusted certificate, a
+        // redirect refused, a malformed URL) would fail the same way again.
+        let transient = (e.is_connect() && !is_certificate_error(&e)) || e.is_timeout();
+        // reqwest's message ends with the full URL, query and credentials included.
+        let message = error_chain(&e.without_url());
+        if transient {
             Attempt::Retry(message)
+        } else {
+            Attempt::Fail(fetch_error(url, message))
         }
     })?;
     let status = response.status();
@@ -301,10 +319,22 @@ fn download_once(
         hasher: Sha256::new(),
         written: 0,
         limit: s.max_bytes,
+        write_failed: false,
     };
     if let Err(e) = response.copy_to(&mut sink) {
+        let e = e.without_url();
         return Err(if sink.written > s.max_bytes {
             Attempt::Fail(too_large(url, s.max_bytes))
+        } else if sink.write_failed {
+            // Our side (e.g. the disk is full): another try would fail the same way.
+            Attempt::Fail(fetch_error(
+                url,
+                format!(
+                    "cannot write the download to {}: {}",
+                    s.cache_dir.display(),
+                    error_chain(&e)
+                ),
+            ))
         } else {
             Attempt::Retry(format!(
                 "the download broke off after {} bytes: {}",
@@ -347,6 +377,30 @@ fn too_large(url: &str, limit: u64) -> RuntimeError {
     )
 }
 
+/// Whether TLS refused the server's certificate (somewhere in the error's causes).
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(cause) = source {
+        // The TLS error travels inside io::Errors (nested, here), whose `source()` skips the
+        // error they wrap: unwrap them by hand.
+        let mut wrapped = Some(cause);
+        while let Some(inner) = wrapped {
+            if matches!(
+                inner.downcast_ref::<rustls::Error>(),
+                Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+            ) {
+                return true;
+            }
+            wrapped = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|e| e as &(dyn std::error::Error + 'static));
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// An error with its causes: reqwest's own message alone often says only "error sending request".
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
@@ -365,6 +419,8 @@ struct Counted<'a> {
     hasher: Sha256,
     written: u64,
     limit: u64,
+    /// The file refused a write (the error is ours, not the connection's).
+    write_failed: bool,
 }
 
 impl Write for Counted<'_> {
@@ -373,7 +429,10 @@ impl Write for Counted<'_> {
             self.written += buf.len() as u64;
             return Err(std::io::Error::other("size limit reached"));
         }
-        let n = self.inner.write(buf)?;
+        let n = self
+            .inner
+            .write(buf)
+            .inspect_err(|_| self.write_failed = true)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
@@ -599,6 +658,40 @@ mod tests {
             let e = resolve(&path, &settings(Some(bad.to_string()), dir.path())).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_failed_download_s_message_carries_no_query_or_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!(
+                "http://user:hunter2@{}/m.pt?X-Amz-Signature=s3cr3t",
+                l.local_addr().unwrap()
+            );
+            drop(l);
+            url
+        };
+        let err = resolve(&refused, &settings(None, dir.path())).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("after 3 tries"),
+            "connection refused is tried again: {message}"
+        );
+        assert!(
+            !message.contains("s3cr3t") && !message.contains("hunter2"),
+            "{message}"
+        );
+        // An answer that is not worth trying again says so at once, also without secrets.
+        let gone = serve(vec![Answer::Status(404)]);
+        let url = format!("{}?sig=s3cr3t", gone.url);
+        let message = resolve(&url, &settings(None, dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("404") && !message.contains("s3cr3t"),
+            "{message}"
+        );
     }
 
     #[test]

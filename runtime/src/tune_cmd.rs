@@ -88,7 +88,10 @@ pub fn run(args: &TuneArgs) -> Result<()> {
                 .map_or_else(|| "?".to_string(), |m| m.device.clone());
             (
                 status,
-                format!("greenbatch tune: {} on {device}", model_ref),
+                format!(
+                    "greenbatch tune: {} on {device}",
+                    crate::fetch::redacted_model(model_ref)
+                ),
             )
         }
         (None, None) => {

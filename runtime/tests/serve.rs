@@ -549,7 +549,12 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_fails_to_load_is_not_ready_and_says_why() {
-    let s = start(&fixture("corrupt.pt"), &[]).await;
+    // 0: the server stays up, not ready (the default reports for 30 s, then exits: below).
+    let mut s = start(
+        &fixture("corrupt.pt"),
+        &["--exit-after-load-failure-seconds", "0"],
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, body) = get(format!("{}/v2/models/corrupt/ready", s.base)).await;
     assert_eq!(code, 503);
@@ -571,6 +576,36 @@ async fn a_model_that_fails_to_load_is_not_ready_and_says_why() {
     .await;
     assert_eq!(code, 503, "{out}");
     assert!(headers.contains_key("retry-after"));
+    assert!(s.child.try_wait().unwrap().is_none(), "still up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_load_is_reported_then_exits_with_its_code() {
+    let mut s = start(
+        &fixture("corrupt.pt"),
+        &["--exit-after-load-failure-seconds", "2"],
+    )
+    .await;
+    let started = Instant::now();
+    let (code, body) = get(format!("{}/v2/models/corrupt/ready", s.base)).await;
+    assert_eq!(code, 503);
+    assert!(body.to_string().contains("model load failed"), "{body}");
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not exit after reporting the load failure"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // 4: the model file is not loadable (the same code `profile` exits with).
+    assert_eq!(status.code(), Some(4), "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "reported first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

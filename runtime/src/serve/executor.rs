@@ -288,7 +288,7 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
 }
 
 /// The executor thread's body: load, signal readiness, serve batches until drained.
-pub fn run(load: impl FnOnce() -> crate::error::Result<LoadedModel>, shared: Arc<Shared>) {
+pub fn run(load: impl FnOnce() -> Result<LoadedModel, String>, shared: Arc<Shared>) {
     let model = match load() {
         Ok(m) => m,
         Err(e) => {

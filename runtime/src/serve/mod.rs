@@ -127,6 +127,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let model_args = args.model.clone();
         let exec_shared = shared.clone();
         let (device_tx, device_rx) = std::sync::mpsc::channel();
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<RuntimeError>();
         let executor = std::thread::Builder::new()
             .name("executor".into())
             .spawn(move || {
@@ -134,7 +135,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                     || {
                         let m = crate::setup::load_model(&model_args.model, &model_args.exec);
                         let _ = device_tx.send(m.as_ref().map(|m| m.config.device).ok());
-                        m
+                        m.map_err(|e| {
+                            let message = e.to_string();
+                            let _ = failed_tx.send(e);
+                            message
+                        })
                     },
                     exec_shared,
                 )
@@ -155,9 +160,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         }
 
         let drain_shared = shared.clone();
+        let (load_error_tx, load_error_rx) = tokio::sync::oneshot::channel::<RuntimeError>();
+        let exit_after = args.exit_after_load_failure_seconds;
         let shutdown = async move {
-            shutdown_signal().await;
-            tracing::info!("shutdown requested: draining");
+            tokio::select! {
+                () = shutdown_signal() => tracing::info!("shutdown requested: draining"),
+                Some(e) = exit_after_load_failure(failed_rx, exit_after) => {
+                    tracing::error!("exiting: the model could not be loaded ({e})");
+                    let _ = load_error_tx.send(e);
+                }
+            }
             drain_shared.draining.store(true, Ordering::Relaxed);
             drain_shared.wake.notify_all();
         };
@@ -169,19 +181,39 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         shared.wake.notify_all();
         let _ = tokio::task::spawn_blocking(move || executor.join()).await;
         tracing::info!("stopped");
-        Ok(())
+        match load_error_rx.await {
+            Ok(e) => Err(e),
+            Err(_) => Ok(()),
+        }
     })
 }
 
 /// A v2 model name from the model argument: the builtin name or the file stem.
 fn model_name(model: &str) -> String {
     let base = model.strip_prefix("builtin:").unwrap_or(model);
+    // A URL's query (a presigned URL's secret) is no part of a name.
+    let base = base.split(['?', '#']).next().unwrap_or(base);
     let file = base.rsplit('/').next().unwrap_or(base);
     let stem = file.split('.').next().unwrap_or(file);
     if stem.is_empty() {
         "model".into()
     } else {
         stem.to_string()
+    }
+}
+
+/// The load failure, once it has been reported on the readiness endpoints for `seconds`; never
+/// when the model loaded, or when `seconds` is 0 (the server then stays up, not ready).
+async fn exit_after_load_failure(
+    failed: tokio::sync::oneshot::Receiver<RuntimeError>,
+    seconds: u64,
+) -> Option<RuntimeError> {
+    match failed.await {
+        Ok(e) if seconds > 0 => {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            Some(e)
+        }
+        _ => std::future::pending().await,
     }
 }
 
@@ -244,5 +276,9 @@ mod tests {
         assert_eq!(super::model_name("builtin:resnet50"), "resnet50");
         assert_eq!(super::model_name("/models/classifier.pt"), "classifier");
         assert_eq!(super::model_name("/models/"), "model");
+        assert_eq!(
+            super::model_name("https://store.example/r50.pt?X-Amz-Signature=s3cr3t"),
+            "r50"
+        );
     }
 }
