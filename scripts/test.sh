@@ -26,6 +26,19 @@ log "test cluster: $GREENBATCH_KUBE_APISERVER"
 # One target dir for every checkout, so a second run (CI on a fresh clone) reuses the build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# That target dir only grows (stale test binaries of every past change, incremental state): past
+# GREENBATCH_TARGET_MAX_GB (default 30) it is cleared, and a full rebuild follows, so a long-lived
+# CI cache cannot fill the disk. CI skips incremental state, the largest part and of little use to a
+# fresh clone.
+max_gb="${GREENBATCH_TARGET_MAX_GB:-30}"
+if [ -d "$CARGO_TARGET_DIR" ]; then
+  used_gb=$(( $(du -sk "$CARGO_TARGET_DIR" | cut -f1) / 1024 / 1024 ))
+  if [ "$used_gb" -gt "$max_gb" ]; then
+    log "target dir $CARGO_TARGET_DIR holds ${used_gb} GB (> ${max_gb}): clearing it"
+    rm -rf "$CARGO_TARGET_DIR"
+  fi
+fi
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -161,9 +161,10 @@ pub struct GpuSpec {
     #[serde(default = "default_gpu_resource")]
     #[schemars(length(min = 1, max = 253))]
     pub resource: String,
-    /// GPUs per pod; 0 runs on CPU (for development).
+    /// GPUs per pod: 1, or 0 to run on the CPU (for development). A runtime pod serves on one
+    /// GPU; more throughput comes from more replicas.
     #[serde(default = "one")]
-    #[schemars(range(min = 0, max = 16))]
+    #[schemars(range(min = 0, max = 1))]
     pub count: u32,
     /// GPU product (the `nvidia.com/gpu.product` node label), e.g. `NVIDIA-H100-80GB-HBM3`. Profiles
     /// are per product; pods are pinned to nodes with it.

@@ -58,16 +58,15 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
             let rest = uri.split_once("://").map_or("", |(_, rest)| rest);
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
             let path = rest[host.len()..].split(['?', '#']).next().unwrap_or("");
+            // The URL is not echoed: a presigned one carries its secret in the query, and these
+            // messages go into conditions and Events.
             if host.is_empty() || uri.contains(char::is_whitespace) {
                 errors.push(err(
                     "spec.model.source.uri",
-                    format!("{uri:?} has no host, or has spaces"),
+                    "the URL has no host, or has spaces",
                 ));
             } else if path.trim_start_matches('/').is_empty() {
-                errors.push(err(
-                    "spec.model.source.uri",
-                    format!("{uri:?} names no file"),
-                ));
+                errors.push(err("spec.model.source.uri", "the URL names no file"));
             }
             if source.digest.is_none() {
                 errors.push(err(
@@ -210,6 +209,15 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
         errors.push(err(
             "spec.gpu.resource",
             "must name an extended resource when count > 0",
+        ));
+    }
+    if spec.gpu.count > 1 {
+        errors.push(err(
+            "spec.gpu.count",
+            format!(
+                "{}: a runtime pod serves on one GPU (the others would sit idle, drawing power); scale out with spec.replicas.max",
+                spec.gpu.count
+            ),
         ));
     }
     if spec.gpu.count == 0 && spec.gpu.product.is_some() {

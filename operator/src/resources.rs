@@ -72,6 +72,9 @@ fn model_ca_volume(config_map: &str) -> (Volume, VolumeMount) {
             name: "model-ca".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: config_map.to_string(),
+                // Missing, the pod still starts and the runtime exits naming the file it cannot
+                // read (in the service's conditions), instead of waiting in ContainerCreating.
+                optional: Some(true),
                 items: Some(vec![KeyToPath {
                     key: MODEL_CA_KEY.into(),
                     path: MODEL_CA_KEY.into(),

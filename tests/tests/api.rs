@@ -551,10 +551,10 @@ fn inference_service_cases() -> Vec<Case> {
             structured: true,
         },
         Case {
-            what: "gpu.count 17",
-            mutate: |v| set(v, "/spec/gpu/count", json!(17)),
+            what: "gpu.count 2",
+            mutate: |v| set(v, "/spec/gpu/count", json!(2)),
             field: "spec.gpu.count",
-            says: "less than or equal to 16",
+            says: "less than or equal to 1",
             structured: true,
         },
         Case {

@@ -165,6 +165,7 @@ fn each_bad_field_is_named() {
             "spec.replicas",
         ),
         (|s| s.gpu.resource = " ".into(), "spec.gpu.resource"),
+        (|s| s.gpu.count = 2, "spec.gpu.count"),
         (
             |s| {
                 s.gpu.count = 0;
