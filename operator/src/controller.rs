@@ -437,6 +437,21 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         .await
         .map_err(api_err("get", "Deployment", &ns, &name))?
         .map(|d| observe::deployment(&d, &uid));
+    if let Some(d) = observed.deployment.as_mut()
+        && observe::short_of_ready(d)
+    {
+        // Why pods are not ready (a model that fails to load exits with its code), for the Ready
+        // condition; best effort: without it the condition still counts ready replicas.
+        let selector = resources::serving_labels(&name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => d.pod_failure = observe::serving_pod_failure(&list.items),
+            Err(e) => tracing::debug!(service = %name, "listing serving pods: {e}"),
+        }
+    }
     let key = format!("{ns}/{name}");
     if observed
         .deployment

@@ -53,6 +53,9 @@ pub struct DeploymentObservation {
     pub updated_replicas: i32,
     pub ready_replicas: i32,
     pub available_replicas: i32,
+    /// Why a serving pod last failed (`pod <name>: exit code 14 (...)...`), looked up only while
+    /// fewer replicas are ready than asked for.
+    pub pod_failure: Option<String>,
 }
 
 /// Runtime exit codes (see the runtime's README section) in words, for conditions.
@@ -186,7 +189,26 @@ pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
         updated_replicas: status.updated_replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
         available_replicas: status.available_replicas.unwrap_or(0),
+        pod_failure: None,
     }
+}
+
+/// Whether the serving pods are worth a look: fewer ready than the Deployment asks for.
+pub fn short_of_ready(d: &DeploymentObservation) -> bool {
+    d.controlled_by_us && d.ready_replicas < d.replicas
+}
+
+/// The newest serving pod's failure, as a condition would say it.
+pub fn serving_pod_failure(pods: &[Pod]) -> Option<String> {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+    pods.iter().rev().find_map(|p| {
+        let (_, message) = pod_failure(p)?;
+        Some(format!(
+            "pod {}: {message}",
+            p.metadata.name.as_deref().unwrap_or("?")
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -219,5 +241,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(job_state(&Job::default(), &[]), JobState::Active);
+    }
+
+    #[test]
+    fn a_crash_looping_serving_pod_reports_its_last_exit() {
+        let pod = |name: &str, created: &str, last_exit: Option<i32>| -> Pod {
+            let last = last_exit.map(|code| {
+                serde_json::json!({"terminated": {"exitCode": code, "reason": "Error",
+                    "message": "model https://store.example/m.pt has digest sha256:aa, not the sha256:bb asked for"}})
+            });
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "creationTimestamp": created},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "runtime", "image": "i", "imageID": "",
+                  "ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                  "lastState": last}]}
+            }))
+            .unwrap()
+        };
+        let older = pod("svc-a", "2026-11-27T01:00:00Z", Some(3));
+        let newer = pod("svc-b", "2026-11-27T02:00:00Z", Some(14));
+        let healthy = pod("svc-c", "2026-11-27T03:00:00Z", None);
+        assert_eq!(
+            serving_pod_failure(&[newer.clone(), healthy.clone(), older.clone()]).as_deref(),
+            Some(
+                "pod svc-b: exit code 14 (model file does not have the digest asked for): model https://store.example/m.pt has digest sha256:aa, not the sha256:bb asked for"
+            )
+        );
+        assert_eq!(serving_pod_failure(&[healthy]), None);
     }
 }

@@ -741,6 +741,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     settings.batch_size,
                                     resources::fmt_num(settings.max_queue_delay_ms)
                                 );
+                                let pod_failure = observed
+                                    .deployment
+                                    .as_ref()
+                                    .and_then(|d| d.pod_failure.as_deref())
+                                    .map(|f| format!("; a serving pod failed: {f}"))
+                                    .unwrap_or_default();
                                 if done || partly {
                                     conds.set(
                                         READY,
@@ -748,7 +754,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                         "DeploymentAvailable",
                                         if partly {
                                             format!(
-                                                "serving at {config}; {ready}/{desired} replicas ready"
+                                                "serving at {config}; {ready}/{desired} replicas ready{pod_failure}"
                                             )
                                         } else {
                                             format!("serving at {config}")
@@ -758,8 +764,14 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     conds.set(
                                         READY,
                                         ConditionStatus::False,
-                                        "DeploymentNotAvailable",
-                                        format!("rolling out {config}: {ready}/{desired} ready"),
+                                        if pod_failure.is_empty() {
+                                            "DeploymentNotAvailable"
+                                        } else {
+                                            "ServingPodsFailing"
+                                        },
+                                        format!(
+                                            "rolling out {config}: {ready}/{desired} ready{pod_failure}"
+                                        ),
                                     );
                                 }
                                 status.phase = Some(match (sel.slo_attainable, done || partly) {

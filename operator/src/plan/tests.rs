@@ -79,6 +79,7 @@ fn rolled_out_obs(p: &Plan) -> DeploymentObservation {
         updated_replicas: 1,
         ready_replicas: 1,
         available_replicas: 1,
+        pod_failure: None,
     }
 }
 
@@ -361,6 +362,7 @@ fn the_flow_table() {
                     updated_replicas: 1,
                     ready_replicas: 1,
                     available_replicas: 1,
+                    pod_failure: None,
                 });
                 o
             },
@@ -617,6 +619,38 @@ fn deployment_replicas(p: &Plan) -> i32 {
         Serving::Apply(b) => b.0.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
         other => panic!("expected Apply, got {other:?}"),
     }
+}
+
+#[test]
+fn a_serving_pod_that_fails_says_why_in_the_ready_condition() {
+    let is = service("svc");
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let failure = "pod svc-7d9-x2: exit code 14 (model file does not have the digest asked for)";
+    // The planned pods, none ready, one of them exited: not ready, and why.
+    let mut starting = rolled_out_obs(&p);
+    starting.ready_replicas = 0;
+    starting.available_replicas = 0;
+    starting.pod_failure = Some(failure.into());
+    o.deployment = Some(starting.clone());
+    let p = plan(&is, &o, &cfg(), NOW);
+    let ready = cond(&p, READY);
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert_eq!(ready.reason, "ServingPodsFailing");
+    assert!(
+        ready
+            .message
+            .ends_with(&format!("0/1 ready; a serving pod failed: {failure}")),
+        "{}",
+        ready.message
+    );
+    // Without a failure seen, the plain rollout reason.
+    starting.pod_failure = None;
+    o.deployment = Some(starting);
+    assert_eq!(
+        cond(&plan(&is, &o, &cfg(), NOW), READY).reason,
+        "DeploymentNotAvailable"
+    );
 }
 
 #[test]
