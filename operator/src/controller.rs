@@ -449,7 +449,9 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             .join(",");
         match pods.list(&ListParams::default().labels(&selector)).await {
             Ok(list) => d.pod_failure = observe::serving_pod_failure(&list.items),
-            Err(e) => tracing::debug!(service = %name, "listing serving pods: {e}"),
+            Err(e) => {
+                tracing::warn!(service = %name, "cannot list serving pods to say why they are not ready: {e}")
+            }
         }
     }
     let key = format!("{ns}/{name}");

@@ -198,9 +198,16 @@ pub fn short_of_ready(d: &DeploymentObservation) -> bool {
     d.controlled_by_us && d.ready_replicas < d.replicas
 }
 
-/// The newest serving pod's failure, as a condition would say it.
+/// The newest failure among serving pods that are not ready now, as a condition would say it. A
+/// pod that failed once and recovered (its container ready again) is no failure any more.
 pub fn serving_pod_failure(pods: &[Pod]) -> Option<String> {
-    let mut pods: Vec<&Pod> = pods.iter().collect();
+    let not_ready = |p: &&Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_none_or(|cs| cs.iter().any(|c| !c.ready))
+    };
+    let mut pods: Vec<&Pod> = pods.iter().filter(not_ready).collect();
     pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
     pods.iter().rev().find_map(|p| {
         let (_, message) = pod_failure(p)?;
@@ -261,8 +268,20 @@ mod tests {
         let older = pod("svc-a", "2026-11-27T01:00:00Z", Some(3));
         let newer = pod("svc-b", "2026-11-27T02:00:00Z", Some(14));
         let healthy = pod("svc-c", "2026-11-27T03:00:00Z", None);
+        // Failed once, ready again since: not reported.
+        let mut recovered = pod("svc-d", "2026-11-27T04:00:00Z", Some(13));
+        if let Some(c) = recovered
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+            .and_then(|cs| cs.first_mut())
+        {
+            c.ready = true;
+            c.state = None;
+        }
         assert_eq!(
-            serving_pod_failure(&[newer.clone(), healthy.clone(), older.clone()]).as_deref(),
+            serving_pod_failure(&[newer.clone(), healthy.clone(), older.clone(), recovered])
+                .as_deref(),
             Some(
                 "pod svc-b: exit code 14 (model file does not have the digest asked for): model https://store.example/m.pt has digest sha256:aa, not the sha256:bb asked for"
             )

@@ -761,13 +761,26 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                         },
                                     );
                                 } else {
+                                    let failing = !pod_failure.is_empty();
+                                    let was_failing = old.conditions.iter().any(|c| {
+                                        c.type_ == READY && c.reason == "ServingPodsFailing"
+                                    });
+                                    if failing && !was_failing {
+                                        events.push(PlannedEvent {
+                                            warning: true,
+                                            reason: "ServingPodsFailing",
+                                            note: format!(
+                                                "rolling out {config}: {ready}/{desired} ready{pod_failure}"
+                                            ),
+                                        });
+                                    }
                                     conds.set(
                                         READY,
                                         ConditionStatus::False,
-                                        if pod_failure.is_empty() {
-                                            "DeploymentNotAvailable"
-                                        } else {
+                                        if failing {
                                             "ServingPodsFailing"
+                                        } else {
+                                            "DeploymentNotAvailable"
                                         },
                                         format!(
                                             "rolling out {config}: {ready}/{desired} ready{pod_failure}"

@@ -242,6 +242,10 @@ fn runtime_container(
         resources: gpu_resources(gpu),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
+        // The runtime prints why it failed (and exits with a code saying what kind of failure);
+        // its last log lines become the container's termination message, which the service's
+        // conditions quote.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }
 }

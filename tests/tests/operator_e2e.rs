@@ -55,6 +55,10 @@ struct Proc {
     stderr: PathBuf,
     started: String,
     image: String,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`: a failed container's message is the tail
+    /// of its log (as a kubelet does; otherwise the message is empty: the runtime writes no
+    /// termination-log file).
+    logs_as_message: bool,
 }
 
 struct Agent {
@@ -169,6 +173,8 @@ impl Agent {
         };
         let started = now();
         let image = c.image.clone().unwrap_or_default();
+        let logs_as_message =
+            c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         self.patch_status(&name, serde_json::json!({
             "phase": "Running", "hostIP": "127.0.0.1", "podIP": ip, "startTime": started,
             "conditions": conditions(false),
@@ -185,6 +191,7 @@ impl Agent {
                 stderr,
                 started,
                 image,
+                logs_as_message,
             },
         );
     }
@@ -239,7 +246,11 @@ impl Agent {
                         .into_iter()
                         .rev()
                         .collect();
-                    let message: String = tail.join(" | ").chars().take(600).collect();
+                    let message: String = if p.logs_as_message && code != 0 {
+                        tail.join(" | ").chars().take(600).collect()
+                    } else {
+                        String::new()
+                    };
                     let (started, image) = (p.started.clone(), p.image.clone());
                     self.procs.remove(&uid);
                     say(&format!("agent: pod {name} exited with {code}: {message}"));

@@ -644,6 +644,14 @@ fn a_serving_pod_that_fails_says_why_in_the_ready_condition() {
         "{}",
         ready.message
     );
+    // A Warning Event when it starts, not on every reconcile after.
+    assert_eq!(
+        event(&p, "ServingPodsFailing").map(|e| e.warning),
+        Some(true)
+    );
+    let mut failing = is.clone();
+    failing.status = Some(p.status.clone());
+    assert!(event(&plan(&failing, &o, &cfg(), NOW), "ServingPodsFailing").is_none());
     // Without a failure seen, the plain rollout reason.
     starting.pod_failure = None;
     o.deployment = Some(starting);
