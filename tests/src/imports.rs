@@ -62,11 +62,18 @@ impl ImportGraph {
         let mut logical = BTreeMap::new();
         let dir = root.parent().unwrap_or(Path::new(".")).to_path_buf();
         load_file(Vec::new(), root, &dir, &mut parsed, &mut logical)?;
+        let mut uses = UseLeaves::default();
+        for (module, _, file) in &parsed {
+            uses.current = module.clone();
+            uses.visit_file(file);
+        }
+        let bindings = uses.bindings(&logical);
         let mut edges = BTreeMap::new();
         let mut files = BTreeMap::new();
         for (module, path, file) in &parsed {
             let mut collector = References {
                 logical: &logical,
+                bindings: &bindings,
                 file_module: module,
                 current: module.clone(),
                 found: BTreeMap::new(),
@@ -220,9 +227,124 @@ fn declared_modules(
 }
 
 /// Collects, for one file, the other files' modules its paths name.
+/// Module names a `use` brings into a module's scope: `use crate::meter;` binds `meter`,
+/// `use super::*;` binds the parent's child modules, so `meter::nvml::X` or `sibling::f()` later
+/// in that module names those modules.
+type Bindings = BTreeMap<ModulePath, BTreeMap<String, ModulePath>>;
+
+/// Where a path leads from module `current`, before any `use` binding: `crate::`, `self::`,
+/// `super::` and a child module's bare name; `None` for another crate, std, or a local item.
+fn absolute(
+    logical: &BTreeMap<ModulePath, ModulePath>,
+    current: &[String],
+    segments: &[String],
+) -> Option<ModulePath> {
+    let first = segments.first()?;
+    Some(match first.as_str() {
+        "crate" => segments[1..].to_vec(),
+        "self" => [current, &segments[1..]].concat(),
+        "super" => {
+            let ups = segments.iter().take_while(|s| *s == "super").count();
+            let kept = current.len().saturating_sub(ups);
+            [&current[..kept], &segments[ups..]].concat()
+        }
+        _ => {
+            let child = [current, &segments[..1]].concat();
+            if !logical.contains_key(&child) {
+                return None;
+            }
+            [current, segments].concat()
+        }
+    })
+}
+
+/// One `use` leaf: the module it is in, its path, the name it binds, whether it is a glob.
+type UseLeaf = (ModulePath, Vec<String>, Option<String>, bool);
+
+/// Every `use` leaf of the crate.
+#[derive(Default)]
+struct UseLeaves {
+    current: ModulePath,
+    leaves: Vec<UseLeaf>,
+}
+
+impl UseLeaves {
+    fn tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree) {
+        let here = self.current.clone();
+        match tree {
+            syn::UseTree::Path(p) => {
+                prefix.push(p.ident.to_string());
+                self.tree(prefix, &p.tree);
+                prefix.pop();
+            }
+            syn::UseTree::Name(n) if n.ident == "self" => {
+                let name = prefix.last().cloned();
+                self.leaves.push((here, prefix.clone(), name, false));
+            }
+            syn::UseTree::Name(n) => {
+                let name = n.ident.to_string();
+                let path = [&prefix[..], std::slice::from_ref(&name)].concat();
+                self.leaves.push((here, path, Some(name), false));
+            }
+            syn::UseTree::Rename(r) => {
+                let path = [&prefix[..], &[r.ident.to_string()]].concat();
+                self.leaves
+                    .push((here, path, Some(r.rename.to_string()), false));
+            }
+            syn::UseTree::Glob(_) => self.leaves.push((here, prefix.clone(), None, true)),
+            syn::UseTree::Group(g) => {
+                for t in &g.items {
+                    self.tree(prefix, t);
+                }
+            }
+        }
+    }
+
+    /// The module names each module's `use`s bind.
+    fn bindings(&self, logical: &BTreeMap<ModulePath, ModulePath>) -> Bindings {
+        let mut bindings = Bindings::new();
+        for (current, path, name, glob) in &self.leaves {
+            let Some(target) = absolute(logical, current, path) else {
+                continue;
+            };
+            if !logical.contains_key(&target) {
+                continue; // an item, not a module
+            }
+            let scope = bindings.entry(current.clone()).or_default();
+            if *glob {
+                for child in logical.keys() {
+                    if child.len() == target.len() + 1 && child.starts_with(&target) {
+                        scope.insert(child[target.len()].clone(), child.clone());
+                    }
+                }
+            } else if let Some(name) = name {
+                scope.insert(name.clone(), target);
+            }
+        }
+        bindings
+    }
+}
+
+impl<'ast> Visit<'ast> for UseLeaves {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if let Some((_, items)) = &m.content {
+            self.current.push(m.ident.to_string());
+            for item in items {
+                self.visit_item(item);
+            }
+            self.current.pop();
+        }
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        self.tree(&mut Vec::new(), &u.tree);
+    }
+}
+
 struct References<'a> {
     /// Every module (file or inline) → the module of the file it is in.
     logical: &'a BTreeMap<ModulePath, ModulePath>,
+    bindings: &'a Bindings,
     file_module: &'a ModulePath,
     /// The module the visitor is in (the file's, or an inline module inside it).
     current: ModulePath,
@@ -234,21 +356,12 @@ impl References<'_> {
         let Some(first) = segments.first() else {
             return;
         };
-        let absolute: ModulePath = match first.as_str() {
-            "crate" => segments[1..].to_vec(),
-            "self" => [&self.current[..], &segments[1..]].concat(),
-            "super" => {
-                let ups = segments.iter().take_while(|s| *s == "super").count();
-                let kept = self.current.len().saturating_sub(ups);
-                [&self.current[..kept], &segments[ups..]].concat()
-            }
-            _ => {
-                let child = [&self.current[..], &segments[..1]].concat();
-                if !self.logical.contains_key(&child) {
-                    return; // another crate, std, or a local item
-                }
-                [&self.current[..], segments].concat()
-            }
+        let bound = || {
+            let module = self.bindings.get(&self.current)?.get(first)?;
+            Some([&module[..], &segments[1..]].concat())
+        };
+        let Some(absolute) = absolute(self.logical, &self.current, segments).or_else(bound) else {
+            return; // another crate, std, or a local item
         };
         let target = (0..=absolute.len())
             .rev()
@@ -436,10 +549,19 @@ mod tests {
                     "pub(crate) fn run() {}\npub(super) struct S;\n#[cfg(test)]\nmod tests { use super::*; }\n",
                 ),
                 // A path only inside a macro call is still a reference.
-                ("b.rs", "fn f() { assert_eq!(crate::a::run(), ()); }\n"),
+                // A module bound by `use` leads to its children.
+                (
+                    "b.rs",
+                    "use crate::serve;\nfn f() { assert_eq!(crate::a::run(), ()); }\nfn g() { let _ = serve::queue::Queue; }\n",
+                ),
                 (
                     "serve/mod.rs",
-                    "mod queue;\nmod http;\npub use queue::Queue;\n",
+                    "mod queue;\nmod http;\nmod worker;\npub use queue::Queue;\n",
+                ),
+                // `use super::*` brings the siblings' names: `queue::` is serve::queue.
+                (
+                    "serve/worker.rs",
+                    "use super::*;\nfn f() { let _ = queue::Queue; }\n",
                 ),
                 ("serve/queue.rs", "pub struct Queue;\n"),
                 (
@@ -454,7 +576,11 @@ mod tests {
             names(&graph, &["a"]).is_empty(),
             "`use super::*` in a file's own tests"
         );
-        assert_eq!(names(&graph, &["b"]), vec!["a"]);
+        assert_eq!(names(&graph, &["b"]), vec!["a", "serve", "serve::queue"]);
+        assert_eq!(
+            names(&graph, &["serve", "worker"]),
+            vec!["serve", "serve::queue"]
+        );
         assert_eq!(names(&graph, &["serve"]), vec!["serve::queue"]);
         assert_eq!(names(&graph, &["serve", "http"]), vec!["b", "serve::queue"]);
         assert!(graph.cycles().is_empty());
@@ -517,6 +643,15 @@ mod tests {
         let err = ImportGraph::of_crate(&dir.path().join("lib.rs")).unwrap_err();
         assert!(
             matches!(&err, ImportGraphError::MissingModule { module, .. } if module == "gone"),
+            "{err}"
+        );
+        write(
+            dir.path(),
+            &[("lib.rs", "#[path = \"elsewhere.rs\"]\nmod moved;\n")],
+        );
+        let err = ImportGraph::of_crate(&dir.path().join("lib.rs")).unwrap_err();
+        assert!(
+            matches!(&err, ImportGraphError::PathAttribute { module, .. } if module == "moved"),
             "{err}"
         );
         write(dir.path(), &[("lib.rs", "fn broken( {\n")]);
