@@ -583,13 +583,25 @@ async fn a_model_that_fails_to_load_is_not_ready_and_says_why() {
 async fn a_failed_load_is_reported_then_exits_with_its_code() {
     let mut s = start(
         &fixture("corrupt.pt"),
-        &["--exit-after-load-failure-seconds", "2"],
+        &["--exit-after-load-failure-seconds", "3"],
     )
     .await;
     let started = Instant::now();
-    let (code, body) = get(format!("{}/v2/models/corrupt/ready", s.base)).await;
-    assert_eq!(code, 503);
-    assert!(body.to_string().contains("model load failed"), "{body}");
+    // The port opens before the model loads: ask until the failure is known.
+    let reported = loop {
+        let (code, body) = get(format!("{}/v2/models/corrupt/ready", s.base)).await;
+        assert_eq!(code, 503);
+        if body.to_string().contains("model load failed")
+            || started.elapsed() > Duration::from_millis(2500)
+        {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        reported.to_string().contains("model load failed"),
+        "{reported}"
+    );
     let status = loop {
         if let Some(st) = s.child.try_wait().unwrap() {
             break st;
