@@ -24,18 +24,19 @@ log "libtorch: $LIBTORCH"
 log "test cluster: $GREENBATCH_KUBE_APISERVER"
 
 # One target dir for every checkout, so a second run (CI on a fresh clone) reuses the build.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
+own_target="$GREENBATCH_CACHE/target"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$own_target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# That target dir only grows (stale test binaries of every past change, incremental state): past
-# GREENBATCH_TARGET_MAX_GB (default 30) it is cleared, and a full rebuild follows, so a long-lived
-# CI cache cannot fill the disk. CI skips incremental state, the largest part and of little use to a
-# fresh clone.
+# Our own target dir only grows (stale test binaries of every past change, incremental state): past
+# GREENBATCH_TARGET_MAX_GB (default 30) its build products are cleared, and a full rebuild follows,
+# so a long-lived CI cache cannot fill the disk. A target dir set by the user is never touched.
+# CI skips incremental state, the largest part and of little use to a fresh clone.
 max_gb="${GREENBATCH_TARGET_MAX_GB:-30}"
-if [ -d "$CARGO_TARGET_DIR" ]; then
-  used_gb=$(( $(du -sk "$CARGO_TARGET_DIR" | cut -f1) / 1024 / 1024 ))
+if [ "$CARGO_TARGET_DIR" = "$own_target" ] && [ -f "$own_target/CACHEDIR.TAG" ]; then
+  used_gb=$(( $(du -sk "$own_target" | cut -f1) / 1024 / 1024 ))
   if [ "$used_gb" -gt "$max_gb" ]; then
-    log "target dir $CARGO_TARGET_DIR holds ${used_gb} GB (> ${max_gb}): clearing it"
-    rm -rf "$CARGO_TARGET_DIR"
+    log "target dir $own_target holds ${used_gb} GB (> ${max_gb}): clearing its build products"
+    rm -rf "$own_target/debug" "$own_target/release"
   fi
 fi
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
