@@ -325,15 +325,32 @@ impl UseLeaves {
     }
 }
 
+/// A visitor that knows which module it is in.
+trait InModule {
+    fn current(&mut self) -> &mut ModulePath;
+}
+
+/// Visits an inline module's items as that module; an out-of-line one is a file of its own, read
+/// separately.
+fn visit_inline_module<'ast, V: Visit<'ast> + InModule>(v: &mut V, m: &'ast syn::ItemMod) {
+    if let Some((_, items)) = &m.content {
+        v.current().push(m.ident.to_string());
+        for item in items {
+            v.visit_item(item);
+        }
+        v.current().pop();
+    }
+}
+
+impl InModule for UseLeaves {
+    fn current(&mut self) -> &mut ModulePath {
+        &mut self.current
+    }
+}
+
 impl<'ast> Visit<'ast> for UseLeaves {
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        if let Some((_, items)) = &m.content {
-            self.current.push(m.ident.to_string());
-            for item in items {
-                self.visit_item(item);
-            }
-            self.current.pop();
-        }
+        visit_inline_module(self, m);
     }
 
     fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
@@ -439,16 +456,15 @@ impl References<'_> {
     }
 }
 
+impl InModule for References<'_> {
+    fn current(&mut self) -> &mut ModulePath {
+        &mut self.current
+    }
+}
+
 impl<'ast> Visit<'ast> for References<'_> {
     fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
-        // Out-of-line modules are files of their own, read separately.
-        if let Some((_, items)) = &m.content {
-            self.current.push(m.ident.to_string());
-            for item in items {
-                self.visit_item(item);
-            }
-            self.current.pop();
-        }
+        visit_inline_module(self, m);
     }
 
     // `pub(crate)`, `pub(super)`: who may see an item, not a reference to a module's items.
