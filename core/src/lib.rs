@@ -11,9 +11,11 @@
 //! - [`energy_model`]: what a batch size costs at a given arrival rate (idle vs. dynamic energy).
 //! - [`select`]: the selection policy: the least-energy configuration that meets the SLO, or the
 //!   closest one with a reason when none does.
+//! - [`exposition`]: the two Prometheus text formats (OpenMetrics, classic), and which to answer with.
 //! - [`serving_metrics`]: the contract of a serving runtime's `/metrics` (series names, a parser).
 
 pub mod energy_model;
+pub mod exposition;
 pub mod profile;
 pub mod select;
 pub mod serving_metrics;

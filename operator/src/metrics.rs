@@ -1,5 +1,7 @@
-//! Prometheus metrics of the operator, and an in-process reconcile counter per service (for tests
-//! and logs; not exported, to keep label cardinality bounded).
+//! Prometheus metrics of the operator: its own work (reconciles, errors, scrapes, leadership), and
+//! per service the numbers it decided from and on, read from the services' status at scrape time
+//! (one series per service and number, like kube-state-metrics; a deleted service's series go with
+//! it). The in-process reconcile counter per service is for tests and logs only.
 
 use greenbatch_crds::{InferenceService, Phase};
 use prometheus_client::encoding::text::encode;
@@ -10,9 +12,169 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 type Labels = Vec<(String, String)>;
+type FloatGauges = Family<Labels, Gauge<f64, AtomicU64>>;
+
+/// Per service: what the operator chose, and what it predicted and saw.
+#[derive(Default)]
+struct ServiceGauges {
+    batch_size: FloatGauges,
+    max_queue_delay: FloatGauges,
+    expected_latency: FloatGauges,
+    slo: FloatGauges,
+    joules: FloatGauges,
+    batch1_joules: FloatGauges,
+    predicted_joules_at_load: FloatGauges,
+    observed_joules: FloatGauges,
+    replicas: FloatGauges,
+}
+
+impl ServiceGauges {
+    fn register(&self, r: &mut Registry) {
+        let g = |r: &mut Registry, name: &str, help: &str, f: &FloatGauges| {
+            r.register(name, help, f.clone())
+        };
+        g(
+            r,
+            "service_batch_size",
+            "The batch size chosen for each service (its serving cap)",
+            &self.batch_size,
+        );
+        g(
+            r,
+            "service_max_queue_delay_seconds",
+            "The max queue delay chosen for each service",
+            &self.max_queue_delay,
+        );
+        g(
+            r,
+            "service_expected_latency_seconds",
+            "Latency at the SLO's percentile the profile predicts for the choice",
+            &self.expected_latency,
+        );
+        g(
+            r,
+            "service_slo_seconds",
+            "Each service's latency SLO, with its percentile",
+            &self.slo,
+        );
+        g(
+            r,
+            "service_joules_per_inference",
+            "Energy per inference the profile predicts for the choice (batches full)",
+            &self.joules,
+        );
+        g(
+            r,
+            "service_batch1_joules_per_inference",
+            "Energy per inference the profile measured at batch 1, for comparison",
+            &self.batch1_joules,
+        );
+        g(
+            r,
+            "service_predicted_joules_per_inference_at_observed_load",
+            "Energy per inference the energy model predicts at the load the pods saw",
+            &self.predicted_joules_at_load,
+        );
+        g(
+            r,
+            "service_observed_joules_per_inference",
+            "Energy per inference the serving pods measured (last observation window)",
+            &self.observed_joules,
+        );
+        g(
+            r,
+            "service_replicas",
+            "Replicas of each service: desired and ready",
+            &self.replicas,
+        );
+    }
+
+    fn clear(&self) {
+        for f in [
+            &self.batch_size,
+            &self.max_queue_delay,
+            &self.expected_latency,
+            &self.slo,
+            &self.joules,
+            &self.batch1_joules,
+            &self.predicted_joules_at_load,
+            &self.observed_joules,
+            &self.replicas,
+        ] {
+            f.clear();
+        }
+    }
+
+    fn describe(&self, s: &InferenceService) {
+        let id = vec![
+            (
+                "namespace".to_string(),
+                s.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            (
+                "name".to_string(),
+                s.metadata.name.clone().unwrap_or_default(),
+            ),
+        ];
+        let set = |f: &FloatGauges, labels: &Labels, v: Option<f64>| {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                f.get_or_create(labels).set(v);
+            }
+        };
+        let with = |k: &str, v: String| {
+            let mut l = id.clone();
+            l.push((k.to_string(), v));
+            l
+        };
+        set(
+            &self.slo,
+            &with("percentile", s.spec.slo.percentile.to_string()),
+            Some(s.spec.slo.latency_ms / 1000.0),
+        );
+        let Some(status) = s.status.as_ref() else {
+            return;
+        };
+        if let Some(sel) = &status.selected {
+            set(&self.batch_size, &id, Some(f64::from(sel.batch_size)));
+            set(
+                &self.max_queue_delay,
+                &id,
+                Some(sel.max_queue_delay_ms / 1000.0),
+            );
+            set(
+                &self.expected_latency,
+                &with("percentile", sel.percentile.to_string()),
+                Some(sel.expected_latency_ms / 1000.0),
+            );
+            set(&self.joules, &id, sel.joules_per_inference);
+            set(&self.batch1_joules, &id, sel.batch1_joules_per_inference);
+        }
+        if let Some(seen) = &status.observed {
+            set(
+                &self.predicted_joules_at_load,
+                &id,
+                seen.predicted_joules_per_inference,
+            );
+            set(&self.observed_joules, &id, seen.joules_per_inference);
+        }
+        if let Some(r) = &status.replicas {
+            set(
+                &self.replicas,
+                &with("state", "desired".into()),
+                Some(f64::from(r.desired)),
+            );
+            set(
+                &self.replicas,
+                &with("state", "ready".into()),
+                Some(f64::from(r.ready)),
+            );
+        }
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +184,7 @@ pub struct Metrics {
     services: Family<Labels, Gauge>,
     leading: Gauge,
     scrapes: Family<Labels, Counter>,
+    per_service_gauges: ServiceGauges,
     per_service: Mutex<HashMap<String, u64>>,
 }
 
@@ -86,7 +249,10 @@ impl Metrics {
             "Reads of serving pods' /metrics, by result (ok, failed)",
             scrapes.clone(),
         );
+        let per_service_gauges = ServiceGauges::default();
+        per_service_gauges.register(&mut registry);
         Metrics {
+            per_service_gauges,
             registry,
             leading,
             scrapes,
@@ -156,8 +322,13 @@ impl Metrics {
         .sum()
     }
 
-    /// Recounts services by phase from the controller's cache (at scrape time: always current).
-    pub fn count_phases(&self, services: &[std::sync::Arc<InferenceService>]) {
+    /// Recounts services by phase, and sets each service's numbers, from the controller's cache
+    /// (at scrape time: always current, and a deleted service has no series left).
+    pub fn refresh_services(&self, services: &[std::sync::Arc<InferenceService>]) {
+        self.per_service_gauges.clear();
+        for s in services {
+            self.per_service_gauges.describe(s);
+        }
         let mut counts: HashMap<&str, i64> = PHASES.iter().map(|p| (phase_name(*p), 0)).collect();
         counts.insert("None", 0);
         for s in services {
@@ -182,5 +353,68 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn service(name: &str, status: serde_json::Value) -> Arc<InferenceService> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "greenbatch.dev/v1alpha1", "kind": "InferenceService",
+                "metadata": {"name": name, "namespace": "vision"},
+                "spec": {"model": {"source": {"builtin": "resnet50"}, "input": {"shape": [3, 224, 224]}},
+                         "slo": {"latencyMs": 50, "percentile": 99}},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn each_service_s_decision_is_exported_and_goes_with_the_service() {
+        let m = Metrics::new();
+        let serving = service(
+            "resnet50",
+            serde_json::json!({
+                "phase": "Serving",
+                "selected": {"batchSize": 32, "maxQueueDelayMs": 8, "expectedLatencyMs": 31, "percentile": 99,
+                             "joulesPerInference": 0.084, "batch1JoulesPerInference": 0.594,
+                             "sloAttainable": true, "meter": "nvml-counter", "reason": "least energy"},
+                "replicas": {"desired": 2, "ready": 1},
+                "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12},
+            }),
+        );
+        let pending = service("new", serde_json::json!({}));
+        m.refresh_services(&[serving, pending.clone()]);
+        let text = m.encode();
+        let id = r#"namespace="vision",name="resnet50""#;
+        for want in [
+            format!("greenbatch_operator_service_batch_size{{{id}}} 32.0"),
+            format!("greenbatch_operator_service_max_queue_delay_seconds{{{id}}} 0.008"),
+            format!(
+                "greenbatch_operator_service_expected_latency_seconds{{{id},percentile=\"99\"}} 0.031"
+            ),
+            format!("greenbatch_operator_service_slo_seconds{{{id},percentile=\"99\"}} 0.05"),
+            format!("greenbatch_operator_service_joules_per_inference{{{id}}} 0.084"),
+            format!("greenbatch_operator_service_batch1_joules_per_inference{{{id}}} 0.594"),
+            format!(
+                "greenbatch_operator_service_predicted_joules_per_inference_at_observed_load{{{id}}} 0.12"
+            ),
+            format!("greenbatch_operator_service_observed_joules_per_inference{{{id}}} 0.13"),
+            format!("greenbatch_operator_service_replicas{{{id},state=\"desired\"}} 2.0"),
+            format!("greenbatch_operator_service_replicas{{{id},state=\"ready\"}} 1.0"),
+        ] {
+            assert!(text.contains(&want), "{want} missing in\n{text}");
+        }
+        // A service not decided on yet has only its SLO; nothing is made up for it.
+        assert!(text.contains(r#"greenbatch_operator_service_slo_seconds{namespace="vision",name="new",percentile="99"} 0.05"#));
+        assert!(!text.contains(r#"service_batch_size{namespace="vision",name="new"}"#));
+        // Deleted: its series go at the next refresh.
+        m.refresh_services(&[pending]);
+        assert!(!m.encode().contains("resnet50"), "{}", m.encode());
     }
 }

@@ -8,7 +8,7 @@ use crate::error::OperatorError;
 use crate::plot::{ServicePlotError, service_plot};
 use axum::Router;
 use axum::extract::{FromRef, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use greenbatch_crds::{EnergyProfile, InferenceService};
@@ -124,15 +124,12 @@ async fn plot(
     }
 }
 
-async fn metrics(State(op): State<Arc<Operator>>) -> impl IntoResponse {
-    op.metrics.count_phases(&op.services());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        op.metrics.encode(),
-    )
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
+async fn metrics(State(op): State<Arc<Operator>>, headers: HeaderMap) -> impl IntoResponse {
+    op.metrics.refresh_services(&op.services());
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (body, content_type) = greenbatch_core::exposition::negotiate(op.metrics.encode(), accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn readyz(State(op): State<Arc<Operator>>) -> impl IntoResponse {

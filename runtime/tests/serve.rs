@@ -147,32 +147,6 @@ async fn get(url: String) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Runs `promtool` with `args`, feeding `stdin`: `None` when it is not installed on a developer's
-/// machine (CI sets GREENBATCH_REQUIRE_PROMTOOL and must have it).
-fn promtool(args: &[&str], stdin: &str) -> Option<std::process::Output> {
-    match Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(mut p) => {
-            use std::io::Write;
-            p.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-            Some(p.wait_with_output().unwrap())
-        }
-        Err(_) if std::env::var("GREENBATCH_REQUIRE_PROMTOOL").is_err() => {
-            eprintln!(
-                "promtool not installed: `promtool {}` skipped",
-                args.join(" ")
-            );
-            None
-        }
-        Err(e) => panic!("promtool required but not runnable: {e}"),
-    }
-}
-
 /// The Grafana dashboard the chart ships (charts/greenbatch/dashboards/greenbatch.json) reads
 /// this server's series under names it exports, in PromQL that parses: a renamed series or a typo
 /// in a query fails here instead of drawing an empty panel.
@@ -215,7 +189,9 @@ fn dashboard_reads_these_series(metrics_text: &str) {
         json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
     )
     .unwrap();
-    if let Some(o) = promtool(&["check", "rules", file.path().to_str().unwrap()], "") {
+    if let Some(o) =
+        greenbatch_tests::tool::promtool(&["check", "rules", file.path().to_str().unwrap()], "")
+    {
         assert!(
             o.status.success(),
             "the dashboard's queries do not parse: {}{}",
@@ -484,7 +460,7 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     );
     assert!(metric(b, "greenbatch_executor_seconds_total{stage=\"forward\"}").await > 0.0);
     dashboard_reads_these_series(&text);
-    if let Some(o) = promtool(&["check", "metrics"], &text) {
+    if let Some(o) = greenbatch_tests::tool::promtool(&["check", "metrics"], &text) {
         assert!(
             o.status.success(),
             "promtool: {}{}",

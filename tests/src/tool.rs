@@ -91,3 +91,29 @@ pub(crate) async fn run_tool(
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// Runs `promtool` with `args`, feeding `stdin`: `None` when it is not installed on a developer's
+/// machine (CI sets GREENBATCH_REQUIRE_PROMTOOL and must have it).
+pub fn promtool(args: &[&str], stdin: &str) -> Option<std::process::Output> {
+    match std::process::Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut p) => {
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            Some(p.wait_with_output().unwrap())
+        }
+        Err(_) if std::env::var("GREENBATCH_REQUIRE_PROMTOOL").is_err() => {
+            eprintln!(
+                "promtool not installed: `promtool {}` skipped",
+                args.join(" ")
+            );
+            None
+        }
+        Err(e) => panic!("promtool required but not runnable: {e}"),
+    }
+}

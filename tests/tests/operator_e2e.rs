@@ -1207,7 +1207,28 @@ async fn operator_end_to_end() {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
         assert!(ok > 0.0, "no successful pod scrapes counted in\n{body}");
+        // What the operator decided for each service, beside what its pods measured.
+        for want in [
+            "greenbatch_operator_service_batch_size{namespace=\"e2e\",name=\"beta\"}",
+            "greenbatch_operator_service_slo_seconds{namespace=\"e2e\",name=\"beta\",percentile=\"95\"} 0.5",
+            "greenbatch_operator_service_replicas{namespace=\"e2e\",name=\"beta\",state=\"desired\"}",
+        ] {
+            assert!(body.contains(want), "{want} missing in\n{body}");
+        }
     }
+    if let Some(o) = greenbatch_tests::tool::promtool(&["check", "metrics"], &body) {
+        assert!(
+            o.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // A deleted service leaves no series behind.
+    assert!(
+        !body.contains("name=\"alpha\""),
+        "deleted alpha still has series in\n{body}"
+    );
     assert_eq!(
         http_get(addr.port(), "/healthz").await.map(|r| r.0),
         Ok(200)

@@ -209,13 +209,6 @@ impl Metrics {
         out
     }
 
-    /// The classic Prometheus text format (0.0.4), for scrapers and tools (promtool) that do not
-    /// negotiate OpenMetrics: counter families are named with their `_total` suffix and there is no
-    /// `# EOF` line.
-    pub fn encode_prometheus_text(&self) -> String {
-        to_prometheus_text(&self.encode())
-    }
-
     /// Adds the time since `since` to an executor stage.
     pub fn add_stage_time(&self, stage: &str, since: std::time::Instant) {
         self.executor_seconds
@@ -232,38 +225,6 @@ impl Metrics {
             })
             .inc();
     }
-}
-
-/// Converts OpenMetrics text to the classic Prometheus text format.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE ", "# UNIT "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if *prefix == "# UNIT " {
-                return Some(String::new());
-            }
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        match renamed {
-            Some(l) if l.is_empty() => continue,
-            Some(l) => out.push_str(&l),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 impl Default for Metrics {

@@ -208,21 +208,9 @@ async fn model_config_versioned(
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
 async fn metrics(State(app): AppState, headers: HeaderMap) -> Response {
-    let wants_openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/openmetrics-text"));
-    let (body, content_type) = if wants_openmetrics {
-        (
-            app.shared.metrics.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-    } else {
-        (
-            app.shared.metrics.encode_prometheus_text(),
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (body, content_type) =
+        greenbatch_core::exposition::negotiate(app.shared.metrics.encode(), accept);
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
