@@ -341,6 +341,8 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     {
         assert_eq!(&svc_labels[k], v, "ServiceMonitor selects by {k}");
     }
+    // The per-service series keep their own `namespace` label (not renamed exported_namespace).
+    assert_eq!(sm["spec"]["endpoints"][0]["honorLabels"], true);
     let pm = find(&docs, "PodMonitor", "greenbatch-runtime-serving");
     // Series carry the service they serve: the dashboard groups by it.
     assert_eq!(
@@ -648,11 +650,26 @@ async fn assert_crds_exist(crds: &Api<CustomResourceDefinition>, when: &str) {
     }
 }
 
-/// The operator's metrics once it has counted one of everything (an error, a pod scrape).
+/// The operator's metrics once it has counted one of everything (an error, a pod scrape) and
+/// decided for a service that serves and was observed.
 fn busy_operator_metrics() -> String {
     let m = greenbatch_operator::metrics::Metrics::new();
     m.reconciled("ns/svc", Duration::from_millis(5), Some("Job"));
     m.scraped(1, 1);
+    let decided: greenbatch_crds::InferenceService = serde_json::from_value(json!({
+        "apiVersion": "greenbatch.dev/v1alpha1", "kind": "InferenceService",
+        "metadata": {"name": "svc", "namespace": "ns"},
+        "spec": {"model": {"source": {"builtin": "resnet50"}, "input": {"shape": [3, 224, 224]}},
+                 "slo": {"latencyMs": 50}},
+        "status": {"phase": "Serving",
+            "selected": {"batchSize": 32, "maxQueueDelayMs": 8, "expectedLatencyMs": 31, "percentile": 99,
+                         "joulesPerInference": 0.084, "batch1JoulesPerInference": 0.594,
+                         "sloAttainable": true, "meter": "nvml-counter", "reason": "r"},
+            "replicas": {"desired": 2, "ready": 2},
+            "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12}},
+    }))
+    .expect("an InferenceService");
+    m.refresh_services(&[std::sync::Arc::new(decided)]);
     m.encode()
 }
 
