@@ -400,9 +400,6 @@ async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Actio
     {
         f.remove(&key);
     }
-    if let Some(store) = ctx.operator.store.get() {
-        ctx.operator.metrics.refresh_services(&store.state());
-    }
     result
 }
 

@@ -39,8 +39,8 @@ impl ServiceGauges {
         };
         g(
             r,
-            "service_batch_size",
-            "The batch size chosen for each service (its serving cap)",
+            "service_max_batch_size",
+            "The batch size chosen for each service: its pods' batch cap",
             &self.batch_size,
         );
         g(
@@ -185,6 +185,9 @@ pub struct Metrics {
     leading: Gauge,
     scrapes: Family<Labels, Counter>,
     per_service_gauges: ServiceGauges,
+    /// One scrape at a time rebuilds and encodes the per-service series: two at once would see
+    /// each other's half-rebuilt families.
+    rendering: Mutex<()>,
     per_service: Mutex<HashMap<String, u64>>,
 }
 
@@ -253,6 +256,7 @@ impl Metrics {
         per_service_gauges.register(&mut registry);
         Metrics {
             per_service_gauges,
+            rendering: Mutex::new(()),
             registry,
             leading,
             scrapes,
@@ -322,9 +326,16 @@ impl Metrics {
         .sum()
     }
 
-    /// Recounts services by phase, and sets each service's numbers, from the controller's cache
-    /// (at scrape time: always current, and a deleted service has no series left).
-    pub fn refresh_services(&self, services: &[std::sync::Arc<InferenceService>]) {
+    /// The exposition for a scrape: services counted by phase and each service's numbers, rebuilt
+    /// from the controller's cache (always current, and a deleted service has no series left),
+    /// then everything encoded, one scrape at a time.
+    pub fn render(&self, services: &[std::sync::Arc<InferenceService>]) -> String {
+        let _one_at_a_time = self.rendering.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_services(services);
+        self.encode()
+    }
+
+    fn refresh_services(&self, services: &[std::sync::Arc<InferenceService>]) {
         self.per_service_gauges.clear();
         for s in services {
             self.per_service_gauges.describe(s);
@@ -347,7 +358,7 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text of everything as it stands (`render` for a scrape).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -389,11 +400,10 @@ mod tests {
             }),
         );
         let pending = service("new", serde_json::json!({}));
-        m.refresh_services(&[serving, pending.clone()]);
-        let text = m.encode();
+        let text = m.render(&[serving, pending.clone()]);
         let id = r#"namespace="vision",name="resnet50""#;
         for want in [
-            format!("greenbatch_operator_service_batch_size{{{id}}} 32.0"),
+            format!("greenbatch_operator_service_max_batch_size{{{id}}} 32.0"),
             format!("greenbatch_operator_service_max_queue_delay_seconds{{{id}}} 0.008"),
             format!(
                 "greenbatch_operator_service_expected_latency_seconds{{{id},percentile=\"99\"}} 0.031"
@@ -412,9 +422,9 @@ mod tests {
         }
         // A service not decided on yet has only its SLO; nothing is made up for it.
         assert!(text.contains(r#"greenbatch_operator_service_slo_seconds{namespace="vision",name="new",percentile="99"} 0.05"#));
-        assert!(!text.contains(r#"service_batch_size{namespace="vision",name="new"}"#));
+        assert!(!text.contains(r#"service_max_batch_size{namespace="vision",name="new"}"#));
         // Deleted: its series go at the next refresh.
-        m.refresh_services(&[pending]);
-        assert!(!m.encode().contains("resnet50"), "{}", m.encode());
+        let after = m.render(&[pending]);
+        assert!(!after.contains("resnet50"), "{after}");
     }
 }

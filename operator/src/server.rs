@@ -126,9 +126,9 @@ async fn plot(
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
 async fn metrics(State(op): State<Arc<Operator>>, headers: HeaderMap) -> impl IntoResponse {
-    op.metrics.refresh_services(&op.services());
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (body, content_type) = greenbatch_core::exposition::negotiate(op.metrics.encode(), accept);
+    let (body, content_type) =
+        greenbatch_core::exposition::negotiate(op.metrics.render(&op.services()), accept);
     ([(header::CONTENT_TYPE, content_type)], body)
 }
 

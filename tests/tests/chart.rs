@@ -669,8 +669,7 @@ fn busy_operator_metrics() -> String {
             "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12}},
     }))
     .expect("an InferenceService");
-    m.refresh_services(&[std::sync::Arc::new(decided)]);
-    m.encode()
+    m.render(&[std::sync::Arc::new(decided)])
 }
 
 fn free_port() -> u16 {

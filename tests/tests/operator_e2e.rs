@@ -1209,13 +1209,15 @@ async fn operator_end_to_end() {
         assert!(ok > 0.0, "no successful pod scrapes counted in\n{body}");
         // What the operator decided for each service, beside what its pods measured.
         for want in [
-            "greenbatch_operator_service_batch_size{namespace=\"e2e\",name=\"beta\"}",
-            "greenbatch_operator_service_slo_seconds{namespace=\"e2e\",name=\"beta\",percentile=\"95\"} 0.5",
+            "greenbatch_operator_service_max_batch_size{namespace=\"e2e\",name=\"beta\"}",
             "greenbatch_operator_service_replicas{namespace=\"e2e\",name=\"beta\",state=\"desired\"}",
         ] {
             assert!(body.contains(want), "{want} missing in\n{body}");
         }
     }
+    // From the spec: there whether or not the service serves.
+    let slo = "greenbatch_operator_service_slo_seconds{namespace=\"e2e\",name=\"beta\",percentile=\"95\"} 0.5";
+    assert!(body.contains(slo), "{slo} missing in\n{body}");
     if let Some(o) = greenbatch_tests::tool::promtool(&["check", "metrics"], &body) {
         assert!(
             o.status.success(),
