@@ -147,6 +147,8 @@ impl Agent {
         }
         let ip = addr.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string());
         cmd.env("GREENBATCH_METER", "synthetic")
+            // A serving pod that cannot load its model exits after reporting it (30 s by default).
+            .env("GREENBATCH_EXIT_AFTER_LOAD_FAILURE_SECONDS", "1")
             .env("GREENBATCH_THREADS", "1")
             .env("GREENBATCH_BIND", &ip);
         if let Some(addr) = addr {
@@ -1044,6 +1046,37 @@ async fn operator_end_to_end() {
         "{:?}",
         kept.message
     );
+    if serve_supported {
+        // Scenario 4b: one more replica of delta cannot load the removed file: its pod exits with
+        // code 3 and the Ready condition says so, while the first pod serves on.
+        let replicas = serde_json::json!({"spec": {"replicas": {"min": 2, "max": 2}}});
+        services
+            .patch("delta", &PatchParams::default(), &Patch::Merge(&replicas))
+            .await
+            .expect("scale delta");
+        let delta = wait_service(
+            &services,
+            "delta",
+            "delta's new pod failing, said in its Ready condition",
+            Duration::from_secs(90),
+            |is| condition_message(is, "Ready").contains("a serving pod failed"),
+        )
+        .await;
+        let ready = condition_message(&delta, "Ready");
+        say(&format!("delta: {ready}"));
+        assert!(
+            ready.starts_with("True/")
+                && ready.contains("1/2 replicas ready")
+                && ready.contains("exit code 3 (model file missing)")
+                && ready.contains("cannot read model file"),
+            "{ready}"
+        );
+        let one = serde_json::json!({"spec": {"replicas": {"min": 1, "max": 1}}});
+        services
+            .patch("delta", &PatchParams::default(), &Patch::Merge(&one))
+            .await
+            .expect("scale delta back");
+    }
 
     // Scenario 5: a failing profiling pod (missing model file: exit code 3) surfaces its reason.
     services
