@@ -151,20 +151,31 @@ pub async fn install(cluster: &TestCluster, values: &serde_json::Value) -> Resul
     apply(cluster, "install", values, &[]).await
 }
 
-/// The queries (`expr`) of the chart's Grafana dashboard, `dashboards/greenbatch.json`.
+/// The PromQL of the chart's Grafana dashboard, `dashboards/greenbatch.json`: every panel's queries
+/// (`expr`) and the variables' `query_result(…)` queries.
 pub fn dashboard_queries() -> Vec<String> {
     let path = chart_dir().join("dashboards/greenbatch.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let dashboard: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    dashboard["panels"]
+    let panels = dashboard["panels"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .filter_map(|t| t["expr"].as_str().map(String::from))
-        .collect()
+        .filter_map(|t| t["expr"].as_str().map(String::from));
+    // The variables' `query_result(<PromQL>)` lists hold PromQL too.
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v["query"]["query"].as_str())
+        .filter_map(|q| q.strip_prefix("query_result(")?.strip_suffix(')'))
+        .map(String::from)
+        .collect::<Vec<_>>();
+    panels.chain(variables).collect()
 }
 
 /// The label the PodMonitor gives serving series (the pod label `greenbatch.dev/inference-service`).
