@@ -19,6 +19,12 @@ pub const LATENCY_BUCKET: &str = "greenbatch_request_duration_seconds_bucket";
 pub const MAX_BATCH: &str = "greenbatch_max_batch_size";
 /// The max queue delay the server runs now, seconds.
 pub const MAX_DELAY: &str = "greenbatch_max_queue_delay_seconds";
+/// Batches the server's model ran.
+pub const BATCHES: &str = "greenbatch_batches_total";
+/// Time the server's model thread spent per stage (label `stage`; `forward` is the model's run).
+pub const EXECUTOR_SECONDS: &str = "greenbatch_executor_seconds_total";
+/// Rows added to batches to reach a warmed-up shape (so batches ran at (items + padding) rows).
+pub const PADDING_ITEMS: &str = "greenbatch_padding_items_total";
 
 /// The counters and gauges of one server at one moment.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +43,12 @@ pub struct ServerCounters {
     pub latency_buckets: Vec<(f64, f64)>,
     pub max_batch_size: Option<f64>,
     pub max_queue_delay_seconds: Option<f64>,
+    /// Batches run; `None` from a server that does not count them.
+    pub batches: Option<f64>,
+    /// Seconds the model spent running those batches (the `forward` stage).
+    pub forward_seconds: Option<f64>,
+    /// Padding rows those batches ran with.
+    pub padding_items: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -68,7 +80,7 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
         })
 }
 
-const WANTED: [&str; 8] = [
+const WANTED: [&str; 11] = [
     REQUESTS,
     INFERENCES,
     REQUESTED_ITEMS,
@@ -77,13 +89,16 @@ const WANTED: [&str; 8] = [
     LATENCY_BUCKET,
     MAX_BATCH,
     MAX_DELAY,
+    BATCHES,
+    EXECUTOR_SECONDS,
+    PADDING_ITEMS,
 ];
 
 /// Reads the series above from a classic Prometheus text exposition. Other series are skipped
 /// whatever they hold; a series of ours with a value that is not a count is an error naming the
 /// line. Several series of one name (labels) are summed — per bound for histogram buckets.
 pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
-    let mut sums: [Option<f64>; 8] = [None; 8];
+    let mut sums: [Option<f64>; 11] = [None; 11];
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -133,6 +148,8 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
                 Some(bucket) => bucket.1 += value,
                 None => buckets.push((le, value)),
             }
+        } else if name == EXECUTOR_SECONDS && label(labels, "stage") != Some("forward") {
+            continue;
         } else {
             *sums[slot].get_or_insert(0.0) += value;
         }
@@ -147,6 +164,9 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         _,
         max_batch,
         max_delay,
+        batches,
+        forward,
+        padding,
     ] = sums;
     Ok(ServerCounters {
         // A server that has answered nothing yet exposes no requests series.
@@ -158,6 +178,9 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         latency_buckets: buckets,
         max_batch_size: max_batch,
         max_queue_delay_seconds: max_delay,
+        batches,
+        forward_seconds: forward,
+        padding_items: padding,
     })
 }
 
@@ -212,6 +235,22 @@ mod tests {
         // requested items.
         let fresh = parse("greenbatch_inferences_total 0").unwrap();
         assert_eq!((fresh.requests, fresh.requested_items), (0.0, None));
+    }
+
+    #[test]
+    fn the_model_s_own_time_is_the_forward_stage_only() {
+        let text = "greenbatch_inferences_total 90\ngreenbatch_batches_total 30\ngreenbatch_padding_items_total 6\ngreenbatch_executor_seconds_total{stage=\"assemble\"} 0.5\ngreenbatch_executor_seconds_total{stage=\"forward\"} 1.5\ngreenbatch_executor_seconds_total{stage=\"respond\"} 0.25\n";
+        let c = parse(text).unwrap();
+        assert_eq!(
+            (c.batches, c.forward_seconds, c.padding_items),
+            (Some(30.0), Some(1.5), Some(6.0))
+        );
+        // An older runtime without these series: none, not zero.
+        let c = parse("greenbatch_inferences_total 1\n").unwrap();
+        assert_eq!(
+            (c.batches, c.forward_seconds, c.padding_items),
+            (None, None, None)
+        );
     }
 
     #[test]

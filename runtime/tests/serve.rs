@@ -459,6 +459,13 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
         (Some(8.0), Some(0.02))
     );
     assert!(metric(b, "greenbatch_executor_seconds_total{stage=\"forward\"}").await > 0.0);
+    // The model's own time per batch, which the operator holds against the profile.
+    assert!(
+        c.batches.is_some_and(|n| n >= 1.0 && n <= c.inferences)
+            && c.forward_seconds.is_some_and(|s| s > 0.0)
+            && c.padding_items == Some(0.0),
+        "{c:?}"
+    );
     dashboard_reads_these_series(&text);
     if let Some(o) = greenbatch_tests::tool::promtool(&["check", "metrics"], &text) {
         assert!(
