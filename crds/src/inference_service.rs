@@ -69,9 +69,10 @@ pub struct InferenceServiceSpec {
     pub replicas: ReplicasSpec,
     #[serde(default)]
     pub profiling: ProfilingSpec,
-    /// What to do when the serving pods' joules per inference stay 2x off the profile's prediction
-    /// (`status.observed`): `Event` (default) warns; `Reprofile` also measures the model again,
-    /// at most once a day (docs/operator.md, "Drift").
+    /// What to do when what the serving pods measure stays 2x off the profile's prediction — their
+    /// joules per inference, or their model's time per batch (`status.observed`): `Event`
+    /// (default) warns; `Reprofile` also measures the model again, at most once a day
+    /// (docs/operator.md, "Drift").
     #[serde(default)]
     pub on_drift: DriftAction,
 }
@@ -364,6 +365,18 @@ pub struct ObservedServing {
     /// The max queue delay the pods run now (mean over pods), adapted to the rate they see.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_queue_delay_ms: Option<f64>,
+    /// The model's own time per batch in the pods (their `forward` stage), over the window's
+    /// batches; absent below 20 batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ms_per_batch: Option<f64>,
+    /// The rows per batch those batches ran with (items plus padding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_batch_size: Option<f64>,
+    /// The profile's median latency at that batch size (interpolated between the sizes it
+    /// measured): when the two part by 2x the profile no longer describes the hardware — a
+    /// `PredictionDrift` Event, measured with or without an energy meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_forward_ms_per_batch: Option<f64>,
     /// Serving pods measured (both scrapes answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<u32>,

@@ -53,6 +53,12 @@ pub struct LoadObservation {
     pub max_batch_size: Option<u32>,
     /// Their mean max queue delay at the window's end.
     pub max_queue_delay_ms: Option<f64>,
+    /// The model's own time per batch (the runtime's `forward` stage), milliseconds, over the
+    /// window's batches; `None` below [`MIN_BATCHES_FOR_FORWARD_TIME`] batches (too few for a mean
+    /// worth comparing) or from a runtime that does not export it.
+    pub forward_ms_per_batch: Option<f64>,
+    /// Rows per batch those batches ran with (items plus padding): where to read the profile.
+    pub run_batch_size: Option<f64>,
     /// Pods in both snapshots whose counters did not go back.
     pub pods: u32,
     /// The pods' mean time between their two reads.
@@ -61,6 +67,9 @@ pub struct LoadObservation {
     /// whole service's. Otherwise it covers only part of the traffic (a lower bound).
     pub complete: bool,
 }
+
+/// Fewer batches than this in a window say too little about the model's time per batch.
+pub const MIN_BATCHES_FOR_FORWARD_TIME: f64 = 20.0;
 
 fn went_back(before: &ServerCounters, after: &ServerCounters) -> bool {
     after.requests < before.requests
@@ -86,6 +95,8 @@ pub fn observe(
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let (mut pods, mut window) = (0u32, 0.0);
     let (mut cap, mut delays) = (None::<f64>, Vec::new());
+    // The model's time and the rows it ran, over the pods that export them.
+    let (mut batches, mut forward_seconds, mut rows) = (0.0, 0.0, 0.0);
     for (key, now) in &after.pods {
         let Some(then) = before.pods.get(key) else {
             continue;
@@ -132,6 +143,16 @@ pub fn observe(
                 None => buckets.push((le, delta)),
             }
         }
+        if let (Some(ab), Some(bb), Some(af), Some(bf)) =
+            (a.batches, b.batches, a.forward_seconds, b.forward_seconds)
+            && ab >= bb
+            && af >= bf
+        {
+            batches += ab - bb;
+            forward_seconds += af - bf;
+            let padding = a.padding_items.unwrap_or(0.0) - b.padding_items.unwrap_or(0.0);
+            rows += served + padding.max(0.0);
+        }
         if let Some(c) = a.max_batch_size {
             cap = Some(cap.map_or(c, |m| m.max(c)));
         }
@@ -157,6 +178,9 @@ pub fn observe(
         max_batch_size: cap.map(|c| c.round().clamp(0.0, f64::from(u32::MAX)) as u32),
         max_queue_delay_ms: (!delays.is_empty())
             .then(|| 1000.0 * delays.iter().sum::<f64>() / delays.len() as f64),
+        forward_ms_per_batch: (batches >= MIN_BATCHES_FOR_FORWARD_TIME)
+            .then(|| 1000.0 * forward_seconds / batches),
+        run_batch_size: (batches >= MIN_BATCHES_FOR_FORWARD_TIME).then(|| rows / batches),
         pods,
         window_seconds: window / f64::from(pods),
         complete: pods as usize == after.pods.len()

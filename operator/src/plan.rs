@@ -8,8 +8,8 @@ use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::sizing::{
-    ReplicaDecision, drift_note, drift_ratio, observed_serving, past_capacity, predicted_joules,
-    previous_observation, replicas_for, slo_note,
+    ReplicaDecision, drift, drift_note, observed_serving, past_capacity, predicted_forward_ms,
+    predicted_joules, previous_observation, replicas_for, slo_note,
 };
 use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
@@ -582,6 +582,9 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     {
                         seen.predicted_joules_per_inference =
                             predicted_joules(table, valid.spec.slo.percentile(), load);
+                        seen.predicted_forward_ms_per_batch = load
+                            .run_batch_size
+                            .and_then(|rows| predicted_forward_ms(table, rows));
                         seen.profile_measured_at = observed
                             .profile
                             .as_ref()
@@ -606,12 +609,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             && load.complete
                             && reprofiling.is_none()
                             && planned_profile.is_none()
-                            && let Some(ratio) = drift_ratio(seen)
+                            && let Some(drifted) = drift(seen)
                             && previous
                                 .filter(|before| {
                                     before.profile_measured_at == seen.profile_measured_at
                                 })
-                                .and_then(drift_ratio)
+                                .and_then(drift)
                                 .is_some()
                             && let Some(profile) = observed.profile.as_ref()
                             && let Some(token) = drift_token(profile, now)
@@ -630,8 +633,9 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                 warning: false,
                                 reason: "ReprofilingOnDrift",
                                 note: format!(
-                                    "joules per inference have stayed {}x the prediction for two observations: measuring EnergyProfile {profile_name} again with Job {job} (spec.onDrift: Reprofile, token {token}); serving goes on from the current table meanwhile",
-                                    resources::fmt_num(ratio)
+                                    "{} has stayed {}x the prediction for two observations: measuring EnergyProfile {profile_name} again with Job {job} (spec.onDrift: Reprofile, token {token}); serving goes on from the current table meanwhile",
+                                    drifted.what(),
+                                    resources::fmt_num(drifted.ratio())
                                 ),
                             });
                         }

@@ -26,6 +26,10 @@ pub fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         latency_p99_ms: load.latency_p99_ms,
         max_batch_size: load.max_batch_size,
         max_queue_delay_ms: load.max_queue_delay_ms,
+        forward_ms_per_batch: load.forward_ms_per_batch,
+        run_batch_size: load.run_batch_size,
+        // Filled in once the profile is known (see `predicted_forward_ms`).
+        predicted_forward_ms_per_batch: None,
         pods: Some(load.pods),
         window_seconds: Some(load.window_seconds),
         observed_at: Some(now.to_string()),
@@ -69,15 +73,84 @@ pub fn previous_observation<'a>(
 /// How many observe intervals back "the window before" may lie (reconciles run late, not early).
 const PREVIOUS_WINDOWS: f64 = 2.5;
 
-/// Observed over predicted joules per inference, when they part by more than `DRIFT_FACTOR`.
-pub fn drift_ratio(seen: &ObservedServing) -> Option<f64> {
-    let (measured, predicted) = (
-        seen.joules_per_inference?,
-        seen.predicted_joules_per_inference?,
-    );
+/// What parted from the profile, and by how much (observed over predicted).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Drift {
+    /// Joules per inference (needs an energy meter).
+    Energy(f64),
+    /// The model's own time per batch (needs none): another GPU than profiled, a throttled or
+    /// shared one, another driver.
+    ModelTime(f64),
+}
+
+impl Drift {
+    pub fn ratio(self) -> f64 {
+        match self {
+            Drift::Energy(r) | Drift::ModelTime(r) => r,
+        }
+    }
+
+    /// What drifted, as a note says it.
+    pub fn what(self) -> &'static str {
+        match self {
+            Drift::Energy(_) => "joules per inference",
+            Drift::ModelTime(_) => "the model's time per batch",
+        }
+    }
+}
+
+/// The model's time per batch drifts only when it is also this far off the profile, in ms.
+pub const MODEL_TIME_DRIFT_MIN_MS: f64 = 1.0;
+
+/// Measured over predicted, when they part by more than `DRIFT_FACTOR`.
+fn out_of_band(measured: f64, predicted: f64) -> Option<f64> {
     let ratio = measured / predicted;
     (predicted > 0.0 && ratio.is_finite() && !(1.0 / DRIFT_FACTOR..=DRIFT_FACTOR).contains(&ratio))
         .then_some(ratio)
+}
+
+/// What the pods measured that parts from the profile by more than `DRIFT_FACTOR`: energy per
+/// inference first, else the model's time per batch.
+pub fn drift(seen: &ObservedServing) -> Option<Drift> {
+    let energy = || {
+        out_of_band(
+            seen.joules_per_inference?,
+            seen.predicted_joules_per_inference?,
+        )
+        .map(Drift::Energy)
+    };
+    let time = || {
+        let (measured, predicted) = (
+            seen.forward_ms_per_batch?,
+            seen.predicted_forward_ms_per_batch?,
+        );
+        // A sub-millisecond model pays a fixed cost per call in a server that its profile's
+        // back-to-back runs do not (cold caches between requests): a ratio alone would call that
+        // drift.
+        if (measured - predicted).abs() < MODEL_TIME_DRIFT_MIN_MS {
+            return None;
+        }
+        out_of_band(measured, predicted).map(Drift::ModelTime)
+    };
+    energy().or_else(time)
+}
+
+/// The profile's median latency of one batch of `rows` (fractional: a mean), interpolated linearly
+/// between the two sizes it measured around it; `None` outside the sizes it measured.
+pub fn predicted_forward_ms(table: &ProfileTable, rows: f64) -> Option<f64> {
+    let mut measured: Vec<(f64, f64)> = table
+        .rows
+        .iter()
+        .map(|r| (f64::from(r.batch_size), r.latency_ms.p50))
+        .collect();
+    measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some(&(_, ms)) = measured.iter().find(|(b, _)| *b == rows) {
+        return Some(ms);
+    }
+    measured.windows(2).find_map(|pair| {
+        let ((b0, t0), (b1, t1)) = (pair[0], pair[1]);
+        (b0 < rows && rows < b1).then(|| t0 + (t1 - t0) * (rows - b0) / (b1 - b0))
+    })
 }
 
 /// The Event note when observation and prediction have just parted (not on every window after).
@@ -88,25 +161,34 @@ pub fn drift_note(
     profile: &str,
     reprofiles_on_drift: bool,
 ) -> Option<String> {
-    let ratio = drift_ratio(seen)?;
-    if before.and_then(drift_ratio).is_some() {
+    let drifted = drift(seen)?;
+    if before.and_then(drift).is_some() {
         return None;
     }
-    Some(format!(
-        "observed {} J/inference serving {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({}x): the profile may no longer describe this model or hardware; {}",
-        resources::fmt_num(seen.joules_per_inference?),
-        fmt_rate(load.served_per_second),
-        load.pods,
-        load.max_batch_size?,
-        resources::fmt_num(load.max_queue_delay_ms?),
-        resources::fmt_num(seen.predicted_joules_per_inference?),
-        resources::fmt_num(ratio),
-        if reprofiles_on_drift {
-            "spec.onDrift: Reprofile measures again if the next observation drifts too".to_string()
-        } else {
-            format!("set a new {REPROFILE_ANNOTATION} token to measure again")
-        },
-    ))
+    let next = if reprofiles_on_drift {
+        "spec.onDrift: Reprofile measures again if the next observation drifts too".to_string()
+    } else {
+        format!("set a new {REPROFILE_ANNOTATION} token to measure again")
+    };
+    let ratio = resources::fmt_num(drifted.ratio());
+    Some(match drifted {
+        Drift::Energy(_) => format!(
+            "observed {} J/inference serving {} inferences/s on {} pod(s) (batch cap {}, max queue delay {} ms); EnergyProfile {profile} predicts {} ({ratio}x): the profile may no longer describe this model or hardware; {next}",
+            resources::fmt_num(seen.joules_per_inference?),
+            fmt_rate(load.served_per_second),
+            load.pods,
+            load.max_batch_size?,
+            resources::fmt_num(load.max_queue_delay_ms?),
+            resources::fmt_num(seen.predicted_joules_per_inference?),
+        ),
+        Drift::ModelTime(_) => format!(
+            "the model ran {} ms per batch of {} rows on {} pod(s); EnergyProfile {profile} measured {} ms at that size ({ratio}x): the profile may no longer describe this hardware (another GPU, a throttled or shared one, another driver); {next}",
+            resources::fmt_num(seen.forward_ms_per_batch?),
+            resources::fmt_num(seen.run_batch_size?),
+            load.pods,
+            resources::fmt_num(seen.predicted_forward_ms_per_batch?),
+        ),
+    })
 }
 
 /// The Event note when the observed latency at the SLO's percentile has just gone over the SLO
@@ -290,5 +372,76 @@ pub fn replicas_for(
             kept,
             format!("{kept} (spec.replicas.min) until a load is observed"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greenbatch_core::{BatchRow, LatencyMs, MeterKind};
+
+    fn table(rows: &[(u32, f64)]) -> ProfileTable {
+        ProfileTable {
+            meter: MeterKind::None,
+            meter_note: None,
+            idle_watts: None,
+            rows: rows
+                .iter()
+                .map(|&(b, p50)| BatchRow {
+                    batch_size: b,
+                    latency_ms: LatencyMs {
+                        p50,
+                        p95: p50,
+                        p99: None,
+                    },
+                    throughput_per_second: f64::from(b) / p50 * 1000.0,
+                    avg_watts: None,
+                    joules_per_inference: None,
+                    joules_spread: None,
+                    windows: 5,
+                })
+                .collect(),
+            skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn the_profile_s_time_per_batch_is_read_between_the_sizes_it_measured() {
+        let t = table(&[(8, 3.0), (1, 2.0), (32, 6.0)]);
+        assert_eq!(predicted_forward_ms(&t, 8.0), Some(3.0));
+        assert_eq!(predicted_forward_ms(&t, 4.5), Some(2.5));
+        assert_eq!(predicted_forward_ms(&t, 20.0), Some(4.5));
+        // Outside what was measured: no guess.
+        assert_eq!(predicted_forward_ms(&t, 0.5), None);
+        assert_eq!(predicted_forward_ms(&t, 64.0), None);
+    }
+
+    #[test]
+    fn energy_drift_is_named_first_and_time_drift_needs_no_meter() {
+        let seen = |j: Option<f64>, ms: Option<f64>| ObservedServing {
+            joules_per_inference: j,
+            predicted_joules_per_inference: Some(1.0),
+            forward_ms_per_batch: ms,
+            predicted_forward_ms_per_batch: Some(10.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            drift(&seen(Some(3.0), Some(30.0))),
+            Some(Drift::Energy(3.0))
+        );
+        assert_eq!(drift(&seen(None, Some(30.0))), Some(Drift::ModelTime(3.0)));
+        assert_eq!(
+            drift(&seen(Some(1.5), Some(4.0))),
+            Some(Drift::ModelTime(0.4))
+        );
+        assert_eq!(drift(&seen(Some(1.5), Some(15.0))), None);
+        assert_eq!(drift(&seen(None, None)), None);
+        // 25x, but half a millisecond: the per-call cost of a tiny model, not another GPU.
+        let tiny = ObservedServing {
+            forward_ms_per_batch: Some(0.52),
+            predicted_forward_ms_per_batch: Some(0.021),
+            ..Default::default()
+        };
+        assert_eq!(drift(&tiny), None);
     }
 }

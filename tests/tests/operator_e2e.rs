@@ -547,6 +547,17 @@ async fn scale_with_observed_load(
         "{seen:?}"
     );
     assert!(seen.latency_p99_ms.is_some_and(|ms| ms > 0.0), "{seen:?}");
+    // The model's own time per batch (when the window held 20 batches or more: this test's
+    // windows are 1 s), beside what the profile measured at that batch size.
+    if seen.forward_ms_per_batch.is_some() {
+        assert!(
+            seen.run_batch_size.is_some_and(|b| b >= 1.0)
+                && seen
+                    .predicted_forward_ms_per_batch
+                    .is_some_and(|ms| ms > 0.0),
+            "{seen:?}"
+        );
+    }
     // Refusals shown (none at this rate), and which table the prediction is against.
     assert_eq!(seen.refused_per_second, Some(0.0), "{seen:?}");
     assert!(seen.profile_measured_at.is_some(), "{seen:?}");
@@ -1218,6 +1229,11 @@ async fn operator_end_to_end() {
                 "no {want} Event among {reasons:?}"
             );
         }
+        // The pods ran what the profile measured, on the same machine: no drift was reported.
+        assert!(
+            !reasons.iter().any(|r| r == "PredictionDrift"),
+            "a PredictionDrift Event among {reasons:?}"
+        );
     }
 
     // Metrics over HTTP.

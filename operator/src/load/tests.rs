@@ -12,6 +12,9 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> ServerCounter
         latency_buckets: buckets.to_vec(),
         max_batch_size: Some(32.0),
         max_queue_delay_seconds: Some(requests / 1e5),
+        batches: None,
+        forward_seconds: None,
+        padding_items: None,
     }
 }
 
@@ -255,4 +258,42 @@ fn only_running_ready_pods_with_an_ip_are_scraped_keyed_by_uid_and_restarts() {
             },
         ]
     );
+}
+
+#[test]
+fn the_model_s_time_per_batch_and_the_rows_it_ran() {
+    let timed = |requests: f64, batches: f64, forward: f64, padding: f64| ServerCounters {
+        batches: Some(batches),
+        forward_seconds: Some(forward),
+        padding_items: Some(padding),
+        ..counters(requests, 0.0, &[])
+    };
+    // Pod a ran 40 batches of 200 items plus 40 padding rows in 2 s of model time; pod b is an
+    // older runtime that does not say.
+    let before = snapshot(
+        0.0,
+        &[
+            ("a", timed(0.0, 0.0, 0.0, 0.0)),
+            ("b", counters(0.0, 0.0, &[])),
+        ],
+    );
+    let after = snapshot(
+        10.0,
+        &[
+            ("a", timed(100.0, 40.0, 2.0, 40.0)),
+            ("b", counters(50.0, 0.0, &[])),
+        ],
+    );
+    let o = observe(&before, &after, 0.0).unwrap();
+    assert_eq!(o.forward_ms_per_batch, Some(50.0));
+    assert_eq!(o.run_batch_size, Some(6.0));
+    // Ten batches are too few to hold against the profile.
+    let quiet = snapshot(10.0, &[("a", timed(25.0, 10.0, 0.5, 0.0))]);
+    let o = observe(
+        &snapshot(0.0, &[("a", timed(0.0, 0.0, 0.0, 0.0))]),
+        &quiet,
+        0.0,
+    )
+    .unwrap();
+    assert_eq!((o.forward_ms_per_batch, o.run_batch_size), (None, None));
 }

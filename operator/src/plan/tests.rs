@@ -577,6 +577,8 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         latency_buckets: vec![],
         max_batch_size: Some(32),
         max_queue_delay_ms: Some(3.5),
+        forward_ms_per_batch: None,
+        run_batch_size: None,
         pods: 1,
         window_seconds: 30.0,
         complete,
@@ -1263,5 +1265,79 @@ fn a_new_token_waits_for_the_measurement_running() {
     assert_eq!(
         a[PROFILING_JOB_ANNOTATION],
         job_name(&profile_name, Some("t2"))
+    );
+}
+
+#[test]
+fn a_model_slower_than_profiled_drifts_and_reprofiles_without_an_energy_meter() {
+    let mut is = service("svc");
+    is.spec.on_drift = DriftAction::Reprofile;
+    let mut o = serving(&mut is);
+    let unmetered = |forward_ms: f64| LoadObservation {
+        joules_per_inference: None,
+        forward_ms_per_batch: Some(forward_ms),
+        run_batch_size: Some(24.0),
+        ..load(500.0, true)
+    };
+    // What the profile says a 24-row batch takes (between its 16 and 32 rows).
+    o.load = Some(unmetered(1.0));
+    let p = plan(&is, &o, &cfg(), NOW);
+    let predicted = p
+        .status
+        .observed
+        .as_ref()
+        .and_then(|s| s.predicted_forward_ms_per_batch)
+        .expect("a prediction at 24 rows");
+    let table = o
+        .profile
+        .as_ref()
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .table
+        .clone()
+        .unwrap();
+    let at = |b: u32| {
+        table
+            .rows
+            .iter()
+            .find(|r| r.batch_size == b)
+            .unwrap()
+            .latency_ms
+            .p50
+    };
+    assert!(
+        (predicted - (at(16) + at(32)) / 2.0).abs() < 1e-9,
+        "{predicted}: halfway between 16 and 32 rows"
+    );
+    // Within 2x of it: no drift.
+    o.load = Some(unmetered(predicted * 1.5));
+    assert!(event(&plan(&is, &o, &cfg(), NOW), "PredictionDrift").is_none());
+
+    // Three times slower, twice in a row: a Warning, then a measurement, with no meter at all.
+    o.load = Some(unmetered(predicted * 3.0));
+    let p = plan(&is, &o, &cfg(), NOW);
+    let warned = event(&p, "PredictionDrift").expect("a PredictionDrift Event");
+    assert!(
+        warned.note.contains("the model ran")
+            && warned.note.contains("per batch of 24 rows")
+            && warned.note.contains("(3x)"),
+        "{}",
+        warned.note
+    );
+    is.status = Some(p.status);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let again = event(&p, "ReprofilingOnDrift").expect("a re-profile");
+    assert!(
+        again
+            .note
+            .starts_with("the model's time per batch has stayed 3x the prediction"),
+        "{}",
+        again.note
+    );
+    assert!(
+        p.profile.is_some(),
+        "the profile asks for a new measurement"
     );
 }
