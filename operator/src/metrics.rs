@@ -29,6 +29,7 @@ struct ServiceGauges {
     batch1_joules: FloatGauges,
     predicted_joules_at_load: FloatGauges,
     observed_joules: FloatGauges,
+    forward_time: FloatGauges,
     replicas: FloatGauges,
 }
 
@@ -87,6 +88,12 @@ impl ServiceGauges {
         );
         g(
             r,
+            "service_forward_seconds_per_batch",
+            "The model's time per batch: what the pods measured (source=observed) and the profile's at that batch size (source=profile)",
+            &self.forward_time,
+        );
+        g(
+            r,
             "service_replicas",
             "Replicas of each service: desired and ready",
             &self.replicas,
@@ -103,6 +110,7 @@ impl ServiceGauges {
             &self.batch1_joules,
             &self.predicted_joules_at_load,
             &self.observed_joules,
+            &self.forward_time,
             &self.replicas,
         ] {
             f.clear();
@@ -160,6 +168,17 @@ impl ServiceGauges {
                 seen.predicted_joules_per_inference,
             );
             set(&self.observed_joules, &id, seen.joules_per_inference);
+            let ms = |v: Option<f64>| v.map(|ms| ms / 1000.0);
+            set(
+                &self.forward_time,
+                &with("source", "observed".into()),
+                ms(seen.forward_ms_per_batch),
+            );
+            set(
+                &self.forward_time,
+                &with("source", "profile".into()),
+                ms(seen.predicted_forward_ms_per_batch),
+            );
         }
         if let Some(r) = &status.replicas {
             set(
@@ -396,7 +415,8 @@ mod tests {
                              "joulesPerInference": 0.084, "batch1JoulesPerInference": 0.594,
                              "sloAttainable": true, "meter": "nvml-counter", "reason": "least energy"},
                 "replicas": {"desired": 2, "ready": 1},
-                "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12},
+                "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12,
+                             "forwardMsPerBatch": 7.5, "runBatchSize": 32, "predictedForwardMsPerBatch": 5.0},
             }),
         );
         let pending = service("new", serde_json::json!({}));
@@ -415,6 +435,12 @@ mod tests {
                 "greenbatch_operator_service_predicted_joules_per_inference_at_observed_load{{{id}}} 0.12"
             ),
             format!("greenbatch_operator_service_observed_joules_per_inference{{{id}}} 0.13"),
+            format!(
+                "greenbatch_operator_service_forward_seconds_per_batch{{{id},source=\"observed\"}} 0.0075"
+            ),
+            format!(
+                "greenbatch_operator_service_forward_seconds_per_batch{{{id},source=\"profile\"}} 0.005"
+            ),
             format!("greenbatch_operator_service_replicas{{{id},state=\"desired\"}} 2.0"),
             format!("greenbatch_operator_service_replicas{{{id},state=\"ready\"}} 1.0"),
         ] {
