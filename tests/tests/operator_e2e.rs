@@ -852,9 +852,15 @@ async fn operator_end_to_end() {
         "alpha phases: {seen:?} after {:.1}s",
         t0.elapsed().as_secs_f64()
     ));
+    // Profiling shows while the Job runs; a reconcile may also find the Job already done (this
+    // tiny model profiles in half a second) and go from Pending straight on.
     assert!(
-        seen.starts_with(&[Phase::Pending, Phase::Profiling]) && seen.last() == Some(&target),
-        "alpha went Pending -> Profiling -> ... -> {target:?}: {seen:?}"
+        seen.first() == Some(&Phase::Pending)
+            && seen.last() == Some(&target)
+            && seen
+                .iter()
+                .all(|p| matches!(p, Phase::Pending | Phase::Profiling) || *p == target),
+        "alpha went Pending -> (Profiling) -> ... -> {target:?}: {seen:?}"
     );
     let status = alpha.status.clone().unwrap();
     let profile_name = status.profile_ref.clone().expect("profileRef");
