@@ -117,3 +117,16 @@ pub fn promtool(args: &[&str], stdin: &str) -> Option<std::process::Output> {
         Err(e) => panic!("promtool required but not runnable: {e}"),
     }
 }
+
+/// Asserts that `promtool check metrics` accepts `text`, a classic Prometheus text exposition;
+/// `what` names it in the failure. Skipped, like [`promtool`], where promtool is not installed.
+pub fn assert_promtool_accepts_metrics(text: &str, what: &str) {
+    if let Some(o) = promtool(&["check", "metrics"], text) {
+        assert!(
+            o.status.success(),
+            "promtool check metrics refuses {what}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
