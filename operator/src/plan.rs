@@ -190,6 +190,25 @@ enum ProfileState<'a> {
     },
 }
 
+impl<'a> ProfileState<'a> {
+    /// While `job` measures: a complete table serves on (a re-profile), else the profile is
+    /// `without_table` (Starting or Measuring) until the Job writes one.
+    fn while_measuring(
+        complete_table: Option<&'a ProfileTable>,
+        job: String,
+        without_table: fn(String) -> ProfileState<'a>,
+    ) -> Self {
+        match complete_table {
+            Some(table) => ProfileState::Complete {
+                table,
+                reprofiling: Some(job),
+                last_failure: None,
+            },
+            None => without_table(job),
+        }
+    }
+}
+
 struct Conditions<'a> {
     now: &'a str,
     generation: Option<i64>,
@@ -994,14 +1013,9 @@ fn profile_state<'a>(
         // A new request while a measurement runs waits for it: two Jobs would race to write the
         // profile's table, the older one possibly last. Honoured on the reconcile after it ends.
         if let Some(job) = running {
-            return match complete_table {
-                Some(table) => ProfileState::Complete {
-                    table,
-                    reprofiling: Some(job),
-                    last_failure: None,
-                },
-                None => ProfileState::Measuring { job },
-            };
+            return ProfileState::while_measuring(complete_table, job, |job| {
+                ProfileState::Measuring { job }
+            });
         }
         // A re-profile request this profile has not honoured yet: record it with the new Job's name,
         // measure with this service's settings, and keep serving from the old table meanwhile.
@@ -1013,14 +1027,9 @@ fn profile_state<'a>(
             t,
         );
         *planned_profile = Some(planned);
-        return match complete_table {
-            Some(table) => ProfileState::Complete {
-                table,
-                reprofiling: Some(job),
-                last_failure: None,
-            },
-            None => ProfileState::Starting { job },
-        };
+        return ProfileState::while_measuring(complete_table, job, |job| ProfileState::Starting {
+            job,
+        });
     }
 
     // A missing Job is created when there is no table yet, or when the profile names a re-profile
@@ -1045,19 +1054,14 @@ fn profile_state<'a>(
                 )
                 .map_err(|e| e.to_string())
             });
-        return match (built, complete_table) {
-            (Ok(job), table) => {
+        return match built {
+            Ok(job) => {
                 *planned_job = Some(job);
-                match table {
-                    Some(table) => ProfileState::Complete {
-                        table,
-                        reprofiling: Some(current_job),
-                        last_failure: None,
-                    },
-                    None => ProfileState::Starting { job: current_job },
-                }
+                ProfileState::while_measuring(complete_table, current_job, |job| {
+                    ProfileState::Starting { job }
+                })
             }
-            (Err(message), _) => ProfileState::Failed {
+            Err(message) => ProfileState::Failed {
                 reason: "BuildFailed".into(),
                 message,
             },
