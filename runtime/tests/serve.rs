@@ -578,22 +578,29 @@ async fn a_failed_load_is_reported_then_exits_with_its_code() {
         reported.to_string().contains("model load failed"),
         "{reported}"
     );
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "did not exit after reporting the load failure"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = wait_exit(
+        &mut s.child,
+        started + Duration::from_secs(15),
+        "did not exit after reporting the load failure",
+    )
+    .await;
     // 4: the model file is not loadable (the same code `profile` exits with).
     assert_eq!(status.code(), Some(4), "{status:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
         "reported first"
     );
+}
+
+/// The server process's exit status, once it exits before `deadline` (else fails saying `why`).
+async fn wait_exit(child: &mut Child, deadline: Instant, why: &str) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -620,16 +627,12 @@ async fn sigterm_drains_queued_requests_then_exits() {
         started.elapsed() < Duration::from_secs(4),
         "draining must not wait out the 5 s queue delay"
     );
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(
+        &mut s.child,
+        started + Duration::from_secs(10),
+        "did not exit after draining",
+    )
+    .await;
     assert!(status.success(), "{status:?}");
 }
 
