@@ -21,7 +21,7 @@ use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectList};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -359,14 +359,7 @@ async fn observe_load(
     if last.is_some_and(|at| now() - at < 0.9 * interval) {
         return None;
     }
-    // The pods of this service's Deployment, by all the labels the operator gives them: another
-    // pod that merely carries the service label would never answer and keep every window partial.
-    let selector = resources::serving_labels(service)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let list = match pods.list(&ListParams::default().labels(&selector)).await {
+    let list = match serving_pods(pods, service).await {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(service = %key, error = %e, "cannot list the serving pods to read their metrics");
@@ -401,6 +394,17 @@ async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Actio
         f.remove(&key);
     }
     result
+}
+
+/// The pods of a service's Deployment, by all the labels the operator gives them: another pod that
+/// merely carries the service label is not one of them (it would never answer a scrape).
+async fn serving_pods(pods: &Api<Pod>, service: &str) -> kube::Result<ObjectList<Pod>> {
+    let selector = resources::serving_labels(service)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    pods.list(&ListParams::default().labels(&selector)).await
 }
 
 async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -439,12 +443,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
     {
         // Why pods are not ready (a model that fails to load exits with its code), for the Ready
         // condition; best effort: without it the condition still counts ready replicas.
-        let selector = resources::serving_labels(&name)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        match pods.list(&ListParams::default().labels(&selector)).await {
+        match serving_pods(&pods, &name).await {
             Ok(list) => d.pod_failure = observe::serving_pod_failure(&list.items),
             Err(e) => {
                 tracing::warn!(service = %name, "cannot list serving pods to say why they are not ready: {e}")
