@@ -681,16 +681,6 @@ impl Drop for HttpsFileServer {
     }
 }
 
-fn sha256_file(path: &Path) -> String {
-    use sha2::Digest;
-    let bytes = std::fs::read(path).unwrap();
-    let hex: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
 #[test]
 fn a_model_url_is_downloaded_over_https_checked_against_its_digest_and_profiled() {
     let dir = tempfile::tempdir().unwrap();
@@ -701,7 +691,7 @@ fn a_model_url_is_downloaded_over_https_checked_against_its_digest_and_profiled(
     std::fs::create_dir_all(&www).unwrap();
     let model = www.join("tiny_cnn.pt");
     std::fs::copy(fixture("tiny_cnn.pt"), &model).unwrap();
-    let digest = sha256_file(&model);
+    let digest = greenbatch_tests::workspace::file_digest(&model);
     let server = HttpsFileServer::start(&www, &pki);
     let url = format!("https://127.0.0.1:{}/tiny_cnn.pt", server.port);
     let ca = pki.ca_cert.to_str().unwrap().to_string();
@@ -733,7 +723,7 @@ fn a_model_url_is_downloaded_over_https_checked_against_its_digest_and_profiled(
     assert_eq!(status.phase, Some(ProfilePhase::Complete));
     let kept = cache.join(format!("sha256-{}.pt", &digest["sha256:".len()..]));
     assert_eq!(
-        sha256_file(&kept),
+        greenbatch_tests::workspace::file_digest(&kept),
         digest,
         "the download is the file served"
     );

@@ -20,3 +20,14 @@ pub fn built_binary(name: &str, env_override: &str) -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"));
     target.join("debug").join(name)
 }
+
+/// A file's content digest as the API writes it (`sha256:<hex>`), for specs and `--model-digest`.
+pub fn file_digest(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}

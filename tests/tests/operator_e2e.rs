@@ -348,16 +348,6 @@ fn serve_file_over_http(file: PathBuf) -> String {
     url
 }
 
-fn sha256_of(file: &std::path::Path) -> String {
-    use sha2::Digest;
-    let bytes = std::fs::read(file).expect("the model fixture");
-    let hex: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
 fn status_of(is: &InferenceService) -> (Option<Phase>, Option<i64>) {
     let s = is.status.clone().unwrap_or_default();
     (s.phase, s.observed_generation)
@@ -1123,7 +1113,7 @@ async fn operator_end_to_end() {
     // measures it; with another digest the pod refuses the bytes it got (exit code 14) and the
     // service says which digest it found.
     let model_url = serve_file_over_http(model.clone());
-    let digest = sha256_of(&model);
+    let digest = greenbatch_tests::workspace::file_digest(&model);
     let wrong = format!("sha256:{}", "0".repeat(64));
     for (name, d) in [("fetched", &digest), ("tampered", &wrong)] {
         let mut svc = service_yaml(name, &model_url, serde_json::json!({}));
