@@ -1,5 +1,5 @@
 //! The checked-in `crds/*.yaml` (what `kubectl apply -f crds/` installs) and the Helm chart's copy in
-//! `charts/greenbatch/crds/` must be exactly what the Rust types generate.
+//! `charts/greenbatch/files/crds/` (which the chart renders as templates) must be exactly what the Rust types generate.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,7 +15,9 @@ fn crds_dir() -> PathBuf {
 fn crd_dirs() -> [PathBuf; 2] {
     [
         crds_dir(),
-        crds_dir().with_file_name("charts").join("greenbatch/crds"),
+        crds_dir()
+            .with_file_name("charts")
+            .join("greenbatch/files/crds"),
     ]
 }
 
@@ -71,7 +73,7 @@ fn no_stray_crd_yaml_is_checked_in() {
             present,
             expected,
             "{} must hold exactly one YAML file per CRD of all_crds() (a stray file would still be applied by \
-             `kubectl apply -f crds/` or installed by Helm); {REGENERATE} and delete files of removed CRDs",
+             `kubectl apply -f crds/` or rendered by the chart); {REGENERATE} and delete files of removed CRDs",
             dir.display()
         );
     }

@@ -3,7 +3,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error(
-        "the greenbatch CRDs are not installed (API group greenbatch.dev/v1alpha1 lacks {missing}): run `kubectl apply -f crds/` first"
+        "the greenbatch CRDs are not installed (API group greenbatch.dev/v1alpha1 lacks {missing}): install the chart with crds.install=true, or run `kubectl apply -f crds/`"
     )]
     CrdsMissing { missing: String },
     #[error("{context}: {source}")]

@@ -61,12 +61,18 @@ async fn helm_offline(
     run_tool(helm, &args(file), &envs, None, HELM_TIMEOUT).await
 }
 
-/// `helm <verb> <release> charts/greenbatch --namespace OPERATOR_NAMESPACE --values <file> [extra...]`.
-fn release_args(verb: &str, release: &str, values_file: PathBuf, extra: &[&str]) -> Vec<OsString> {
+/// `helm <verb> <release> <chart> --namespace OPERATOR_NAMESPACE --values <file> [extra...]`.
+fn release_args(
+    verb: &str,
+    release: &str,
+    chart: &Path,
+    values_file: PathBuf,
+    extra: &[&str],
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         verb.into(),
         release.into(),
-        chart_dir().into(),
+        chart.into(),
         "--namespace".into(),
         OPERATOR_NAMESPACE.into(),
         "--values".into(),
@@ -88,7 +94,7 @@ pub async fn template_release(
     extra: &[&str],
 ) -> Result<CommandOutput> {
     helm_offline(
-        |file| release_args("template", release, file, extra),
+        |file| release_args("template", release, &chart_dir(), file, extra),
         values,
     )
     .await
@@ -139,9 +145,20 @@ pub async fn apply(
     values: &serde_json::Value,
     extra: &[&str],
 ) -> Result<CommandOutput> {
+    apply_chart(cluster, verb, &chart_dir(), values, extra).await
+}
+
+/// [`apply`] with another copy of the chart (e.g. an older version of it).
+pub async fn apply_chart(
+    cluster: &TestCluster,
+    verb: &str,
+    chart: &Path,
+    values: &serde_json::Value,
+    extra: &[&str],
+) -> Result<CommandOutput> {
     let file = values_file(cluster.dir(), values)?;
     cluster
-        .helm(release_args(verb, RELEASE, file, extra))
+        .helm(release_args(verb, RELEASE, chart, file, extra))
         .await?
         .ok()
 }

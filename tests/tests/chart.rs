@@ -141,6 +141,8 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
     let docs = render(&json!({})).await;
     let ns = OPERATOR_NAMESPACE;
     let expected: BTreeSet<(String, String, String)> = [
+        ("CustomResourceDefinition", "", CRD_NAMES[0]),
+        ("CustomResourceDefinition", "", CRD_NAMES[1]),
         ("ServiceAccount", ns, "greenbatch-operator"),
         ("ClusterRole", "", "greenbatch-operator"),
         ("ClusterRoleBinding", "", "greenbatch-operator"),
@@ -233,24 +235,50 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
         );
     }
 
-    // --include-crds adds exactly the CRDs in crds/ (the chart's copy is checked by the crds crate).
-    let out = chart::template(&json!({}), &["--include-crds"])
-        .await
-        .expect("helm runs");
-    assert!(out.success(), "{out}");
-    let with_crds = chart::documents(&out.stdout).expect("YAML");
-    let crds: BTreeSet<String> = with_crds
+    // The CRDs are templates (so `helm upgrade` upgrades them): each exactly as the types generate
+    // it, kept by `helm uninstall`, labelled as the chart's.
+    let rendered_crds: Vec<&Value> = docs
         .iter()
         .filter(|d| d["kind"] == "CustomResourceDefinition")
-        .map(|d| {
-            d["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
         .collect();
-    let want: BTreeSet<String> = CRD_NAMES.into_iter().map(String::from).collect();
-    assert_eq!(crds, want);
+    let names: BTreeSet<&str> = rendered_crds
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, BTreeSet::from(CRD_NAMES));
+    for generated in greenbatch_crds::all_crds() {
+        let name = generated.metadata.name.clone().unwrap_or_default();
+        let rendered = rendered_crds
+            .iter()
+            .find(|d| d["metadata"]["name"] == name.as_str())
+            .expect("rendered");
+        assert_eq!(
+            numbers_as_f64(&rendered["spec"]),
+            numbers_as_f64(&serde_json::to_value(&generated.spec).expect("JSON")),
+            "the chart renders {name} as the types generate it"
+        );
+        assert_eq!(
+            rendered["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+        assert_eq!(
+            rendered["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "Helm"
+        );
+    }
+    // crds.keep=false: uninstall takes them (and every object of theirs); crds.install=false: none.
+    let unkept = render(&json!({"crds": {"keep": false}})).await;
+    let unkept_crd = find(&unkept, "CustomResourceDefinition", CRD_NAMES[0]);
+    assert!(
+        unkept_crd["metadata"]["annotations"]
+            .get("helm.sh/resource-policy")
+            .is_none(),
+        "{unkept_crd}"
+    );
+    assert!(!has_kind(
+        &render(&json!({"crds": {"install": false}})).await,
+        "CustomResourceDefinition"
+    ));
 }
 
 #[tokio::test]
@@ -513,7 +541,7 @@ async fn everything_the_chart_renders_fits_the_api_schemas_of_kubernetes_1_25_to
     for (version, watch) in [("1.25.0", ""), ("1.33.0", "vision"), ("1.37.0", "")] {
         let mut values = values.clone();
         values["watchNamespace"] = json!(watch);
-        let out = chart::template(&values, &["--include-crds", "--kube-version", version])
+        let out = chart::template(&values, &["--kube-version", version])
             .await
             .expect("helm runs");
         assert!(out.success(), "{out}");
@@ -559,6 +587,7 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
             json!({"runtime": {"modelCAConfigMap": "Corp_CA"}}),
             "runtime.modelCAConfigMap",
         ),
+        (json!({"crds": {"install": "yes"}}), "crds.install"),
         (json!({"image": {"repository": ""}}), "image.repository"),
         (json!({"image": {"digest": "sha256:xyz"}}), "image.digest"),
         (json!({"logging": {"format": "xml"}}), "logging.format"),
@@ -637,7 +666,7 @@ fn pod_env(container: &Value, pod_name: &str, namespace: &str) -> Vec<(String, S
         .collect()
 }
 
-/// The CRDs the chart installs (its `crds/`).
+/// The CRDs the chart installs (`templates/crds.yaml`, from its copy in `files/crds/`).
 const CRD_NAMES: [&str; 2] = [
     "energyprofiles.greenbatch.dev",
     "inferenceservices.greenbatch.dev",
@@ -648,6 +677,102 @@ async fn assert_crds_exist(crds: &Api<CustomResourceDefinition>, when: &str) {
         let found = crds.get_opt(name).await.expect("get CRD");
         assert!(found.is_some(), "CRD {name} missing {when}");
     }
+}
+
+/// Each CRD carries the ownership Helm checks before it upgrades (or refuses to touch) an object.
+async fn assert_crds_owned_by_the_release(crds: &Api<CustomResourceDefinition>) {
+    for name in CRD_NAMES {
+        let crd = crds.get(name).await.expect("get CRD");
+        let annotations = crd.metadata.annotations.unwrap_or_default();
+        let labels = crd.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get("meta.helm.sh/release-name")
+                .map(String::as_str),
+            Some(chart::RELEASE),
+            "{name}: {annotations:?}"
+        );
+        assert_eq!(
+            annotations
+                .get("meta.helm.sh/release-namespace")
+                .map(String::as_str),
+            Some(OPERATOR_NAMESPACE)
+        );
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("Helm")
+        );
+    }
+}
+
+/// What `helm uninstall` keeps: the objects whose manifest in the release says so (Helm reads the
+/// policy from the release's manifest, not from the live object).
+async fn kept_by_the_release(cluster: &TestCluster) -> BTreeSet<String> {
+    let manifest = cluster
+        .helm([
+            "get",
+            "manifest",
+            chart::RELEASE,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+        ])
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm get manifest");
+    chart::documents(&manifest.stdout)
+        .expect("YAML")
+        .iter()
+        .filter(|d| d["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep")
+        .map(|d| {
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            format!("{}/{}", s(&d["kind"]), s(&d["metadata"]["name"]))
+        })
+        .collect()
+}
+
+fn kept_crds() -> BTreeSet<String> {
+    CRD_NAMES
+        .iter()
+        .map(|n| format!("CustomResourceDefinition/{n}"))
+        .collect()
+}
+
+/// JSON with every number as a float: YAML and Rust write `4096` and `4096.0` for the same bound.
+fn numbers_as_f64(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, |f| json!(f)),
+        Value::Array(items) => Value::Array(items.iter().map(numbers_as_f64).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Per version of a CRD: its name, schema and printer columns, as JSON.
+fn crd_versions(crd: &CustomResourceDefinition) -> Vec<Value> {
+    crd.spec
+        .versions
+        .iter()
+        .map(|v| numbers_as_f64(&json!([v.name, v.schema, v.additional_printer_columns])))
+        .collect()
+}
+
+async fn crd_versions_as_served(crds: &Api<CustomResourceDefinition>, name: &str) -> Vec<Value> {
+    crd_versions(&crds.get(name).await.expect("get CRD"))
+}
+
+fn generated_crd_versions(name: &str) -> Vec<Value> {
+    let crd = greenbatch_crds::all_crds()
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some(name))
+        .expect("a CRD of ours");
+    crd_versions(&crd)
 }
 
 /// The operator's metrics once it has counted one of everything (an error, a pod scrape) and
@@ -704,9 +829,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
 
     // A server-side dry run of everything the chart would create, CRDs included: the API server
     // validates it all and keeps nothing.
-    let rendered = chart::template(&values, &["--include-crds"])
-        .await
-        .expect("helm runs");
+    let rendered = chart::template(&values, &[]).await.expect("helm runs");
     assert!(rendered.success(), "{rendered}");
     let dry = cluster
         .kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], &rendered.stdout)
@@ -730,6 +853,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     for next in [
         "kubectl apply -n vision -f examples/resnet50.yaml",
         "/plots/vision/<name>",
+        "`helm upgrade` upgrades them",
     ] {
         assert!(
             out.stdout.contains(next),
@@ -743,6 +867,8 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     ));
     let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
     assert_crds_exist(&crds, "after helm install").await;
+    assert_crds_owned_by_the_release(&crds).await;
+    assert_eq!(kept_by_the_release(&cluster).await, kept_crds());
     let runtime_sa: Api<ServiceAccount> = Api::namespaced(cluster.client(), WATCHED);
     assert!(
         runtime_sa
@@ -818,8 +944,8 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
             .expect("kubectl apply");
     }
     let services: Api<InferenceService> = Api::namespaced(cluster.client(), WATCHED);
-    // Without a kube-controller-manager the Job gets no pod, so the service waits in Pending with
-    // its profiling Job created (the e2e test goes on from there).
+    // Without a kube-controller-manager the Job gets no pod, so the service waits with its
+    // profiling Job created (the e2e test goes on from there).
     let jobs: Api<Job> = Api::namespaced(cluster.client(), WATCHED);
     let job_list = wait_for("the profiling Job", Duration::from_secs(30), || async {
         let list = jobs
@@ -833,7 +959,9 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
             .and_then(|s| s.status)
             .and_then(|s| s.phase);
         match (list.items.len(), phase) {
-            (1, Some(Phase::Pending)) => Ok(list),
+            // Pending in the reconcile that creates the Job, Profiling from the next one on (the
+            // Job's own watch event triggers it at once): either, with one Job.
+            (1, Some(Phase::Pending | Phase::Profiling)) => Ok(list),
             (n, phase) => Err(format!(
                 "{n} Jobs, phase {phase:?}; operator log:\n{}",
                 log_tail()
@@ -903,8 +1031,8 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     assert_operator_accepts(&new_args);
     assert_eq!(flag(&new_args, "--observe-interval-seconds"), Some("10"));
 
-    // Uninstall removes what the chart made and nothing of the users': the CRDs (Helm never
-    // deletes crds/), the services and their profiles stay.
+    // Uninstall removes what the chart made and nothing of the users': the CRDs (kept by their
+    // resource policy), the services and their profiles stay.
     let _ = operator.kill().await;
     cluster
         .helm([
@@ -943,4 +1071,191 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
             .expect("get")
             .is_some()
     );
+}
+
+/// A copy of the chart in `dir` as an older version would have been: version 0.0.1, with an
+/// InferenceService CRD a field (`spec.replicas`) and a printer column fewer.
+fn older_chart(dir: &std::path::Path) -> PathBuf {
+    let copy = dir.join("greenbatch-0.0.1");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(chart::chart_dir())
+        .arg(&copy)
+        .status()
+        .expect("cp runs");
+    assert!(status.success());
+    let chart_yaml = copy.join("Chart.yaml");
+    let text = std::fs::read_to_string(&chart_yaml).expect("Chart.yaml");
+    assert!(text.contains("\nversion: 0.1.0\n"), "{text}");
+    std::fs::write(
+        &chart_yaml,
+        text.replace("\nversion: 0.1.0\n", "\nversion: 0.0.1\n"),
+    )
+    .expect("write Chart.yaml");
+    let crd_file = copy.join("files/crds/inferenceservices.greenbatch.dev.yaml");
+    let mut crd: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&crd_file).expect("CRD file")).expect("YAML");
+    let version = &mut crd["spec"]["versions"][0];
+    version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        .as_object_mut()
+        .expect("spec properties")
+        .remove("replicas")
+        .expect("spec.replicas");
+    version["additionalPrinterColumns"]
+        .as_array_mut()
+        .expect("printer columns")
+        .remove(0);
+    std::fs::write(&crd_file, serde_yaml::to_string(&crd).expect("YAML")).expect("write CRD");
+    copy
+}
+
+/// The chart README's commands that hand CRDs applied by hand (or by a chart version that kept them
+/// in `crds/`) to the release `greenbatch` in `greenbatch-system`.
+const ADOPT_CRDS: [&str; 3] = [
+    "kubectl apply -f crds/",
+    "kubectl label crd inferenceservices.greenbatch.dev energyprofiles.greenbatch.dev app.kubernetes.io/managed-by=Helm",
+    "kubectl annotate crd inferenceservices.greenbatch.dev energyprofiles.greenbatch.dev meta.helm.sh/release-name=greenbatch meta.helm.sh/release-namespace=greenbatch-system",
+];
+
+#[tokio::test]
+async fn crds_upgrade_with_the_chart_and_ones_applied_by_hand_are_adopted_as_the_readme_says() {
+    let cluster = TestCluster::start(TestClusterOptions::default())
+        .await
+        .expect("cluster starts");
+    cluster
+        .create_namespace(OPERATOR_NAMESPACE)
+        .await
+        .expect("namespace");
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+    let services = "inferenceservices.greenbatch.dev";
+
+    // A release of an older chart, whose API lacks a field, upgraded to this chart: the CRDs come
+    // out exactly as the types generate them (the API server would otherwise prune the new field).
+    let older = older_chart(cluster.dir());
+    chart::apply_chart(&cluster, "install", &older, &json!({}), &[])
+        .await
+        .expect("helm install of the older chart");
+    assert_ne!(
+        crd_versions_as_served(&crds, services).await,
+        generated_crd_versions(services)
+    );
+    chart::apply(&cluster, "upgrade", &json!({}), &[])
+        .await
+        .expect("helm upgrade");
+    for name in CRD_NAMES {
+        assert_eq!(
+            crd_versions_as_served(&crds, name).await,
+            generated_crd_versions(name),
+            "helm upgrade brings {name} to the chart's schema"
+        );
+    }
+    assert_crds_owned_by_the_release(&crds).await;
+    assert_eq!(kept_by_the_release(&cluster).await, kept_crds());
+    cluster
+        .helm([
+            "uninstall",
+            chart::RELEASE,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+        ])
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm uninstall");
+    assert_crds_exist(&crds, "kept by helm uninstall").await;
+
+    // CRDs applied by hand (here: the old ones removed, these applied with kubectl).
+    let mut delete = vec!["delete", "crd", "--wait=true"];
+    delete.extend(CRD_NAMES);
+    cluster
+        .kubectl(delete)
+        .await
+        .expect("kubectl runs")
+        .ok()
+        .expect("kubectl delete crd");
+    let dir = workspace_root().join("crds");
+    cluster
+        .kubectl(["apply", "-f", dir.to_str().expect("path")])
+        .await
+        .expect("kubectl runs")
+        .ok()
+        .expect("kubectl apply -f crds/");
+
+    // Helm will not take over objects it did not make: the install fails before creating anything,
+    // naming the object and the reason.
+    let refused = chart::install(&cluster, &json!({}))
+        .await
+        .expect_err("helm install over CRDs it does not own");
+    let text = refused.to_string();
+    assert!(text.contains(".greenbatch.dev"), "{text}");
+    assert!(text.contains("invalid ownership metadata"), "{text}");
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client(), OPERATOR_NAMESPACE);
+    assert!(
+        deployments
+            .get_opt("greenbatch-operator")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // crds.install=false: the chart leaves them to whoever applied them.
+    chart::install(&cluster, &json!({"crds": {"install": false}}))
+        .await
+        .expect("helm install with crds.install=false");
+    let crd = crds.get(services).await.expect("get");
+    let annotations = crd.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key("meta.helm.sh/release-name"),
+        "{annotations:?}"
+    );
+    assert!(kept_by_the_release(&cluster).await.is_empty());
+
+    // The README's commands hand them to the release; the next upgrade owns them, and its
+    // uninstall keeps them.
+    let readme = std::fs::read_to_string(chart::chart_dir().join("README.md")).expect("README");
+    for command in ADOPT_CRDS {
+        assert!(
+            readme.contains(command),
+            "the chart README gives `{command}`"
+        );
+        let mut args: Vec<String> = command
+            .split_whitespace()
+            .skip(1)
+            .map(String::from)
+            .collect();
+        if command.ends_with(" crds/") {
+            // Run from the repository root, as the README means.
+            args.pop();
+            args.push(dir.display().to_string());
+        }
+        cluster
+            .kubectl(args)
+            .await
+            .expect("kubectl runs")
+            .ok()
+            .expect("the README's command");
+    }
+    // (Given explicitly: `helm upgrade` without values reuses the last ones, crds.install=false.)
+    chart::apply(
+        &cluster,
+        "upgrade",
+        &json!({"crds": {"install": true}}),
+        &[],
+    )
+    .await
+    .expect("helm upgrade with the CRDs adopted");
+    assert_crds_owned_by_the_release(&crds).await;
+    assert_eq!(kept_by_the_release(&cluster).await, kept_crds());
+    cluster
+        .helm([
+            "uninstall",
+            chart::RELEASE,
+            "--namespace",
+            OPERATOR_NAMESPACE,
+        ])
+        .await
+        .expect("helm runs")
+        .ok()
+        .expect("helm uninstall");
+    assert_crds_exist(&crds, "kept by helm uninstall after adoption").await;
 }

@@ -1,5 +1,5 @@
 //! Writes the CRD YAML of the greenbatch API into a directory (default: both `crds/` of the
-//! workspace and the Helm chart's `charts/greenbatch/crds/`), or with `--check` fails when the
+//! workspace and the Helm chart's `charts/greenbatch/files/crds/`), or with `--check` fails when the
 //! checked-in files differ from what the types generate.
 
 use std::path::PathBuf;
@@ -8,14 +8,14 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut check = false;
     let crds = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let chart_crds = crds.with_file_name("charts").join("greenbatch/crds");
+    let chart_crds = crds.with_file_name("charts").join("greenbatch/files/crds");
     let mut dirs = vec![crds, chart_crds];
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: crdgen [--check] [DIR]\n  writes (or checks) the CRD YAML files in DIR (default: crds/ and charts/greenbatch/crds/)"
+                    "usage: crdgen [--check] [DIR]\n  writes (or checks) the CRD YAML files in DIR (default: crds/ and charts/greenbatch/files/crds/)"
                 );
                 return ExitCode::SUCCESS;
             }
