@@ -163,9 +163,25 @@ pub async fn apply_chart(
         .ok()
 }
 
-/// Installs the chart as [`RELEASE`] in [`OPERATOR_NAMESPACE`] (which must exist) with `values`.
+/// Installs the chart as [`RELEASE`] in [`OPERATOR_NAMESPACE`] (which must exist) with `values`,
+/// and when it installs the CRDs, waits until the API server admits objects they own
+/// ([`TestCluster::wait_until_greenbatch_owners_are_admitted`]).
 pub async fn install(cluster: &TestCluster, values: &serde_json::Value) -> Result<CommandOutput> {
-    apply(cluster, "install", values, &[]).await
+    let out = apply(cluster, "install", values, &[]).await?;
+    if values["crds"]["install"] != serde_json::Value::Bool(false) {
+        let started = std::time::Instant::now();
+        cluster
+            .wait_until_greenbatch_owners_are_admitted(OPERATOR_NAMESPACE, Duration::from_secs(60))
+            .await?;
+        let waited = started.elapsed();
+        if waited > Duration::from_secs(1) {
+            eprintln!(
+                "[chart] the API server admitted objects owned by greenbatch kinds {:.1} s after helm install",
+                waited.as_secs_f64()
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// The PromQL of the chart's Grafana dashboard, `dashboards/greenbatch.json`: every panel's queries

@@ -5,8 +5,9 @@ use crate::error::{HarnessError, IoContext, Result};
 use crate::pki::Pki;
 use crate::process::ManagedProcess;
 use crate::tool::{CommandOutput, run_tool};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -546,6 +547,74 @@ impl TestCluster {
                 timeout,
             }),
         }
+    }
+
+    /// Waits until the API server admits an object owned (with `blockOwnerDeletion`) by each
+    /// greenbatch kind, probed by a server-side dry run in `namespace`. With the
+    /// OwnerReferencesPermissionEnforcement admission plugin on, the server maps an owner's kind
+    /// through a discovery cache it refreshes every 30 s: if anything filled that cache while the
+    /// CRDs were still being established (the ReplicaSet of a Deployment created in the same
+    /// `helm install`, say), it refuses such objects until the next refresh. A real operator
+    /// retries; a test that counts failed reconciles waits here instead.
+    pub async fn wait_until_greenbatch_owners_are_admitted(
+        &self,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        for crd in greenbatch_crds::all_crds() {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            self.wait_for_crd_established(&name, timeout).await?;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.admits_greenbatch_owners(namespace).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(HarnessError::Timeout {
+                        what: format!(
+                            "the API server to admit objects owned by greenbatch kinds (last: {e})"
+                        ),
+                        timeout,
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// One try of [`Self::wait_until_greenbatch_owners_are_admitted`]: a server-side dry run of a
+    /// ConfigMap in `namespace` owned, with `blockOwnerDeletion`, by each greenbatch kind.
+    pub async fn admits_greenbatch_owners(&self, namespace: &str) -> Result<()> {
+        let owners: Vec<OwnerReference> = greenbatch_crds::all_crds()
+            .iter()
+            .flat_map(|crd| {
+                crd.spec.versions.iter().map(|v| OwnerReference {
+                    api_version: format!("{}/{}", crd.spec.group, v.name),
+                    kind: crd.spec.names.kind.clone(),
+                    name: "admission-probe".into(),
+                    uid: "00000000-0000-0000-0000-000000000000".into(),
+                    block_owner_deletion: Some(true),
+                    controller: None,
+                })
+            })
+            .collect();
+        let probe = ConfigMap {
+            metadata: ObjectMeta {
+                generate_name: Some("greenbatch-admission-probe-".into()),
+                owner_references: Some(owners),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), namespace);
+        let params = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        api.create(&params, &probe)
+            .await
+            .map(|_| ())
+            .map_err(|e| HarnessError::kube("dry run of an object owned by greenbatch kinds", e))
     }
 
     /// Creates a namespace (if missing) and its `default` service account, so pods can be created

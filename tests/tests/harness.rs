@@ -225,6 +225,35 @@ async fn controller_manager_collects_garbage() {
     );
 }
 
+#[tokio::test]
+async fn the_owner_admission_probe_fails_until_the_server_maps_the_greenbatch_kinds() {
+    // What the probe behind `chart::install` must see: with owner-reference enforcement on, an
+    // object owned (blockOwnerDeletion) by a kind the server cannot map is refused...
+    let options = TestClusterOptions {
+        extra_apiserver_args: vec![
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".into(),
+        ],
+        ..Default::default()
+    };
+    let cluster = TestCluster::start(options).await.expect("cluster starts");
+    cluster.create_namespace("probe").await.expect("namespace");
+    let refused = cluster
+        .admits_greenbatch_owners("probe")
+        .await
+        .expect_err("no greenbatch CRDs yet");
+    assert!(
+        refused.to_string().contains("cannot find RESTMapping"),
+        "{refused}"
+    );
+    // ...and admitted once the CRDs are established and the server's discovery cache has them
+    // (it refreshes every 30 s).
+    cluster.apply_crds().await.expect("CRDs");
+    cluster
+        .wait_until_greenbatch_owners_are_admitted("probe", Duration::from_secs(60))
+        .await
+        .expect("admitted once mapped");
+}
+
 /// A test that panics with a running cluster: Drop kills the servers during unwinding. The panic is
 /// caught on the same (still living) thread, so the parent-death signal cannot be what killed them.
 #[test]
