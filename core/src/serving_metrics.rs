@@ -47,6 +47,9 @@ pub struct ServerCounters {
     pub batches: Option<f64>,
     /// Seconds the model spent running those batches (the `forward` stage).
     pub forward_seconds: Option<f64>,
+    /// Seconds the model thread was busy, every stage (assembling, running and answering batches):
+    /// over a window, how close a server is to what its one model thread can do.
+    pub executor_seconds: Option<f64>,
     /// Padding rows those batches ran with.
     pub padding_items: Option<f64>,
 }
@@ -100,6 +103,7 @@ const WANTED: [&str; 11] = [
 pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
     let mut sums: [Option<f64>; 11] = [None; 11];
     let mut buckets: Vec<(f64, f64)> = Vec::new();
+    let mut executor_busy: Option<f64> = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -148,8 +152,11 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
                 Some(bucket) => bucket.1 += value,
                 None => buckets.push((le, value)),
             }
-        } else if name == EXECUTOR_SECONDS && label(labels, "stage") != Some("forward") {
-            continue;
+        } else if name == EXECUTOR_SECONDS {
+            *executor_busy.get_or_insert(0.0) += value;
+            if label(labels, "stage") == Some("forward") {
+                *sums[slot].get_or_insert(0.0) += value;
+            }
         } else {
             *sums[slot].get_or_insert(0.0) += value;
         }
@@ -180,6 +187,7 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         max_queue_delay_seconds: max_delay,
         batches,
         forward_seconds: forward,
+        executor_seconds: executor_busy,
         padding_items: padding,
     })
 }
@@ -238,18 +246,25 @@ mod tests {
     }
 
     #[test]
-    fn the_model_s_own_time_is_the_forward_stage_only() {
+    fn the_model_s_own_time_is_the_forward_stage_and_the_thread_s_is_every_stage() {
         let text = "greenbatch_inferences_total 90\ngreenbatch_batches_total 30\ngreenbatch_padding_items_total 6\ngreenbatch_executor_seconds_total{stage=\"assemble\"} 0.5\ngreenbatch_executor_seconds_total{stage=\"forward\"} 1.5\ngreenbatch_executor_seconds_total{stage=\"respond\"} 0.25\n";
         let c = parse(text).unwrap();
         assert_eq!(
             (c.batches, c.forward_seconds, c.padding_items),
             (Some(30.0), Some(1.5), Some(6.0))
         );
+        // The thread's busy time is every stage.
+        assert_eq!(c.executor_seconds, Some(2.25));
         // An older runtime without these series: none, not zero.
         let c = parse("greenbatch_inferences_total 1\n").unwrap();
         assert_eq!(
-            (c.batches, c.forward_seconds, c.padding_items),
-            (None, None, None)
+            (
+                c.batches,
+                c.forward_seconds,
+                c.padding_items,
+                c.executor_seconds
+            ),
+            (None, None, None, None)
         );
     }
 

@@ -377,6 +377,11 @@ pub struct ObservedServing {
     /// `PredictionDrift` Event, measured with or without an energy meter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_forward_ms_per_batch: Option<f64>,
+    /// Share of the window the pods' model threads were busy (assembling, running and answering
+    /// batches), mean over the pods. Past the operator's target utilisation it measures what a
+    /// pod can serve (`replicas.measuredCapacityPerReplica`) before any request is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_busy: Option<f64>,
     /// Serving pods measured (both scrapes answered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<u32>,

@@ -59,6 +59,14 @@ pub struct LoadObservation {
     pub forward_ms_per_batch: Option<f64>,
     /// Rows per batch those batches ran with (items plus padding): where to read the profile.
     pub run_batch_size: Option<f64>,
+    /// Share of the window the pods' model threads were busy (every stage), mean over the pods
+    /// that export it; `None` from runtimes that do not.
+    pub executor_busy: Option<f64>,
+    /// Items those pods served per second their model thread was busy: what one pod serves with
+    /// the thread never idle, at the window's batch sizes (its host path included, unlike the
+    /// profile's device time). Worth reading only when the thread was busy most of the window:
+    /// at low load batches are small and each item costs more.
+    pub served_per_executor_second: Option<f64>,
     /// Pods in both snapshots whose counters did not go back.
     pub pods: u32,
     /// The pods' mean time between their two reads.
@@ -97,6 +105,8 @@ pub fn observe(
     let (mut cap, mut delays) = (None::<f64>, Vec::new());
     // The model's time and the rows it ran, over the pods that export them.
     let (mut batches, mut forward_seconds, mut rows) = (0.0, 0.0, 0.0);
+    // The model thread's busy time and what it served, over the pods that export it.
+    let (mut busy_shares, mut busy_seconds, mut busy_served) = (Vec::new(), 0.0, 0.0);
     for (key, now) in &after.pods {
         let Some(then) = before.pods.get(key) else {
             continue;
@@ -153,6 +163,13 @@ pub fn observe(
             let padding = a.padding_items.unwrap_or(0.0) - b.padding_items.unwrap_or(0.0);
             rows += served + padding.max(0.0);
         }
+        if let (Some(a), Some(b)) = (a.executor_seconds, b.executor_seconds)
+            && a >= b
+        {
+            busy_shares.push(((a - b) / dt).min(1.0));
+            busy_seconds += a - b;
+            busy_served += served;
+        }
         if let Some(c) = a.max_batch_size {
             cap = Some(cap.map_or(c, |m| m.max(c)));
         }
@@ -181,6 +198,10 @@ pub fn observe(
         forward_ms_per_batch: (batches >= MIN_BATCHES_FOR_FORWARD_TIME)
             .then(|| 1000.0 * forward_seconds / batches),
         run_batch_size: (batches >= MIN_BATCHES_FOR_FORWARD_TIME).then(|| rows / batches),
+        executor_busy: (!busy_shares.is_empty())
+            .then(|| busy_shares.iter().sum::<f64>() / busy_shares.len() as f64),
+        served_per_executor_second: (busy_seconds > 0.0 && busy_served > 0.0)
+            .then(|| busy_served / busy_seconds),
         pods,
         window_seconds: window / f64::from(pods),
         complete: pods as usize == after.pods.len()

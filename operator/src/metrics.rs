@@ -30,6 +30,8 @@ struct ServiceGauges {
     predicted_joules_at_load: FloatGauges,
     observed_joules: FloatGauges,
     forward_time: FloatGauges,
+    executor_busy: FloatGauges,
+    measured_capacity: FloatGauges,
     replicas: FloatGauges,
 }
 
@@ -94,6 +96,18 @@ impl ServiceGauges {
         );
         g(
             r,
+            "service_executor_busy_ratio",
+            "Share of the last observation window the serving pods' model threads were busy (mean over pods)",
+            &self.executor_busy,
+        );
+        g(
+            r,
+            "service_measured_capacity_per_replica",
+            "Inferences per second one serving pod was measured to sustain, when below the profile's and used for sizing replicas",
+            &self.measured_capacity,
+        );
+        g(
+            r,
             "service_replicas",
             "Replicas of each service: desired and ready",
             &self.replicas,
@@ -111,6 +125,8 @@ impl ServiceGauges {
             &self.predicted_joules_at_load,
             &self.observed_joules,
             &self.forward_time,
+            &self.executor_busy,
+            &self.measured_capacity,
             &self.replicas,
         ] {
             f.clear();
@@ -179,8 +195,14 @@ impl ServiceGauges {
                 &with("source", "profile".into()),
                 ms(seen.predicted_forward_ms_per_batch),
             );
+            set(&self.executor_busy, &id, seen.executor_busy);
         }
         if let Some(r) = &status.replicas {
+            set(
+                &self.measured_capacity,
+                &id,
+                r.measured_capacity_per_replica,
+            );
             set(
                 &self.replicas,
                 &with("state", "desired".into()),
@@ -414,9 +436,10 @@ mod tests {
                 "selected": {"batchSize": 32, "maxQueueDelayMs": 8, "expectedLatencyMs": 31, "percentile": 99,
                              "joulesPerInference": 0.084, "batch1JoulesPerInference": 0.594,
                              "sloAttainable": true, "meter": "nvml-counter", "reason": "least energy"},
-                "replicas": {"desired": 2, "ready": 1},
+                "replicas": {"desired": 2, "ready": 1, "measuredCapacityPerReplica": 950.5},
                 "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12,
-                             "forwardMsPerBatch": 7.5, "runBatchSize": 32, "predictedForwardMsPerBatch": 5.0},
+                             "forwardMsPerBatch": 7.5, "runBatchSize": 32, "predictedForwardMsPerBatch": 5.0,
+                             "executorBusy": 0.85},
             }),
         );
         let pending = service("new", serde_json::json!({}));
@@ -441,6 +464,8 @@ mod tests {
             format!(
                 "greenbatch_operator_service_forward_seconds_per_batch{{{id},source=\"profile\"}} 0.005"
             ),
+            format!("greenbatch_operator_service_executor_busy_ratio{{{id}}} 0.85"),
+            format!("greenbatch_operator_service_measured_capacity_per_replica{{{id}}} 950.5"),
             format!("greenbatch_operator_service_replicas{{{id},state=\"desired\"}} 2.0"),
             format!("greenbatch_operator_service_replicas{{{id},state=\"ready\"}} 1.0"),
         ] {

@@ -30,6 +30,7 @@ pub fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         run_batch_size: load.run_batch_size,
         // Filled in once the profile is known (see `predicted_forward_ms`).
         predicted_forward_ms_per_batch: None,
+        executor_busy: load.executor_busy,
         pods: Some(load.pods),
         window_seconds: Some(load.window_seconds),
         observed_at: Some(now.to_string()),
@@ -260,16 +261,23 @@ pub struct ReplicaDecision {
 /// headroom); a partial observation's rate is a lower bound and can only raise the count; without
 /// one the count stays where it was, within the spec's range.
 ///
-/// One replica's capacity is the profile's (the device's), unless pods were seen refusing work for
-/// capacity (429) while serving less than that: then what each refusing pod served — their host
-/// path, not the device, is the limit. That measurement (`measured`, carried in status while the
-/// profile and batch size stay) keeps the count from falling back to the profile's optimism once
-/// the refusals stop. It is learnt only when the pods refused work in this complete observation
-/// *and* the one before (`refused_before`): a burst that fills the queues for a moment refuses
-/// in one window, and the mean it served over that window says little of what a pod can do —
-/// learnt from it, a low capacity would over-provision for good, since pods sized to it never
-/// serve more. It is raised whenever a pod serves more without refusing, and dropped once it
-/// reaches the profile's.
+/// One replica's capacity is the profile's (the device's), unless the pods showed less:
+/// - their model threads were busy `target_utilisation` of the window or more: what they served
+///   per busy second is what a pod serves with its thread never idle (the device *and* the host
+///   work around it: assembling and answering batches), learnt before any request is refused.
+///   Read only that busy, where batches are as large as the load makes them (at low load each
+///   item costs more, and the reading would over-provision); one window suffices, as a ratio of
+///   items to busy seconds does not depend on how much of the window a burst filled;
+/// - they refused work for capacity (429): then what each refusing pod served — a limit outside
+///   the model thread (HTTP, decoding) that it does not measure. Learnt only when the pods refused
+///   work in this complete observation *and* the one before (`refused_before`): a burst that fills
+///   the queues for a moment refuses in one window, and the mean it served over that window says
+///   little of what a pod can do — learnt from it, a low capacity would over-provision for good,
+///   since pods sized to it never serve more.
+///
+/// That measurement (`measured`, carried in status while the profile and batch size stay) keeps
+/// the count from falling back to the profile's optimism once more replicas spread the load. It is
+/// raised whenever a pod serves more without refusing, and dropped once it reaches the profile's.
 pub fn replicas_for(
     range: ReplicaRange,
     sel: &Selection,
@@ -292,8 +300,15 @@ pub fn replicas_for(
                 measured
             }
         }
-        // Served that much without refusing: a pod can do at least that.
-        Some(l) => measured.map(|m| m.max(l.busiest_pod_served_per_second)),
+        Some(l) => match l
+            .executor_busy
+            .filter(|busy| *busy >= target_utilisation)
+            .and(l.served_per_executor_second)
+        {
+            Some(thread_bound) => Some(thread_bound),
+            // Served that much without refusing: a pod can do at least that.
+            None => measured.map(|m| m.max(l.busiest_pod_served_per_second)),
+        },
         None => measured,
     }
     .filter(|m| m.is_finite() && *m > 0.0 && *m < profiled);
@@ -315,7 +330,7 @@ pub fn replicas_for(
             ""
         };
         let source = if measured.is_some() {
-            "measured while pods refused work"
+            "measured in the serving pods"
         } else {
             "profiled"
         };

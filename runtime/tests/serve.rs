@@ -466,6 +466,13 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
             && c.padding_items == Some(0.0),
         "{c:?}"
     );
+    // The model thread's busy time, every stage: what the operator learns a pod's capacity from.
+    assert!(
+        c.executor_seconds
+            .zip(c.forward_seconds)
+            .is_some_and(|(busy, forward)| busy > forward),
+        "{c:?}"
+    );
     dashboard_reads_these_series(&text);
     greenbatch_tests::tool::assert_promtool_accepts_metrics(&text, "the runtime's /metrics");
     let om = reqwest::Client::new()

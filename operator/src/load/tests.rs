@@ -14,6 +14,7 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> ServerCounter
         max_queue_delay_seconds: Some(requests / 1e5),
         batches: None,
         forward_seconds: None,
+        executor_seconds: None,
         padding_items: None,
     }
 }
@@ -296,4 +297,47 @@ fn the_model_s_time_per_batch_and_the_rows_it_ran() {
     )
     .unwrap();
     assert_eq!((o.forward_ms_per_batch, o.run_batch_size), (None, None));
+}
+
+#[test]
+fn the_model_thread_s_busy_share_and_what_it_served_per_busy_second() {
+    let busy = |requests: f64, seconds: f64| ServerCounters {
+        executor_seconds: Some(seconds),
+        ..counters(requests, 0.0, &[])
+    };
+    // Over 10 s, pod a's thread was busy 8 s serving 200 items, pod b's 4 s serving 100; pod c is
+    // an older runtime that does not say.
+    let before = snapshot(
+        0.0,
+        &[
+            ("a", busy(0.0, 1.0)),
+            ("b", busy(0.0, 0.0)),
+            ("c", counters(0.0, 0.0, &[])),
+        ],
+    );
+    let after = snapshot(
+        10.0,
+        &[
+            ("a", busy(100.0, 9.0)),
+            ("b", busy(50.0, 4.0)),
+            ("c", counters(50.0, 0.0, &[])),
+        ],
+    );
+    let o = observe(&before, &after, 0.0).unwrap();
+    assert!(
+        o.executor_busy.is_some_and(|b| (b - 0.6).abs() < 1e-12),
+        "{o:?}"
+    );
+    assert_eq!(o.served_per_executor_second, Some(25.0));
+    // Without the series (an older runtime), neither.
+    let o = observe(
+        &snapshot(0.0, &[("c", counters(0.0, 0.0, &[]))]),
+        &snapshot(10.0, &[("c", counters(50.0, 0.0, &[]))]),
+        0.0,
+    )
+    .unwrap();
+    assert_eq!(
+        (o.executor_busy, o.served_per_executor_second),
+        (None, None)
+    );
 }

@@ -579,6 +579,8 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         max_queue_delay_ms: Some(3.5),
         forward_ms_per_batch: None,
         run_batch_size: None,
+        executor_busy: None,
+        served_per_executor_second: None,
         pods: 1,
         window_seconds: 30.0,
         complete,
@@ -937,11 +939,7 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     // Refusals again in the next window: the pod is past its capacity.
     let p = plan(&is, &o, &cfg(), NOW);
     // 1000/s at 500/s per replica, kept below 80% busy: 3.
-    assert_desired(
-        &p,
-        3,
-        "500/s at batch 32 (measured while pods refused work)",
-    );
+    assert_desired(&p, 3, "500/s at batch 32 (measured in the serving pods)");
     assert_eq!(learnt(&p), Some(500.0));
     is.status = Some(p.status);
 
@@ -965,6 +963,51 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     // A new batch size is another capacity: what was measured at the old one is dropped.
     is.spec.batching.mode = BatchingMode::Fixed;
     is.spec.batching.batch_size = Some(8);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(learnt(&p), None);
+}
+
+#[test]
+fn a_busy_model_thread_teaches_the_capacity_before_any_request_is_refused() {
+    // The profile says one replica serves thousands per second; the pods' model threads are busy
+    // 90% of the window serving 900/s (their host path, copying and answering batches, costs what
+    // the profile's device time does not show): one pod serves 1000/s with its thread never idle.
+    let mut is = service("svc");
+    is.spec.replicas.max = 8;
+    let mut o = serving(&mut is);
+    let thread = |rate: f64, busy: f64| LoadObservation {
+        executor_busy: Some(busy),
+        served_per_executor_second: Some(rate / busy),
+        ..load(rate, true)
+    };
+    // At low load the thread's share says nothing of what a pod can do: not learnt.
+    o.load = Some(thread(100.0, 0.3));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(learnt(&p), None);
+    assert_eq!(desired(&p).0, 1);
+    assert_eq!(p.status.observed.clone().unwrap().executor_busy, Some(0.3));
+
+    // Busier than the target utilisation (0.8), nothing refused yet: 900/s at 1000/s per replica,
+    // kept below 80% busy, is 2 replicas — before a single 429.
+    o.load = Some(thread(900.0, 0.9));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(learnt(&p), Some(1000.0));
+    assert_desired(&p, 2, "1000/s at batch 32 (measured in the serving pods)");
+    is.status = Some(p.status);
+
+    // Two pods share the load, each thread 45% busy: the count and what was learnt stay.
+    o.load = Some(LoadObservation {
+        busiest_pod_served_per_second: 450.0,
+        ..thread(900.0, 0.45)
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!((desired(&p).0, learnt(&p)), (2, Some(1000.0)));
+
+    // A thread reading at or above the profile's capacity teaches nothing: the profile stands.
+    o.load = Some(LoadObservation {
+        served_per_executor_second: Some(1e9),
+        ..thread(900.0, 0.9)
+    });
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(learnt(&p), None);
 }
