@@ -232,6 +232,11 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
+/// The model thread's busy share from which what it served per busy second is read as a pod's
+/// capacity, whatever the target utilisation (a low target would otherwise read it at light load,
+/// where batches are small and each item costs more than at capacity).
+pub const MIN_BUSY_TO_LEARN_CAPACITY: f64 = 0.5;
+
 /// Pods refusing (429, queue full) more than this share of the items asked for are past their
 /// capacity.
 const REFUSED_SHARE: f64 = 0.02;
@@ -262,7 +267,8 @@ pub struct ReplicaDecision {
 /// one the count stays where it was, within the spec's range.
 ///
 /// One replica's capacity is the profile's (the device's), unless the pods showed less:
-/// - their model threads were busy `target_utilisation` of the window or more: what they served
+/// - their model threads were busy `target_utilisation` of the window or more (and at least
+///   [`MIN_BUSY_TO_LEARN_CAPACITY`]): what they served
 ///   per busy second is what a pod serves with its thread never idle (the device *and* the host
 ///   work around it: assembling and answering batches), learnt before any request is refused.
 ///   Read only that busy, where batches are as large as the load makes them (at low load each
@@ -302,7 +308,7 @@ pub fn replicas_for(
         }
         Some(l) => match l
             .executor_busy
-            .filter(|busy| *busy >= target_utilisation)
+            .filter(|busy| *busy >= target_utilisation.max(MIN_BUSY_TO_LEARN_CAPACITY))
             .and(l.served_per_executor_second)
         {
             Some(thread_bound) => Some(thread_bound),

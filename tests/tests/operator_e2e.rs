@@ -548,6 +548,21 @@ async fn scale_with_observed_load(
             "{seen:?}"
         );
     }
+    // How busy the pods' model threads were: a pod's capacity is learnt from it only past half
+    // busy (this operator's target utilisation is tiny), so nothing is learnt at this load.
+    assert!(
+        seen.executor_busy.is_some_and(|b| b > 0.0 && b < 0.5),
+        "{seen:?}"
+    );
+    assert_eq!(
+        status
+            .replicas
+            .as_ref()
+            .and_then(|r| r.measured_capacity_per_replica),
+        None,
+        "{:?}",
+        status.replicas
+    );
     // Refusals shown (none at this rate), and which table the prediction is against.
     assert_eq!(seen.refused_per_second, Some(0.0), "{seen:?}");
     assert!(seen.profile_measured_at.is_some(), "{seen:?}");

@@ -986,6 +986,13 @@ fn a_busy_model_thread_teaches_the_capacity_before_any_request_is_refused() {
     assert_eq!(learnt(&p), None);
     assert_eq!(desired(&p).0, 1);
     assert_eq!(p.status.observed.clone().unwrap().executor_busy, Some(0.3));
+    // Nor past a low target utilisation but below half busy: batches are still small there.
+    let low_target = OperatorConfig {
+        target_utilisation: 0.2,
+        ..cfg()
+    };
+    let p = plan(&is, &o, &low_target, NOW);
+    assert_eq!(learnt(&p), None);
 
     // Busier than the target utilisation (0.8), nothing refused yet: 900/s at 1000/s per replica,
     // kept below 80% busy, is 2 replicas — before a single 429.
