@@ -790,8 +790,10 @@ fn busy_operator_metrics() -> String {
             "selected": {"batchSize": 32, "maxQueueDelayMs": 8, "expectedLatencyMs": 31, "percentile": 99,
                          "joulesPerInference": 0.084, "batch1JoulesPerInference": 0.594,
                          "sloAttainable": true, "meter": "nvml-counter", "reason": "r"},
-            "replicas": {"desired": 2, "ready": 2},
-            "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12}},
+            "replicas": {"desired": 2, "ready": 2, "measuredCapacityPerReplica": 900},
+            "observed": {"joulesPerInference": 0.13, "predictedJoulesPerInference": 0.12,
+                         "forwardMsPerBatch": 7.5, "predictedForwardMsPerBatch": 5.0,
+                         "executorBusy": 0.85}},
     }))
     .expect("an InferenceService");
     m.render(&[std::sync::Arc::new(decided)])
