@@ -279,6 +279,13 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
         &render(&json!({"crds": {"install": false}})).await,
         "CustomResourceDefinition"
     ));
+    // `helm upgrade --reuse-values` from a release made before the `crds` values existed has no
+    // `crds` map at all (a null here removes it): the defaults hold, nothing fails.
+    let reused = render(&json!({"crds": null})).await;
+    assert_eq!(
+        find(&reused, "CustomResourceDefinition", CRD_NAMES[1])["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
 }
 
 #[tokio::test]

@@ -108,3 +108,18 @@ values to change.
 {{- fail (printf "leaderElection.renewIntervalSeconds (%d) must be less than leaderElection.renewDeadlineSeconds (%d): a leader must get to renew before it gives up" (int .Values.leaderElection.renewIntervalSeconds) (int .Values.leaderElection.renewDeadlineSeconds)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+crds.install and crds.keep, "true" or "false". Read through hasKey: `helm upgrade --reuse-values`
+from a release made before these values existed gives no `crds` map at all (and sprig's merge
+would turn an explicit false into the default true). Both default to true.
+*/}}
+{{- define "greenbatch.crdsInstall" -}}
+{{- $crds := default (dict) .Values.crds -}}
+{{- ternary $crds.install true (hasKey $crds "install") | toString -}}
+{{- end -}}
+
+{{- define "greenbatch.crdsKeep" -}}
+{{- $crds := default (dict) .Values.crds -}}
+{{- ternary $crds.keep true (hasKey $crds "keep") | toString -}}
+{{- end -}}
