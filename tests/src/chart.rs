@@ -184,6 +184,14 @@ pub async fn install(cluster: &TestCluster, values: &serde_json::Value) -> Resul
     Ok(out)
 }
 
+/// `helm uninstall RELEASE -n OPERATOR_NAMESPACE`, as the cluster's admin. Fails unless helm exits 0.
+pub async fn uninstall(cluster: &TestCluster) -> Result<CommandOutput> {
+    cluster
+        .helm(["uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE])
+        .await?
+        .ok()
+}
+
 /// The PromQL of the chart's Grafana dashboard, `dashboards/greenbatch.json`: every panel's queries
 /// (`expr`) and the variables' `query_result(…)` queries.
 pub fn dashboard_queries() -> Vec<String> {

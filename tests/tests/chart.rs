@@ -747,6 +747,18 @@ fn kept_crds() -> BTreeSet<String> {
         .collect()
 }
 
+/// The release owns the CRDs and its manifest keeps them; `helm uninstall` leaves them.
+async fn uninstall_keeping_the_crds(
+    cluster: &TestCluster,
+    crds: &Api<CustomResourceDefinition>,
+    when: &str,
+) {
+    assert_crds_owned_by_the_release(crds).await;
+    assert_eq!(kept_by_the_release(cluster).await, kept_crds(), "{when}");
+    chart::uninstall(cluster).await.expect("helm uninstall");
+    assert_crds_exist(crds, &format!("kept by helm uninstall {when}")).await;
+}
+
 /// JSON with every number as a float: YAML and Rust write `4096` and `4096.0` for the same bound.
 fn numbers_as_f64(v: &Value) -> Value {
     match v {
@@ -1043,17 +1055,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     // Uninstall removes what the chart made and nothing of the users': the CRDs (kept by their
     // resource policy), the services and their profiles stay.
     let _ = operator.kill().await;
-    cluster
-        .helm([
-            "uninstall",
-            chart::RELEASE,
-            "--namespace",
-            OPERATOR_NAMESPACE,
-        ])
-        .await
-        .expect("helm runs")
-        .ok()
-        .expect("helm uninstall");
+    chart::uninstall(&cluster).await.expect("helm uninstall");
     assert!(
         deployments
             .get_opt("greenbatch-operator")
@@ -1158,20 +1160,7 @@ async fn crds_upgrade_with_the_chart_and_ones_applied_by_hand_are_adopted_as_the
             "helm upgrade brings {name} to the chart's schema"
         );
     }
-    assert_crds_owned_by_the_release(&crds).await;
-    assert_eq!(kept_by_the_release(&cluster).await, kept_crds());
-    cluster
-        .helm([
-            "uninstall",
-            chart::RELEASE,
-            "--namespace",
-            OPERATOR_NAMESPACE,
-        ])
-        .await
-        .expect("helm runs")
-        .ok()
-        .expect("helm uninstall");
-    assert_crds_exist(&crds, "kept by helm uninstall").await;
+    uninstall_keeping_the_crds(&cluster, &crds, "after the upgrade").await;
 
     // CRDs applied by hand (here: the old ones removed, these applied with kubectl).
     let mut delete = vec!["delete", "crd", "--wait=true"];
@@ -1253,18 +1242,5 @@ async fn crds_upgrade_with_the_chart_and_ones_applied_by_hand_are_adopted_as_the
     )
     .await
     .expect("helm upgrade with the CRDs adopted");
-    assert_crds_owned_by_the_release(&crds).await;
-    assert_eq!(kept_by_the_release(&cluster).await, kept_crds());
-    cluster
-        .helm([
-            "uninstall",
-            chart::RELEASE,
-            "--namespace",
-            OPERATOR_NAMESPACE,
-        ])
-        .await
-        .expect("helm runs")
-        .ok()
-        .expect("helm uninstall");
-    assert_crds_exist(&crds, "kept by helm uninstall after adoption").await;
+    uninstall_keeping_the_crds(&cluster, &crds, "after adoption").await;
 }
