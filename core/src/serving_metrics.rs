@@ -23,6 +23,9 @@ pub const MAX_DELAY: &str = "greenbatch_max_queue_delay_seconds";
 pub const BATCHES: &str = "greenbatch_batches_total";
 /// Time the server's model thread spent per stage (label `stage`; `forward` is the model's run).
 pub const EXECUTOR_SECONDS: &str = "greenbatch_executor_seconds_total";
+/// The stages of [`EXECUTOR_SECONDS`] in which the model thread works on a batch (a stage added
+/// later — waiting, say — does not count as busy unless listed here).
+pub const BUSY_STAGES: [&str; 3] = ["assemble", "forward", "respond"];
 /// Rows added to batches to reach a warmed-up shape (so batches ran at (items + padding) rows).
 pub const PADDING_ITEMS: &str = "greenbatch_padding_items_total";
 
@@ -153,8 +156,11 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
                 None => buckets.push((le, value)),
             }
         } else if name == EXECUTOR_SECONDS {
-            *executor_busy.get_or_insert(0.0) += value;
-            if label(labels, "stage") == Some("forward") {
+            let stage = label(labels, "stage");
+            if stage.is_some_and(|s| BUSY_STAGES.contains(&s)) {
+                *executor_busy.get_or_insert(0.0) += value;
+            }
+            if stage == Some("forward") {
                 *sums[slot].get_or_insert(0.0) += value;
             }
         } else {
@@ -247,13 +253,13 @@ mod tests {
 
     #[test]
     fn the_model_s_own_time_is_the_forward_stage_and_the_thread_s_is_every_stage() {
-        let text = "greenbatch_inferences_total 90\ngreenbatch_batches_total 30\ngreenbatch_padding_items_total 6\ngreenbatch_executor_seconds_total{stage=\"assemble\"} 0.5\ngreenbatch_executor_seconds_total{stage=\"forward\"} 1.5\ngreenbatch_executor_seconds_total{stage=\"respond\"} 0.25\n";
+        let text = "greenbatch_inferences_total 90\ngreenbatch_batches_total 30\ngreenbatch_padding_items_total 6\ngreenbatch_executor_seconds_total{stage=\"assemble\"} 0.5\ngreenbatch_executor_seconds_total{stage=\"forward\"} 1.5\ngreenbatch_executor_seconds_total{stage=\"respond\"} 0.25\ngreenbatch_executor_seconds_total{stage=\"idle\"} 9\n";
         let c = parse(text).unwrap();
         assert_eq!(
             (c.batches, c.forward_seconds, c.padding_items),
             (Some(30.0), Some(1.5), Some(6.0))
         );
-        // The thread's busy time is every stage.
+        // The thread's busy time is its working stages (not an unknown `idle` one).
         assert_eq!(c.executor_seconds, Some(2.25));
         // An older runtime without these series: none, not zero.
         let c = parse("greenbatch_inferences_total 1\n").unwrap();

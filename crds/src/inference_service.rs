@@ -378,8 +378,9 @@ pub struct ObservedServing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_forward_ms_per_batch: Option<f64>,
     /// Share of the window the pods' model threads were busy (assembling, running and answering
-    /// batches), mean over the pods. Past the operator's target utilisation it measures what a
-    /// pod can serve (`replicas.measuredCapacityPerReplica`) before any request is refused.
+    /// batches), mean over the pods. A pod running full batches at the selected cap this busy
+    /// shows what it can serve (`replicas.measuredCapacityPerReplica`) before any request is
+    /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_busy: Option<f64>,
     /// Serving pods measured (both scrapes answered).

@@ -62,11 +62,8 @@ pub struct LoadObservation {
     /// Share of the window the pods' model threads were busy (every stage), mean over the pods
     /// that export it; `None` from runtimes that do not.
     pub executor_busy: Option<f64>,
-    /// Items those pods served per second their model thread was busy: what one pod serves with
-    /// the thread never idle, at the window's batch sizes (its host path included, unlike the
-    /// profile's device time). Worth reading only when the thread was busy most of the window:
-    /// at low load batches are small and each item costs more.
-    pub served_per_executor_second: Option<f64>,
+    /// Each pod's model thread over the window, for the pods that export its busy time.
+    pub threads: Vec<ThreadReading>,
     /// Pods in both snapshots whose counters did not go back.
     pub pods: u32,
     /// The pods' mean time between their two reads.
@@ -74,6 +71,23 @@ pub struct LoadObservation {
     /// Both snapshots saw the same pods, every pod answered and none restarted: the rate is the
     /// whole service's. Otherwise it covers only part of the traffic (a lower bound).
     pub complete: bool,
+}
+
+/// One pod's model thread over an observation window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreadReading {
+    /// Share of the window it was busy (assembling, running and answering batches).
+    pub busy: f64,
+    /// Items it served per busy second. With full batches at a cap, what one pod serves at that
+    /// cap with the thread never idle — its host path included, unlike the profile's device
+    /// time. With small batches it says nothing of capacity: the batcher runs batches back to
+    /// back whenever the queue delay is shorter than a batch, so a thread can be busy at a
+    /// fraction of what it could serve.
+    pub served_per_busy_second: f64,
+    /// Mean items per batch; `None` from a runtime that does not count batches, or without any.
+    pub items_per_batch: Option<f64>,
+    /// Its batch cap at the window's end.
+    pub max_batch_size: Option<u32>,
 }
 
 /// Fewer batches than this in a window say too little about the model's time per batch.
@@ -105,8 +119,7 @@ pub fn observe(
     let (mut cap, mut delays) = (None::<f64>, Vec::new());
     // The model's time and the rows it ran, over the pods that export them.
     let (mut batches, mut forward_seconds, mut rows) = (0.0, 0.0, 0.0);
-    // The model thread's busy time and what it served, over the pods that export it.
-    let (mut busy_shares, mut busy_seconds, mut busy_served) = (Vec::new(), 0.0, 0.0);
+    let mut threads = Vec::new();
     for (key, now) in &after.pods {
         let Some(then) = before.pods.get(key) else {
             continue;
@@ -163,12 +176,31 @@ pub fn observe(
             let padding = a.padding_items.unwrap_or(0.0) - b.padding_items.unwrap_or(0.0);
             rows += served + padding.max(0.0);
         }
-        if let (Some(a), Some(b)) = (a.executor_seconds, b.executor_seconds)
-            && a >= b
+        if let (Some(busy_after), Some(busy_before)) = (a.executor_seconds, b.executor_seconds)
+            && busy_after > busy_before
         {
-            busy_shares.push(((a - b) / dt).min(1.0));
-            busy_seconds += a - b;
-            busy_served += served;
+            let busy = busy_after - busy_before;
+            let items_per_batch = match (a.batches, b.batches) {
+                (Some(x), Some(y)) if x > y => Some(served / (x - y)),
+                _ => None,
+            };
+            threads.push(ThreadReading {
+                busy: (busy / dt).min(1.0),
+                served_per_busy_second: served / busy,
+                items_per_batch,
+                // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.
+                max_batch_size: a
+                    .max_batch_size
+                    .map(|c| c.round().clamp(0.0, f64::from(u32::MAX)) as u32),
+            });
+        } else if a.executor_seconds.is_some() && b.executor_seconds.is_some() {
+            // Exported, and idle all window.
+            threads.push(ThreadReading {
+                busy: 0.0,
+                served_per_busy_second: 0.0,
+                items_per_batch: None,
+                max_batch_size: None,
+            });
         }
         if let Some(c) = a.max_batch_size {
             cap = Some(cap.map_or(c, |m| m.max(c)));
@@ -198,10 +230,9 @@ pub fn observe(
         forward_ms_per_batch: (batches >= MIN_BATCHES_FOR_FORWARD_TIME)
             .then(|| 1000.0 * forward_seconds / batches),
         run_batch_size: (batches >= MIN_BATCHES_FOR_FORWARD_TIME).then(|| rows / batches),
-        executor_busy: (!busy_shares.is_empty())
-            .then(|| busy_shares.iter().sum::<f64>() / busy_shares.len() as f64),
-        served_per_executor_second: (busy_seconds > 0.0 && busy_served > 0.0)
-            .then(|| busy_served / busy_seconds),
+        executor_busy: (!threads.is_empty())
+            .then(|| threads.iter().map(|t| t.busy).sum::<f64>() / threads.len() as f64),
+        threads,
         pods,
         window_seconds: window / f64::from(pods),
         complete: pods as usize == after.pods.len()

@@ -232,10 +232,41 @@ fn fmt_rate(x: f64) -> String {
     }
 }
 
-/// The model thread's busy share from which what it served per busy second is read as a pod's
-/// capacity, whatever the target utilisation (a low target would otherwise read it at light load,
-/// where batches are small and each item costs more than at capacity).
+/// A pod's model thread is read for its capacity only when busy at least this share of the window
+/// (or the target utilisation, when higher, up to [`MAX_BUSY_TO_LEARN_CAPACITY`]): a device that
+/// mostly idles runs slower per batch (clocks down) than it does near capacity.
 pub const MIN_BUSY_TO_LEARN_CAPACITY: f64 = 0.5;
+/// ...and the bar never rises above this, so a target utilisation of 1 does not switch it off.
+pub const MAX_BUSY_TO_LEARN_CAPACITY: f64 = 0.9;
+/// Batches with at least this share of the cap in items count as full.
+pub const FULL_BATCH_SHARE: f64 = 0.9;
+
+/// What one pod serves at `batch_size` with its model thread never idle, from the pods whose
+/// threads ran full batches at that cap and were busy enough (mean over them): the time a full
+/// batch takes there, host work included. `None` when no pod qualifies — in particular when
+/// batches are small, where a thread can be busy at a fraction of what it could serve (the
+/// batcher runs batches back to back whenever its queue delay is shorter than a batch).
+pub fn thread_capacity(
+    load: &LoadObservation,
+    batch_size: u32,
+    target_utilisation: f64,
+) -> Option<f64> {
+    let busy_enough =
+        target_utilisation.clamp(MIN_BUSY_TO_LEARN_CAPACITY, MAX_BUSY_TO_LEARN_CAPACITY);
+    let full = FULL_BATCH_SHARE * f64::from(batch_size);
+    let readings: Vec<f64> = load
+        .threads
+        .iter()
+        .filter(|t| {
+            t.busy >= busy_enough
+                && t.max_batch_size == Some(batch_size)
+                && t.items_per_batch.is_some_and(|n| n >= full)
+        })
+        .map(|t| t.served_per_busy_second)
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .collect();
+    (!readings.is_empty()).then(|| readings.iter().sum::<f64>() / readings.len() as f64)
+}
 
 /// Pods refusing (429, queue full) more than this share of the items asked for are past their
 /// capacity.
@@ -267,13 +298,11 @@ pub struct ReplicaDecision {
 /// one the count stays where it was, within the spec's range.
 ///
 /// One replica's capacity is the profile's (the device's), unless the pods showed less:
-/// - their model threads were busy `target_utilisation` of the window or more (and at least
-///   [`MIN_BUSY_TO_LEARN_CAPACITY`]): what they served
-///   per busy second is what a pod serves with its thread never idle (the device *and* the host
-///   work around it: assembling and answering batches), learnt before any request is refused.
-///   Read only that busy, where batches are as large as the load makes them (at low load each
-///   item costs more, and the reading would over-provision); one window suffices, as a ratio of
-///   items to busy seconds does not depend on how much of the window a burst filled;
+/// - their model threads ran full batches at the selected cap while busy ([`thread_capacity`]):
+///   the time a full batch takes in the pod, host work included, learnt before any request is
+///   refused. One window suffices (a ratio of items to busy seconds does not depend on how much of
+///   the window a burst filled). It bounds what is known from above — a limit outside the model
+///   thread learnt from refusals stays when lower — and never goes below what a pod served;
 /// - they refused work for capacity (429): then what each refusing pod served — a limit outside
 ///   the model thread (HTTP, decoding) that it does not measure. Learnt only when the pods refused
 ///   work in this complete observation *and* the one before (`refused_before`): a burst that fills
@@ -306,15 +335,14 @@ pub fn replicas_for(
                 measured
             }
         }
-        Some(l) => match l
-            .executor_busy
-            .filter(|busy| *busy >= target_utilisation.max(MIN_BUSY_TO_LEARN_CAPACITY))
-            .and(l.served_per_executor_second)
-        {
-            Some(thread_bound) => Some(thread_bound),
+        Some(l) => {
             // Served that much without refusing: a pod can do at least that.
-            None => measured.map(|m| m.max(l.busiest_pod_served_per_second)),
-        },
+            let served = l.busiest_pod_served_per_second;
+            match thread_capacity(l, sel.choice.batch_size, target_utilisation) {
+                Some(thread) => Some(measured.map_or(thread, |m| m.min(thread)).max(served)),
+                None => measured.map(|m| m.max(served)),
+            }
+        }
         None => measured,
     }
     .filter(|m| m.is_finite() && *m > 0.0 && *m < profiled);

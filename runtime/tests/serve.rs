@@ -466,7 +466,20 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
             && c.padding_items == Some(0.0),
         "{c:?}"
     );
-    // The model thread's busy time, every stage: what the operator learns a pod's capacity from.
+    // The model thread's busy time, its working stages: what the operator learns a pod's capacity
+    // from. The stages the runtime times are the ones the operator counts as busy.
+    let stages: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("greenbatch_executor_seconds_total{stage=\""))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(
+        stages,
+        greenbatch_core::serving_metrics::BUSY_STAGES
+            .into_iter()
+            .collect(),
+        "the executor's stages and serving_metrics::BUSY_STAGES"
+    );
     assert!(
         c.executor_seconds
             .zip(c.forward_seconds)

@@ -300,44 +300,57 @@ fn the_model_s_time_per_batch_and_the_rows_it_ran() {
 }
 
 #[test]
-fn the_model_thread_s_busy_share_and_what_it_served_per_busy_second() {
-    let busy = |requests: f64, seconds: f64| ServerCounters {
+fn each_pod_s_model_thread_busy_share_items_per_batch_and_served_per_busy_second() {
+    let busy = |requests: f64, seconds: f64, batches: f64| ServerCounters {
         executor_seconds: Some(seconds),
+        batches: Some(batches),
         ..counters(requests, 0.0, &[])
     };
-    // Over 10 s, pod a's thread was busy 8 s serving 200 items, pod b's 4 s serving 100; pod c is
-    // an older runtime that does not say.
+    // Over 10 s: pod a's thread was busy 8 s serving 200 items in 10 batches; pod b's 4 s serving
+    // 100 items in 50; pod c idled all window; pod d is an older runtime that does not say.
     let before = snapshot(
         0.0,
         &[
-            ("a", busy(0.0, 1.0)),
-            ("b", busy(0.0, 0.0)),
-            ("c", counters(0.0, 0.0, &[])),
+            ("a", busy(0.0, 1.0, 0.0)),
+            ("b", busy(0.0, 0.0, 0.0)),
+            ("c", busy(0.0, 2.0, 7.0)),
+            ("d", counters(0.0, 0.0, &[])),
         ],
     );
     let after = snapshot(
         10.0,
         &[
-            ("a", busy(100.0, 9.0)),
-            ("b", busy(50.0, 4.0)),
-            ("c", counters(50.0, 0.0, &[])),
+            ("a", busy(100.0, 9.0, 10.0)),
+            ("b", busy(50.0, 4.0, 50.0)),
+            ("c", busy(0.0, 2.0, 7.0)),
+            ("d", counters(50.0, 0.0, &[])),
         ],
     );
     let o = observe(&before, &after, 0.0).unwrap();
+    let reading = |busy: f64, per_second: f64, per_batch: Option<f64>, cap| ThreadReading {
+        busy,
+        served_per_busy_second: per_second,
+        items_per_batch: per_batch,
+        max_batch_size: cap,
+    };
+    assert_eq!(
+        o.threads,
+        vec![
+            reading(0.8, 25.0, Some(20.0), Some(32)),
+            reading(0.4, 25.0, Some(2.0), Some(32)),
+            reading(0.0, 0.0, None, None),
+        ]
+    );
     assert!(
-        o.executor_busy.is_some_and(|b| (b - 0.6).abs() < 1e-12),
+        o.executor_busy.is_some_and(|b| (b - 0.4).abs() < 1e-12),
         "{o:?}"
     );
-    assert_eq!(o.served_per_executor_second, Some(25.0));
     // Without the series (an older runtime), neither.
     let o = observe(
-        &snapshot(0.0, &[("c", counters(0.0, 0.0, &[]))]),
-        &snapshot(10.0, &[("c", counters(50.0, 0.0, &[]))]),
+        &snapshot(0.0, &[("d", counters(0.0, 0.0, &[]))]),
+        &snapshot(10.0, &[("d", counters(50.0, 0.0, &[]))]),
         0.0,
     )
     .unwrap();
-    assert_eq!(
-        (o.executor_busy, o.served_per_executor_second),
-        (None, None)
-    );
+    assert_eq!((o.executor_busy, o.threads), (None, vec![]));
 }

@@ -2,7 +2,7 @@
 //! plan must say.
 
 use super::*;
-use crate::load::LoadObservation;
+use crate::load::{LoadObservation, ThreadReading};
 use crate::observe::{DeploymentObservation, JobObservation, JobState, Observed};
 use crate::testutil::{service, table};
 use greenbatch_core::energy_model::predict_config;
@@ -580,7 +580,7 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         forward_ms_per_batch: None,
         run_batch_size: None,
         executor_busy: None,
-        served_per_executor_second: None,
+        threads: vec![],
         pods: 1,
         window_seconds: 30.0,
         complete,
@@ -967,56 +967,97 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     assert_eq!(learnt(&p), None);
 }
 
+/// A window in which one pod served `rate` items/s, its model thread busy `busy` of the time
+/// running `per_batch` items per batch at a cap of `cap`.
+fn thread_load(rate: f64, busy: f64, per_batch: f64, cap: u32) -> LoadObservation {
+    LoadObservation {
+        executor_busy: Some(busy),
+        threads: vec![ThreadReading {
+            busy,
+            served_per_busy_second: rate / busy,
+            items_per_batch: Some(per_batch),
+            max_batch_size: Some(cap),
+        }],
+        ..load(rate, true)
+    }
+}
+
 #[test]
-fn a_busy_model_thread_teaches_the_capacity_before_any_request_is_refused() {
-    // The profile says one replica serves thousands per second; the pods' model threads are busy
-    // 90% of the window serving 900/s (their host path, copying and answering batches, costs what
-    // the profile's device time does not show): one pod serves 1000/s with its thread never idle.
+fn a_model_thread_running_full_batches_teaches_the_capacity_before_any_request_is_refused() {
+    // The profile says one replica serves thousands per second at batch 32; in the pod a full
+    // batch takes longer (copying and answering batches cost what the profile's device time does
+    // not show): 900/s with the thread 90% busy on full batches is 1000/s with it never idle.
     let mut is = service("svc");
     is.spec.replicas.max = 8;
     let mut o = serving(&mut is);
-    let thread = |rate: f64, busy: f64| LoadObservation {
-        executor_busy: Some(busy),
-        served_per_executor_second: Some(rate / busy),
-        ..load(rate, true)
-    };
-    // At low load the thread's share says nothing of what a pod can do: not learnt.
-    o.load = Some(thread(100.0, 0.3));
+    let selected = is.status.as_ref().and_then(|s| s.selected.as_ref());
+    assert_eq!(selected.map(|s| s.batch_size), Some(32));
+
+    // Busy but on small batches (the batcher runs them back to back when its delay is shorter
+    // than a batch): the thread is busy at a fraction of what it could serve. Nothing learnt.
+    o.load = Some(thread_load(900.0, 0.96, 1.5, 32));
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(learnt(&p), None);
     assert_eq!(desired(&p).0, 1);
-    assert_eq!(p.status.observed.clone().unwrap().executor_busy, Some(0.3));
-    // Nor past a low target utilisation but below half busy: batches are still small there.
-    let low_target = OperatorConfig {
-        target_utilisation: 0.2,
-        ..cfg()
-    };
-    let p = plan(&is, &o, &low_target, NOW);
-    assert_eq!(learnt(&p), None);
+    assert_eq!(p.status.observed.clone().unwrap().executor_busy, Some(0.96));
+    // Full batches, but under another cap (an old pod of a rollout): nothing learnt.
+    o.load = Some(thread_load(900.0, 0.9, 16.0, 16));
+    assert_eq!(learnt(&plan(&is, &o, &cfg(), NOW)), None);
+    // Full batches at the cap, thread mostly idle (a device that idles runs slower): nothing.
+    o.load = Some(thread_load(300.0, 0.3, 32.0, 32));
+    assert_eq!(learnt(&plan(&is, &o, &cfg(), NOW)), None);
 
-    // Busier than the target utilisation (0.8), nothing refused yet: 900/s at 1000/s per replica,
-    // kept below 80% busy, is 2 replicas — before a single 429.
-    o.load = Some(thread(900.0, 0.9));
+    // Full batches at the cap, thread busy: 900/s at 1000/s per replica, kept below 80% busy, is
+    // 2 replicas — before a single 429.
+    o.load = Some(thread_load(900.0, 0.9, 31.0, 32));
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(learnt(&p), Some(1000.0));
     assert_desired(&p, 2, "1000/s at batch 32 (measured in the serving pods)");
+    // The same with a target utilisation of 1: the bar to read the thread stops at 90% busy.
+    let full_target = OperatorConfig {
+        target_utilisation: 1.0,
+        ..cfg()
+    };
+    assert_eq!(learnt(&plan(&is, &o, &full_target, NOW)), Some(1000.0));
     is.status = Some(p.status);
 
-    // Two pods share the load, each thread 45% busy: the count and what was learnt stay.
+    // Two pods share the load on smaller batches: the count and what was learnt stay.
     o.load = Some(LoadObservation {
         busiest_pod_served_per_second: 450.0,
-        ..thread(900.0, 0.45)
+        ..thread_load(900.0, 0.45, 8.0, 32)
     });
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!((desired(&p).0, learnt(&p)), (2, Some(1000.0)));
+    is.status = Some(p.status);
+
+    // A limit outside the thread learnt from refusals (HTTP) stays when lower than what the
+    // thread could do: the thread reading bounds what is known from above.
+    is.status
+        .as_mut()
+        .unwrap()
+        .replicas
+        .as_mut()
+        .unwrap()
+        .measured_capacity_per_replica = Some(600.0);
+    o.load = Some(LoadObservation {
+        busiest_pod_served_per_second: 500.0,
+        ..thread_load(1000.0, 0.9, 32.0, 32)
+    });
+    assert_eq!(learnt(&plan(&is, &o, &cfg(), NOW)), Some(600.0));
 
     // A thread reading at or above the profile's capacity teaches nothing: the profile stands.
-    o.load = Some(LoadObservation {
-        served_per_executor_second: Some(1e9),
-        ..thread(900.0, 0.9)
-    });
-    let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(learnt(&p), None);
+    is.status
+        .as_mut()
+        .unwrap()
+        .replicas
+        .as_mut()
+        .unwrap()
+        .measured_capacity_per_replica = None;
+    o.load = Some(thread_load(900.0, 0.9, 32.0, 32));
+    if let Some(t) = o.load.as_mut().and_then(|l| l.threads.first_mut()) {
+        t.served_per_busy_second = 1e9;
+    }
+    assert_eq!(learnt(&plan(&is, &o, &cfg(), NOW)), None);
 }
 
 #[test]
