@@ -261,6 +261,11 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
             rendered["metadata"]["annotations"]["helm.sh/resource-policy"],
             "keep"
         );
+        // Argo CD ignores Helm's policy: it is told in its own terms.
+        assert_eq!(
+            rendered["metadata"]["annotations"]["argocd.argoproj.io/sync-options"],
+            "Prune=false,Delete=false"
+        );
         assert_eq!(
             rendered["metadata"]["labels"]["app.kubernetes.io/managed-by"],
             "Helm"
@@ -1084,10 +1089,10 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     );
 }
 
-/// A copy of the chart in `dir` as an older version would have been: version 0.0.1, with an
+/// A copy of the chart in `dir` as an older version would have been: version 0.1.9, with an
 /// InferenceService CRD a field (`spec.replicas`) and a printer column fewer.
 fn older_chart(dir: &std::path::Path) -> PathBuf {
-    let copy = dir.join("greenbatch-0.0.1");
+    let copy = dir.join("greenbatch-0.1.9");
     let status = std::process::Command::new("cp")
         .arg("-r")
         .arg(chart::chart_dir())
@@ -1097,10 +1102,10 @@ fn older_chart(dir: &std::path::Path) -> PathBuf {
     assert!(status.success());
     let chart_yaml = copy.join("Chart.yaml");
     let text = std::fs::read_to_string(&chart_yaml).expect("Chart.yaml");
-    assert!(text.contains("\nversion: 0.1.0\n"), "{text}");
+    assert!(text.contains("\nversion: 0.2.0\n"), "{text}");
     std::fs::write(
         &chart_yaml,
-        text.replace("\nversion: 0.1.0\n", "\nversion: 0.0.1\n"),
+        text.replace("\nversion: 0.2.0\n", "\nversion: 0.1.9\n"),
     )
     .expect("write Chart.yaml");
     let crd_file = copy.join("files/crds/inferenceservices.greenbatch.dev.yaml");
@@ -1124,8 +1129,8 @@ fn older_chart(dir: &std::path::Path) -> PathBuf {
 /// in `crds/`) to the release `greenbatch` in `greenbatch-system`.
 const ADOPT_CRDS: [&str; 3] = [
     "kubectl apply -f crds/",
-    "kubectl label crd inferenceservices.greenbatch.dev energyprofiles.greenbatch.dev app.kubernetes.io/managed-by=Helm",
-    "kubectl annotate crd inferenceservices.greenbatch.dev energyprofiles.greenbatch.dev meta.helm.sh/release-name=greenbatch meta.helm.sh/release-namespace=greenbatch-system",
+    "kubectl label crd inferenceservices.greenbatch.dev energyprofiles.greenbatch.dev --overwrite app.kubernetes.io/managed-by=Helm",
+    "kubectl annotate crd inferenceservices.greenbatch.dev energyprofiles.greenbatch.dev --overwrite meta.helm.sh/release-name=greenbatch meta.helm.sh/release-namespace=greenbatch-system",
 ];
 
 #[tokio::test]
