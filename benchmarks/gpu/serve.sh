@@ -41,8 +41,10 @@ policy() {
   done
   for rate in $RATES; do
     echo "== $(date +%T) $name at $rate req/s"
+    curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/window-$name-$rate-0.txt"; date +%s.%N >"$OUT/window-$name-$rate-0.time"
     "${CLIENT_CPUS[@]}" "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
       --slo-ms "$SLO_MS" --threads 8 --json "$OUT/$name-$rate.json" >/dev/null 2>>"$OUT/loadgen.log" || echo "loadgen failed"
+    curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/window-$name-$rate-1.txt"; date +%s.%N >"$OUT/window-$name-$rate-1.time"
   done
   curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-$name.txt" || echo "no metrics from $name"
   kill -TERM "$pid"; wait "$pid"; echo "server exit $?"
@@ -80,5 +82,40 @@ for path in sorted(glob.glob(f"{sys.argv[1]}/metrics-*.txt")):
     stage = lambda s: val(r'greenbatch_executor_seconds_total\{stage="' + s + r'"\}')
     name = os.path.basename(path)[len("metrics-"):-len(".txt")]
     print(f"| {name} | {val('greenbatch_batches_total'):.0f} | {stage('assemble'):.2f} | {stage('forward'):.2f} | {stage('respond'):.2f} |")
+PY
+# Per rate, the model thread as the operator reads it (operator/src/load.rs, sizing.rs): busy share,
+# items per batch against the cap, and items served per busy second — what the operator takes as a
+# pod's capacity when batches are full at the cap and the thread is busy (docs/operator.md,
+# "Capacity"); beside the profile's capacity at that cap (batch / p50).
+python3 - "$OUT" "$RATES" "$PROFILE" <<'PY'
+import json, os, re, sys
+out, rates, profile = sys.argv[1], sys.argv[2].split(), sys.argv[3]
+rows = {}
+try:
+    for r in json.load(open(profile))["table"]["rows"]:
+        rows[r["batchSize"]] = r["batchSize"] / (r["latencyMs"]["p50"] / 1000.0)
+except Exception as e:
+    print(f"(no profile capacities: {e})")
+def val(text, pat):
+    return sum(float(m.group(1)) for m in re.finditer(pat + r" ([0-9.eE+-]+)", text))
+print("\n| policy | rate req/s | thread busy | items/batch | cap | served per busy s | profile capacity at cap | operator would learn |")
+print("|---|---|---|---|---|---|---|---|")
+for pol in ("batch1", "adaptive", "adaptive-graphs"):
+    for rate in rates:
+        try:
+            a, b = (open(f"{out}/window-{pol}-{rate}-{i}.txt").read() for i in (0, 1))
+            t0, t1 = (float(open(f"{out}/window-{pol}-{rate}-{i}.time").read()) for i in (0, 1))
+        except OSError:
+            continue
+        busy_stage = r'greenbatch_executor_seconds_total\{stage="(?:assemble|forward|respond)"\}'
+        busy = val(b, busy_stage) - val(a, busy_stage)
+        served = val(b, r"greenbatch_inferences_total") - val(a, r"greenbatch_inferences_total")
+        batches = val(b, r"greenbatch_batches_total") - val(a, r"greenbatch_batches_total")
+        cap = int(val(b, r"greenbatch_max_batch_size"))
+        share = busy / (t1 - t0) if t1 > t0 else float("nan")
+        per_batch = served / batches if batches else float("nan")
+        per_busy = served / busy if busy else float("nan")
+        learn = share >= 0.8 and per_batch >= 0.9 * cap
+        print(f"| {pol} | {rate} | {share:.2f} | {per_batch:.1f} | {cap} | {per_busy:.0f} | {rows.get(cap, float('nan')):.0f} | {'yes' if learn else 'no'} |")
 PY
 grep -h "adaptive batching" "$OUT"/serve-adaptive*.log | tail -n 8
