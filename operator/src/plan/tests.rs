@@ -967,6 +967,53 @@ fn pods_refusing_work_teach_the_capacity_replicas_are_sized_with() {
     assert_eq!(learnt(&p), None);
 }
 
+#[test]
+fn a_new_measurement_alone_never_takes_a_running_service_down() {
+    // Serving at the profile's choice; a re-measurement (a drift re-profile on a throttled GPU,
+    // another service's token, a new runtime) finds every batch size far slower than the SLO.
+    let mut is = service("svc");
+    let mut o = serving(&mut is);
+    let before = is.status.clone().unwrap();
+    let was = before.selected.clone().expect("selected");
+    if let Some(table) = o
+        .profile
+        .as_mut()
+        .and_then(|p| p.status.as_mut())
+        .and_then(|s| s.table.as_mut())
+    {
+        for row in &mut table.rows {
+            row.latency_ms.p50 *= 1000.0;
+            row.latency_ms.p95 *= 1000.0;
+            row.latency_ms.p99 = row.latency_ms.p99.map(|ms| ms * 1000.0);
+        }
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.serving, Serving::Keep, "the Deployment and Service stay");
+    assert_eq!(p.status.phase, Some(Phase::Degraded));
+    let ready = cond(&p, READY);
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::True, "ServingPreviousConfig")
+    );
+    assert!(
+        ready.message.contains("still serving at batch"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(cond(&p, SLO_ATTAINABLE).status, ConditionStatus::False);
+    // Status describes what serves: the previous choice and replicas.
+    assert_eq!(p.status.selected.as_ref(), Some(&was));
+    assert_eq!(p.status.replicas, before.replicas);
+    assert!(event(&p, "SLOUnattainable").is_some_and(|e| e.warning));
+    assert!(event(&p, "ConfigSelected").is_none());
+
+    // A change of the spec is the user's decision: DoNotServe then stops serving.
+    is.status = Some(p.status);
+    is.metadata.generation = Some(2);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.serving, Serving::Remove);
+}
+
 /// A window in which one pod served `rate` items/s, its model thread busy `busy` of the time
 /// running `per_batch` items per batch at a cap of `cap`.
 fn thread_load(rate: f64, busy: f64, per_batch: f64, cap: u32) -> LoadObservation {
