@@ -509,6 +509,11 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         msg.clone(),
                     );
                     status.phase = Some(Phase::Failed);
+                    // A running Deployment is kept as it is (Serving::Keep): its configuration
+                    // and replica count stay in status, so a later choice starts from them
+                    // instead of `spec.replicas.min`.
+                    status.selected = old.selected.clone();
+                    status.replicas = old.replicas.clone();
                     if condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
                         events.push(PlannedEvent {
                             warning: true,

@@ -1014,6 +1014,25 @@ fn a_new_measurement_alone_never_takes_a_running_service_down() {
     assert_eq!(p.serving, Serving::Remove);
 }
 
+#[test]
+fn a_running_service_without_a_configuration_keeps_its_replicas_and_choice() {
+    // Serving on 3 replicas; an edit asks for a fixed batch size the profile lacks.
+    let mut is = service("svc");
+    is.spec.replicas.max = 8;
+    let o = serving(&mut is);
+    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
+        r.desired = 3;
+    }
+    let before = is.status.clone().unwrap();
+    is.spec.batching.mode = BatchingMode::Fixed;
+    is.spec.batching.batch_size = Some(64);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(cond(&p, READY).reason, "NoConfiguration");
+    assert_eq!(p.serving, Serving::Keep);
+    assert_eq!(p.status.replicas.as_ref().map(|r| r.desired), Some(3));
+    assert_eq!(p.status.selected, before.selected);
+}
+
 /// A window in which one pod served `rate` items/s, its model thread busy `busy` of the time
 /// running `per_batch` items per batch at a cap of `cap`.
 fn thread_load(rate: f64, busy: f64, per_batch: f64, cap: u32) -> LoadObservation {
