@@ -317,10 +317,25 @@ pub struct ReplicaStatus {
     /// Why `desired` is what it is: the observed load and one replica's capacity, or the range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Items per second one pod served while the pods refused work, when below the profile's
-    /// capacity: used for sizing instead, while the batch size stays.
+    /// Items per second one pod was measured to sustain (its model thread on full batches, or
+    /// while the pods refused work), when below the profile's capacity: used for sizing instead,
+    /// while the batch size stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_capacity_per_replica: Option<f64>,
+    /// A lower count the load has asked for, held back until it has for the operator's
+    /// scale-down delay: a lull of a window or two does not stop pods that take minutes to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<PendingScaleDown>,
+}
+
+/// A scale-down waiting out the operator's scale-down delay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingScaleDown {
+    /// The most replicas the load has asked for since `since` (fewer than `desired`).
+    pub to: u32,
+    /// When the load first asked for fewer (RFC 3339).
+    pub since: String,
 }
 
 /// What the serving pods measured (their `/metrics`, summed over the pods) between two scrapes,

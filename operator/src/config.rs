@@ -25,6 +25,9 @@ pub struct OperatorConfig {
     /// Replicas are sized to keep each one's device busy at most this fraction of the time at the
     /// observed arrival rate (headroom for bursts and for the rate to grow before the next look).
     pub target_utilisation: f64,
+    /// Replicas go down only once the load has asked for fewer this long on end (to the most it
+    /// asked for meanwhile); up at once. Zero: down at the first observation that allows it.
+    pub scale_down_delay: std::time::Duration,
     /// ConfigMap (key `ca.crt`, in each service's namespace) of CA certificates that runtime pods
     /// trust for https model downloads besides the public roots; mounted only into pods of
     /// services whose model is a URL.
@@ -42,6 +45,7 @@ impl Default for OperatorConfig {
             job_active_deadline_seconds: 3600,
             observe_interval: std::time::Duration::from_secs(30),
             target_utilisation: greenbatch_core::Policy::default().target_utilisation,
+            scale_down_delay: std::time::Duration::from_secs(300),
             model_ca_config_map: None,
         }
     }

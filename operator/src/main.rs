@@ -60,6 +60,11 @@ struct Args {
     #[arg(long, env = "GREENBATCH_TARGET_UTILISATION", default_value_t = OperatorConfig::default().target_utilisation,
           value_parser = utilisation)]
     target_utilisation: f64,
+    /// Seconds the load must ask for fewer replicas before they go down (to the most it asked
+    /// for meanwhile); up is at once. 0: down at the first observation that allows it.
+    #[arg(long, env = "GREENBATCH_SCALE_DOWN_DELAY_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=86400))]
+    scale_down_delay_seconds: u64,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "GREENBATCH_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -196,6 +201,7 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             job_backoff_limit: args.job_backoff_limit,
             job_active_deadline_seconds: args.job_deadline_seconds,
             observe_interval: Duration::from_secs(args.observe_interval_seconds),
+            scale_down_delay: Duration::from_secs(args.scale_down_delay_seconds),
             target_utilisation: args.target_utilisation,
             model_ca_config_map: args.model_ca_configmap,
         },

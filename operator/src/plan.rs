@@ -8,8 +8,9 @@ use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
 use crate::resources::{self, ServeSettings};
 use crate::sizing::{
-    ReplicaDecision, drift, drift_note, observed_serving, past_capacity, predicted_forward_ms,
-    predicted_joules, previous_observation, replicas_for, slo_note,
+    ReplicaDecision, Stabilised, drift, drift_note, observed_serving, past_capacity,
+    predicted_forward_ms, predicted_joules, previous_observation, replicas_for, slo_note,
+    stabilise_scale_down,
 };
 use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
@@ -559,8 +560,8 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     == Some(sel.choice.batch_size)
                         });
                     let ReplicaDecision {
-                        count: replicas,
-                        reason: replica_reason,
+                        count: decided_replicas,
+                        reason: decided_reason,
                         measured_capacity,
                     } = replicas_for(
                         valid.spec.replicas,
@@ -574,6 +575,19 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     == observed.load.as_ref().and_then(|l| l.max_batch_size)
                         }),
                         cfg.target_utilisation,
+                    );
+                    let Stabilised {
+                        count: replicas,
+                        reason: replica_reason,
+                        pending: scale_down,
+                    } = stabilise_scale_down(
+                        decided_replicas,
+                        decided_reason,
+                        old.replicas.as_ref().map(|r| r.desired).filter(|d| *d > 0),
+                        valid.spec.replicas.max(),
+                        old.replicas.as_ref().and_then(|r| r.scale_down.as_ref()),
+                        now,
+                        cfg.scale_down_delay,
                     );
                     let settings = ServeSettings {
                         batch_size: sel.choice.batch_size,
@@ -761,6 +775,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     ready,
                                     reason: Some(replica_reason.clone()),
                                     measured_capacity_per_replica: measured_capacity,
+                                    scale_down,
                                 });
                                 // Look again after one observation window: replicas follow the load.
                                 requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
@@ -898,6 +913,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             ready: 0,
                             reason: Some("not serving: the SLO is not attainable".into()),
                             measured_capacity_per_replica: None,
+                            scale_down: None,
                         });
                         serving = Serving::Remove;
                         if old.phase != Some(Phase::Degraded) {

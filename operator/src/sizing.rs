@@ -7,7 +7,7 @@ use crate::names::REPROFILE_ANNOTATION;
 use crate::resources;
 use greenbatch_core::energy_model::{predict_config, resize_replicas, size_replicas};
 use greenbatch_core::{ProfileTable, ReplicaRange, Selection};
-use greenbatch_crds::inference_service::{ObservedServing, ReplicaStatus};
+use greenbatch_crds::inference_service::{ObservedServing, PendingScaleDown, ReplicaStatus};
 
 /// Observed joules per inference this many times above (or below 1/this of) the profile's prediction
 /// for the same load and batching is a drift worth a Warning Event.
@@ -285,6 +285,78 @@ pub fn past_capacity(seen: &ObservedServing) -> bool {
     }
 }
 
+/// A replica count after the scale-down delay: what to run, why, and the scale-down still waiting.
+#[derive(Debug, PartialEq)]
+pub struct Stabilised {
+    pub count: u32,
+    pub reason: String,
+    pub pending: Option<PendingScaleDown>,
+}
+
+/// Holds a scale-down back until the load has asked for fewer replicas `delay` on end, then goes
+/// to the most it asked for meanwhile; more replicas, a count the spec's range imposes, or a
+/// delay of zero pass at once. `decided` is [`replicas_for`]'s count for this reconcile and
+/// `current` the count running (`None`: not serving yet). Without a parsable time the decision
+/// passes as it is (nothing to measure the delay by).
+pub fn stabilise_scale_down(
+    decided: u32,
+    reason: String,
+    current: Option<u32>,
+    max: u32,
+    pending: Option<&PendingScaleDown>,
+    now: &str,
+    delay: std::time::Duration,
+) -> Stabilised {
+    let pass = |reason: String| Stabilised {
+        count: decided,
+        reason,
+        pending: None,
+    };
+    let Some(current) = current.filter(|c| decided < *c && *c <= max && !delay.is_zero()) else {
+        return pass(reason);
+    };
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let Some(at) = parse(now) else {
+        return pass(reason);
+    };
+    // The wait goes on from when the load first asked for fewer (a time that does not parse, or
+    // lies ahead, starts it afresh).
+    let started = pending.and_then(|p| {
+        parse(&p.since)
+            .filter(|since| *since <= at)
+            .map(|since| (p, since))
+    });
+    let (to, since, since_text) = match started {
+        Some((p, since)) => (p.to.max(decided), since, p.since.clone()),
+        None => (decided, at, now.to_string()),
+    };
+    let waited = (at - since).to_std().unwrap_or_default();
+    let delay_text = format!("{} s", delay.as_secs());
+    if waited >= delay {
+        return Stabilised {
+            count: to,
+            reason: if to == decided {
+                reason
+            } else {
+                format!(
+                    "{to}: the most the load asked for over the scale-down delay ({delay_text}); now {reason}"
+                )
+            },
+            pending: None,
+        };
+    }
+    Stabilised {
+        count: current,
+        reason: format!(
+            "kept at {current}: the load has asked for {to} since {since_text}; down once it has for {delay_text} (now {reason})"
+        ),
+        pending: Some(PendingScaleDown {
+            to,
+            since: since_text,
+        }),
+    }
+}
+
 /// The serving replicas to run, why, and the capacity learnt from pods refusing work.
 pub struct ReplicaDecision {
     pub count: u32,
@@ -463,6 +535,53 @@ mod tests {
         // Outside what was measured: no guess.
         assert_eq!(predicted_forward_ms(&t, 0.5), None);
         assert_eq!(predicted_forward_ms(&t, 64.0), None);
+    }
+
+    #[test]
+    fn a_scale_down_waits_unless_the_range_or_a_zero_delay_imposes_it() {
+        let five_min = std::time::Duration::from_secs(300);
+        let at = "2025-01-01T00:10:00Z";
+        let go = |decided, current, max, pending: Option<PendingScaleDown>, delay| {
+            stabilise_scale_down(
+                decided,
+                "r".into(),
+                current,
+                max,
+                pending.as_ref(),
+                at,
+                delay,
+            )
+        };
+        let waiting = |to, since: &str| {
+            Some(PendingScaleDown {
+                to,
+                since: since.into(),
+            })
+        };
+        // Up, steady, or nothing running yet: as decided, no wait.
+        assert_eq!(go(5, Some(3), 8, waiting(1, at), five_min).count, 5);
+        assert_eq!(go(3, Some(3), 8, None, five_min).pending, None);
+        assert_eq!(go(1, None, 8, None, five_min).count, 1);
+        // spec.replicas.max lowered below the running count: at once.
+        assert_eq!(go(2, Some(6), 4, None, five_min).count, 2);
+        assert_eq!(go(2, Some(6), 8, None, std::time::Duration::ZERO).count, 2);
+        // Down: the wait starts now...
+        let s = go(2, Some(6), 8, None, five_min);
+        assert_eq!((s.count, s.pending), (6, waiting(2, at)));
+        // ...goes on from when it started, at the most asked for meanwhile...
+        let s = go(1, Some(6), 8, waiting(3, "2025-01-01T00:06:00Z"), five_min);
+        assert_eq!(
+            (s.count, s.pending),
+            (6, waiting(3, "2025-01-01T00:06:00Z"))
+        );
+        // ...and ends after the delay.
+        let s = go(1, Some(6), 8, waiting(3, "2025-01-01T00:05:00Z"), five_min);
+        assert_eq!((s.count, s.pending), (3, None));
+        // A start time that does not parse, or lies ahead (a clock step), starts it afresh.
+        for bad in ["yesterday", "2025-01-01T01:00:00Z"] {
+            let s = go(2, Some(6), 8, waiting(4, bad), five_min);
+            assert_eq!((s.count, s.pending), (6, waiting(2, at)), "{bad}");
+        }
     }
 
     #[test]

@@ -617,6 +617,18 @@ async fn scale_with_observed_load(
     );
     let exit = load.wait().await.expect("the load generator ran");
     assert!(exit.success(), "loadgen: {exit}");
+    // The load gone, the lower count waits out the scale-down delay in status first.
+    wait_service(
+        services,
+        "gamma",
+        "gamma holding 2 replicas while the scale-down waits",
+        Duration::from_secs(30),
+        |is| {
+            let r = replicas(is);
+            r.desired == 2 && r.scale_down.as_ref().is_some_and(|p| p.to == 1)
+        },
+    )
+    .await;
     wait_service(
         services,
         "gamma",
@@ -693,6 +705,8 @@ async fn operator_end_to_end() {
             // scale-up and -down path runs in seconds. Services with a fixed count are unaffected.
             observe_interval: Duration::from_secs(1),
             target_utilisation: 0.0001,
+            // Down 2 s after the load goes (the wait itself is the plan's unit tests').
+            scale_down_delay: Duration::from_secs(2),
             ..Default::default()
         },
         scope: Scope::All,

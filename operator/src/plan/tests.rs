@@ -247,6 +247,7 @@ fn the_flow_table() {
                         ready: 1,
                         reason: Some("1: spec.replicas fixes the count".into()),
                         measured_capacity_per_replica: None,
+                        scale_down: None,
                     })
                 );
                 assert!(event(p, "Serving").is_some());
@@ -762,11 +763,42 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
         r.desired = 4;
     }
 
-    // The load gone: back to the minimum.
+    // The load gone: back to the minimum — once it has stayed gone for the scale-down delay
+    // (300 s), so a lull does not stop pods that take minutes to start again.
     o.load = Some(load(0.0, true));
     let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(desired(&p).0, 1, "{:?}", desired(&p));
+    assert_desired(
+        &p,
+        4,
+        "kept at 4: the load has asked for 1 since 2025-01-01T00:00:00Z",
+    );
+    assert!(event(&p, "Scaled").is_none());
+    is.status = Some(p.status.clone());
+    // A burst meanwhile that needs 2 raises where it will go, not when.
+    // (One replica serves 3556/s here, kept below 80% busy: 4096/s needs 2, with the 25%
+    // scale-down headroom too.)
+    o.load = Some(load(4096.0, true));
+    let p = plan(&is, &o, &cfg(), "2025-01-01T00:02:00Z");
+    assert_desired(&p, 4, "the load has asked for 2 since 2025-01-01T00:00:00Z");
+    is.status = Some(p.status.clone());
+    o.load = Some(load(0.0, true));
+    let p = plan(&is, &o, &cfg(), "2025-01-01T00:05:00Z");
+    assert_desired(
+        &p,
+        2,
+        "2: the most the load asked for over the scale-down delay (300 s)",
+    );
     assert!(event(&p, "Scaled").is_some());
+    assert_eq!(p.status.replicas.as_ref().unwrap().scale_down, None);
+    // With no delay configured, down at once; a load that needs the replicas again clears a wait.
+    let at_once = OperatorConfig {
+        scale_down_delay: Duration::ZERO,
+        ..cfg()
+    };
+    assert_eq!(desired(&plan(&is, &o, &at_once, NOW)).0, 1);
+    o.load = Some(load(1e6, true));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.replicas.as_ref().unwrap().scale_down, None);
 
     // A fixed count is never changed by the load.
     is.spec.replicas.max = 1;
