@@ -93,6 +93,9 @@ fn model_ca_volume(config_map: &str) -> (Volume, VolumeMount) {
     )
 }
 
+/// Grace period of serving pods on deletion: the runtime's shutdown delay plus its drain.
+pub const SERVING_GRACE_SECONDS: i64 = 90;
+
 /// `file:///p` -> `/p`; `pvc://claim/path` -> `/models/claim/path` on a read-only PVC volume;
 /// `https://…`/`http://…` as is (the runtime downloads it into its `/tmp`, trusting the CA
 /// certificates of `ca_config_map` too when one is configured); a builtin -> `builtin:<name>`.
@@ -525,8 +528,11 @@ pub fn deployment(
                     security_context: Some(pod_security()),
                     node_selector: node_selector(gpu),
                     volumes: Some(volumes),
-                    // The runtime drains its queue on SIGTERM; give it time to.
-                    termination_grace_period_seconds: Some(30),
+                    // On SIGTERM the runtime serves on for its shutdown delay (5 s: the endpoints
+                    // let go of the pod meanwhile), then drains its queue — up to its capacity in
+                    // items, which at a slow model's batch time can take most of a minute. It
+                    // exits as soon as the queue is empty: a long grace costs nothing then.
+                    termination_grace_period_seconds: Some(SERVING_GRACE_SECONDS),
                     containers: vec![Container {
                         ports: Some(vec![ContainerPort {
                             name: Some(HTTP_PORT_NAME.into()),

@@ -85,6 +85,11 @@ pub struct ServeArgs {
         env = "GREENBATCH_EXIT_AFTER_LOAD_FAILURE_SECONDS"
     )]
     pub exit_after_load_failure_seconds: u64,
+    /// On SIGTERM, report not ready at once but go on serving for this many seconds before
+    /// draining: the time Kubernetes takes to take the pod out of its Service's endpoints, during
+    /// which clients still send to it (answered instead of refused). 0: drain at once.
+    #[arg(long, default_value_t = 5, env = "GREENBATCH_SHUTDOWN_DELAY_SECONDS")]
+    pub shutdown_delay_seconds: u64,
     /// Pad each batch up to the next power of two (capped at --max-batch-size), so only a few batch
     /// shapes ever run and each is autotuned once at start-up: auto = on CUDA only.
     #[arg(long, value_enum, default_value_t = PadBatches::Auto, env = "GREENBATCH_PAD_BATCHES")]

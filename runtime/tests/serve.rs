@@ -624,18 +624,33 @@ async fn wait_exit(child: &mut Child, deadline: Instant, why: &str) -> std::proc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_drains_queued_requests_then_exits() {
+async fn sigterm_reports_not_ready_serves_on_for_the_delay_then_drains_and_exits() {
     let mut s = start(
         &fixture("tiny_cnn.pt"),
-        &["--max-batch-size", "64", "--max-queue-delay-ms", "5000"],
+        &[
+            "--max-batch-size",
+            "64",
+            "--max-queue-delay-ms",
+            "5000",
+            "--shutdown-delay-seconds",
+            "1",
+        ],
     )
     .await;
     wait_ready(&s.base, true).await;
-    let tasks = spawn_single_item_requests(&s.base, 3, "d");
+    let mut tasks = spawn_single_item_requests(&s.base, 3, "d");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let started = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    // Not ready at once (the endpoints let go of the pod)...
+    wait_ready(&s.base, false).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "not ready at once"
+    );
+    // ...while a request that still arrives in the shutdown delay is taken, not refused.
+    tasks.extend(spawn_single_item_requests(&s.base, 1, "late"));
     for t in tasks {
         let (code, out, _) = t.await.unwrap();
         assert_eq!(

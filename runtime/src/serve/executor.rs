@@ -30,6 +30,9 @@ pub struct Shared {
     pub wake: Condvar,
     pub policy: Mutex<BatchPolicy>,
     pub ready: AtomicBool,
+    /// SIGTERM received: not ready (the endpoints let go of the pod), still serving until the
+    /// shutdown delay ends and draining starts.
+    pub terminating: AtomicBool,
     pub draining: AtomicBool,
     pub stopped: AtomicBool,
     /// Why the model is not ready (load failure), for `/v2/models/{name}/ready`.
@@ -64,6 +67,7 @@ impl Shared {
             wake: Condvar::new(),
             policy: Mutex::new(policy),
             ready: AtomicBool::new(false),
+            terminating: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             not_ready_reason: Mutex::new(Some("loading the model".into())),

@@ -162,9 +162,17 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let drain_shared = shared.clone();
         let (load_error_tx, load_error_rx) = tokio::sync::oneshot::channel::<RuntimeError>();
         let exit_after = args.exit_after_load_failure_seconds;
+        let shutdown_delay = Duration::from_secs(args.shutdown_delay_seconds);
         let shutdown = async move {
             tokio::select! {
-                () = shutdown_signal() => tracing::info!("shutdown requested: draining"),
+                () = shutdown_signal() => {
+                    // Not ready at once, so the endpoints let go of this pod; answer what still
+                    // arrives meanwhile instead of refusing it, then drain.
+                    drain_shared.terminating.store(true, Ordering::Relaxed);
+                    tracing::info!(delay_seconds = shutdown_delay.as_secs(), "shutdown requested: not ready; serving on for the shutdown delay, then draining");
+                    tokio::time::sleep(shutdown_delay).await;
+                    tracing::info!("draining");
+                }
                 Some(e) = exit_after_load_failure(failed_rx, exit_after) => {
                     tracing::error!("exiting: the model could not be loaded ({e})");
                     let _ = load_error_tx.send(e);

@@ -93,7 +93,9 @@ fn unknown_model(app: &App, name: &str, version: Option<&str>) -> Option<Respons
 }
 
 fn is_ready(app: &App) -> bool {
-    app.shared.ready.load(Ordering::Relaxed) && !app.shared.draining.load(Ordering::Relaxed)
+    app.shared.ready.load(Ordering::Relaxed)
+        && !app.shared.draining.load(Ordering::Relaxed)
+        && !app.shared.terminating.load(Ordering::Relaxed)
 }
 
 async fn server_ready(State(app): AppState) -> Response {
@@ -150,6 +152,9 @@ fn ready_response(app: &App) -> Response {
     }
     let reason = if app.shared.draining.load(Ordering::Relaxed) {
         "draining: the server is shutting down".to_string()
+    } else if app.shared.terminating.load(Ordering::Relaxed) {
+        "shutting down: still serving while the endpoints let go of this server, then draining"
+            .to_string()
     } else {
         app.shared
             .not_ready_reason
