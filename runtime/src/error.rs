@@ -69,7 +69,9 @@ impl RuntimeError {
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// The first line(s) of a libtorch error: its C++ backtraces are noise for a user. Handles both
-/// real newlines and the escaped `\n` of an error that went through `Debug` (tch's panics).
+/// real newlines and the escaped `\n` of an error that went through `Debug` (tch's panics). A
+/// longer message (a TorchScript traceback) keeps its first two lines and its last, where the
+/// interpreter names the error the model raised.
 pub fn torch_message(e: &impl std::fmt::Display) -> String {
     let full = e.to_string().replace("\\n", "\n");
     let full = full
@@ -82,9 +84,13 @@ pub fn torch_message(e: &impl std::fmt::Display) -> String {
         .filter(|l| {
             !l.is_empty() && !l.starts_with("Exception raised from") && !l.starts_with("frame #")
         })
-        .take(4)
         .collect();
-    lines.join(" | ").trim_end_matches("\")").to_string()
+    let shown = if lines.len() > 4 {
+        [&lines[..2], &["…"], &lines[lines.len() - 1..]].concat()
+    } else {
+        lines
+    };
+    shown.join(" | ").trim_end_matches("\")").to_string()
 }
 
 #[cfg(test)]
@@ -99,5 +105,11 @@ mod tests {
             "CUDA out of memory. Tried to allocate 256.00 GiB."
         );
         assert_eq!(torch_message(&"bad shape\nframe #1: foo"), "bad shape");
+        // A TorchScript traceback: where it failed, and (last) what the model raised.
+        let script = "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript, serialized code (most recent call last):\n  File \"code/__torch__.py\", line 10, in forward\n    x: Tensor) -> Tensor:\n    if bool(torch.gt(torch.max(x), 1000.)):\n      ops.prim.RaiseException(\"poisoned input\")\nbuiltins.RuntimeError: poisoned input\n\nException raised from x at y.cpp:1";
+        assert_eq!(
+            torch_message(&script),
+            "The following operation failed in the TorchScript interpreter. | Traceback of TorchScript, serialized code (most recent call last): | … | builtins.RuntimeError: poisoned input"
+        );
     }
 }

@@ -671,6 +671,60 @@ async fn sigterm_reports_not_ready_serves_on_for_the_delay_then_drains_and_exits
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failing_batch_after_batch_turns_the_server_not_ready_and_not_live() {
+    // poisoned.pt raises for any batch holding a value above 1000 (make_fixtures.py).
+    let s = start(
+        &fixture("poisoned.pt"),
+        &["--max-batch-size", "1", "--max-queue-delay-ms", "0"],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let with = |value: f32| {
+        serde_json::to_vec(&json!({"inputs": [{"name": "input__0", "datatype": "FP32",
+            "shape": [1, 3, 16, 16], "data": vec![value; 768]}]}))
+        .unwrap()
+    };
+    let health = |path: &'static str| {
+        let url = format!("{}{path}", s.base);
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    // serve::executor::BROKEN_AFTER_FAILED_BATCHES (the runtime is a binary: no crate to import).
+    let threshold = 10;
+    // Failures short of the threshold, then one batch that runs: the count starts again.
+    for _ in 1..threshold {
+        let (code, body, _) = post(&s.base, "poisoned", with(5000.0), &[]).await;
+        assert_eq!(code, 500, "{body}");
+    }
+    let (code, body, _) = post(&s.base, "poisoned", with(0.5), &[]).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        (
+            health("/v2/health/live").await,
+            health("/v2/health/ready").await
+        ),
+        (200, 200)
+    );
+    // A whole run of failures: broken, and it says so on both probes.
+    for _ in 0..threshold {
+        let (code, body, _) = post(&s.base, "poisoned", with(5000.0), &[]).await;
+        assert_eq!(code, 500, "{body}");
+        assert!(body.to_string().contains("poisoned input"), "{body}");
+    }
+    assert_eq!(health("/v2/health/ready").await, 503);
+    let live = reqwest::get(format!("{}/v2/health/live", s.base))
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 503);
+    let why: Value = live.json().await.unwrap();
+    assert!(
+        why["error"].as_str().is_some_and(
+            |e| e.contains("failed 10 batches in a row") && e.contains("poisoned input")
+        ),
+        "{why}"
+    );
+}
+
 /// Runs `greenbatch-runtime loadgen` against the tiny model on `base` (off the async workers).
 async fn loadgen(base: &str, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"));

@@ -7,7 +7,7 @@ use super::staging::Staging;
 use super::v2::{InferRequest, V2Error};
 use crate::meter::synthetic::BusyTime;
 use crate::model::LoadedModel;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
@@ -24,6 +24,11 @@ pub struct JobOutput {
     pub data: Vec<f32>,
 }
 
+/// Batches failing in a row, none running, after which the server reports itself broken (not
+/// ready, not live): requests are validated before they reach the model, so a run of failures is
+/// the model or the device failing, not the clients.
+pub const BROKEN_AFTER_FAILED_BATCHES: u32 = 10;
+
 /// State shared by the HTTP side, the executor and the controllers.
 pub struct Shared {
     pub queue: Mutex<BatchQueue<Job>>,
@@ -37,6 +42,11 @@ pub struct Shared {
     pub stopped: AtomicBool,
     /// Why the model is not ready (load failure), for `/v2/models/{name}/ready`.
     pub not_ready_reason: Mutex<Option<String>>,
+    /// Batches failed since the last one that ran.
+    pub failed_in_a_row: AtomicU32,
+    /// The model failed [`BROKEN_AFTER_FAILED_BATCHES`] batches in a row: not ready, not live
+    /// (a sticky CUDA error leaves every later batch failing; a restart gets a fresh context).
+    pub broken: AtomicBool,
     /// Items accepted into the queue (arrivals), for the adaptive controller.
     pub arrivals: AtomicU64,
     pub metrics: Metrics,
@@ -71,6 +81,8 @@ impl Shared {
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             not_ready_reason: Mutex::new(Some("loading the model".into())),
+            failed_in_a_row: AtomicU32::new(0),
+            broken: AtomicBool::new(false),
             arrivals: AtomicU64::new(0),
             metrics,
             busy: BusyTime::default(),
@@ -255,6 +267,7 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
     shared.metrics.batch_size.observe(f64::from(items));
     match result {
         Ok((dims, flat)) => {
+            shared.failed_in_a_row.store(0, Ordering::Relaxed);
             shared.metrics.inferences.inc_by(u64::from(items));
             let row: usize = dims.iter().skip(1).product::<i64>().max(1) as usize;
             let mut offset = 0;
@@ -280,6 +293,19 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
         }
         Err(e) => {
             tracing::error!(items, "batch failed: {e}");
+            let failed = shared.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if failed == BROKEN_AFTER_FAILED_BATCHES {
+                let why = format!(
+                    "the model failed {failed} batches in a row (the last: {e}): not ready, not live, so that Kubernetes restarts the container"
+                );
+                tracing::error!("{why}");
+                *shared
+                    .not_ready_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
+                shared.ready.store(false, Ordering::Relaxed);
+                shared.broken.store(true, Ordering::Relaxed);
+            }
             for job in jobs {
                 let _ = job.respond.send(Err(V2Error {
                     status: 500,

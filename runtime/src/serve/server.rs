@@ -41,10 +41,7 @@ fn retry_later(status: StatusCode, message: String) -> Response {
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route(
-            "/v2/health/live",
-            get(|| async { Json(json!({"live": true})) }),
-        )
+        .route("/v2/health/live", get(server_live))
         .route("/v2/health/ready", get(server_ready))
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
@@ -90,6 +87,26 @@ fn unknown_model(app: &App, name: &str, version: Option<&str>) -> Option<Respons
         ));
     }
     None
+}
+
+/// Live unless the model has failed batch after batch ([`Shared::broken`](super::executor::Shared)):
+/// then 503 with why, for the kubelet's liveness probe to restart the container.
+async fn server_live(State(app): AppState) -> Response {
+    if !app.shared.broken.load(Ordering::Relaxed) {
+        return Json(json!({"live": true})).into_response();
+    }
+    let why = app
+        .shared
+        .not_ready_reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| "broken".into());
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"live": false, "error": why})),
+    )
+        .into_response()
 }
 
 fn is_ready(app: &App) -> bool {
