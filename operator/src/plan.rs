@@ -548,6 +548,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     // through a rollout or a leader change).
                     let previous =
                         previous_observation(old.observed.as_ref(), now, cfg.observe_interval);
+                    // The count running is the Deployment's own (read fresh this reconcile):
+                    // status can lag it (a cache not yet showing the last status write, or a
+                    // write that failed after the Deployment was applied), and sizing from a
+                    // stale count would apply it again.
+                    let running = observed
+                        .deployment
+                        .as_ref()
+                        .filter(|d| d.controlled_by_us && d.replicas > 0)
+                        .and_then(|d| u32::try_from(d.replicas).ok());
+                    let old_replicas = old.replicas.clone().map(|mut r| {
+                        if let Some(n) = running {
+                            r.desired = n;
+                        }
+                        r
+                    });
                     // A capacity measured with this profile at this batch size still holds; with
                     // another model, GPU or batch size it does not.
                     let measured = old
@@ -567,7 +582,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         valid.spec.replicas,
                         &sel,
                         observed.load.as_ref(),
-                        old.replicas.as_ref(),
+                        old_replicas.as_ref(),
                         measured,
                         previous.is_some_and(|before| {
                             past_capacity(before)
@@ -583,7 +598,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     } = stabilise_scale_down(
                         decided_replicas,
                         decided_reason,
-                        old.replicas.as_ref().map(|r| r.desired).filter(|d| *d > 0),
+                        old_replicas.as_ref().map(|r| r.desired).filter(|d| *d > 0),
                         valid.spec.replicas.max(),
                         old.replicas.as_ref().and_then(|r| r.scale_down.as_ref()),
                         now,
@@ -758,7 +773,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                         .deployment
                                         .as_ref()
                                         .is_some_and(|d| partly_available(d, &deployment));
-                                if let Some(before) = old.replicas.as_ref().map(|r| r.desired)
+                                if let Some(before) = old_replicas.as_ref().map(|r| r.desired)
                                     && before > 0
                                     && before != desired
                                 {

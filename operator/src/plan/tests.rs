@@ -619,6 +619,16 @@ fn assert_desired(p: &Plan, n: u32, says: &str) {
     );
 }
 
+/// `n` replicas running: the observed Deployment's count, and the status that decided it.
+fn running(is: &mut InferenceService, o: &mut Observed, n: u32) {
+    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
+        r.desired = n;
+    }
+    if let Some(d) = o.deployment.as_mut() {
+        d.replicas = n as i32;
+    }
+}
+
 fn deployment_replicas(p: &Plan) -> i32 {
     match &p.serving {
         Serving::Apply(b) => b.0.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
@@ -738,6 +748,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     assert_eq!(seen.latency_p99_ms, Some(31.5));
     assert_eq!(seen.observed_at.as_deref(), Some(NOW));
     is.status = Some(p.status.clone());
+    running(&mut is, &mut o, 4);
 
     // A partial observation (a pod starting) never scales down, whatever rate it shows; and without
     // a new observation the last one stays in status.
@@ -749,9 +760,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
     assert_eq!(desired(&p).0, 4);
     assert_eq!(p.status.observed, Some(seen));
     // ...but a partial rate is a lower bound: enough to scale up on.
-    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
-        r.desired = 1;
-    }
+    running(&mut is, &mut o, 1);
     o.load = Some(load(1e6, false));
     let p = plan(&is, &o, &cfg(), NOW);
     assert_desired(
@@ -759,9 +768,7 @@ fn replicas_follow_the_observed_load_and_the_service_keeps_serving_while_scaling
         4,
         "for at least 1000000 inferences/s (measured on 1 pod(s), not all of them)",
     );
-    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
-        r.desired = 4;
-    }
+    running(&mut is, &mut o, 4);
 
     // The load gone: back to the minimum — once it has stayed gone for the scale-down delay
     // (300 s), so a lull does not stop pods that take minutes to start again.
@@ -1047,14 +1054,32 @@ fn a_new_measurement_alone_never_takes_a_running_service_down() {
 }
 
 #[test]
+fn the_count_running_is_the_deployment_s_not_a_stale_status() {
+    // The last reconcile scaled the Deployment to 4, but the status this reconcile reads still
+    // says 1 (the cache has not seen the write yet, or the write failed).
+    let mut is = service("svc");
+    is.spec.replicas.max = 8;
+    let mut o = serving(&mut is);
+    running(&mut is, &mut o, 4);
+    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
+        r.desired = 1;
+    }
+    // A partial observation with little traffic can only hold or raise: it holds the 4 running,
+    // instead of applying the stale 1 again.
+    o.load = Some(load(10.0, false));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(desired(&p).0, 4, "{:?}", desired(&p));
+    assert_eq!(deployment_replicas(&p), 4);
+    assert!(event(&p, "Scaled").is_none(), "{:?}", p.events);
+}
+
+#[test]
 fn a_running_service_without_a_configuration_keeps_its_replicas_and_choice() {
     // Serving on 3 replicas; an edit asks for a fixed batch size the profile lacks.
     let mut is = service("svc");
     is.spec.replicas.max = 8;
-    let o = serving(&mut is);
-    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
-        r.desired = 3;
-    }
+    let mut o = serving(&mut is);
+    running(&mut is, &mut o, 3);
     let before = is.status.clone().unwrap();
     is.spec.batching.mode = BatchingMode::Fixed;
     is.spec.batching.batch_size = Some(64);
