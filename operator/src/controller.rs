@@ -324,17 +324,26 @@ async fn observe_job(
         return Ok(None);
     };
     let mut state = observe::job_state(&job, &[]);
-    if matches!(state, observe::JobState::Failed { .. }) {
-        // Only a failed Job's pods are read: they say why.
+    let mut waiting = None;
+    if matches!(
+        state,
+        observe::JobState::Failed { .. } | observe::JobState::Active
+    ) {
+        // A failed Job's pods say why it failed; an active one's, why it does not run yet.
         let pods = pods
             .list(&ListParams::default().labels(&format!("job-name={name}")))
             .await
             .map_err(api_err("list", "Pod", ns, name))?;
-        state = observe::job_state(&job, &pods.items);
+        if state == observe::JobState::Active {
+            waiting = observe::job_pod_waiting(&pods.items);
+        } else {
+            state = observe::job_state(&job, &pods.items);
+        }
     }
     Ok(Some(JobObservation {
         name: name.to_string(),
         state,
+        waiting,
     }))
 }
 

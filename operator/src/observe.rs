@@ -24,6 +24,9 @@ pub struct Observed {
 pub struct JobObservation {
     pub name: String,
     pub state: JobState,
+    /// While active: why its pod does not run yet (`pod <name>: cannot be scheduled: …`, an image
+    /// it cannot pull), when it is stuck.
+    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -198,6 +201,18 @@ pub fn short_of_ready(d: &DeploymentObservation) -> bool {
     d.controlled_by_us && d.ready_replicas < d.replicas
 }
 
+/// Why the newest of a Job's pods does not run, when it is stuck (unschedulable, image not pulled).
+pub fn job_pod_waiting(pods: &[Pod]) -> Option<String> {
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+    let newest = pods.last()?;
+    let why = pod_stuck(newest)?;
+    Some(format!(
+        "pod {}: {why}",
+        newest.metadata.name.as_deref().unwrap_or("?")
+    ))
+}
+
 /// The newest failure among serving pods that are not ready now, as a condition would say it. A
 /// pod that failed once and recovered (its container ready again) is no failure any more.
 pub fn serving_pod_failure(pods: &[Pod]) -> Option<String> {
@@ -210,11 +225,48 @@ pub fn serving_pod_failure(pods: &[Pod]) -> Option<String> {
     let mut pods: Vec<&Pod> = pods.iter().filter(not_ready).collect();
     pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
     pods.iter().rev().find_map(|p| {
-        let (_, message) = pod_failure(p)?;
+        let message = pod_failure(p)
+            .map(|(_, message)| message)
+            .or_else(|| pod_stuck(p))?;
         Some(format!(
             "pod {}: {message}",
             p.metadata.name.as_deref().unwrap_or("?")
         ))
+    })
+}
+
+/// Why a pod that has not failed does not run either: the scheduler finds no node for it (no free
+/// GPU of the product asked for, say), or its container waits on what it cannot get (the image,
+/// most often: greenbatch's images are not published, a cluster pulls them from where they were
+/// pushed).
+fn pod_stuck(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    });
+    if let Some(c) = unschedulable {
+        return Some(format!(
+            "cannot be scheduled: {}",
+            c.message.as_deref().unwrap_or("no node fits it").trim()
+        ));
+    }
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        let stuck = matches!(
+            reason,
+            "ImagePullBackOff"
+                | "ErrImagePull"
+                | "InvalidImageName"
+                | "CreateContainerConfigError"
+                | "CreateContainerError"
+        );
+        stuck.then(|| match waiting.message.as_deref().map(str::trim) {
+            Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+            _ => reason.to_string(),
+        })
     })
 }
 
@@ -287,5 +339,43 @@ mod tests {
             )
         );
         assert_eq!(serving_pod_failure(&[healthy]), None);
+    }
+
+    #[test]
+    fn a_serving_pod_that_cannot_be_scheduled_or_pulled_says_why() {
+        let pending: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc-a", "creationTimestamp": "2026-11-27T01:00:00Z"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+              "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            serving_pod_failure(std::slice::from_ref(&pending)).as_deref(),
+            Some(
+                "pod svc-a: cannot be scheduled: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+            )
+        );
+        let pulling: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc-b", "creationTimestamp": "2026-11-27T02:00:00Z"},
+            "status": {"phase": "Pending", "containerStatuses": [{"name": "runtime", "image": "i", "imageID": "",
+              "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+              "message": "Back-off pulling image \"ghcr.io/greenbatch/runtime:0.1.0\""}}}]}
+        }))
+        .unwrap();
+        // The newest pod first.
+        assert_eq!(
+            serving_pod_failure(&[pending, pulling]).as_deref(),
+            Some(
+                "pod svc-b: ImagePullBackOff: Back-off pulling image \"ghcr.io/greenbatch/runtime:0.1.0\""
+            )
+        );
+        // Merely starting (ContainerCreating) is no reason to complain.
+        let starting: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc-c"},
+            "status": {"phase": "Pending", "containerStatuses": [{"name": "runtime", "image": "i", "imageID": "",
+              "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }))
+        .unwrap();
+        assert_eq!(serving_pod_failure(&[starting]), None);
     }
 }

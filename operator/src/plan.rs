@@ -367,15 +367,36 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     );
 
     let mut serving = Serving::Keep;
-    let mut requeue = Requeue::After(RESYNC);
+    let requeue;
     match state {
         ProfileState::Starting { job } | ProfileState::Measuring { job } => {
             let starting = planned_job.is_some() || planned_profile.is_some();
+            // Its pod stuck (no node with a free GPU, an image it cannot pull): say so, and look
+            // again soon — pod changes trigger no reconcile.
+            let waiting = observed
+                .job
+                .as_ref()
+                .filter(|j| j.name == job && j.state == JobState::Active)
+                .and_then(|j| j.waiting.clone());
             let what = format!(
                 "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
                 valid.spec.candidates
             );
-            conds.set(PROFILED, ConditionStatus::False, "Profiling", what.clone());
+            let (reason, what) = match &waiting {
+                Some(w) => ("ProfilingWaiting", format!("{what}; it waits: {w}")),
+                None => ("Profiling", what),
+            };
+            requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
+            if waiting.is_some()
+                && condition(&old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
+            {
+                events.push(PlannedEvent {
+                    warning: true,
+                    reason: "ProfilingWaiting",
+                    note: what.clone(),
+                });
+            }
+            conds.set(PROFILED, ConditionStatus::False, reason, what.clone());
             conds.set(
                 SLO_ATTAINABLE,
                 ConditionStatus::Unknown,
@@ -385,10 +406,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             conds.set(
                 READY,
                 ConditionStatus::False,
-                "Profiling",
+                reason,
                 format!("{what}; the service is deployed once it is complete"),
             );
-            status.phase = Some(if starting {
+            status.phase = Some(if starting || waiting.is_some() {
                 Phase::Pending
             } else {
                 Phase::Profiling

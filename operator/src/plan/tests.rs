@@ -106,7 +106,11 @@ fn job(is: &InferenceService, state: JobState) -> Observed {
     let name = observed_job_name(&p.metadata.name.clone().unwrap(), Some(&p));
     Observed {
         profile: Some(p),
-        job: Some(JobObservation { name, state }),
+        job: Some(JobObservation {
+            name,
+            state,
+            waiting: None,
+        }),
         ..Default::default()
     }
 }
@@ -1054,6 +1058,41 @@ fn a_new_measurement_alone_never_takes_a_running_service_down() {
 }
 
 #[test]
+fn a_profiling_pod_that_cannot_run_says_why_and_is_looked_at_again() {
+    let mut is = service("svc");
+    let mut o = job(&is, JobState::Active);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.phase, Some(Phase::Profiling));
+    assert_eq!(cond(&p, PROFILED).reason, "Profiling");
+    is.status = Some(p.status);
+    let stuck =
+        "pod svc-x: cannot be scheduled: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.";
+    if let Some(j) = o.job.as_mut() {
+        j.waiting = Some(stuck.into());
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    let profiled = cond(&p, PROFILED);
+    assert_eq!(profiled.reason, "ProfilingWaiting");
+    assert!(
+        profiled.message.ends_with(&format!("it waits: {stuck}")),
+        "{}",
+        profiled.message
+    );
+    assert!(
+        cond(&p, READY)
+            .message
+            .contains("Insufficient nvidia.com/gpu")
+    );
+    assert!(event(&p, "ProfilingWaiting").is_some_and(|e| e.warning));
+    // Pod changes trigger no reconcile: it looks again after an observe interval.
+    assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
+    // Said once.
+    is.status = Some(p.status);
+    assert!(event(&plan(&is, &o, &cfg(), NOW), "ProfilingWaiting").is_none());
+}
+
+#[test]
 fn the_count_running_is_the_deployment_s_not_a_stale_status() {
     // The last reconcile scaled the Deployment to 4, but the status this reconcile reads still
     // says 1 (the cache has not seen the write yet, or the write failed).
@@ -1297,6 +1336,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
             reason: "DeadlineExceeded".into(),
             message: "Job was active longer than specified deadline".into(),
         },
+        waiting: None,
     });
     let p = plan(&is, &died, &cfg(), NOW);
     let profiled = cond(&p, PROFILED);
@@ -1314,6 +1354,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
     o.job = Some(JobObservation {
         name: a[PROFILING_JOB_ANNOTATION].clone(),
         state: JobState::Succeeded,
+        waiting: None,
     });
     if let Some(s) = o.profile.as_mut().and_then(|p| p.status.as_mut()) {
         s.finished_at = Some("2025-01-01T00:05:00Z".into());
@@ -1402,6 +1443,7 @@ fn measuring_again_for_t1(is: &mut InferenceService) -> (Observed, String) {
     o.job = Some(JobObservation {
         name: job.clone(),
         state: JobState::Active,
+        waiting: None,
     });
     (o, job)
 }
@@ -1467,6 +1509,7 @@ fn a_new_token_waits_for_the_measurement_running() {
     o.job = Some(JobObservation {
         name: t1_job,
         state: JobState::Succeeded,
+        waiting: None,
     });
     let p = plan(&is, &o, &cfg(), NOW);
     let a = p
