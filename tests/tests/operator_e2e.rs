@@ -71,7 +71,13 @@ struct Agent {
     skipped_serving: Arc<Mutex<u32>>,
     /// The last loopback host number given to a serving pod (127.0.0.N).
     last_host: u8,
+    /// Pods left unscheduled (as the scheduler leaves a pod no node fits).
+    unschedulable: std::collections::HashSet<String>,
 }
+
+/// A GPU product no node of this "cluster" has: the agent leaves pods pinned to it unscheduled,
+/// with the scheduler's condition.
+const NO_SUCH_GPU: &str = "NVIDIA-NO-SUCH-GPU";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -128,6 +134,25 @@ impl Agent {
         let Some(c) = spec.containers.first() else {
             return;
         };
+        let wants_missing_gpu = spec
+            .node_selector
+            .as_ref()
+            .and_then(|s| s.get(names::GPU_PRODUCT_NODE_LABEL))
+            .is_some_and(|p| p == NO_SUCH_GPU);
+        if wants_missing_gpu {
+            // The scheduler's part: no node fits, say so on the pod, run nothing.
+            if self.unschedulable.insert(uid) {
+                say(&format!("agent: pod {name} left unschedulable"));
+                self.patch_status(&name, serde_json::json!({
+                    "phase": "Pending",
+                    "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "lastTransitionTime": now(),
+                        "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."}],
+                }))
+                .await;
+            }
+            return;
+        }
         let mut args = c.args.clone().unwrap_or_default();
         let serving = args.first().map(String::as_str) == Some("serve");
         if serving && !self.serve_supported {
@@ -762,6 +787,7 @@ async fn operator_end_to_end() {
         procs: HashMap::new(),
         skipped_serving: skipped.clone(),
         last_host: 1,
+        unschedulable: Default::default(),
     };
     let agent_task = tokio::spawn(async move {
         loop {
@@ -1137,6 +1163,45 @@ async fn operator_end_to_end() {
     let msg = condition_message(&broken, "Profiled");
     say(&format!("broken: {msg}"));
     assert!(msg.contains("exit code 3 (model file missing)"), "{msg}");
+
+    // Scenario 5a: a profiling pod no node can take (a GPU product the cluster lacks) says why,
+    // in the service's conditions, while it waits.
+    services
+        .create(
+            &pp,
+            &service_yaml(
+                "stuck",
+                &uri,
+                serde_json::json!({"gpu": {"count": 1, "product": NO_SUCH_GPU}}),
+            ),
+        )
+        .await
+        .expect("create stuck");
+    let stuck = wait_service(
+        &services,
+        "stuck",
+        "stuck to say its profiling pod cannot be scheduled",
+        Duration::from_secs(60),
+        |is| {
+            is.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Profiled" && c.reason == "ProfilingWaiting")
+            })
+        },
+    )
+    .await;
+    let msg = condition_message(&stuck, "Profiled");
+    say(&format!("stuck: {msg}"));
+    assert!(
+        msg.contains("cannot be scheduled: 0/1 nodes are available"),
+        "{msg}"
+    );
+    assert_eq!(status_of(&stuck).0, Some(Phase::Pending));
+    services
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .expect("delete stuck");
 
     // Scenario 5b: a model over http. With its digest the profiling pod downloads, checks and
     // measures it; with another digest the pod refuses the bytes it got (exit code 14) and the
