@@ -895,63 +895,62 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                 }
                             }
                         }
-                    } else if let Some((was, replicas)) = observed
-                        .deployment
-                        .as_ref()
-                        .and(old.selected.clone())
-                        .zip(old.replicas.clone())
-                        .filter(|_| old.observed_generation == generation)
-                    {
-                        // Serving, and the spec did not change: the verdict comes from a new
-                        // measurement (a drift re-profile on a throttled GPU, another service's
-                        // re-profile token, a new runtime version). A measurement alone never
-                        // takes a running service down: it serves on at the last configuration,
-                        // Degraded, until the user changes the spec.
-                        let msg = format!(
-                            "still serving at batch {} with max queue delay {} ms (chosen from the previous table), although EnergyProfile {profile_name} now says the SLO is not attainable: {}; spec.slo.whenUnattainable is DoNotServe, so a change of the spec stops serving (or set ServeClosest to serve at the closest configuration)",
-                            was.batch_size,
-                            resources::fmt_num(was.max_queue_delay_ms),
-                            sel.reason
-                        );
-                        conds.set(
-                            READY,
-                            ConditionStatus::True,
-                            "ServingPreviousConfig",
-                            msg.clone(),
-                        );
-                        status.phase = Some(Phase::Degraded);
-                        status.selected = Some(was);
-                        // Nothing new is served: no ConfigSelected for the unattainable choice.
-                        events.retain(|e| e.reason != "ConfigSelected");
-                        status.replicas = Some(replicas);
-                        if old.phase != Some(Phase::Degraded) {
-                            events.push(PlannedEvent {
-                                warning: true,
-                                reason: "SLOUnattainable",
-                                note: msg,
-                            });
-                        }
-                        requeue = Requeue::AwaitChange;
                     } else {
-                        let msg = format!(
-                            "not serving: {}; spec.slo.whenUnattainable is DoNotServe (set ServeClosest to serve at the closest configuration)",
-                            sel.reason
-                        );
-                        conds.set(
-                            READY,
-                            ConditionStatus::False,
-                            "SLOUnattainable",
-                            msg.clone(),
-                        );
+                        // DoNotServe. Serving, and the spec did not change: the verdict comes
+                        // from a new measurement (a drift re-profile on a throttled GPU, another
+                        // service's re-profile token, a new runtime version). A measurement alone
+                        // never takes a running service down: it serves on at the last
+                        // configuration, Degraded, until the user changes the spec.
+                        let keep = observed
+                            .deployment
+                            .as_ref()
+                            .and(old.selected.clone())
+                            .zip(old.replicas.clone())
+                            .filter(|_| old.observed_generation == generation);
+                        let msg = match &keep {
+                            Some((was, _)) => format!(
+                                "still serving at batch {} with max queue delay {} ms (chosen from the previous table), although EnergyProfile {profile_name} now says the SLO is not attainable: {}; spec.slo.whenUnattainable is DoNotServe, so a change of the spec stops serving (or set ServeClosest to serve at the closest configuration)",
+                                was.batch_size,
+                                resources::fmt_num(was.max_queue_delay_ms),
+                                sel.reason
+                            ),
+                            None => format!(
+                                "not serving: {}; spec.slo.whenUnattainable is DoNotServe (set ServeClosest to serve at the closest configuration)",
+                                sel.reason
+                            ),
+                        };
+                        match keep {
+                            Some((was, replicas)) => {
+                                conds.set(
+                                    READY,
+                                    ConditionStatus::True,
+                                    "ServingPreviousConfig",
+                                    msg.clone(),
+                                );
+                                status.selected = Some(was);
+                                status.replicas = Some(replicas);
+                                // Nothing new is served: no ConfigSelected for the unattainable
+                                // choice.
+                                events.retain(|e| e.reason != "ConfigSelected");
+                            }
+                            None => {
+                                conds.set(
+                                    READY,
+                                    ConditionStatus::False,
+                                    "SLOUnattainable",
+                                    msg.clone(),
+                                );
+                                status.replicas = Some(ReplicaStatus {
+                                    desired: 0,
+                                    ready: 0,
+                                    reason: Some("not serving: the SLO is not attainable".into()),
+                                    measured_capacity_per_replica: None,
+                                    scale_down: None,
+                                });
+                                serving = Serving::Remove;
+                            }
+                        }
                         status.phase = Some(Phase::Degraded);
-                        status.replicas = Some(ReplicaStatus {
-                            desired: 0,
-                            ready: 0,
-                            reason: Some("not serving: the SLO is not attainable".into()),
-                            measured_capacity_per_replica: None,
-                            scale_down: None,
-                        });
-                        serving = Serving::Remove;
                         if old.phase != Some(Phase::Degraded) {
                             events.push(PlannedEvent {
                                 warning: true,
