@@ -633,6 +633,15 @@ fn running(is: &mut InferenceService, o: &mut Observed, n: u32) {
     }
 }
 
+/// A service (1..8 replicas) serving on `n`.
+fn serving_on(n: u32) -> (InferenceService, Observed) {
+    let mut is = service("svc");
+    is.spec.replicas.max = 8;
+    let mut o = serving(&mut is);
+    running(&mut is, &mut o, n);
+    (is, o)
+}
+
 fn deployment_replicas(p: &Plan) -> i32 {
     match &p.serving {
         Serving::Apply(b) => b.0.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
@@ -1096,10 +1105,7 @@ fn a_profiling_pod_that_cannot_run_says_why_and_is_looked_at_again() {
 fn the_count_running_is_the_deployment_s_not_a_stale_status() {
     // The last reconcile scaled the Deployment to 4, but the status this reconcile reads still
     // says 1 (the cache has not seen the write yet, or the write failed).
-    let mut is = service("svc");
-    is.spec.replicas.max = 8;
-    let mut o = serving(&mut is);
-    running(&mut is, &mut o, 4);
+    let (mut is, mut o) = serving_on(4);
     if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
         r.desired = 1;
     }
@@ -1115,10 +1121,7 @@ fn the_count_running_is_the_deployment_s_not_a_stale_status() {
 #[test]
 fn a_running_service_without_a_configuration_keeps_its_replicas_and_choice() {
     // Serving on 3 replicas; an edit asks for a fixed batch size the profile lacks.
-    let mut is = service("svc");
-    is.spec.replicas.max = 8;
-    let mut o = serving(&mut is);
-    running(&mut is, &mut o, 3);
+    let (mut is, o) = serving_on(3);
     let before = is.status.clone().unwrap();
     is.spec.batching.mode = BatchingMode::Fixed;
     is.spec.batching.batch_size = Some(64);
