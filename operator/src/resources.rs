@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -527,6 +527,19 @@ pub fn deployment(
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
                     node_selector: node_selector(gpu),
+                    // Replicas on different nodes where the scheduler can: one node drained or
+                    // lost does not take every replica with it. A preference, never a reason to
+                    // leave a pod Pending (GPU nodes are few).
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".into(),
+                        when_unsatisfiable: "ScheduleAnyway".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(labels(&[(SERVICE_LABEL, name)])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
                     volumes: Some(volumes),
                     // On SIGTERM the runtime serves on for its shutdown delay (5 s: the endpoints
                     // let go of the pod meanwhile), then drains its queue — up to its capacity in
@@ -803,6 +816,23 @@ mod tests {
         assert_eq!(spec.replicas, Some(2));
         let pod = spec.template.spec.unwrap();
         assert!(pod.node_selector.is_none());
+        // Spread over nodes where the scheduler can, never left Pending for it; time to drain.
+        let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                spread.topology_key.as_str(),
+                spread.when_unsatisfiable.as_str()
+            ),
+            ("kubernetes.io/hostname", "ScheduleAnyway")
+        );
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            spec.selector.match_labels
+        );
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(SERVING_GRACE_SECONDS)
+        );
         let c = &pod.containers[0];
         assert!(c.resources.is_none());
         assert_eq!(
