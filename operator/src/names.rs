@@ -26,6 +26,8 @@ pub const REPROFILE_TOKENS_ANNOTATION: &str = "greenbatch.dev/reprofile-tokens";
 pub const DRIFT_TOKEN_PREFIX: &str = "drift-";
 /// On an EnergyProfile: the name of the Job that measures (or measured) it.
 pub const PROFILING_JOB_ANNOTATION: &str = "greenbatch.dev/profiling-job";
+/// On a serving Deployment: the InferenceService generation it was applied for.
+pub const SPEC_GENERATION_ANNOTATION: &str = "greenbatch.dev/spec-generation";
 
 /// Name of the runtime container in profiling and serving pods.
 pub const CONTAINER_NAME: &str = "runtime";

@@ -59,6 +59,9 @@ pub struct DeploymentObservation {
     /// Why a serving pod last failed (`pod <name>: exit code 14 (...)...`), looked up only while
     /// fewer replicas are ready than asked for.
     pub pod_failure: Option<String>,
+    /// The service generation the Deployment was last applied for (its
+    /// `greenbatch.dev/spec-generation` annotation); `None` on one applied before it existed.
+    pub spec_generation: Option<i64>,
 }
 
 /// Runtime exit codes (see the runtime's README section) in words, for conditions.
@@ -193,6 +196,12 @@ pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
         ready_replicas: status.ready_replicas.unwrap_or(0),
         available_replicas: status.available_replicas.unwrap_or(0),
         pod_failure: None,
+        spec_generation: d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::names::SPEC_GENERATION_ANNOTATION))
+            .and_then(|g| g.parse().ok()),
     }
 }
 

@@ -290,6 +290,16 @@ fn partly_available(d: &DeploymentObservation, planned: &Deployment) -> bool {
     same_template(d, planned) && d.available_replicas >= 1
 }
 
+/// The replica status carried through a reconcile that does not size replicas: the count and
+/// what was measured stay; a scale-down wait does not (its clock would run on through the
+/// interruption and end at the first observation after it).
+fn kept_replicas(old: &InferenceServiceStatus) -> Option<ReplicaStatus> {
+    old.replicas.clone().map(|r| ReplicaStatus {
+        scale_down: None,
+        ..r
+    })
+}
+
 pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, now: &str) -> Plan {
     let old = is.status.clone().unwrap_or_default();
     let generation = is.metadata.generation;
@@ -325,7 +335,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             status.phase = Some(Phase::Failed);
             // What was chosen before stays visible: a bad edit does not tear down a running service.
             status.selected = old.selected.clone();
-            status.replicas = old.replicas.clone();
+            status.replicas = kept_replicas(&old);
             status.profile_ref = old.profile_ref.clone();
             status.conditions = conds.list;
             if condition(&old, READY).map(|c| (&c.reason, &c.message))
@@ -421,7 +431,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     note: what,
                 });
             }
-            status.replicas = old.replicas.clone();
+            // A running Deployment serves on at its configuration while the profile is measured
+            // (a new model digest, GPU product or runtime version): status says what serves.
+            status.selected = old.selected.clone();
+            status.replicas = kept_replicas(&old);
         }
         ProfileState::Failed { reason, message } => {
             let msg = format!(
@@ -446,7 +459,8 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 msg.clone(),
             );
             status.phase = Some(Phase::Failed);
-            status.replicas = old.replicas.clone();
+            status.selected = old.selected.clone();
+            status.replicas = kept_replicas(&old);
             if old.phase != Some(Phase::Failed)
                 || condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str())
             {
@@ -535,7 +549,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     // and replica count stay in status, so a later choice starts from them
                     // instead of `spec.replicas.min`.
                     status.selected = old.selected.clone();
-                    status.replicas = old.replicas.clone();
+                    status.replicas = kept_replicas(&old);
                     if condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
                         events.push(PlannedEvent {
                             warning: true,
@@ -622,10 +636,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         old_replicas.as_ref().map(|r| r.desired).filter(|d| *d > 0),
                         valid.spec.replicas.max(),
                         old.replicas.as_ref().and_then(|r| r.scale_down.as_ref()),
+                        observed.load.as_ref().is_some_and(|l| l.complete),
                         now,
                         cfg.scale_down_delay,
                     );
                     let settings = ServeSettings {
+                        spec_generation: generation,
                         batch_size: sel.choice.batch_size,
                         max_queue_delay_ms: sel.choice.max_queue_delay_ms,
                         replicas,
@@ -744,7 +760,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             Err(e) => {
                                 conds.set(READY, ConditionStatus::False, "BuildFailed", e.clone());
                                 status.phase = Some(Phase::Failed);
-                                status.replicas = old.replicas.clone();
+                                status.replicas = kept_replicas(&old);
                                 requeue = Requeue::AwaitChange;
                             }
                             Ok(_)
@@ -763,7 +779,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     msg.clone(),
                                 );
                                 status.phase = Some(Phase::Failed);
-                                status.replicas = old.replicas.clone();
+                                status.replicas = kept_replicas(&old);
                                 if condition(&old, READY).map(|c| c.reason.as_str())
                                     != Some("NameConflict")
                                 {
@@ -901,12 +917,20 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         // service's re-profile token, a new runtime version). A measurement alone
                         // never takes a running service down: it serves on at the last
                         // configuration, Degraded, until the user changes the spec.
-                        let keep = observed
-                            .deployment
-                            .as_ref()
+                        // Ours, running, and applied for this very spec (the Deployment's own
+                        // record; one applied before it kept one: status's generation).
+                        let deployment = observed.deployment.as_ref().filter(|d| {
+                            d.controlled_by_us
+                                && d.replicas > 0
+                                && d.spec_generation
+                                    .map_or(old.observed_generation == generation, |g| {
+                                        Some(g) == generation
+                                    })
+                        });
+                        let keep = deployment
                             .and(old.selected.clone())
-                            .zip(old.replicas.clone())
-                            .filter(|_| old.observed_generation == generation);
+                            .zip(old.replicas.clone());
+                        let pods_ready = deployment.is_some_and(|d| d.ready_replicas > 0);
                         let msg = match &keep {
                             Some((was, _)) => format!(
                                 "still serving at batch {} with max queue delay {} ms (chosen from the previous table), although EnergyProfile {profile_name} now says the SLO is not attainable: {}; spec.slo.whenUnattainable is DoNotServe, so a change of the spec stops serving (or set ServeClosest to serve at the closest configuration)",
@@ -923,7 +947,11 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             Some((was, replicas)) => {
                                 conds.set(
                                     READY,
-                                    ConditionStatus::True,
+                                    if pods_ready {
+                                        ConditionStatus::True
+                                    } else {
+                                        ConditionStatus::False
+                                    },
                                     "ServingPreviousConfig",
                                     msg.clone(),
                                 );

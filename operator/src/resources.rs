@@ -432,6 +432,9 @@ pub struct ServeSettings {
     /// The profile (EnergyProfile status JSON) the pods' own adaptive batching works from: within
     /// the batch cap above, each pod adjusts its max queue delay (and cap) to the rate it sees.
     pub profile_json: Option<String>,
+    /// The service's `metadata.generation` this Deployment is applied for
+    /// ([`SPEC_GENERATION_ANNOTATION`]): whether what runs still answers the current spec.
+    pub spec_generation: Option<i64>,
 }
 
 pub fn serve_args(
@@ -508,6 +511,10 @@ pub fn deployment(
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(pod_labels.clone()),
+            // On the Deployment, not its pods: a new generation alone rolls nothing out.
+            annotations: settings
+                .spec_generation
+                .map(|g| BTreeMap::from([(SPEC_GENERATION_ANNOTATION.to_string(), g.to_string())])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -797,6 +804,7 @@ mod tests {
             slo_ms: 50.0,
             percentile: 95,
             profile_json: Some("{\"table\":{}}".into()),
+            spec_generation: Some(3),
         };
         let d = deployment(
             "svc",
@@ -811,6 +819,10 @@ mod tests {
         assert_eq!(
             d.metadata.owner_references.unwrap()[0].controller,
             Some(true)
+        );
+        assert_eq!(
+            d.metadata.annotations.unwrap()[SPEC_GENERATION_ANNOTATION],
+            "3"
         );
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(2));

@@ -294,16 +294,20 @@ pub struct Stabilised {
 }
 
 /// Holds a scale-down back until the load has asked for fewer replicas `delay` on end, then goes
-/// to the most it asked for meanwhile; more replicas, a count the spec's range imposes, or a
-/// delay of zero pass at once. `decided` is [`replicas_for`]'s count for this reconcile and
-/// `current` the count running (`None`: not serving yet). Without a parsable time the decision
-/// passes as it is (nothing to measure the delay by).
+/// to the most it asked for meanwhile; more replicas, a lower `spec.replicas.max` (the count is
+/// cut to it at once, the rest waits) or a delay of zero pass at once. `decided` is
+/// [`replicas_for`]'s count for this reconcile, `current` the count running (`None`: not serving
+/// yet) and `fresh` whether this reconcile measured the whole load (a complete observation):
+/// without one nothing new is known, and a wait goes on as it was. Without a parsable time the
+/// decision passes as it is (nothing to measure the delay by).
+#[allow(clippy::too_many_arguments)]
 pub fn stabilise_scale_down(
     decided: u32,
     reason: String,
     current: Option<u32>,
     max: u32,
     pending: Option<&PendingScaleDown>,
+    fresh: bool,
     now: &str,
     delay: std::time::Duration,
 ) -> Stabilised {
@@ -312,26 +316,43 @@ pub fn stabilise_scale_down(
         reason,
         pending: None,
     };
-    let Some(current) = current.filter(|c| decided < *c && *c <= max && !delay.is_zero()) else {
+    let delay_text = format!("{} s", delay.as_secs());
+    let wait = |current: u32, to: u32, since: String, reason: &str| Stabilised {
+        count: current,
+        reason: format!(
+            "kept at {current}: the load has asked for {to} since {since}; down once it has for {delay_text} (now {reason})"
+        ),
+        pending: Some(PendingScaleDown { to, since }),
+    };
+    let Some(current) = current.map(|c| c.min(max)) else {
         return pass(reason);
     };
+    if decided > current || delay.is_zero() {
+        return pass(reason);
+    }
+    if decided == current {
+        // The whole load measured and asking for what runs: a wait ends. Not measured: it goes on.
+        return match pending.filter(|p| !fresh && p.to < current) {
+            Some(p) => wait(current, p.to, p.since.clone(), &reason),
+            None => pass(reason),
+        };
+    }
     let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
     let Some(at) = parse(now) else {
         return pass(reason);
     };
     // The wait goes on from when the load first asked for fewer (a time that does not parse, or
-    // lies ahead, starts it afresh).
+    // lies ahead, starts it afresh). Never above what runs (a `kubectl scale` below it meanwhile).
     let started = pending.and_then(|p| {
         parse(&p.since)
             .filter(|since| *since <= at)
             .map(|since| (p, since))
     });
     let (to, since, since_text) = match started {
-        Some((p, since)) => (p.to.max(decided), since, p.since.clone()),
+        Some((p, since)) => (p.to.max(decided).min(current), since, p.since.clone()),
         None => (decided, at, now.to_string()),
     };
     let waited = (at - since).to_std().unwrap_or_default();
-    let delay_text = format!("{} s", delay.as_secs());
     if waited >= delay {
         return Stabilised {
             count: to,
@@ -345,16 +366,15 @@ pub fn stabilise_scale_down(
             pending: None,
         };
     }
-    Stabilised {
-        count: current,
-        reason: format!(
-            "kept at {current}: the load has asked for {to} since {since_text}; down once it has for {delay_text} (now {reason})"
-        ),
-        pending: Some(PendingScaleDown {
-            to,
-            since: since_text,
-        }),
+    if to == current {
+        // The load asked for all that runs during the wait: nothing to go down to.
+        return Stabilised {
+            count: current,
+            reason: format!("kept at {current} (now {reason})"),
+            pending: None,
+        };
     }
+    wait(current, to, since_text, &reason)
 }
 
 /// The serving replicas to run, why, and the capacity learnt from pods refusing work.
@@ -541,16 +561,20 @@ mod tests {
     fn a_scale_down_waits_unless_the_range_or_a_zero_delay_imposes_it() {
         let five_min = std::time::Duration::from_secs(300);
         let at = "2025-01-01T00:10:00Z";
-        let go = |decided, current, max, pending: Option<PendingScaleDown>, delay| {
+        let go_when = |fresh, decided, current, max, pending: Option<PendingScaleDown>, delay| {
             stabilise_scale_down(
                 decided,
                 "r".into(),
                 current,
                 max,
                 pending.as_ref(),
+                fresh,
                 at,
                 delay,
             )
+        };
+        let go = |decided, current, max, pending, delay| {
+            go_when(true, decided, current, max, pending, delay)
         };
         let waiting = |to, since: &str| {
             Some(PendingScaleDown {
@@ -562,8 +586,10 @@ mod tests {
         assert_eq!(go(5, Some(3), 8, waiting(1, at), five_min).count, 5);
         assert_eq!(go(3, Some(3), 8, None, five_min).pending, None);
         assert_eq!(go(1, None, 8, None, five_min).count, 1);
-        // spec.replicas.max lowered below the running count: at once.
-        assert_eq!(go(2, Some(6), 4, None, five_min).count, 2);
+        // spec.replicas.max lowered below the running count: cut to it at once, the rest waits.
+        let s = go(2, Some(6), 4, None, five_min);
+        assert_eq!((s.count, s.pending), (4, waiting(2, at)));
+        assert_eq!(go(4, Some(6), 4, None, five_min).count, 4);
         assert_eq!(go(2, Some(6), 8, None, std::time::Duration::ZERO).count, 2);
         // Down: the wait starts now...
         let s = go(2, Some(6), 8, None, five_min);
@@ -577,6 +603,23 @@ mod tests {
         // ...and ends after the delay.
         let s = go(1, Some(6), 8, waiting(3, "2025-01-01T00:05:00Z"), five_min);
         assert_eq!((s.count, s.pending), (3, None));
+        // A reconcile that measured nothing new (no observation, a partial one: `replicas_for`
+        // keeps the count) leaves a wait as it was; a complete one asking for what runs ends it.
+        let on = waiting(2, "2025-01-01T00:06:00Z");
+        let s = go_when(false, 6, Some(6), 8, on.clone(), five_min);
+        assert_eq!((s.count, s.pending), (6, on.clone()));
+        assert!(
+            s.reason.starts_with("kept at 6: the load has asked for 2"),
+            "{}",
+            s.reason
+        );
+        assert_eq!(
+            go_when(true, 6, Some(6), 8, on.clone(), five_min).pending,
+            None
+        );
+        // Scaled below the wait's target meanwhile (kubectl scale): never a "scale-down" up.
+        let s = go(1, Some(3), 8, waiting(4, "2025-01-01T00:05:00Z"), five_min);
+        assert_eq!(s.count, 3);
         // A start time that does not parse, or lies ahead (a clock step), starts it afresh.
         for bad in ["yesterday", "2025-01-01T01:00:00Z"] {
             let s = go(2, Some(6), 8, waiting(4, bad), five_min);

@@ -80,6 +80,13 @@ fn rolled_out_obs(p: &Plan) -> DeploymentObservation {
         ready_replicas: 1,
         available_replicas: 1,
         pod_failure: None,
+        spec_generation: objects
+            .0
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SPEC_GENERATION_ANNOTATION))
+            .and_then(|g| g.parse().ok()),
     }
 }
 
@@ -368,6 +375,7 @@ fn the_flow_table() {
                     ready_replicas: 1,
                     available_replicas: 1,
                     pod_failure: None,
+                    spec_generation: None,
                 });
                 o
             },
@@ -1027,17 +1035,8 @@ fn a_new_measurement_alone_never_takes_a_running_service_down() {
     let mut o = serving(&mut is);
     let before = is.status.clone().unwrap();
     let was = before.selected.clone().expect("selected");
-    if let Some(table) = o
-        .profile
-        .as_mut()
-        .and_then(|p| p.status.as_mut())
-        .and_then(|s| s.table.as_mut())
-    {
-        for row in &mut table.rows {
-            row.latency_ms.p50 *= 1000.0;
-            row.latency_ms.p95 *= 1000.0;
-            row.latency_ms.p99 = row.latency_ms.p99.map(|ms| ms * 1000.0);
-        }
+    if let Some(profile) = o.profile.as_mut() {
+        slower(profile, 1000.0);
     }
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(p.serving, Serving::Keep, "the Deployment and Service stay");
@@ -1062,6 +1061,75 @@ fn a_new_measurement_alone_never_takes_a_running_service_down() {
     // A change of the spec is the user's decision: DoNotServe then stops serving.
     is.status = Some(p.status);
     is.metadata.generation = Some(2);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.serving, Serving::Remove);
+}
+
+/// Every row of a profile's table `factor` times slower.
+fn slower(p: &mut EnergyProfile, factor: f64) {
+    for row in p
+        .status
+        .as_mut()
+        .and_then(|s| s.table.as_mut())
+        .map(|t| t.rows.iter_mut())
+        .into_iter()
+        .flatten()
+    {
+        row.latency_ms.p50 *= factor;
+        row.latency_ms.p95 *= factor;
+        row.latency_ms.p99 = row.latency_ms.p99.map(|ms| ms * factor);
+    }
+}
+
+#[test]
+fn a_new_runtime_measuring_afresh_never_takes_a_running_service_down_either() {
+    // A new runtime version is a new profile key: measured from scratch while the old
+    // Deployment serves on, and the service says what serves meanwhile.
+    let mut is = service("svc");
+    let mut o = serving(&mut is);
+    let was = is.status.as_ref().and_then(|s| s.selected.clone());
+    let upgraded = OperatorConfig {
+        runtime_version: "9.9.9".into(),
+        ..cfg()
+    };
+    o.profile = None;
+    let p = plan(&is, &o, &upgraded, NOW);
+    let mut fresh = p.profile.clone().expect("a profile for the new key");
+    assert_eq!(p.serving, Serving::Keep);
+    assert_eq!(p.status.selected, was, "what serves stays in status");
+    is.status = Some(p.status);
+    // The new runtime's table finds the SLO unattainable: served on, Degraded.
+    fresh.metadata.uid = Some("ep-new".into());
+    fresh.status = complete(&[1, 2, 4, 8, 16, 32]);
+    slower(&mut fresh, 1000.0);
+    o.profile = Some(fresh);
+    let p = plan(&is, &o, &upgraded, NOW);
+    assert_eq!(p.serving, Serving::Keep);
+    assert_eq!(cond(&p, READY).reason, "ServingPreviousConfig");
+}
+
+#[test]
+fn a_spec_edit_answered_by_no_configuration_is_still_the_user_s_decision() {
+    // An edit (generation 2) first finds no configuration (the old Deployment, applied for
+    // generation 1, serves on); a re-measurement then finds the SLO unattainable: the running
+    // Deployment answers an older spec, so DoNotServe removes it.
+    let mut is = service("svc");
+    let mut o = serving(&mut is);
+    is.metadata.generation = Some(2);
+    is.spec.batching.mode = BatchingMode::Fixed;
+    is.spec.batching.batch_size = Some(64);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(cond(&p, READY).reason, "NoConfiguration");
+    is.status = Some(p.status);
+    is.spec.batching.mode = BatchingMode::Auto;
+    is.spec.batching.batch_size = None;
+    if let Some(profile) = o.profile.as_mut() {
+        slower(profile, 1000.0);
+    }
+    assert_eq!(
+        o.deployment.as_ref().and_then(|d| d.spec_generation),
+        Some(1)
+    );
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(p.serving, Serving::Remove);
 }
