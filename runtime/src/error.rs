@@ -70,8 +70,9 @@ pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
 /// The first line(s) of a libtorch error: its C++ backtraces are noise for a user. Handles both
 /// real newlines and the escaped `\n` of an error that went through `Debug` (tch's panics). A
-/// longer message (a TorchScript traceback) keeps its first two lines and its last, where the
-/// interpreter names the error the model raised.
+/// longer message (a TorchScript traceback) keeps its first two lines and the last that names an
+/// error (`…Error: …`, where the interpreter says what the model raised; CUDA adds advice after
+/// it), else its last.
 pub fn torch_message(e: &impl std::fmt::Display) -> String {
     let full = e.to_string().replace("\\n", "\n");
     let full = full
@@ -82,11 +83,23 @@ pub fn torch_message(e: &impl std::fmt::Display) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| {
-            !l.is_empty() && !l.starts_with("Exception raised from") && !l.starts_with("frame #")
+            !l.is_empty()
+                && !l.starts_with("Exception raised from")
+                && !l.starts_with("frame #")
+                // What is left of the `Debug` wrapping of a panic.
+                && !l.trim_matches(|c| c == '"' || c == ')').is_empty()
         })
         .collect();
     let shown = if lines.len() > 4 {
-        [&lines[..2], &["…"], &lines[lines.len() - 1..]].concat()
+        let named = |l: &&&str| l.contains("Error: ") || l.contains("Exception: ");
+        let last = lines[2..]
+            .iter()
+            .rev()
+            .find(named)
+            .or(lines.last())
+            .copied()
+            .unwrap_or_default();
+        vec![lines[0], lines[1], "…", last]
     } else {
         lines
     };
@@ -110,6 +123,18 @@ mod tests {
         assert_eq!(
             torch_message(&script),
             "The following operation failed in the TorchScript interpreter. | Traceback of TorchScript, serialized code (most recent call last): | … | builtins.RuntimeError: poisoned input"
+        );
+        // CUDA's advice after the error, and a panic's `")` ending, do not hide it.
+        let cuda = format!(
+            "{}\nRuntimeError: CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be asynchronously reported.\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n\")",
+            script.lines().take(6).collect::<Vec<_>>().join("\n")
+        );
+        assert!(
+            torch_message(&cuda).ends_with(
+                "| … | RuntimeError: CUDA error: an illegal memory access was encountered"
+            ),
+            "{}",
+            torch_message(&cuda)
         );
     }
 }

@@ -672,57 +672,89 @@ async fn sigterm_reports_not_ready_serves_on_for_the_delay_then_drains_and_exits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_failing_batch_after_batch_turns_the_server_not_ready_and_not_live() {
-    // poisoned.pt raises for any batch holding a value above 1000 (make_fixtures.py).
+async fn a_model_failing_batch_after_batch_is_not_live_only_when_its_own_input_fails_too() {
+    // serve::executor::BROKEN_AFTER_FAILED_BATCHES (the runtime is a binary: no crate to import).
+    let threshold = 10;
+    let with = |value: f32| {
+        serde_json::to_vec(&json!({"inputs": [{"name": "input__0", "datatype": "FP32",
+            "shape": [1, 3, 16, 16], "data": vec![value; 768]}]}))
+        .unwrap()
+    };
+    let health = |base: &str, path: &str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap().status().as_u16() }
+    };
+    // poisoned.pt raises for any batch holding a value above 1000 (make_fixtures.py): clients
+    // can make it fail batch after batch, but it still runs an input of its own, so it stays
+    // live and ready — a client must not be able to get pods restarted.
     let s = start(
         &fixture("poisoned.pt"),
         &["--max-batch-size", "1", "--max-queue-delay-ms", "0"],
     )
     .await;
     wait_ready(&s.base, true).await;
-    let with = |value: f32| {
-        serde_json::to_vec(&json!({"inputs": [{"name": "input__0", "datatype": "FP32",
-            "shape": [1, 3, 16, 16], "data": vec![value; 768]}]}))
-        .unwrap()
-    };
-    let health = |path: &'static str| {
-        let url = format!("{}{path}", s.base);
-        async move { reqwest::get(url).await.unwrap().status().as_u16() }
-    };
-    // serve::executor::BROKEN_AFTER_FAILED_BATCHES (the runtime is a binary: no crate to import).
-    let threshold = 10;
-    // Failures short of the threshold, then one batch that runs: the count starts again.
-    for _ in 1..threshold {
-        let (code, body, _) = post(&s.base, "poisoned", with(5000.0), &[]).await;
-        assert_eq!(code, 500, "{body}");
-    }
-    let (code, body, _) = post(&s.base, "poisoned", with(0.5), &[]).await;
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(
-        (
-            health("/v2/health/live").await,
-            health("/v2/health/ready").await
-        ),
-        (200, 200)
-    );
-    // A whole run of failures: broken, and it says so on both probes.
-    for _ in 0..threshold {
+    for _ in 0..threshold + 2 {
         let (code, body, _) = post(&s.base, "poisoned", with(5000.0), &[]).await;
         assert_eq!(code, 500, "{body}");
         assert!(body.to_string().contains("poisoned input"), "{body}");
     }
-    assert_eq!(health("/v2/health/ready").await, 503);
+    assert_eq!(
+        (
+            health(&s.base, "/v2/health/live").await,
+            health(&s.base, "/v2/health/ready").await
+        ),
+        (200, 200)
+    );
+    let (code, body, _) = post(&s.base, "poisoned", with(0.5), &[]).await;
+    assert_eq!(code, 200, "{body}");
+
+    // sticky_failure.pt fails every forward once it has seen such a value, as a device does after
+    // a sticky CUDA error: after the threshold, its own example input fails too — not ready, not
+    // live, and why.
+    let s = start(
+        &fixture("sticky_failure.pt"),
+        &["--max-batch-size", "1", "--max-queue-delay-ms", "0"],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    for i in 0..threshold {
+        let value = if i == 0 { 5000.0 } else { 0.5 };
+        let (code, body, _) = post(&s.base, "sticky_failure", with(value), &[]).await;
+        assert_eq!(code, 500, "{body}");
+    }
+    assert_eq!(health(&s.base, "/v2/health/ready").await, 503);
     let live = reqwest::get(format!("{}/v2/health/live", s.base))
         .await
         .unwrap();
     assert_eq!(live.status().as_u16(), 503);
     let why: Value = live.json().await.unwrap();
     assert!(
-        why["error"].as_str().is_some_and(
-            |e| e.contains("failed 10 batches in a row") && e.contains("poisoned input")
-        ),
+        why["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("failed 10 batches in a row")
+                && e.contains("the device is lost")
+                && e.contains("an example input of its own")),
         "{why}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_shutdown_delay_short() {
+    let mut s = start(&fixture("tiny_cnn.pt"), &["--shutdown-delay-seconds", "60"]).await;
+    wait_ready(&s.base, true).await;
+    let started = Instant::now();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    wait_ready(&s.base, false).await;
+    // SAFETY: as above.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGINT) };
+    let status = wait_exit(
+        &mut s.child,
+        started + Duration::from_secs(10),
+        "a second signal did not end the 60 s shutdown delay",
+    )
+    .await;
+    assert!(status.success(), "{status:?}");
 }
 
 /// Runs `greenbatch-runtime loadgen` against the tiny model on `base` (off the async workers).

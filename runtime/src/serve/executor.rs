@@ -24,9 +24,10 @@ pub struct JobOutput {
     pub data: Vec<f32>,
 }
 
-/// Batches failing in a row, none running, after which the server reports itself broken (not
-/// ready, not live): requests are validated before they reach the model, so a run of failures is
-/// the model or the device failing, not the clients.
+/// Batches failing in a row, none running, after which the model is tried on an example input of
+/// its own; when that fails too the server reports itself broken (not ready, not live). A model
+/// can fail on some clients' inputs (ids out of range, its own asserts): that alone is no reason
+/// to restart it.
 pub const BROKEN_AFTER_FAILED_BATCHES: u32 = 10;
 
 /// State shared by the HTTP side, the executor and the controllers.
@@ -294,17 +295,28 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
         Err(e) => {
             tracing::error!(items, "batch failed: {e}");
             let failed = shared.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-            if failed == BROKEN_AFTER_FAILED_BATCHES {
-                let why = format!(
-                    "the model failed {failed} batches in a row (the last: {e}): not ready, not live, so that Kubernetes restarts the container"
-                );
-                tracing::error!("{why}");
-                *shared
-                    .not_ready_reason
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(why);
-                shared.ready.store(false, Ordering::Relaxed);
-                shared.broken.store(true, Ordering::Relaxed);
+            if failed >= BROKEN_AFTER_FAILED_BATCHES {
+                match model.example_input(1).and_then(|x| model.forward(&x)) {
+                    Ok(_) => {
+                        tracing::warn!(
+                            failed,
+                            "batches failed in a row, but the model runs an example input: its inputs make it fail"
+                        );
+                        shared.failed_in_a_row.store(0, Ordering::Relaxed);
+                    }
+                    Err(probe) => {
+                        let why = format!(
+                            "the model failed {failed} batches in a row (the last: {e}) and an example input of its own ({probe}): not ready, not live, so that Kubernetes restarts the container"
+                        );
+                        tracing::error!("{why}");
+                        *shared
+                            .not_ready_reason
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(why);
+                        shared.ready.store(false, Ordering::Relaxed);
+                        shared.broken.store(true, Ordering::Relaxed);
+                    }
+                }
             }
             for job in jobs {
                 let _ = job.respond.send(Err(V2Error {

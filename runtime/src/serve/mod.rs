@@ -167,10 +167,17 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             tokio::select! {
                 () = shutdown_signal() => {
                     // Not ready at once, so the endpoints let go of this pod; answer what still
-                    // arrives meanwhile instead of refusing it, then drain.
+                    // arrives meanwhile instead of refusing it, then drain. Only a server that
+                    // was serving has endpoints to wait for; a second signal (Ctrl-C twice)
+                    // drains at once.
                     drain_shared.terminating.store(true, Ordering::Relaxed);
-                    tracing::info!(delay_seconds = shutdown_delay.as_secs(), "shutdown requested: not ready; serving on for the shutdown delay, then draining");
-                    tokio::time::sleep(shutdown_delay).await;
+                    if drain_shared.ready.load(Ordering::Relaxed) && !shutdown_delay.is_zero() {
+                        tracing::info!(delay_seconds = shutdown_delay.as_secs(), "shutdown requested: not ready; serving on for the shutdown delay (a second signal drains at once)");
+                        tokio::select! {
+                            () = tokio::time::sleep(shutdown_delay) => {}
+                            () = shutdown_signal() => tracing::info!("second signal"),
+                        }
+                    }
                     tracing::info!("draining");
                 }
                 Some(e) = exit_after_load_failure(failed_rx, exit_after) => {
