@@ -486,7 +486,17 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 unpinned_gpu_note(is, observed.profile.as_ref()),
                 reprofiling
                     .as_deref()
-                    .map(|j| format!("; re-profiling with Job {j}"))
+                    .map(|j| {
+                        // Its pod stuck (the service's own pods holding every GPU, say): why.
+                        let waiting = observed
+                            .job
+                            .as_ref()
+                            .filter(|o| o.name == j)
+                            .and_then(|o| o.waiting.as_deref())
+                            .map(|w| format!(" (it waits: {w})"))
+                            .unwrap_or_default();
+                        format!("; re-profiling with Job {j}{waiting}")
+                    })
                     .unwrap_or_default()
             );
             conds.set(

@@ -1170,6 +1170,37 @@ fn a_profiling_pod_that_cannot_run_says_why_and_is_looked_at_again() {
 }
 
 #[test]
+fn a_re_profile_job_that_cannot_run_says_why() {
+    let mut is = service("svc");
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let mut annotated = p
+        .profile
+        .clone()
+        .expect("the profile, annotated with the new Job");
+    annotated.metadata.uid = Some("ep-uid".into());
+    annotated.status = o.profile.as_ref().and_then(|p| p.status.clone());
+    let job = annotated.metadata.annotations.as_ref().unwrap()[PROFILING_JOB_ANNOTATION].clone();
+    o.profile = Some(annotated);
+    o.job = Some(JobObservation {
+        name: job,
+        state: JobState::Active,
+        waiting: Some("pod svc-x: cannot be scheduled: 0/1 nodes are available".into()),
+    });
+    let p = plan(&is, &o, &cfg(), NOW);
+    let profiled = cond(&p, PROFILED);
+    assert_eq!(profiled.reason, "Reprofiling");
+    assert!(
+        profiled
+            .message
+            .contains("(it waits: pod svc-x: cannot be scheduled"),
+        "{}",
+        profiled.message
+    );
+}
+
+#[test]
 fn the_count_running_is_the_deployment_s_not_a_stale_status() {
     // The last reconcile scaled the Deployment to 4, but the status this reconcile reads still
     // says 1 (the cache has not seen the write yet, or the write failed).
