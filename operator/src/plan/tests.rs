@@ -449,16 +449,26 @@ fn a_second_service_reuses_a_complete_profile_without_a_job() {
     assert!(event(&p, "ProfileReused").is_some(), "{:?}", p.events);
 }
 
-#[test]
-fn an_honoured_token_does_nothing_more_and_the_plan_is_stable() {
+/// A profiled service asking for a re-profile with token `t1`, observed after the operator
+/// recorded the token (and the new Job's name) on the profile.
+fn token_recorded() -> (InferenceService, Observed) {
     let mut is = service("svc");
     is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
     let mut observed = done(&is);
     let first = plan(&is, &observed, &cfg(), NOW);
-    let mut ep = first.profile.clone().unwrap();
+    let mut ep = first
+        .profile
+        .clone()
+        .expect("the profile, annotated with the new Job");
     ep.metadata.uid = Some("ep-uid".into());
-    ep.status = observed.profile.as_ref().unwrap().status.clone();
+    ep.status = observed.profile.as_ref().and_then(|p| p.status.clone());
     observed.profile = Some(ep);
+    (is, observed)
+}
+
+#[test]
+fn an_honoured_token_does_nothing_more_and_the_plan_is_stable() {
+    let (mut is, observed) = token_recorded();
     let second = plan(&is, &observed, &cfg(), NOW);
     assert!(second.profile.is_none(), "token already honoured");
     assert!(second.job.is_some(), "the re-profile Job is created");
@@ -1171,18 +1181,16 @@ fn a_profiling_pod_that_cannot_run_says_why_and_is_looked_at_again() {
 
 #[test]
 fn a_re_profile_job_that_cannot_run_says_why() {
-    let mut is = service("svc");
-    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
-    let mut o = done(&is);
-    let p = plan(&is, &o, &cfg(), NOW);
-    let mut annotated = p
+    let (is, mut o) = token_recorded();
+    let job = o
         .profile
-        .clone()
-        .expect("the profile, annotated with the new Job");
-    annotated.metadata.uid = Some("ep-uid".into());
-    annotated.status = o.profile.as_ref().and_then(|p| p.status.clone());
-    let job = annotated.metadata.annotations.as_ref().unwrap()[PROFILING_JOB_ANNOTATION].clone();
-    o.profile = Some(annotated);
+        .as_ref()
+        .unwrap()
+        .metadata
+        .annotations
+        .as_ref()
+        .unwrap()[PROFILING_JOB_ANNOTATION]
+        .clone();
     o.job = Some(JobObservation {
         name: job,
         state: JobState::Active,
