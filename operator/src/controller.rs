@@ -21,7 +21,7 @@ use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, ListParams, ObjectList};
+use kube::api::{Api, DeleteParams, ListParams, ObjectList};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -347,6 +347,36 @@ async fn observe_job(
     }))
 }
 
+/// Deletes the finished profiling Jobs of the profile a new Job measures (and, through the
+/// garbage collector, their pods). Best effort: a Job left behind is clutter, not a fault, so a
+/// failure is logged and the reconcile goes on.
+async fn delete_superseded_jobs(jobs: &Api<Job>, new: &Job, new_name: &str) {
+    let Some(profile) = new.labels().get(PROFILE_LABEL) else {
+        return;
+    };
+    let listed = match jobs
+        .list(&ListParams::default().labels(&format!("{PROFILE_LABEL}={profile}")))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(profile = %profile, error = %e, "cannot list the profile's Jobs to delete superseded ones");
+            return;
+        }
+    };
+    for old in observe::superseded_jobs(&listed, new_name) {
+        match jobs.delete(&old, &DeleteParams::background()).await {
+            Ok(_) => {
+                tracing::info!(job = %old, superseded_by = %new_name, "deleted a superseded profiling Job")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(job = %old, error = %e, "cannot delete a superseded profiling Job")
+            }
+        }
+    }
+}
+
 /// Scrapes a serving service's pods when a window has passed since the last scrape, and says what
 /// they served in that window. Best effort: a failure to list or reach the pods is logged and
 /// yields no observation (replicas then stay where they are), never a failed reconcile.
@@ -497,6 +527,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             .await
             .map_err(api_err("apply", "Job", &ns, &jn))?;
         tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
+        delete_superseded_jobs(&jobs, job, &jn).await;
     }
     match &plan.serving {
         Serving::Keep => {}

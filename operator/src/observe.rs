@@ -119,6 +119,19 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
     })
 }
 
+/// The profiling Jobs a new one supersedes: those of the same profile (`jobs`, listed by its
+/// label) other than `current` that have finished. Their measurement is in the profile's history
+/// already (or failed and was retried); kept, one Job and pod per re-profile would pile up for as
+/// long as the profile lives. A Job still running is left to finish.
+pub fn superseded_jobs(jobs: &[Job], current: &str) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| j.metadata.name.as_deref() != Some(current))
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter(|j| job_state(j, &[]) != JobState::Active)
+        .filter_map(|j| j.metadata.name.clone())
+        .collect()
+}
+
 /// The Job's state; `pods` are its pods (label `job-name`), used only when it failed.
 pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
     let conditions = job
@@ -309,6 +322,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(job_state(&Job::default(), &[]), JobState::Active);
+    }
+
+    #[test]
+    fn a_new_profiling_job_supersedes_the_finished_ones_of_its_profile() {
+        let job = |name: &str, condition: Option<&str>| -> Job {
+            let conditions: Vec<serde_json::Value> = condition
+                .map(|c| serde_json::json!({"type": c, "status": "True"}))
+                .into_iter()
+                .collect();
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"conditions": conditions}
+            }))
+            .unwrap()
+        };
+        let jobs = [
+            job("p-first", Some("Complete")),
+            job("p-retried", Some("Failed")),
+            job("p-running", None),
+            job("p-new", None),
+        ];
+        assert_eq!(
+            superseded_jobs(&jobs, "p-new"),
+            vec!["p-first".to_string(), "p-retried".to_string()]
+        );
     }
 
     #[test]

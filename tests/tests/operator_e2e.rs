@@ -1030,25 +1030,28 @@ async fn operator_end_to_end() {
     )
     .await;
 
-    // Scenario 4: a re-profile request runs one more Job for the shared profile.
+    // Scenario 4: a re-profile request runs one more Job for the shared profile, and the first,
+    // finished, is deleted as the new one starts (no Job per re-profile left behind).
+    let first_job = jobs.list(&profile_jobs).await.unwrap().items[0].name_any();
     services
         .patch("beta", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {names::REPROFILE_ANNOTATION: "r1"}}})))
         .await
         .expect("annotate beta");
     wait_for(
-        "the re-profile Job to complete",
+        "the re-profile Job to complete, the first deleted",
         Duration::from_secs(90),
         || async {
             let list = jobs.list(&profile_jobs).await.map_err(|e| e.to_string())?;
+            let names: Vec<String> = list.items.iter().map(|j| j.name_any()).collect();
             let complete = list
                 .items
                 .iter()
                 .filter(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
                 .count();
-            if list.items.len() == 2 && complete == 2 {
+            if names.len() == 1 && !names.contains(&first_job) && complete == 1 {
                 Ok(())
             } else {
-                Err(format!("{} jobs, {complete} complete", list.items.len()))
+                Err(format!("Jobs {names:?}, {complete} complete"))
             }
         },
     )
