@@ -106,20 +106,45 @@ struct Context {
 /// A scrape answers within this, or the pod is left out of the snapshot.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Checks through discovery (no CRD read permission needed) that both kinds are served.
+/// Discovery tries at start, 1 s apart and doubling (about a minute in all): an API server that
+/// restarts (an upgrade, a control-plane node replaced) answers again within that, and a pod that
+/// exited instead would come back only after its restart back-off (up to 5 minutes).
+const DISCOVERY_TRIES: u32 = 7;
+
+/// Whether a failed discovery is worth another try: the server unreachable, overloaded or
+/// failing; not a refusal (401, 403) or an answer.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    }
+}
+
+/// Checks through discovery (no CRD read permission needed) that both kinds are served, trying
+/// again while the API server is unreachable or failing.
 pub async fn check_crds(client: &Client) -> Result<(), OperatorError> {
     let want = ["inferenceservices", "energyprofiles"];
-    let served: Vec<String> = match client
-        .list_api_group_resources("greenbatch.dev/v1alpha1")
-        .await
-    {
-        Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
-        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
-        Err(source) => {
-            return Err(OperatorError::Kube {
-                context: "discovering API group greenbatch.dev/v1alpha1".into(),
-                source,
-            });
+    let mut pause = Duration::from_secs(1);
+    let mut tries = 0;
+    let served: Vec<String> = loop {
+        tries += 1;
+        match client
+            .list_api_group_resources("greenbatch.dev/v1alpha1")
+            .await
+        {
+            Ok(list) => break list.resources.into_iter().map(|r| r.name).collect(),
+            Err(kube::Error::Api(s)) if s.code == 404 => break Vec::new(),
+            Err(source) if tries < DISCOVERY_TRIES && transient(&source) => {
+                tracing::warn!(error = %source, retry_in = ?pause, "the API server does not answer discovery: trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(source) => {
+                return Err(OperatorError::Kube {
+                    context: "discovering API group greenbatch.dev/v1alpha1".into(),
+                    source,
+                });
+            }
         }
     };
     let missing: Vec<&str> = want

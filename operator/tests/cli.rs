@@ -1,6 +1,7 @@
 //! The `greenbatch-operator` binary's command line, as a Deployment (the Helm chart's) runs it:
 //! bad flags are usage errors naming the flag (exit 2), and start-up problems — no credentials,
-//! inconsistent lease timings — end the process with a message instead of a crash loop of panics.
+//! inconsistent lease timings, missing CRDs — end the process with a message instead of a crash
+//! loop of panics, after waiting out an API server that fails for a while.
 //! The chart's own flags are checked against this binary in `tests/tests/chart.rs`.
 
 use std::path::Path;
@@ -111,4 +112,79 @@ fn inconsistent_lease_timings_are_refused_at_start() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("renew deadline"), "{err}");
+}
+
+#[test]
+fn at_start_it_waits_out_an_api_server_that_fails_then_reports_missing_crds() {
+    use std::io::{BufRead, BufReader, Write};
+    // A stand-in API server on loopback: its first answers are 500 (failing: kube's client
+    // retries 503s itself, the operator the rest), then 404 for the greenbatch API group (no CRDs
+    // installed).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let addr = listener.local_addr().expect("bound");
+    let server = std::thread::spawn(move || {
+        let mut paths = Vec::new();
+        for (i, stream) in listener.incoming().take(3).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            // Read the headers to their end.
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            paths.push(
+                request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_string(),
+            );
+            let (code, text) = if i < 2 {
+                (500, "Internal Server Error")
+            } else {
+                (404, "Not Found")
+            };
+            let body = format!(
+                "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\",\"message\":\"{text}\",\"reason\":\"{text}\",\"code\":{code}}}"
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {code} {text}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+        paths
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://{addr}'}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u, namespace: ops}}}}]\n\
+             current-context: x\n"
+        ),
+    )
+    .expect("write kubeconfig");
+    let started = Instant::now();
+    let out = run(
+        &["--disable-leader-election", "--listen=127.0.0.1:0"],
+        &[("HOME", dir.path()), ("KUBECONFIG", &kubeconfig)],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("greenbatch CRDs are not installed"), "{err}");
+    assert!(
+        err.matches("trying again").count() == 2,
+        "two failures waited out: {err}"
+    );
+    // 1 s, then 2 s between the tries.
+    assert!(started.elapsed() >= Duration::from_secs(3), "{err}");
+    let paths = server.join().expect("server thread");
+    assert!(
+        paths.iter().all(|p| p == "/apis/greenbatch.dev/v1alpha1"),
+        "{paths:?}"
+    );
 }
