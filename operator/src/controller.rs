@@ -575,9 +575,20 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         }
     }
     if is.status.as_ref() != Some(&plan.status) {
-        apply::apply_status(&inference, &name, &plan.status)
-            .await
-            .map_err(api_err("apply status of", "InferenceService", &ns, &name))?;
+        match apply::apply_status(&inference, &name, &plan.status).await {
+            Ok(_) => {}
+            // Deleted while this reconcile ran (the cache still had it): nothing left to report
+            // on, and what it owns goes with it.
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::debug!(service = %name, namespace = %ns, "deleted during its reconcile");
+                return Ok(Action::await_change());
+            }
+            Err(e) => {
+                return Err(api_err("apply status of", "InferenceService", &ns, &name)(
+                    e,
+                ));
+            }
+        }
     }
     let reference = is.object_ref(&());
     for ev in &plan.events {
