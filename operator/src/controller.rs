@@ -21,7 +21,9 @@ use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, ObjectList};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectList,
+};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -101,6 +103,33 @@ struct Context {
     snapshots: Mutex<HashMap<String, Snapshot>>,
     /// The monotonic clock snapshots are stamped with.
     origin: Instant,
+    /// The PodDisruptionBudget API the cluster serves (`policy/v1`, or `v1beta1` before 1.21);
+    /// `None`: neither, serving pods get none.
+    disruption_budgets: Option<ApiResource>,
+}
+
+/// Which PodDisruptionBudget API the cluster serves, through discovery: `policy/v1` (Kubernetes
+/// 1.21 and later), else `policy/v1beta1`.
+async fn disruption_budget_api(client: &Client) -> Option<ApiResource> {
+    for version in ["v1", "v1beta1"] {
+        let served = client
+            .list_api_group_resources(&format!("policy/{version}"))
+            .await
+            .is_ok_and(|list| {
+                list.resources
+                    .iter()
+                    .any(|r| r.name == "poddisruptionbudgets")
+            });
+        if served {
+            let gvk = GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
+            return Some(ApiResource::from_gvk_with_plural(
+                &gvk,
+                "poddisruptionbudgets",
+            ));
+        }
+    }
+    tracing::warn!("the cluster serves no PodDisruptionBudget API: serving pods get none");
+    None
 }
 
 /// A scrape answers within this, or the pod is left out of the snapshot.
@@ -239,6 +268,7 @@ impl Operator {
             scraper: Scraper::new(SCRAPE_TIMEOUT).map_err(OperatorError::ScrapeClient)?,
             snapshots: Mutex::new(HashMap::new()),
             origin: Instant::now(),
+            disruption_budgets: disruption_budget_api(&client).await,
         });
         let ready_flag = self.clone();
         let ready_reader = reader.clone();
@@ -564,8 +594,29 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             apply::apply(&services, &name, service)
                 .await
                 .map_err(api_err("apply", "Service", &ns, &name))?;
+            if let (Some(ar), Some(owner)) = (
+                &ctx.disruption_budgets,
+                deployment
+                    .metadata
+                    .owner_references
+                    .as_ref()
+                    .and_then(|o| o.first()),
+            ) {
+                let budget =
+                    resources::disruption_budget(&name, &ns, owner.clone(), &ar.api_version);
+                let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
+                apply::apply_dynamic(&budgets, &name, &budget)
+                    .await
+                    .map_err(api_err("apply", "PodDisruptionBudget", &ns, &name))?;
+            }
         }
         Serving::Remove => {
+            if let Some(ar) = &ctx.disruption_budgets {
+                let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
+                apply::delete_dynamic_if_exists(&budgets, &name)
+                    .await
+                    .map_err(api_err("delete", "PodDisruptionBudget", &ns, &name))?;
+            }
             apply::delete_if_exists(&deployments, &name)
                 .await
                 .map_err(api_err("delete", "Deployment", &ns, &name))?;

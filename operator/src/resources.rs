@@ -591,6 +591,37 @@ pub fn deployment(
     })
 }
 
+/// The PodDisruptionBudget of the serving pods, owned by the InferenceService: a node drain
+/// evicts one at a time (a service on one replica can still be evicted: a budget that forbade it
+/// would block the drain). `api_version` is what the cluster serves (`policy/v1`, or
+/// `policy/v1beta1` before Kubernetes 1.21; the object is the same in both).
+pub fn disruption_budget(
+    name: &str,
+    namespace: &str,
+    owner: OwnerReference,
+    api_version: &str,
+) -> kube::api::DynamicObject {
+    kube::api::DynamicObject {
+        types: Some(kube::core::TypeMeta {
+            api_version: api_version.to_string(),
+            kind: "PodDisruptionBudget".to_string(),
+        }),
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(serving_labels(name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: serde_json::json!({
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": labels(&[(SERVICE_LABEL, name)])},
+            },
+        }),
+    }
+}
+
 /// The Service in front of the serving pods, owned by the InferenceService.
 pub fn service(name: &str, namespace: &str, owner: OwnerReference) -> Service {
     Service {
@@ -882,6 +913,22 @@ mod tests {
         let svc = service_obj();
         let port = &svc.spec.unwrap().ports.unwrap()[0];
         assert_eq!((port.port, port.name.as_deref()), (8080, Some("http")));
+    }
+
+    #[test]
+    fn serving_pods_get_a_disruption_budget_of_one_at_a_time() {
+        for version in ["policy/v1", "policy/v1beta1"] {
+            let pdb = disruption_budget("svc", "ns", owner(), version);
+            let json = serde_json::to_value(&pdb).unwrap();
+            assert_eq!(json["apiVersion"], version);
+            assert_eq!(json["kind"], "PodDisruptionBudget");
+            assert_eq!(json["metadata"]["ownerReferences"][0]["controller"], true);
+            assert_eq!(json["spec"]["maxUnavailable"], 1);
+            assert_eq!(
+                json["spec"]["selector"]["matchLabels"][SERVICE_LABEL], "svc",
+                "the serving pods' label, as the Deployment selects them"
+            );
+        }
     }
 
     fn service_obj() -> Service {

@@ -1249,3 +1249,74 @@ async fn crds_upgrade_with_the_chart_and_ones_applied_by_hand_are_adopted_as_the
     .expect("helm upgrade with the CRDs adopted");
     uninstall_keeping_the_crds(&cluster, &crds, "after adoption").await;
 }
+
+#[tokio::test]
+async fn the_serving_objects_the_operator_builds_fit_the_api_schemas_of_kubernetes_1_25_to_1_37() {
+    // The e2e test applies them to a 1.20 API server; newer releases' schemas, strict, here —
+    // the disruption budget in the policy/v1 form those releases are sent.
+    use greenbatch_operator::config::OperatorConfig;
+    use greenbatch_operator::resources::{self, ServeSettings};
+    let service: InferenceService = serde_json::from_value(json!({
+        "apiVersion": "greenbatch.dev/v1alpha1", "kind": "InferenceService",
+        "metadata": {"name": "resnet50", "namespace": "vision", "uid": "u-1", "generation": 4},
+        "spec": {"model": {"source": {"uri": "pvc://models/resnet50.pt"}, "input": {"shape": [3, 224, 224]}},
+                 "slo": {"latencyMs": 50}, "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+    }))
+    .expect("an InferenceService");
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "greenbatch.dev/v1alpha1".into(),
+        kind: "InferenceService".into(),
+        name: "resnet50".into(),
+        uid: "u-1".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let settings = ServeSettings {
+        batch_size: 32,
+        max_queue_delay_ms: 8.0,
+        replicas: 2,
+        slo_ms: 50.0,
+        percentile: 99,
+        profile_json: Some("{}".into()),
+        spec_generation: Some(4),
+    };
+    let cfg = OperatorConfig::default();
+    let deployment = resources::deployment(
+        "resnet50",
+        "vision",
+        &service.spec.model,
+        &service.spec.gpu,
+        &settings,
+        owner.clone(),
+        &cfg,
+    )
+    .expect("a Deployment");
+    let objects = [
+        serde_json::to_value(&deployment).expect("JSON"),
+        serde_json::to_value(resources::service("resnet50", "vision", owner.clone()))
+            .expect("JSON"),
+        serde_json::to_value(resources::disruption_budget(
+            "resnet50",
+            "vision",
+            owner,
+            "policy/v1",
+        ))
+        .expect("JSON"),
+    ];
+    let yaml: String = objects
+        .iter()
+        .map(|o| format!("---\n{}", serde_yaml::to_string(o).expect("YAML")))
+        .collect();
+    for version in ["1.25.0", "1.33.0", "1.37.0"] {
+        match chart::validate_schemas(&yaml, version).await.expect("runs") {
+            Some(checked) => assert!(checked.success(), "Kubernetes {version}: {checked}"),
+            None if std::env::var_os("GREENBATCH_REQUIRE_KUBERNETES_VALIDATE").is_none() => {
+                say("kubernetes-validate not installed: the operator's objects not checked");
+                return;
+            }
+            None => panic!(
+                "kubernetes-validate required (GREENBATCH_REQUIRE_KUBERNETES_VALIDATE) but not found"
+            ),
+        }
+    }
+}

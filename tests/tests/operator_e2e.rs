@@ -508,6 +508,24 @@ async fn scale_with_observed_load(
         },
     )
     .await;
+    // Its pods have a disruption budget (policy/v1beta1 on this 1.20 API server, found through
+    // discovery), owned by the service: a drain takes one at a time.
+    let gvk = kube::api::GroupVersionKind::gvk("policy", "v1beta1", "PodDisruptionBudget");
+    let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "poddisruptionbudgets");
+    let budgets: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), NS, &ar);
+    let budget = budgets
+        .get("gamma")
+        .await
+        .expect("gamma's PodDisruptionBudget");
+    assert_eq!(budget.data["spec"]["maxUnavailable"], 1, "{budget:?}");
+    assert_eq!(
+        budget
+            .metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].name.as_str()),
+        Some("gamma")
+    );
     let pods: Api<Pod> = Api::namespaced(admin.clone(), NS);
     let pod_ip = pods
         .list(&ListParams::default().labels(&format!("{}=gamma", names::SERVICE_LABEL)))
