@@ -6,7 +6,6 @@ use crate::names::FIELD_MANAGER;
 use greenbatch_crds::{InferenceService, InferenceServiceStatus};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
-use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -15,36 +14,10 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Server-side applies a dynamically typed `obj` (a kind whose API version the cluster decides,
-/// found through discovery) in its namespace.
-pub async fn apply_dynamic(
-    api: &Api<kube::api::DynamicObject>,
-    name: &str,
-    obj: &kube::api::DynamicObject,
-) -> Result<kube::api::DynamicObject, kube::Error> {
-    api.patch(name, &params(), &Patch::Apply(obj)).await
-}
-
-/// Deletes a dynamically typed object if it exists (`false`: it did not).
-pub async fn delete_dynamic_if_exists(
-    api: &Api<kube::api::DynamicObject>,
-    name: &str,
-) -> Result<bool, kube::Error> {
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Server-side applies `obj` (which must carry apiVersion, kind and name) and returns the result.
 pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
     api.patch(name, &params(), &Patch::Apply(obj)).await
 }
@@ -69,7 +42,7 @@ pub async fn apply_status(
 /// Deletes `name` if it exists; pods go with their owner in the background.
 pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K: Resource + Clone + DeserializeOwned + Debug,
 {
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),

@@ -605,7 +605,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
                 let budget =
                     resources::disruption_budget(&name, &ns, owner.clone(), &ar.api_version);
                 let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
-                apply::apply_dynamic(&budgets, &name, &budget)
+                apply::apply(&budgets, &name, &budget)
                     .await
                     .map_err(api_err("apply", "PodDisruptionBudget", &ns, &name))?;
             }
@@ -613,7 +613,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         Serving::Remove => {
             if let Some(ar) = &ctx.disruption_budgets {
                 let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
-                apply::delete_dynamic_if_exists(&budgets, &name)
+                apply::delete_if_exists(&budgets, &name)
                     .await
                     .map_err(api_err("delete", "PodDisruptionBudget", &ns, &name))?;
             }

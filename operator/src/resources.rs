@@ -606,13 +606,7 @@ pub fn disruption_budget(
             api_version: api_version.to_string(),
             kind: "PodDisruptionBudget".to_string(),
         }),
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(serving_labels(name)),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: serving_metadata(name, namespace, owner),
         data: serde_json::json!({
             "spec": {
                 "maxUnavailable": 1,
@@ -622,16 +616,21 @@ pub fn disruption_budget(
     }
 }
 
+/// Name, namespace, labels and owner of the objects serving a service.
+fn serving_metadata(name: &str, namespace: &str, owner: OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(serving_labels(name)),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    }
+}
+
 /// The Service in front of the serving pods, owned by the InferenceService.
 pub fn service(name: &str, namespace: &str, owner: OwnerReference) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some(serving_labels(name)),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: serving_metadata(name, namespace, owner),
         spec: Some(ServiceSpec {
             selector: Some(labels(&[(SERVICE_LABEL, name)])),
             ports: Some(vec![ServicePort {

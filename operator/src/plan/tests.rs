@@ -1239,6 +1239,13 @@ fn a_running_service_without_a_configuration_keeps_its_replicas_and_choice() {
     assert_eq!(p.status.selected, before.selected);
 }
 
+/// The capacity per replica a service's status holds as learnt.
+fn set_learnt(is: &mut InferenceService, capacity: Option<f64>) {
+    if let Some(r) = is.status.as_mut().and_then(|s| s.replicas.as_mut()) {
+        r.measured_capacity_per_replica = capacity;
+    }
+}
+
 /// A window in which one pod served `rate` items/s, its model thread busy `busy` of the time
 /// running `per_batch` items per batch at a cap of `cap`.
 fn thread_load(rate: f64, busy: f64, per_batch: f64, cap: u32) -> LoadObservation {
@@ -1304,13 +1311,7 @@ fn a_model_thread_running_full_batches_teaches_the_capacity_before_any_request_i
 
     // A limit outside the thread learnt from refusals (HTTP) stays when lower than what the
     // thread could do: the thread reading bounds what is known from above.
-    is.status
-        .as_mut()
-        .unwrap()
-        .replicas
-        .as_mut()
-        .unwrap()
-        .measured_capacity_per_replica = Some(600.0);
+    set_learnt(&mut is, Some(600.0));
     o.load = Some(LoadObservation {
         busiest_pod_served_per_second: 500.0,
         ..thread_load(1000.0, 0.9, 32.0, 32)
@@ -1318,13 +1319,7 @@ fn a_model_thread_running_full_batches_teaches_the_capacity_before_any_request_i
     assert_eq!(learnt(&plan(&is, &o, &cfg(), NOW)), Some(600.0));
 
     // A thread reading at or above the profile's capacity teaches nothing: the profile stands.
-    is.status
-        .as_mut()
-        .unwrap()
-        .replicas
-        .as_mut()
-        .unwrap()
-        .measured_capacity_per_replica = None;
+    set_learnt(&mut is, None);
     o.load = Some(thread_load(900.0, 0.9, 32.0, 32));
     if let Some(t) = o.load.as_mut().and_then(|l| l.threads.first_mut()) {
         t.served_per_busy_second = 1e9;
