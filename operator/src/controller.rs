@@ -380,10 +380,7 @@ async fn observe_job(
     };
     let mut state = observe::job_state(&job, &[]);
     let mut waiting = None;
-    if matches!(
-        state,
-        observe::JobState::Failed { .. } | observe::JobState::Active
-    ) {
+    if state != observe::JobState::Succeeded {
         // A failed Job's pods say why it failed; an active one's, why it does not run yet.
         let pods = pods
             .list(&ListParams::default().labels(&format!("job-name={name}")))
