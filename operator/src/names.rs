@@ -26,6 +26,9 @@ pub const REPROFILE_TOKENS_ANNOTATION: &str = "greenbatch.dev/reprofile-tokens";
 pub const DRIFT_TOKEN_PREFIX: &str = "drift-";
 /// On an EnergyProfile: the name of the Job that measures (or measured) it.
 pub const PROFILING_JOB_ANNOTATION: &str = "greenbatch.dev/profiling-job";
+/// On an InferenceService, `"true"`: the operator leaves it and what it owns as they are (an
+/// emergency hand on the controls: a `kubectl scale` that sticks, a rollout held back).
+pub const PAUSED_ANNOTATION: &str = "greenbatch.dev/paused";
 /// On a serving Deployment: the InferenceService generation it was applied for.
 pub const SPEC_GENERATION_ANNOTATION: &str = "greenbatch.dev/spec-generation";
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 pub const PROFILED: &str = "Profiled";
 pub const SLO_ATTAINABLE: &str = "SLOAttainable";
 pub const READY: &str = "Ready";
+pub const PAUSED: &str = "Paused";
 /// Re-profile tokens remembered per profile: enough that a token is never honoured twice in practice.
 const TOKENS_KEPT: usize = 16;
 /// Safety net beside the watches: look again this often while something is in progress.
@@ -321,6 +322,51 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let mut events = Vec::new();
     let name = is.metadata.name.clone().unwrap_or_default();
     let namespace = is.metadata.namespace.clone().unwrap_or_default();
+
+    let paused = is
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    if paused {
+        // Hands off: status keeps what it said (with what the pods measure now), nothing is
+        // created, rolled out, scaled or removed until the annotation goes.
+        conds.set(
+            PAUSED,
+            ConditionStatus::True,
+            "PausedByAnnotation",
+            format!("{PAUSED_ANNOTATION}: \"true\": greenbatch profiles, rolls out, scales and removes nothing of this service until the annotation is removed"),
+        );
+        if condition(&old, PAUSED).map(|c| c.status) != Some(ConditionStatus::True) {
+            events.push(PlannedEvent {
+                warning: false,
+                reason: "Paused",
+                note: format!("{PAUSED_ANNOTATION} set: greenbatch leaves this service as it is"),
+            });
+        }
+        return Plan {
+            profile: None,
+            job: None,
+            serving: Serving::Keep,
+            status: InferenceServiceStatus {
+                conditions: conds.list,
+                observed: status.observed,
+                observed_generation: old.observed_generation,
+                ..old
+            },
+            events,
+            requeue: Requeue::AwaitChange,
+        };
+    }
+    if condition(&old, PAUSED).is_some_and(|c| c.status == ConditionStatus::True) {
+        conds.set(
+            PAUSED,
+            ConditionStatus::False,
+            "Resumed",
+            format!("{PAUSED_ANNOTATION} removed: greenbatch manages this service again"),
+        );
+    }
 
     let valid = match validate::validate(is) {
         Ok(v) => v,

@@ -1180,6 +1180,49 @@ fn a_profiling_pod_that_cannot_run_says_why_and_is_looked_at_again() {
 }
 
 #[test]
+fn a_paused_service_is_left_as_it_is_until_the_annotation_goes() {
+    let (mut is, mut o) = serving_on(3);
+    let before = is.status.clone().unwrap();
+    is.metadata.annotations = Some([(PAUSED_ANNOTATION.to_string(), "true".to_string())].into());
+    // A load that would scale it, a spec change that would roll it out: neither happens.
+    o.load = Some(load(1e6, true));
+    is.spec.batching.mode = BatchingMode::Fixed;
+    is.spec.batching.batch_size = Some(2);
+    is.metadata.generation = Some(2);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.serving, Serving::Keep);
+    assert!(p.profile.is_none() && p.job.is_none());
+    assert_eq!(p.requeue, Requeue::AwaitChange);
+    assert_eq!(cond(&p, PAUSED).status, ConditionStatus::True);
+    assert_eq!(p.status.replicas, before.replicas);
+    assert_eq!(p.status.selected, before.selected);
+    assert_eq!(p.status.phase, before.phase);
+    assert_eq!(
+        p.status
+            .observed
+            .as_ref()
+            .and_then(|s| s.inferences_per_second),
+        Some(1e6),
+        "what the pods measure is still shown"
+    );
+    assert!(event(&p, "Paused").is_some());
+    is.status = Some(p.status);
+    assert!(
+        event(&plan(&is, &o, &cfg(), NOW), "Paused").is_none(),
+        "said once"
+    );
+    // Resumed: managed again at once (here: the fixed batch size rolls out).
+    is.metadata.annotations = None;
+    let p = plan(&is, &o, &cfg(), NOW);
+    let paused = cond(&p, PAUSED);
+    assert_eq!(
+        (paused.status, paused.reason.as_str()),
+        (ConditionStatus::False, "Resumed")
+    );
+    assert_eq!(flag(&args(&p), "--max-batch-size"), "2");
+}
+
+#[test]
 fn a_re_profile_job_that_cannot_run_says_why() {
     let (is, mut o) = token_recorded();
     let job = o
