@@ -1048,6 +1048,58 @@ async fn operator_end_to_end() {
     )
     .await;
 
+    // Scenario 3b: paused, beta (1 replica by its spec) keeps a hand-made scale; resumed, the
+    // operator sizes it again.
+    let annotate = |value: serde_json::Value| serde_json::json!({"metadata": {"annotations": {names::PAUSED_ANNOTATION: value}}});
+    services
+        .patch(
+            "beta",
+            &PatchParams::default(),
+            &Patch::Merge(&annotate(serde_json::json!("true"))),
+        )
+        .await
+        .expect("pause beta");
+    wait_service(
+        &services,
+        "beta",
+        "beta paused",
+        Duration::from_secs(30),
+        |is| condition_message(is, "Paused").starts_with("True/"),
+    )
+    .await;
+    let scale = serde_json::json!({"spec": {"replicas": 2}});
+    deployments
+        .patch("beta", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("scale beta's Deployment by hand");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = deployments.get("beta").await.expect("beta's Deployment");
+    assert_eq!(
+        held.spec.and_then(|s| s.replicas),
+        Some(2),
+        "a paused service's Deployment keeps a hand-made scale"
+    );
+    services
+        .patch(
+            "beta",
+            &PatchParams::default(),
+            &Patch::Merge(&annotate(serde_json::Value::Null)),
+        )
+        .await
+        .expect("resume beta");
+    wait_for(
+        "beta resumed at 1 replica",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get("beta").await.map_err(|e| e.to_string())?;
+            match d.spec.and_then(|s| s.replicas) {
+                Some(1) => Ok(()),
+                other => Err(format!("replicas {other:?}")),
+            }
+        },
+    )
+    .await;
+
     // Scenario 4: a re-profile request runs one more Job for the shared profile, and the first,
     // finished, is deleted as the new one starts (no Job per re-profile left behind).
     let first_job = jobs.list(&profile_jobs).await.unwrap().items[0].name_any();
