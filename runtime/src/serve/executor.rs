@@ -41,8 +41,9 @@ pub struct Shared {
     pub terminating: AtomicBool,
     pub draining: AtomicBool,
     pub stopped: AtomicBool,
-    /// Why the model is not ready (load failure), for `/v2/models/{name}/ready`.
-    pub not_ready_reason: Mutex<Option<String>>,
+    /// Why the model is not ready (loading, load failure, broken), for the readiness endpoints:
+    /// [`Shared::not_ready_reason`].
+    not_ready: Mutex<Option<String>>,
     /// Batches failed since the last one that ran.
     pub failed_in_a_row: AtomicU32,
     /// The model failed [`BROKEN_AFTER_FAILED_BATCHES`] batches in a row: not ready, not live
@@ -63,6 +64,18 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Why the model is not ready, when it is not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        self.not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_not_ready_reason(&self, reason: Option<String>) {
+        *self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
+
     pub fn new(
         policy: BatchPolicy,
         capacity_items: usize,
@@ -81,7 +94,7 @@ impl Shared {
             terminating: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            not_ready_reason: Mutex::new(Some("loading the model".into())),
+            not_ready: Mutex::new(Some("loading the model".into())),
             failed_in_a_row: AtomicU32::new(0),
             broken: AtomicBool::new(false),
             arrivals: AtomicU64::new(0),
@@ -309,10 +322,7 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
                             "the model failed {failed} batches in a row (the last: {e}) and an example input of its own ({probe}): not ready, not live, so that Kubernetes restarts the container"
                         );
                         tracing::error!("{why}");
-                        *shared
-                            .not_ready_reason
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = Some(why);
+                        shared.set_not_ready_reason(Some(why));
                         shared.ready.store(false, Ordering::Relaxed);
                         shared.broken.store(true, Ordering::Relaxed);
                     }
@@ -335,10 +345,7 @@ pub fn run(load: impl FnOnce() -> Result<LoadedModel, String>, shared: Arc<Share
         Ok(m) => m,
         Err(e) => {
             tracing::error!("model load failed: {e}");
-            *shared
-                .not_ready_reason
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(format!("model load failed: {e}"));
+            shared.set_not_ready_reason(Some(format!("model load failed: {e}")));
             shared.stopped.store(true, Ordering::Relaxed);
             // Requests already queued cannot be served.
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -398,10 +405,7 @@ pub fn run(load: impl FnOnce() -> Result<LoadedModel, String>, shared: Arc<Share
     shared.metrics.set_model_info(model_info(graph.clone()));
     // The only change at run time: CUDA graphs abandoned after a failed capture.
     let mut graphs_active = model.cuda_graphs_active();
-    *shared
-        .not_ready_reason
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = None;
+    shared.set_not_ready_reason(None);
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(graph, "model ready");
     while let Some(batch) = next_batch(&shared) {

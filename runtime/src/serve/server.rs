@@ -97,10 +97,7 @@ async fn server_live(State(app): AppState) -> Response {
     }
     let why = app
         .shared
-        .not_ready_reason
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
+        .not_ready_reason()
         .unwrap_or_else(|| "broken".into());
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -174,10 +171,7 @@ fn ready_response(app: &App) -> Response {
             .to_string()
     } else {
         app.shared
-            .not_ready_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .not_ready_reason()
             .unwrap_or_else(|| "not ready".into())
     };
     (
@@ -296,13 +290,7 @@ async fn infer_response(
         );
     }
     if !app.shared.ready.load(Ordering::Relaxed) {
-        let reason = app
-            .shared
-            .not_ready_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
+        let reason = app.shared.not_ready_reason().unwrap_or_default();
         return retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("model not ready: {reason}"),
