@@ -691,6 +691,15 @@ async fn assert_crds_exist(crds: &Api<CustomResourceDefinition>, when: &str) {
     }
 }
 
+/// Whether the chart's operator Deployment exists.
+async fn operator_deployed(deployments: &Api<Deployment>) -> bool {
+    deployments
+        .get_opt("greenbatch-operator")
+        .await
+        .expect("get")
+        .is_some()
+}
+
 /// Each CRD carries the ownership Helm checks before it upgrades (or refuses to touch) an object.
 async fn assert_crds_owned_by_the_release(crds: &Api<CustomResourceDefinition>) {
     for name in CRD_NAMES {
@@ -864,11 +873,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     assert!(dry.success(), "{dry}");
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), OPERATOR_NAMESPACE);
     assert!(
-        deployments
-            .get_opt("greenbatch-operator")
-            .await
-            .expect("get")
-            .is_none(),
+        !operator_deployed(&deployments).await,
         "a dry run created the Deployment"
     );
 
@@ -1061,13 +1066,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     // resource policy), the services and their profiles stay.
     let _ = operator.kill().await;
     chart::uninstall(&cluster).await.expect("helm uninstall");
-    assert!(
-        deployments
-            .get_opt("greenbatch-operator")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(!operator_deployed(&deployments).await);
     let roles: Api<ClusterRole> = Api::all(cluster.client());
     for name in ["greenbatch-operator", "greenbatch-runtime"] {
         assert!(roles.get_opt(name).await.expect("get").is_none(), "{name}");
@@ -1194,11 +1193,8 @@ async fn crds_upgrade_with_the_chart_and_ones_applied_by_hand_are_adopted_as_the
     assert!(text.contains("invalid ownership metadata"), "{text}");
     let deployments: Api<Deployment> = Api::namespaced(cluster.client(), OPERATOR_NAMESPACE);
     assert!(
-        deployments
-            .get_opt("greenbatch-operator")
-            .await
-            .expect("get")
-            .is_none()
+        !operator_deployed(&deployments).await,
+        "a refused install created the Deployment"
     );
 
     // crds.install=false: the chart leaves them to whoever applied them.
