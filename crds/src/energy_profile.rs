@@ -123,6 +123,32 @@ pub struct EnergyProfileStatus {
     /// Why the profile failed or is incomplete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How the profile's last profiling Job ended, recorded by the operator when it saw it finish
+    /// (the runtime writes the rest of the status). With this record the Job itself can go
+    /// (`ttlSecondsAfterFinished`, or by hand) without being run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<ProfilingJobRecord>,
+}
+
+/// How a profiling Job ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfilingJobRecord {
+    /// The Job's name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    pub outcome: JobOutcome,
+    /// Why it failed: the reason of its last failed pod (or of the Job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum JobOutcome {
+    Succeeded,
+    Failed,
 }
 
 impl EnergyProfileStatus {

@@ -21,7 +21,8 @@ pub mod validate;
 
 pub use condition::{Condition, ConditionStatus};
 pub use energy_profile::{
-    EnergyProfile, EnergyProfileSpec, EnergyProfileStatus, ProfileKey, ProfilePhase,
+    EnergyProfile, EnergyProfileSpec, EnergyProfileStatus, JobOutcome, ProfileKey, ProfilePhase,
+    ProfilingJobRecord,
 };
 pub use inference_service::{
     InferenceService, InferenceServiceSpec, InferenceServiceStatus, Phase,

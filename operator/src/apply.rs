@@ -3,7 +3,9 @@
 //! and the status through the `/status` subresource.
 
 use crate::names::FIELD_MANAGER;
-use greenbatch_crds::{InferenceService, InferenceServiceStatus};
+use greenbatch_crds::{
+    EnergyProfile, InferenceService, InferenceServiceStatus, ProfilingJobRecord,
+};
 use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
 use serde::Serialize;
@@ -34,6 +36,22 @@ pub async fn apply_status(
         "apiVersion": "greenbatch.dev/v1alpha1",
         "kind": "InferenceService",
         "status": status,
+    });
+    api.patch_status(name, &params(), &Patch::Apply(&body))
+        .await
+}
+
+/// Records on an EnergyProfile how its profiling Job ended (`status.lastJob`, the one status
+/// field the operator owns; the runtime's field manager owns the rest).
+pub async fn record_profiling_job(
+    api: &Api<EnergyProfile>,
+    name: &str,
+    record: &ProfilingJobRecord,
+) -> Result<EnergyProfile, kube::Error> {
+    let body = serde_json::json!({
+        "apiVersion": "greenbatch.dev/v1alpha1",
+        "kind": "EnergyProfile",
+        "status": {"lastJob": record},
     });
     api.patch_status(name, &params(), &Patch::Apply(&body))
         .await

@@ -19,6 +19,10 @@ pub struct OperatorConfig {
     pub job_backoff_limit: i32,
     /// Wall-clock limit of a profiling Job.
     pub job_active_deadline_seconds: i64,
+    /// A finished profiling Job (and its pod, with its log) is deleted this long after it ended
+    /// (`ttlSecondsAfterFinished`); `None` keeps it until a new Job of its profile starts. Safe
+    /// because the operator records how each Job ended in the profile's `status.lastJob` first.
+    pub job_ttl_seconds_after_finished: Option<i32>,
     /// How often a serving service's pods are scraped (their `/metrics`): the measurement window of
     /// `status.observed`, and the period at which replicas follow the load.
     pub observe_interval: std::time::Duration,
@@ -43,6 +47,7 @@ impl Default for OperatorConfig {
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             job_backoff_limit: 2,
             job_active_deadline_seconds: 3600,
+            job_ttl_seconds_after_finished: Some(86_400),
             observe_interval: std::time::Duration::from_secs(30),
             target_utilisation: greenbatch_core::Policy::default().target_utilisation,
             scale_down_delay: std::time::Duration::from_secs(300),

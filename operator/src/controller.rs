@@ -656,6 +656,20 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             tracing::warn!(service = %name, namespace = %ns, reason = ev.reason, error = %e, "could not publish Event");
         }
     }
+    // Last: a failure here retries the whole reconcile, which plans the record again (it is
+    // needed before the Job's TTL runs out, not at once).
+    if let (Some(record), Some(pn)) = (
+        &plan.job_record,
+        observed
+            .profile
+            .as_ref()
+            .and_then(|p| p.metadata.name.as_deref()),
+    ) {
+        apply::record_profiling_job(&profiles, pn, record)
+            .await
+            .map_err(api_err("record the last Job on", "EnergyProfile", &ns, pn))?;
+        tracing::info!(profile = %pn, job = %record.name, outcome = ?record.outcome, "recorded how the profiling Job ended");
+    }
     tracing::info!(
         service = %name, namespace = %ns,
         phase = ?plan.status.phase,

@@ -50,6 +50,11 @@ struct Args {
     /// Time limit of a profiling Job, seconds.
     #[arg(long, env = "GREENBATCH_JOB_DEADLINE_SECONDS", default_value_t = 3600)]
     job_deadline_seconds: i64,
+    /// Seconds a finished profiling Job (and its pod, with its log) is kept before it is deleted
+    /// (ttlSecondsAfterFinished), at least 300: the operator records how it ended in the
+    /// profile's status first. `never`: kept until a new Job of its profile starts.
+    #[arg(long, env = "GREENBATCH_JOB_TTL_SECONDS", default_value = "86400", value_parser = job_ttl)]
+    job_ttl_seconds: JobTtl,
     /// Seconds between scrapes of each serving service's pods (`/metrics`): the window of
     /// `status.observed`, and how quickly replicas follow the load.
     #[arg(long, env = "GREENBATCH_OBSERVE_INTERVAL_SECONDS", default_value_t = 30,
@@ -106,6 +111,25 @@ struct Args {
         default_value_t = 10
     )]
     lease_renew_deadline_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct JobTtl(Option<i32>);
+
+/// The shortest Job TTL: the operator must see a Job end (a watch event, within seconds; a leader
+/// change, tens of seconds) before the Job is gone, or a re-profile Job would run again.
+const MIN_JOB_TTL_SECONDS: i32 = 300;
+
+fn job_ttl(text: &str) -> Result<JobTtl, String> {
+    if text == "never" {
+        return Ok(JobTtl(None));
+    }
+    match text.parse::<i32>() {
+        Ok(s) if s >= MIN_JOB_TTL_SECONDS => Ok(JobTtl(Some(s))),
+        _ => Err(format!(
+            "{text:?} is neither `never` nor a number of seconds >= {MIN_JOB_TTL_SECONDS}"
+        )),
+    }
 }
 
 fn utilisation(text: &str) -> Result<f64, String> {
@@ -200,6 +224,7 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             runtime_version: args.runtime_version,
             job_backoff_limit: args.job_backoff_limit,
             job_active_deadline_seconds: args.job_deadline_seconds,
+            job_ttl_seconds_after_finished: args.job_ttl_seconds.0,
             observe_interval: Duration::from_secs(args.observe_interval_seconds),
             scale_down_delay: Duration::from_secs(args.scale_down_delay_seconds),
             target_utilisation: args.target_utilisation,

@@ -19,8 +19,8 @@ use greenbatch_crds::inference_service::{
     DriftAction, InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
 };
 use greenbatch_crds::{
-    Condition, ConditionStatus, EnergyProfile, InferenceService, Phase, ProfileKey, ProfilePhase,
-    condition::set_condition,
+    Condition, ConditionStatus, EnergyProfile, InferenceService, JobOutcome, Phase, ProfileKey,
+    ProfilePhase, ProfilingJobRecord, condition::set_condition,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -68,6 +68,9 @@ pub struct Plan {
     pub profile: Option<EnergyProfile>,
     /// The profiling Job to create (owned by the EnergyProfile, see `job_owner`).
     pub job: Option<Job>,
+    /// How the profile's current Job ended, to write into the profile's `status.lastJob` (the
+    /// profile named by `Observed::profile`): once recorded, the Job may go without running again.
+    pub job_record: Option<ProfilingJobRecord>,
     pub serving: Serving,
     pub status: InferenceServiceStatus,
     pub events: Vec<PlannedEvent>,
@@ -130,6 +133,48 @@ pub fn observed_job_name(profile_name: &str, profile: Option<&EnergyProfile>) ->
         .and_then(|a| a.get(PROFILING_JOB_ANNOTATION))
         .cloned()
         .unwrap_or_else(|| job_name(profile_name, None))
+}
+
+/// How the profile's current Job ended, when the profile does not record that yet.
+fn job_record(observed: &Observed) -> Option<ProfilingJobRecord> {
+    let profile = observed.profile.as_ref()?;
+    let job = observed.job.as_ref()?;
+    if job.name != observed_job_name(profile.metadata.name.as_deref()?, Some(profile)) {
+        return None;
+    }
+    let record = match &job.state {
+        JobState::Active => return None,
+        JobState::Succeeded => ProfilingJobRecord {
+            name: job.name.clone(),
+            outcome: JobOutcome::Succeeded,
+            reason: None,
+            message: None,
+        },
+        JobState::Failed { reason, message } => ProfilingJobRecord {
+            name: job.name.clone(),
+            outcome: JobOutcome::Failed,
+            reason: Some(reason.clone()),
+            message: Some(message.clone()),
+        },
+    };
+    let recorded = profile.status.as_ref().and_then(|s| s.last_job.as_ref());
+    (recorded != Some(&record)).then_some(record)
+}
+
+/// How the named Job ended, from the profile's record of it (the Job itself may be gone).
+fn recorded_end(profile: &EnergyProfile, job: &str) -> Option<JobState> {
+    let record = profile
+        .status
+        .as_ref()
+        .and_then(|s| s.last_job.as_ref())
+        .filter(|r| r.name == job)?;
+    Some(match record.outcome {
+        JobOutcome::Succeeded => JobState::Succeeded,
+        JobOutcome::Failed => JobState::Failed {
+            reason: record.reason.clone().unwrap_or_else(|| "Failed".into()),
+            message: record.message.clone().unwrap_or_default(),
+        },
+    })
 }
 
 fn honoured_tokens(profile: &EnergyProfile) -> Vec<String> {
@@ -322,6 +367,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let mut events = Vec::new();
     let name = is.metadata.name.clone().unwrap_or_default();
     let namespace = is.metadata.namespace.clone().unwrap_or_default();
+    let job_record = job_record(observed);
 
     let paused = is
         .metadata
@@ -348,6 +394,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         return Plan {
             profile: None,
             job: None,
+            job_record,
             serving: Serving::Keep,
             status: InferenceServiceStatus {
                 conditions: conds.list,
@@ -396,6 +443,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             return Plan {
                 profile: None,
                 job: None,
+                job_record,
                 serving: Serving::Keep,
                 status,
                 events,
@@ -1052,6 +1100,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     Plan {
         profile: planned_profile,
         job: planned_job,
+        job_record,
         serving,
         status,
         events,
@@ -1209,11 +1258,22 @@ fn profile_state<'a>(
         });
     }
 
-    // A missing Job is created when there is no table yet, or when the profile names a re-profile
-    // Job (not the first one) that has not run. (A re-profile Job deleted by hand after it finished
-    // therefore runs again; the first Job deleted after success does not.)
+    // Where the current Job stands: the Job says, or — once it is gone (its TTL, by hand) — the
+    // profile's record of how it ended.
+    let job_state = match job_obs {
+        Some(j) => Some(j.state.clone()),
+        None => recorded_end(profile, &current_job),
+    };
+    // A missing Job is created when it has not run: there is no table yet, or the profile names a
+    // re-profile Job (not the first one) with no record of its end. One recorded as succeeded
+    // without leaving a table (its status edited away) runs again; one recorded as failed does
+    // not — the service is Failed with why, until a new spec or re-profile request.
     let needs_job = job_obs.is_none()
-        && (complete_table.is_none() || current_job != job_name(profile_name, None));
+        && match &job_state {
+            None => complete_table.is_none() || current_job != job_name(profile_name, None),
+            Some(JobState::Succeeded) => complete_table.is_none(),
+            Some(_) => false,
+        };
     if needs_job {
         let built = job_owner(profile)
             .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
@@ -1252,7 +1312,7 @@ fn profile_state<'a>(
             .status
             .as_ref()
             .and_then(|s| s.message.clone())
-            .or_else(|| match job_obs.map(|j| &j.state) {
+            .or_else(|| match &job_state {
                 Some(JobState::Failed { reason, message }) => Some(format!(
                     "measuring again failed (Job {current_job}: {reason}: {message}): the table stays"
                 )),
@@ -1275,7 +1335,7 @@ fn profile_state<'a>(
                 .clone()
                 .unwrap_or_else(|| "the runtime marked the profile Failed".into())
         });
-    match (job_obs.map(|j| &j.state), profile_failure) {
+    match (job_state.as_ref(), profile_failure) {
         (Some(JobState::Failed { reason, message }), note) => ProfileState::Failed {
             reason: reason.clone(),
             message: format!(

@@ -393,6 +393,7 @@ pub fn profiling_job(
         spec: Some(JobSpec {
             backoff_limit: Some(cfg.job_backoff_limit),
             active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
+            ttl_seconds_after_finished: cfg.job_ttl_seconds_after_finished,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -793,6 +794,7 @@ mod tests {
         let js = job.spec.unwrap();
         assert_eq!(js.backoff_limit, Some(3));
         assert_eq!(js.active_deadline_seconds, Some(3600));
+        assert_eq!(js.ttl_seconds_after_finished, Some(86_400));
         let pod = js.template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(

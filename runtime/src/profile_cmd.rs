@@ -31,6 +31,9 @@ pub fn failure_status(
                 "measuring again failed at {now}: {error}; the table measured at {} stays",
                 kept.finished_at.as_deref().unwrap_or("an earlier run")
             )),
+            // The operator's record of the last Job is the operator's to write: sent back from
+            // here it would make the runtime a co-owner of a stale value (server-side apply).
+            last_job: None,
             ..kept.clone()
         },
         None => EnergyProfileStatus {
@@ -128,6 +131,12 @@ mod tests {
             skipped: vec![],
         });
         complete.finished_at = Some("2026-11-20T10:00:00Z".into());
+        complete.last_job = Some(greenbatch_crds::ProfilingJobRecord {
+            name: "j-1".into(),
+            outcome: greenbatch_crds::JobOutcome::Succeeded,
+            reason: None,
+            message: None,
+        });
         let again = failure_status(Some(&complete), "out of memory", now);
         assert_eq!(again.phase, Some(ProfilePhase::Complete));
         assert_eq!(
@@ -139,6 +148,10 @@ mod tests {
             Some(
                 "measuring again failed at 2026-11-27T02:00:00Z: out of memory; the table measured at 2026-11-20T10:00:00Z stays"
             )
+        );
+        assert_eq!(
+            again.last_job, None,
+            "the operator's record is not sent back"
         );
         // A profile that failed before has nothing to keep.
         let failed_before = failure_status(Some(&first), "again", now);

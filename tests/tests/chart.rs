@@ -285,7 +285,31 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
         "CustomResourceDefinition"
     ));
     // `helm upgrade --reuse-values` from a release made before the `crds` values existed has no
-    // `crds` map at all (a null here removes it): the defaults hold, nothing fails.
+    // `crds` map at all (a null here removes it): the defaults hold, nothing fails. The same for
+    // the controller's values newer than chart 0.1.0: their flags are left out, and the operator's
+    // defaults (the chart's own) apply instead of a nil printed as 0.
+    let operator_args = |docs: &[Value]| -> Vec<String> {
+        serde_json::from_value(operator_container(docs)["args"].clone()).expect("args")
+    };
+    let defaults = operator_args(&render(&json!({})).await);
+    assert_eq!(flag(&defaults, "--job-ttl-seconds"), Some("86400"));
+    assert_eq!(flag(&defaults, "--scale-down-delay-seconds"), Some("300"));
+    let older = operator_args(
+        &render(&json!({"controller": {"scaleDownDelaySeconds": null,
+                                       "profilingJob": {"ttlSecondsAfterFinished": null}}}))
+        .await,
+    );
+    assert_operator_accepts(&older);
+    assert_eq!(flag(&older, "--job-ttl-seconds"), None);
+    assert_eq!(flag(&older, "--scale-down-delay-seconds"), None);
+    let kept = operator_args(
+        &render(&json!({"controller": {"scaleDownDelaySeconds": 0,
+                                       "profilingJob": {"ttlSecondsAfterFinished": "never"}}}))
+        .await,
+    );
+    assert_operator_accepts(&kept);
+    assert_eq!(flag(&kept, "--job-ttl-seconds"), Some("never"));
+    assert_eq!(flag(&kept, "--scale-down-delay-seconds"), Some("0"));
     let reused = render(&json!({"crds": null})).await;
     assert_eq!(
         find(&reused, "CustomResourceDefinition", CRD_NAMES[1])["metadata"]["annotations"]["helm.sh/resource-policy"],
@@ -416,7 +440,8 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
 async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operator_accept() {
     // Numbers from a values file are floats to Helm: a million must still render as digits.
     let values = json!({
-        "controller": {"observeIntervalSeconds": 3600, "profilingJob": {"deadlineSeconds": 1209600}},
+        "controller": {"observeIntervalSeconds": 3600,
+                       "profilingJob": {"deadlineSeconds": 1209600, "ttlSecondsAfterFinished": 2592000}},
         "leaderElection": {"leaseDurationSeconds": 1000000},
         "metrics": {"port": 65000},
         "runtime": {"namespaces": ["vision"], "imagePullSecrets": [{"name": "registry"}]},
@@ -441,6 +466,7 @@ async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operat
     .expect("args");
     assert_operator_accepts(&a);
     assert_eq!(flag(&a, "--job-deadline-seconds"), Some("1209600"));
+    assert_eq!(flag(&a, "--job-ttl-seconds"), Some("2592000"));
     assert_eq!(flag(&a, "--lease-duration-seconds"), Some("1000000"));
     assert_eq!(flag(&a, "--observe-interval-seconds"), Some("3600"));
     assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:65000"));
@@ -600,6 +626,14 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
             "runtime.modelCAConfigMap",
         ),
         (json!({"crds": {"install": "yes"}}), "crds.install"),
+        (
+            json!({"controller": {"profilingJob": {"ttlSecondsAfterFinished": 60}}}),
+            "controller.profilingJob.ttlSecondsAfterFinished",
+        ),
+        (
+            json!({"controller": {"profilingJob": {"ttlSecondsAfterFinished": "forever"}}}),
+            "controller.profilingJob.ttlSecondsAfterFinished",
+        ),
         (json!({"image": {"repository": ""}}), "image.repository"),
         (json!({"image": {"digest": "sha256:xyz"}}), "image.digest"),
         (json!({"logging": {"format": "xml"}}), "logging.format"),

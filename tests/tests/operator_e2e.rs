@@ -8,7 +8,7 @@
 //! `source ~/.cache/greenbatch/libtorch.env`), found at `$GREENBATCH_RUNTIME_BIN`, else
 //! `$CARGO_TARGET_DIR/debug/greenbatch-runtime`, else `target/debug/greenbatch-runtime`.
 
-use greenbatch_crds::{EnergyProfile, InferenceService, Phase, ProfilePhase};
+use greenbatch_crds::{EnergyProfile, InferenceService, JobOutcome, Phase, ProfilePhase};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
@@ -1126,6 +1126,45 @@ async fn operator_end_to_end() {
         },
     )
     .await;
+    // The operator records how it ended on the profile; then the Job can go (its
+    // ttlSecondsAfterFinished, which this 1.20 cluster does not run: deleted here by hand) and is
+    // not run again.
+    let reprofile_job = jobs.list(&profile_jobs).await.unwrap().items[0].name_any();
+    wait_for(
+        "the re-profile Job's end recorded on the profile",
+        Duration::from_secs(30),
+        || async {
+            let p = profiles
+                .get(&profile_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            match p.status.and_then(|s| s.last_job) {
+                Some(r) if r.name == reprofile_job && r.outcome == JobOutcome::Succeeded => Ok(()),
+                other => Err(format!("lastJob {other:?}")),
+            }
+        },
+    )
+    .await;
+    jobs.delete(&reprofile_job, &DeleteParams::background())
+        .await
+        .expect("delete the finished re-profile Job");
+    // beta requeues every second while serving: a few reconciles.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let left: Vec<String> = jobs
+        .list(&profile_jobs)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<String>::new(),
+        "a recorded, deleted Job is not created again"
+    );
+    let beta = services.get("beta").await.expect("beta");
+    assert_eq!(status_of(&beta).0, Some(target), "{}", describe(&beta));
 
     // Scenario 4b: a re-measurement that fails (the model file gone) keeps the table the service
     // serves from: the profile stays Complete, the runtime says what failed, the service serves on.

@@ -1746,3 +1746,156 @@ fn a_model_slower_than_profiled_drifts_and_reprofiles_without_an_energy_meter() 
         "the profile asks for a new measurement"
     );
 }
+
+/// The re-profile Job of `token_recorded`, observed in `state`.
+fn reprofile_job(o: &mut Observed, state: JobState) -> String {
+    let profile = o.profile.as_ref().expect("a profile");
+    let name = observed_job_name(profile.metadata.name.as_deref().unwrap(), Some(profile));
+    o.job = Some(JobObservation {
+        name: name.clone(),
+        state,
+        waiting: None,
+    });
+    name
+}
+
+/// The profile as it is once the controller wrote the plan's record of its Job.
+fn record(o: &mut Observed, p: &Plan) {
+    let record = p
+        .job_record
+        .clone()
+        .expect("the plan records how the Job ended");
+    let status = o.profile.as_mut().unwrap().status.get_or_insert_default();
+    status.last_job = Some(record);
+}
+
+#[test]
+fn a_finished_re_profile_job_is_recorded_and_not_run_again_once_it_is_gone() {
+    let (is, mut o) = token_recorded();
+    // Running: nothing to record.
+    let job = reprofile_job(&mut o, JobState::Active);
+    assert_eq!(plan(&is, &o, &cfg(), NOW).job_record, None);
+    // Succeeded: recorded once; the same record is not written again.
+    reprofile_job(&mut o, JobState::Succeeded);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.job_record,
+        Some(ProfilingJobRecord {
+            name: job.clone(),
+            outcome: JobOutcome::Succeeded,
+            reason: None,
+            message: None,
+        })
+    );
+    record(&mut o, &p);
+    assert_eq!(plan(&is, &o, &cfg(), NOW).job_record, None);
+    // Gone (its TTL, or by hand): not created again, the service serves on from the table.
+    o.job = None;
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(p.job.is_none(), "a recorded Job does not run again");
+    assert_eq!(
+        p.status.phase,
+        Some(Phase::Pending),
+        "first rollout pending"
+    );
+    assert_eq!(cond(&p, PROFILED).status, ConditionStatus::True);
+    // Without the record (an operator before this one, a TTL shorter than an outage) it would.
+    o.profile
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .last_job = None;
+    assert!(plan(&is, &o, &cfg(), NOW).job.is_some());
+}
+
+#[test]
+fn a_failed_job_gone_keeps_its_failure_and_does_not_run_again() {
+    // A first measurement whose Job failed without the runtime writing anything (past its
+    // deadline): the record keeps why once the Job is gone.
+    let is = service("svc");
+    let failed = JobState::Failed {
+        reason: "DeadlineExceeded".into(),
+        message: "Job was active longer than specified deadline".into(),
+    };
+    let mut o = job(&is, failed);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    let before = cond(&p, READY).message.clone();
+    let recorded = p.job_record.clone().expect("recorded");
+    assert_eq!(
+        (recorded.outcome, recorded.reason.as_deref()),
+        (JobOutcome::Failed, Some("DeadlineExceeded"))
+    );
+    record(&mut o, &p);
+    o.job = None;
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(
+        p.job.is_none(),
+        "a failed Job is not run again by its absence"
+    );
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(
+        cond(&p, READY).message,
+        before,
+        "the same reason as with the Job"
+    );
+    assert_eq!(p.job_record, None);
+
+    // A re-profile that failed: the table serves on, the failure stays in the Profiled condition.
+    let (is, mut o) = token_recorded();
+    reprofile_job(
+        &mut o,
+        JobState::Failed {
+            reason: "BackoffLimitExceeded".into(),
+            message: "exit code 13 (model download failed)".into(),
+        },
+    );
+    let p = plan(&is, &o, &cfg(), NOW);
+    record(&mut o, &p);
+    o.job = None;
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(p.job.is_none());
+    let profiled = cond(&p, PROFILED);
+    assert!(
+        profiled.message.contains("measuring again failed")
+            && profiled.message.contains("exit code 13"),
+        "{}",
+        profiled.message
+    );
+}
+
+#[test]
+fn a_job_recorded_as_succeeded_without_a_table_runs_again() {
+    // The table edited away after the Job succeeded and went: measure again rather than wait
+    // for a table nothing will write.
+    let is = service("svc");
+    let mut o = job(&is, JobState::Succeeded);
+    let p = plan(&is, &o, &cfg(), NOW);
+    record(&mut o, &p);
+    o.job = None;
+    assert!(plan(&is, &o, &cfg(), NOW).job.is_some());
+}
+
+#[test]
+fn only_the_profile_s_current_job_is_recorded() {
+    let (is, mut o) = token_recorded();
+    // The first Job (the profile now names the re-profile one) finished long ago.
+    let first = job_name(
+        o.profile
+            .as_ref()
+            .unwrap()
+            .metadata
+            .name
+            .as_deref()
+            .unwrap(),
+        None,
+    );
+    o.job = Some(JobObservation {
+        name: first,
+        state: JobState::Succeeded,
+        waiting: None,
+    });
+    assert_eq!(plan(&is, &o, &cfg(), NOW).job_record, None);
+}
