@@ -317,6 +317,105 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
     );
 }
 
+/// Nulls for every key of `now` that `then` lacks (a null removes a chart default in Helm), so
+/// that rendering with them sees the keys of `then` only.
+fn absent_keys(now: &Value, then: &Value) -> Value {
+    let (Some(now), Some(then)) = (now.as_object(), then.as_object()) else {
+        return json!({});
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in now {
+        match then.get(k) {
+            None => {
+                out.insert(k.clone(), Value::Null);
+            }
+            Some(old) if v.is_object() && old.is_object() => {
+                let inner = absent_keys(v, old);
+                if inner.as_object().is_some_and(|m| !m.is_empty()) {
+                    out.insert(k.clone(), inner);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Value::Object(out)
+}
+
+fn yaml_file(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The default the operator binary's `--help` gives `flag`.
+fn operator_default(flag: &str) -> String {
+    let out = std::process::Command::new(operator_binary())
+        .arg("--help")
+        .output()
+        .expect("greenbatch-operator --help");
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let from = help
+        .find(&format!("{flag} <"))
+        .unwrap_or_else(|| panic!("{flag} in --help:\n{help}"));
+    let rest = &help[from..];
+    let start = rest.find("[default: ").expect("a default") + "[default: ".len();
+    rest[start..start + rest[start..].find(']').expect("]")].to_string()
+}
+
+#[tokio::test]
+async fn an_upgrade_reusing_the_values_of_chart_0_1_0_renders_what_a_fresh_install_does() {
+    // `helm upgrade --reuse-values` drops the new chart's defaults for the old release's values:
+    // every key added since is absent. Templates must not fail on them nor render them as nil
+    // (a 0 delay, an empty listen host) — each falls back to the same default.
+    let workspace = greenbatch_tests::workspace::workspace_root();
+    let then = yaml_file(&workspace.join("tests/fixtures/chart-0.1.0-values.yaml"));
+    let now = yaml_file(&chart::chart_dir().join("values.yaml"));
+    let absent = absent_keys(&now, &then);
+    assert!(
+        absent.as_object().is_some_and(|m| !m.is_empty()),
+        "keys were added since 0.1.0: {absent}"
+    );
+    let fresh = render(&json!({})).await;
+    let reused = render(&absent).await;
+    // Flags the chart leaves out when their value is absent: the operator's default must be the
+    // chart's, or the two installs would differ.
+    let omitted = [
+        (
+            "--job-ttl-seconds",
+            &now["controller"]["profilingJob"]["ttlSecondsAfterFinished"],
+        ),
+        (
+            "--scale-down-delay-seconds",
+            &now["controller"]["scaleDownDelaySeconds"],
+        ),
+    ];
+    for (flag, chart_default) in omitted {
+        assert_eq!(operator_default(flag), chart_default.to_string(), "{flag}");
+    }
+    let without_omitted = |docs: &[Value]| -> Vec<Value> {
+        let mut docs = docs.to_vec();
+        for d in docs.iter_mut().filter(|d| d["kind"] == "Deployment") {
+            if let Some(args) =
+                d["spec"]["template"]["spec"]["containers"][0]["args"].as_array_mut()
+            {
+                args.retain(|a| {
+                    !omitted
+                        .iter()
+                        .any(|(f, _)| a.as_str().is_some_and(|a| a.starts_with(&format!("{f}="))))
+                });
+            }
+        }
+        docs
+    };
+    assert_eq!(
+        without_omitted(&reused),
+        without_omitted(&fresh),
+        "with {absent}"
+    );
+    let args: Vec<String> =
+        serde_json::from_value(operator_container(&reused)["args"].clone()).expect("args");
+    assert_operator_accepts(&args);
+}
+
 #[tokio::test]
 async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     let values = json!({

@@ -59,12 +59,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
-{{/* The listen address's host part; an IPv6 address goes in brackets. */}}
+{{/* The listen address's host part; an IPv6 address goes in brackets. 0.0.0.0 when the value is
+absent (`--reuse-values` from a release before it). */}}
 {{- define "greenbatch.bindHost" -}}
-{{- if contains ":" .Values.metrics.bindAddress -}}
-{{- printf "[%s]" .Values.metrics.bindAddress -}}
+{{- $address := ternary .Values.metrics.bindAddress "0.0.0.0" (hasKey .Values.metrics "bindAddress") -}}
+{{- if contains ":" $address -}}
+{{- printf "[%s]" $address -}}
 {{- else -}}
-{{- .Values.metrics.bindAddress -}}
+{{- $address -}}
 {{- end -}}
 {{- end -}}
 
