@@ -23,6 +23,11 @@ pub struct OperatorConfig {
     /// (`ttlSecondsAfterFinished`); `None` keeps it until a new Job of its profile starts. Safe
     /// because the operator records how each Job ended in the profile's `status.lastJob` first.
     pub job_ttl_seconds_after_finished: Option<i32>,
+    /// An EnergyProfile the operator made and no InferenceService has used for this long is
+    /// deleted (`prune`); `None` keeps every profile.
+    pub unused_profile_ttl: Option<std::time::Duration>,
+    /// How often the pruner looks for unused profiles (when `unused_profile_ttl` is set).
+    pub prune_interval: std::time::Duration,
     /// How often a serving service's pods are scraped (their `/metrics`): the measurement window of
     /// `status.observed`, and the period at which replicas follow the load.
     pub observe_interval: std::time::Duration,
@@ -48,6 +53,8 @@ impl Default for OperatorConfig {
             job_backoff_limit: 2,
             job_active_deadline_seconds: 3600,
             job_ttl_seconds_after_finished: Some(86_400),
+            unused_profile_ttl: None,
+            prune_interval: std::time::Duration::from_secs(600),
             observe_interval: std::time::Duration::from_secs(30),
             target_utilisation: greenbatch_core::Policy::default().target_utilisation,
             scale_down_delay: std::time::Duration::from_secs(300),

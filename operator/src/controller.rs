@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::names::*;
 use crate::observe::{self, JobObservation, Observed};
 use crate::plan::{self, Requeue, Serving};
+use crate::pruner;
 use crate::resources;
 use crate::scrape::Scraper;
 use futures::StreamExt;
@@ -291,6 +292,14 @@ impl Operator {
                 }
             }
         });
+        let pruning_metrics = self.clone();
+        let pruner = tokio::spawn(pruner::run(
+            settings.scope.api::<EnergyProfile>(&client),
+            reader.clone(),
+            settings.config.clone(),
+            ctx.recorder.clone(),
+            move |pass| pruning_metrics.metrics.pruned(pass.unused, pass.deleted),
+        ));
         tracing::info!(scope = ?settings.scope, concurrency = settings.concurrency, image = %settings.config.runtime_image, "starting the InferenceService controller");
         Controller::for_stream(trigger, reader)
             .owns(settings.scope.api::<Deployment>(&client), managed.clone())
@@ -323,6 +332,7 @@ impl Operator {
                 }
             })
             .await;
+        pruner.abort();
         self.ready.store(false, Ordering::Relaxed);
         tracing::info!("controller stopped");
         Ok(())

@@ -6,9 +6,10 @@
 //! -> [`apply`] (server-side apply, one field manager) -> status and Events.
 //!
 //! Modules, bottom-up (each imports only modules above it in this list):
-//! [`names`], [`config`], [`validate`], [`resources`], [`load`], [`observe`], [`sizing`], [`plan`]
-//! — pure;
-//! [`apply`], [`metrics`], [`scrape`] — I/O helpers; [`controller`] — the kube-rs `Controller`;
+//! [`names`], [`config`], [`validate`], [`resources`], [`load`], [`observe`], [`sizing`], [`plan`],
+//! [`prune`], [`plot`] — pure;
+//! [`apply`], [`metrics`], [`scrape`] — I/O helpers; [`pruner`] — deletes profiles no service
+//! uses; [`controller`] — the kube-rs `Controller` (and the pruner beside it);
 //! [`leader`] — Lease-based leader election around the controller;
 //! [`server`] — `/metrics`, `/healthz`, `/readyz`.
 
@@ -23,6 +24,8 @@ pub mod names;
 pub mod observe;
 pub mod plan;
 pub mod plot;
+pub mod prune;
+pub mod pruner;
 pub mod resources;
 pub mod scrape;
 pub mod server;

@@ -55,6 +55,11 @@ struct Args {
     /// profile's status first. `never`: kept until a new Job of its profile starts.
     #[arg(long, env = "GREENBATCH_JOB_TTL_SECONDS", default_value = "86400", value_parser = job_ttl)]
     job_ttl_seconds: JobTtl,
+    /// Delete an EnergyProfile the operator made once no InferenceService has used it for this
+    /// many seconds (at least 3600; its Jobs go with it), or `never` (profiles are measurements
+    /// that took GPU time: kept by default). Looked at every 10 minutes.
+    #[arg(long, env = "GREENBATCH_UNUSED_PROFILE_TTL_SECONDS", default_value = "never", value_parser = unused_profile_ttl)]
+    unused_profile_ttl_seconds: UnusedProfileTtl,
     /// Seconds between scrapes of each serving service's pods (`/metrics`): the window of
     /// `status.observed`, and how quickly replicas follow the load.
     #[arg(long, env = "GREENBATCH_OBSERVE_INTERVAL_SECONDS", default_value_t = 30,
@@ -128,6 +133,27 @@ fn job_ttl(text: &str) -> Result<JobTtl, String> {
         Ok(s) if s >= MIN_JOB_TTL_SECONDS => Ok(JobTtl(Some(s))),
         _ => Err(format!(
             "{text:?} is neither `never` nor a number of seconds >= {MIN_JOB_TTL_SECONDS}"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct UnusedProfileTtl(Option<Duration>);
+
+/// The shortest unused-profile TTL: a service deleted and applied again (a redeploy, a GitOps
+/// sync) must find its profile still there, not start a new measurement.
+const MIN_UNUSED_PROFILE_TTL_SECONDS: u64 = 3600;
+
+fn unused_profile_ttl(text: &str) -> Result<UnusedProfileTtl, String> {
+    if text == "never" {
+        return Ok(UnusedProfileTtl(None));
+    }
+    match text.parse::<u64>() {
+        Ok(s) if s >= MIN_UNUSED_PROFILE_TTL_SECONDS => {
+            Ok(UnusedProfileTtl(Some(Duration::from_secs(s))))
+        }
+        _ => Err(format!(
+            "{text:?} is neither `never` nor a number of seconds >= {MIN_UNUSED_PROFILE_TTL_SECONDS}"
         )),
     }
 }
@@ -225,6 +251,8 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             job_backoff_limit: args.job_backoff_limit,
             job_active_deadline_seconds: args.job_deadline_seconds,
             job_ttl_seconds_after_finished: args.job_ttl_seconds.0,
+            unused_profile_ttl: args.unused_profile_ttl_seconds.0,
+            prune_interval: OperatorConfig::default().prune_interval,
             observe_interval: Duration::from_secs(args.observe_interval_seconds),
             scale_down_delay: Duration::from_secs(args.scale_down_delay_seconds),
             target_utilisation: args.target_utilisation,

@@ -225,6 +225,8 @@ pub struct Metrics {
     services: Family<Labels, Gauge>,
     leading: Gauge,
     scrapes: Family<Labels, Counter>,
+    profiles_pruned: Counter,
+    unused_profiles: Gauge,
     per_service_gauges: ServiceGauges,
     /// One scrape at a time rebuilds and encodes the per-service series: two at once would see
     /// each other's half-rebuilt families.
@@ -293,6 +295,18 @@ impl Metrics {
             "Reads of serving pods' /metrics, by result (ok, failed)",
             scrapes.clone(),
         );
+        let profiles_pruned = Counter::default();
+        registry.register(
+            "profiles_pruned",
+            "EnergyProfiles deleted because no InferenceService used them for --unused-profile-ttl-seconds",
+            profiles_pruned.clone(),
+        );
+        let unused_profiles = Gauge::default();
+        registry.register(
+            "unused_profiles",
+            "EnergyProfiles made by the operator that no InferenceService uses, at the last pruning pass",
+            unused_profiles.clone(),
+        );
         let per_service_gauges = ServiceGauges::default();
         per_service_gauges.register(&mut registry);
         Metrics {
@@ -301,6 +315,8 @@ impl Metrics {
             registry,
             leading,
             scrapes,
+            profiles_pruned,
+            unused_profiles,
             reconciles,
             errors,
             duration,
@@ -329,6 +345,14 @@ impl Metrics {
                 .get_or_create(&vec![("result".to_string(), result.to_string())])
                 .inc_by(n as u64);
         }
+    }
+
+    /// One pruning pass: `unused` profiles unused now (stamped, or being deleted), `deleted` of them
+    /// deleted in it.
+    pub fn pruned(&self, unused: usize, deleted: usize) {
+        self.unused_profiles
+            .set(i64::try_from(unused).unwrap_or(i64::MAX));
+        self.profiles_pruned.inc_by(deleted as u64);
     }
 
     pub fn set_leading(&self, leading: bool) {

@@ -29,6 +29,10 @@ pub const PROFILING_JOB_ANNOTATION: &str = "greenbatch.dev/profiling-job";
 /// On an InferenceService, `"true"`: the operator leaves it and what it owns as they are (an
 /// emergency hand on the controls: a `kubectl scale` that sticks, a rollout held back).
 pub const PAUSED_ANNOTATION: &str = "greenbatch.dev/paused";
+/// On an EnergyProfile the operator made: since when (RFC 3339) no InferenceService has used it.
+/// Set and removed by the pruner (`--unused-profile-ttl-seconds`), which deletes the profile once
+/// it has been unused that long.
+pub const UNUSED_SINCE_ANNOTATION: &str = "greenbatch.dev/unused-since";
 /// On a serving Deployment: the InferenceService generation it was applied for.
 pub const SPEC_GENERATION_ANNOTATION: &str = "greenbatch.dev/spec-generation";
 

@@ -67,6 +67,14 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         (&["--job-ttl-seconds=0"], "--job-ttl-seconds"),
         (&["--job-ttl-seconds=299"], "--job-ttl-seconds"),
         (&["--job-ttl-seconds=forever"], "--job-ttl-seconds"),
+        (
+            &["--unused-profile-ttl-seconds=60"],
+            "--unused-profile-ttl-seconds",
+        ),
+        (
+            &["--unused-profile-ttl-seconds=keep"],
+            "--unused-profile-ttl-seconds",
+        ),
         (&["--listen=nowhere"], "--listen"),
         (&["--log-format=xml"], "--log-format"),
         (&["--concurrency=-1"], "--concurrency"),

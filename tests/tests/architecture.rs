@@ -129,8 +129,9 @@ fn assert_layered(crate_root: &str, layers: &[&[&str]]) {
 
 #[test]
 fn the_operator_s_pure_modules_never_reach_its_io() {
-    // names/config → validate → resources → load → observe → sizing → plan → plot (all pure) →
-    // apply/scrape (the API and the pods) → controller → leader/server → the library's root.
+    // names/config → validate → resources → load → observe → sizing → plan → plot/prune (all
+    // pure) → apply/scrape/pruner (the API and the pods) → controller → leader/server → the
+    // library's root.
     assert_layered(
         "operator/src/lib.rs",
         &[
@@ -141,8 +142,8 @@ fn the_operator_s_pure_modules_never_reach_its_io() {
             &["observe"],
             &["sizing"],
             &["plan"],
-            &["plot"],
-            &["apply", "scrape"],
+            &["plot", "prune"],
+            &["apply", "scrape", "pruner"],
             &["controller"],
             &["leader", "server"],
             &["crate"],

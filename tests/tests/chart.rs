@@ -288,13 +288,10 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
     // `crds` map at all (a null here removes it): the defaults hold, nothing fails. The same for
     // the controller's values newer than chart 0.1.0: their flags are left out, and the operator's
     // defaults (the chart's own) apply instead of a nil printed as 0.
-    let operator_args = |docs: &[Value]| -> Vec<String> {
-        serde_json::from_value(operator_container(docs)["args"].clone()).expect("args")
-    };
-    let defaults = operator_args(&render(&json!({})).await);
+    let defaults = args(&render(&json!({})).await);
     assert_eq!(flag(&defaults, "--job-ttl-seconds"), Some("86400"));
     assert_eq!(flag(&defaults, "--scale-down-delay-seconds"), Some("300"));
-    let older = operator_args(
+    let older = args(
         &render(&json!({"controller": {"scaleDownDelaySeconds": null,
                                        "profilingJob": {"ttlSecondsAfterFinished": null}}}))
         .await,
@@ -302,7 +299,7 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
     assert_operator_accepts(&older);
     assert_eq!(flag(&older, "--job-ttl-seconds"), None);
     assert_eq!(flag(&older, "--scale-down-delay-seconds"), None);
-    let kept = operator_args(
+    let kept = args(
         &render(&json!({"controller": {"scaleDownDelaySeconds": 0,
                                        "profilingJob": {"ttlSecondsAfterFinished": "never"}}}))
         .await,
@@ -314,6 +311,45 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
     assert_eq!(
         find(&reused, "CustomResourceDefinition", CRD_NAMES[1])["metadata"]["annotations"]["helm.sh/resource-policy"],
         "keep"
+    );
+}
+
+/// The verbs the operator's ClusterRole grants on `resource` of greenbatch.dev.
+fn operator_verbs_on(docs: &[Value], resource: &str) -> Vec<String> {
+    find(docs, "ClusterRole", "greenbatch-operator")["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|x| x == resource))
+        })
+        .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn unused_profiles_are_kept_by_default_and_deletable_only_when_pruning_is_on() {
+    let defaults = render(&json!({})).await;
+    assert_eq!(
+        flag(&args(&defaults), "--unused-profile-ttl-seconds"),
+        Some("never")
+    );
+    assert!(
+        !operator_verbs_on(&defaults, "energyprofiles").contains(&"delete".to_string()),
+        "no delete on profiles while they are kept"
+    );
+    let week = render(&json!({"controller": {"unusedProfileTtlSeconds": 604800}})).await;
+    let a = args(&week);
+    assert_operator_accepts(&a);
+    assert_eq!(flag(&a, "--unused-profile-ttl-seconds"), Some("604800"));
+    assert!(operator_verbs_on(&week, "energyprofiles").contains(&"delete".to_string()));
+    // The profile's status: only patch (the operator's `lastJob` record).
+    assert_eq!(
+        operator_verbs_on(&week, "energyprofiles/status"),
+        vec!["patch"]
     );
 }
 
@@ -384,12 +420,20 @@ async fn an_upgrade_reusing_the_values_of_chart_0_1_0_renders_what_a_fresh_insta
             &now["controller"]["profilingJob"]["ttlSecondsAfterFinished"],
         ),
         (
+            "--unused-profile-ttl-seconds",
+            &now["controller"]["unusedProfileTtlSeconds"],
+        ),
+        (
             "--scale-down-delay-seconds",
             &now["controller"]["scaleDownDelaySeconds"],
         ),
     ];
     for (flag, chart_default) in omitted {
-        assert_eq!(operator_default(flag), chart_default.to_string(), "{flag}");
+        let chart_default = match chart_default {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(operator_default(flag), chart_default, "{flag}");
     }
     let without_omitted = |docs: &[Value]| -> Vec<Value> {
         let mut docs = docs.to_vec();
@@ -411,9 +455,7 @@ async fn an_upgrade_reusing_the_values_of_chart_0_1_0_renders_what_a_fresh_insta
         without_omitted(&fresh),
         "with {absent}"
     );
-    let args: Vec<String> =
-        serde_json::from_value(operator_container(&reused)["args"].clone()).expect("args");
-    assert_operator_accepts(&args);
+    assert_operator_accepts(&args(&reused));
 }
 
 #[tokio::test]
@@ -725,6 +767,10 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
             "runtime.modelCAConfigMap",
         ),
         (json!({"crds": {"install": "yes"}}), "crds.install"),
+        (
+            json!({"controller": {"unusedProfileTtlSeconds": 600}}),
+            "controller.unusedProfileTtlSeconds",
+        ),
         (
             json!({"controller": {"profilingJob": {"ttlSecondsAfterFinished": 60}}}),
             "controller.profilingJob.ttlSecondsAfterFinished",

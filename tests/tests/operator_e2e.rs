@@ -432,6 +432,8 @@ async fn install_chart(cluster: &TestCluster) {
     let values = serde_json::json!({
         "replicaCount": 0,
         "runtime": {"namespaces": [NS], "serviceAccountName": RUNTIME_SA},
+        // The RBAC of pruning (delete on energyprofiles); the operator here prunes after 3 s.
+        "controller": {"unusedProfileTtlSeconds": 3600},
     });
     if let Err(e) = chart::install(cluster, &values).await {
         panic!("helm install: {e}");
@@ -750,6 +752,10 @@ async fn operator_end_to_end() {
             target_utilisation: 0.0001,
             // Down 2 s after the load goes (the wait itself is the plan's unit tests').
             scale_down_delay: Duration::from_secs(2),
+            // A profile no service uses goes 3 s after it is first seen unused (the pruner
+            // looks every second).
+            unused_profile_ttl: Some(Duration::from_secs(3)),
+            prune_interval: Duration::from_secs(1),
             ..Default::default()
         },
         scope: Scope::All,
@@ -1314,6 +1320,31 @@ async fn operator_end_to_end() {
         .delete("stuck", &DeleteParams::default())
         .await
         .expect("delete stuck");
+    // No service uses its profile now: stamped, then deleted once unused for the TTL (its Job,
+    // whose pod never ran, with it).
+    let stuck_profile = stuck
+        .status
+        .as_ref()
+        .and_then(|s| s.profile_ref.clone())
+        .expect("stuck's profile");
+    wait_for(
+        "stuck's unused profile to be pruned",
+        Duration::from_secs(30),
+        || async {
+            match profiles
+                .get_opt(&stuck_profile)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(p) => Err(format!(
+                    "still there, annotations {:?}",
+                    p.metadata.annotations
+                )),
+            }
+        },
+    )
+    .await;
 
     // Scenario 5b: a model over http. With its digest the profiling pod downloads, checks and
     // measures it; with another digest the pod refuses the bytes it got (exit code 14) and the
@@ -1413,6 +1444,8 @@ async fn operator_end_to_end() {
         .filter_map(|e| e.reason)
         .collect();
     for want in [
+        "Unused",
+        "Pruned",
         "ProfilingStarted",
         "ProfileReused",
         "ConfigSelected",
@@ -1466,6 +1499,15 @@ async fn operator_end_to_end() {
             assert!(body.contains(want), "{want} missing in\n{body}");
         }
     }
+    let pruned = body
+        .lines()
+        .find_map(|l| l.strip_prefix("greenbatch_operator_profiles_pruned_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        pruned >= 1.0,
+        "stuck's profile counted as pruned in\n{body}"
+    );
     // From the spec: there whether or not the service serves.
     let slo = "greenbatch_operator_service_slo_seconds{namespace=\"e2e\",name=\"beta\",percentile=\"95\"} 0.5";
     assert!(body.contains(slo), "{slo} missing in\n{body}");

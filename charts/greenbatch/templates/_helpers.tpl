@@ -125,3 +125,19 @@ would turn an explicit false into the default true). Both default to true.
 {{- $crds := default (dict) .Values.crds -}}
 {{- ternary $crds.keep true (hasKey $crds "keep") | toString -}}
 {{- end -}}
+
+{{/* `"--<flag>=<value>"` for a value that is a number of seconds or "never"; nothing when the value
+is absent (`helm upgrade --reuse-values` from a release before it): the binary's default, the same
+as this chart's, holds. */}}
+{{- define "greenbatch.secondsFlag" -}}
+{{- if kindIs "string" .value -}}
+{{- printf "--%s=%s" .flag .value | quote -}}
+{{- else if not (kindIs "invalid" .value) -}}
+{{- printf "--%s=%d" .flag (.value | int64) | quote -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when unused EnergyProfiles are pruned (the operator then may delete them). */}}
+{{- define "greenbatch.prunesProfiles" -}}
+{{- ne (toString (.Values.controller.unusedProfileTtlSeconds | default "never")) "never" | toString -}}
+{{- end -}}
