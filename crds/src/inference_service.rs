@@ -307,6 +307,10 @@ pub struct SelectedConfig {
     /// The meter the energy numbers came from.
     pub meter: greenbatch_core::MeterKind,
     pub reason: String,
+    /// The EnergyProfile the choice was made from: while a new profile is measured (a new model
+    /// digest, GPU product or runtime version), the one the running pods were configured from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

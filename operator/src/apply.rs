@@ -1,8 +1,8 @@
-//! The apply step: server-side apply with the operator's one field manager, forced (the operator
+//! The apply step: server-side apply with the operator's field manager, forced (the operator
 //! owns the fields it sets; a human's `kubectl edit` of them is reverted on the next reconcile),
 //! and the status through the `/status` subresource.
 
-use crate::names::FIELD_MANAGER;
+use crate::names::{FIELD_MANAGER, JOB_RECORD_FIELD_MANAGER};
 use greenbatch_crds::{
     EnergyProfile, InferenceService, InferenceServiceStatus, ProfilingJobRecord,
 };
@@ -42,7 +42,7 @@ pub async fn apply_status(
 }
 
 /// Records on an EnergyProfile how its profiling Job ended (`status.lastJob`, the one status
-/// field the operator owns; the runtime's field manager owns the rest).
+/// field the operator owns, under its own field manager; the runtime's owns the rest).
 pub async fn record_profiling_job(
     api: &Api<EnergyProfile>,
     name: &str,
@@ -53,8 +53,8 @@ pub async fn record_profiling_job(
         "kind": "EnergyProfile",
         "status": {"lastJob": record},
     });
-    api.patch_status(name, &params(), &Patch::Apply(&body))
-        .await
+    let params = PatchParams::apply(JOB_RECORD_FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&body)).await
 }
 
 /// Deletes `name` if it exists; pods go with their owner in the background.

@@ -292,12 +292,13 @@ impl Operator {
                 }
             }
         });
-        let pruning_metrics = self.clone();
+        let (pruning_metrics, pruning_leader) = (self.clone(), self.clone());
         let pruner = tokio::spawn(pruner::run(
             settings.scope.api::<EnergyProfile>(&client),
             reader.clone(),
             settings.config.clone(),
             ctx.recorder.clone(),
+            move || pruning_leader.is_leading(),
             move |pass| pruning_metrics.metrics.pruned(pass.unused, pass.deleted),
         ));
         tracing::info!(scope = ?settings.scope, concurrency = settings.concurrency, image = %settings.config.runtime_image, "starting the InferenceService controller");
@@ -333,6 +334,11 @@ impl Operator {
             })
             .await;
         pruner.abort();
+        if let Err(e) = pruner.await
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "the profile pruner panicked");
+        }
         self.ready.store(false, Ordering::Relaxed);
         tracing::info!("controller stopped");
         Ok(())
@@ -402,11 +408,43 @@ async fn observe_job(
             state = observe::job_state(&job, &pods.items);
         }
     }
+    let owner_uid = job
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone());
     Ok(Some(JobObservation {
         name: name.to_string(),
+        owner_uid,
         state,
         waiting,
     }))
+}
+
+/// Writes the record of how a profiling Job ended. Best effort: a failure is logged and the next
+/// reconcile plans the record again (it differs from what the profile holds); it never fails the
+/// reconcile, whose serving work does not depend on it.
+async fn record_profiling_job(
+    profiles: &Api<EnergyProfile>,
+    profile: &str,
+    record: &greenbatch_crds::ProfilingJobRecord,
+) {
+    match apply::record_profiling_job(profiles, profile, record).await {
+        Ok(written)
+            if written.status.as_ref().and_then(|s| s.last_job.as_ref()) == Some(record) =>
+        {
+            tracing::info!(%profile, job = %record.name, outcome = ?record.outcome, "recorded how the profiling Job ended");
+        }
+        // Accepted and dropped: the API server prunes a field its CRD schema lacks.
+        Ok(_) => tracing::warn!(
+            %profile,
+            "the EnergyProfile CRD has no status.lastJob: it is older than this operator (with crds.install=false, apply the CRDs of this release); finished re-profile Jobs may run again once deleted"
+        ),
+        Err(e) => tracing::warn!(
+            %profile, error = %e,
+            "cannot record how the profiling Job ended (RBAC: patch on energyprofiles/status); trying again next reconcile"
+        ),
+    }
 }
 
 /// Deletes the finished profiling Jobs of the profile a new Job measures (and, through the
@@ -582,7 +620,17 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         plan.events.splice(0..0, events);
     }
 
-    // Apply.
+    // Apply. First what was observed, before anything else can fail the reconcile: how the
+    // profile's Job ended, needed before its TTL deletes it.
+    if let (Some(record), Some(pn)) = (
+        &plan.job_record,
+        observed
+            .profile
+            .as_ref()
+            .and_then(|p| p.metadata.name.as_deref()),
+    ) {
+        record_profiling_job(&profiles, pn, record).await;
+    }
     if let Some(job) = &plan.job {
         let jn = job.name_any();
         apply::apply(&jobs, &jn, job)
@@ -665,20 +713,6 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(service = %name, namespace = %ns, reason = ev.reason, error = %e, "could not publish Event");
         }
-    }
-    // Last: a failure here retries the whole reconcile, which plans the record again (it is
-    // needed before the Job's TTL runs out, not at once).
-    if let (Some(record), Some(pn)) = (
-        &plan.job_record,
-        observed
-            .profile
-            .as_ref()
-            .and_then(|p| p.metadata.name.as_deref()),
-    ) {
-        apply::record_profiling_job(&profiles, pn, record)
-            .await
-            .map_err(api_err("record the last Job on", "EnergyProfile", &ns, pn))?;
-        tracing::info!(profile = %pn, job = %record.name, outcome = ?record.outcome, "recorded how the profiling Job ended");
     }
     tracing::info!(
         service = %name, namespace = %ns,

@@ -143,17 +143,19 @@ struct UnusedProfileTtl(Option<Duration>);
 /// The shortest unused-profile TTL: a service deleted and applied again (a redeploy, a GitOps
 /// sync) must find its profile still there, not start a new measurement.
 const MIN_UNUSED_PROFILE_TTL_SECONDS: u64 = 3600;
+/// Ten years: longer is `never`.
+const MAX_UNUSED_PROFILE_TTL_SECONDS: u64 = 315_360_000;
 
 fn unused_profile_ttl(text: &str) -> Result<UnusedProfileTtl, String> {
     if text == "never" {
         return Ok(UnusedProfileTtl(None));
     }
     match text.parse::<u64>() {
-        Ok(s) if s >= MIN_UNUSED_PROFILE_TTL_SECONDS => {
+        Ok(s) if (MIN_UNUSED_PROFILE_TTL_SECONDS..=MAX_UNUSED_PROFILE_TTL_SECONDS).contains(&s) => {
             Ok(UnusedProfileTtl(Some(Duration::from_secs(s))))
         }
         _ => Err(format!(
-            "{text:?} is neither `never` nor a number of seconds >= {MIN_UNUSED_PROFILE_TTL_SECONDS}"
+            "{text:?} is neither `never` nor a number of seconds in {MIN_UNUSED_PROFILE_TTL_SECONDS}..={MAX_UNUSED_PROFILE_TTL_SECONDS}"
         )),
     }
 }

@@ -1,8 +1,14 @@
 //! Names the operator and its objects agree on: labels, annotations, the field manager, ports.
 //! A leaf module: everything else may import it, it imports nothing.
 
-/// The one field manager of every server-side apply the operator makes (objects and status).
+/// The field manager of every server-side apply the operator makes (objects and status), but one.
 pub const FIELD_MANAGER: &str = "greenbatch-operator";
+/// The field manager of the one field the operator writes in an EnergyProfile's status
+/// (`lastJob`). Not [`FIELD_MANAGER`], which applies the profile object itself: on Kubernetes
+/// before 1.22 an object and its status subresource share one managedFields entry per manager, so
+/// each apply would drop the other's ownership (a stale `lastJob.message` left behind, spec fields
+/// no longer removed).
+pub const JOB_RECORD_FIELD_MANAGER: &str = "greenbatch-operator-status";
 /// The controller name in Events (`reportingController`).
 pub const CONTROLLER_NAME: &str = "greenbatch.dev/operator";
 

@@ -23,6 +23,9 @@ pub struct Observed {
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobObservation {
     pub name: String,
+    /// The uid of the EnergyProfile that owns it (its controller). A Job named like the profile's
+    /// but owned by another uid belongs to a deleted profile of the same name, and is going.
+    pub owner_uid: Option<String>,
     pub state: JobState,
     /// While active: why its pod does not run yet (`pod <name>: cannot be scheduled: …`, an image
     /// it cannot pull), when it is stuck.

@@ -139,7 +139,9 @@ pub fn observed_job_name(profile_name: &str, profile: Option<&EnergyProfile>) ->
 fn job_record(observed: &Observed) -> Option<ProfilingJobRecord> {
     let profile = observed.profile.as_ref()?;
     let job = observed.job.as_ref()?;
-    if job.name != observed_job_name(profile.metadata.name.as_deref()?, Some(profile)) {
+    if job.name != observed_job_name(profile.metadata.name.as_deref()?, Some(profile))
+        || job.owner_uid != profile.metadata.uid
+    {
         return None;
     }
     let record = match &job.state {
@@ -284,8 +286,14 @@ impl Conditions<'_> {
     }
 }
 
-fn selected_config(sel: &Selection, table: &ProfileTable, percentile: u32) -> SelectedConfig {
+fn selected_config(
+    sel: &Selection,
+    table: &ProfileTable,
+    percentile: u32,
+    profile: &str,
+) -> SelectedConfig {
     SelectedConfig {
+        profile: Some(profile.to_string()),
         batch_size: sel.choice.batch_size,
         max_queue_delay_ms: sel.choice.max_queue_delay_ms,
         expected_latency_ms: sel.choice.expected_latency_ms,
@@ -532,7 +540,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         }
         ProfileState::Failed { reason, message } => {
             let msg = format!(
-                "profiling EnergyProfile {profile_name} failed: {reason}: {message}; set a new {REPROFILE_ANNOTATION} token (or change the spec) to try again"
+                "profiling EnergyProfile {profile_name} failed: {reason}: {message}; set a new {REPROFILE_ANNOTATION} token to try again (or change what keys the profile: model, GPU product, precision)"
             );
             conds.set(
                 PROFILED,
@@ -664,7 +672,8 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     requeue = Requeue::AwaitChange;
                 }
                 Ok(sel) => {
-                    let selected = selected_config(&sel, table, is.spec.slo.percentile);
+                    let selected =
+                        selected_config(&sel, table, is.spec.slo.percentile, &profile_name);
                     let fixed = matches!(mode, CoreMode::Fixed(_));
                     if sel.slo_attainable {
                         conds.set(
@@ -1232,6 +1241,12 @@ fn profile_state<'a>(
     let current_job = observed_job_name(profile_name, Some(profile));
 
     let job_obs = observed.job.as_ref().filter(|j| j.name == current_job);
+    if job_obs.is_some_and(|j| j.owner_uid != profile.metadata.uid) {
+        // A Job of a profile of the same name deleted a moment ago (by hand, or pruned), not yet
+        // garbage-collected: neither its end nor its absence is this profile's. Its deletion
+        // (the Job watch) brings the next reconcile, which creates this profile's own.
+        return ProfileState::Starting { job: current_job };
+    }
     let running = job_obs
         .filter(|j| j.state == JobState::Active)
         .map(|j| j.name.clone());

@@ -2,8 +2,9 @@
 //! (`pruner`) lists the profiles and hands the cached services in; the time comes in as an
 //! argument.
 //!
-//! A profile is **used** by a service of its namespace that names it in `status.profileRef` (what
-//! it serves from, or serves from while a new key is measured) or whose spec keys to it now. An
+//! A profile is **used** by a service of its namespace that names it in `status.profileRef` (the
+//! profile of its current key) or `status.selected.profile` (the one its running configuration
+//! was chosen from: while a new key is measured, the older one), or whose spec keys to it now. An
 //! unused profile made by the operator is stamped with when it was first seen unused
 //! ([`UNUSED_SINCE_ANNOTATION`]); used again, the stamp goes; unused for the whole TTL, the profile
 //! is deleted (its Jobs go with it). Profiles the operator did not make (applied by hand, written
@@ -40,17 +41,25 @@ pub struct ProfileAction {
 }
 
 /// (namespace, profile name) of every profile some service uses.
-pub fn used_profiles(
-    services: &[impl AsRef<InferenceService>],
+pub fn used_profiles<S: std::borrow::Borrow<InferenceService>>(
+    services: &[S],
     cfg: &OperatorConfig,
 ) -> BTreeSet<(String, String)> {
     let mut used = BTreeSet::new();
-    for is in services.iter().map(AsRef::as_ref) {
+    for is in services.iter().map(std::borrow::Borrow::borrow) {
         let Some(namespace) = is.metadata.namespace.clone() else {
             continue;
         };
-        let referenced = is.status.as_ref().and_then(|s| s.profile_ref.clone());
-        for name in referenced.into_iter().chain(plan::profile_name(is, cfg)) {
+        let status = is.status.as_ref();
+        let referenced = status.and_then(|s| s.profile_ref.clone());
+        let serving = status
+            .and_then(|s| s.selected.as_ref())
+            .and_then(|s| s.profile.clone());
+        for name in referenced
+            .into_iter()
+            .chain(serving)
+            .chain(plan::profile_name(is, cfg))
+        {
             used.insert((namespace.clone(), name));
         }
     }
@@ -175,25 +184,47 @@ mod tests {
     fn a_service_uses_the_profile_it_serves_from_and_the_one_its_spec_keys_to() {
         let cfg = OperatorConfig::default();
         let mut is = service("svc");
-        is.metadata.namespace = Some("vision".into());
-        let key = plan::profile_name(&is, &cfg).expect("a valid spec has a key");
-        let used = used_profiles(&[Arc::new(is.clone())], &cfg);
-        assert_eq!(used, BTreeSet::from([("vision".to_string(), key.clone())]));
-        // Serving from an older profile while the new key is measured: both are in use.
-        is.status = Some(greenbatch_crds::InferenceServiceStatus {
-            profile_ref: Some("older".into()),
+        let first = plan::profile_name(&is, &cfg).expect("a valid spec has a key");
+        assert_eq!(
+            used_profiles(&[Arc::new(is.clone())], &cfg),
+            BTreeSet::from([("ns".to_string(), first.clone())])
+        );
+        // Profiled and configured from it, as the planner writes the status.
+        let mut profile = plan::plan(&is, &Default::default(), &cfg, NOW)
+            .profile
+            .expect("a profile for a new service");
+        profile.metadata.uid = Some("ep-uid".into());
+        profile.status = Some(greenbatch_crds::EnergyProfileStatus::complete(
+            crate::testutil::table(&[1, 2, 4, 8]),
+        ));
+        let observed = crate::observe::Observed {
+            profile: Some(profile),
             ..Default::default()
-        });
-        let used = used_profiles(&[Arc::new(is.clone())], &cfg);
-        assert!(used.contains(&("vision".to_string(), "older".to_string())));
-        assert!(used.contains(&("vision".to_string(), key)));
-        // An invalid edit has no key: what it served from stays in use.
-        is.spec.slo.latency_ms = -1.0;
-        let used = used_profiles(&[Arc::new(is)], &cfg);
+        };
+        is.status = Some(plan::plan(&is, &observed, &cfg, NOW).status);
+        // A new runtime version keys a new profile, not measured yet: the pods run on at the
+        // configuration chosen from the first, which stays in use beside the new one.
+        let upgraded = OperatorConfig {
+            runtime_version: "9.9.9".into(),
+            ..cfg.clone()
+        };
+        let second = plan::profile_name(&is, &upgraded).expect("a key");
+        is.status = Some(plan::plan(&is, &Default::default(), &upgraded, NOW).status);
+        assert_eq!(
+            is.status.as_ref().and_then(|s| s.profile_ref.clone()),
+            Some(second.clone())
+        );
+        let used = used_profiles(&[Arc::new(is.clone())], &upgraded);
         assert_eq!(
             used,
-            BTreeSet::from([("vision".to_string(), "older".to_string())])
+            BTreeSet::from([
+                ("ns".to_string(), first.clone()),
+                ("ns".to_string(), second)
+            ])
         );
+        // An invalid edit has no key: what its status names stays in use.
+        is.spec.slo.latency_ms = -1.0;
+        assert!(used_profiles(&[Arc::new(is)], &upgraded).contains(&("ns".to_string(), first)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// What one pass did.
@@ -29,6 +30,7 @@ pub async fn run(
     services: Store<InferenceService>,
     cfg: OperatorConfig,
     recorder: Recorder,
+    leading: impl Fn() -> bool + Send + 'static,
     done: impl Fn(Pass) + Send + 'static,
 ) {
     let Some(ttl) = cfg.unused_profile_ttl else {
@@ -46,9 +48,14 @@ pub async fn run(
     }
     tracing::info!(ttl = ?ttl, every = ?cfg.prune_interval, "pruning EnergyProfiles no service uses");
     loop {
-        match pass(&profiles, &services, &cfg, ttl, &recorder).await {
-            Ok(p) => done(p),
-            Err(e) => tracing::warn!(error = %e, "pruning pass failed; trying again next interval"),
+        // The controller stops a moment after leadership is lost; deletions stop at once.
+        if leading() {
+            match pass(&profiles, &services, &cfg, ttl, &recorder).await {
+                Ok(p) => done(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning pass failed; trying again next interval")
+                }
+            }
         }
         tokio::time::sleep(cfg.prune_interval).await;
     }
@@ -72,7 +79,27 @@ async fn pass(
         .filter(|p| !used.contains(&(p.namespace().unwrap_or_default(), p.name_any())))
         .count();
     let mut deleted = 0;
+    // The cache can lag (a watch reconnecting): before deleting in a namespace, the services
+    // there are listed from the API server itself, and a profile one of them uses stays.
+    let mut live_used: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     for a in actions {
+        if matches!(a.action, Action::Delete { .. }) {
+            let now_used = match live_used.get(&a.namespace) {
+                Some(u) => u,
+                None => {
+                    let services: Api<InferenceService> =
+                        Api::namespaced(api.clone().into_client(), &a.namespace);
+                    let listed = services.list(&ListParams::default()).await?.items;
+                    live_used
+                        .entry(a.namespace.clone())
+                        .or_insert(prune::used_profiles(&listed, cfg))
+                }
+            };
+            if now_used.contains(&(a.namespace.clone(), a.name.clone())) {
+                tracing::info!(profile = %a.name, namespace = %a.namespace, "used by a service the cache had not seen yet: kept");
+                continue;
+            }
+        }
         let Some(profile) = listed
             .iter()
             .find(|p| p.namespace().as_deref() == Some(&a.namespace) && p.name_any() == a.name)

@@ -75,6 +75,10 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
             &["--unused-profile-ttl-seconds=keep"],
             "--unused-profile-ttl-seconds",
         ),
+        (
+            &["--unused-profile-ttl-seconds=315360001"],
+            "--unused-profile-ttl-seconds",
+        ),
         (&["--listen=nowhere"], "--listen"),
         (&["--log-format=xml"], "--log-format"),
         (&["--concurrency=-1"], "--concurrency"),

@@ -100,6 +100,19 @@ pub async fn template_release(
     .await
 }
 
+/// [`template`] of another copy of the chart (an older version, other defaults).
+pub async fn template_chart(
+    chart: &Path,
+    values: &serde_json::Value,
+    extra: &[&str],
+) -> Result<CommandOutput> {
+    helm_offline(
+        |file| release_args("template", RELEASE, chart, file, extra),
+        values,
+    )
+    .await
+}
+
 /// `helm lint --strict charts/greenbatch -f values`.
 pub async fn lint(values: &serde_json::Value) -> Result<CommandOutput> {
     helm_offline(

@@ -1257,6 +1257,50 @@ async fn operator_end_to_end() {
             .await
             .expect("scale delta back");
     }
+    // The failed re-measurement's end is recorded with why; the model back and measured again,
+    // the record says Succeeded and nothing of the failure stays (on this 1.20 server an object
+    // and its status share managedFields per manager: the record has its own manager).
+    let failed = wait_for(
+        "delta's failed Job recorded",
+        Duration::from_secs(30),
+        || async {
+            let p = profiles
+                .get(&delta_profile)
+                .await
+                .map_err(|e| e.to_string())?;
+            match p.status.and_then(|s| s.last_job) {
+                Some(r) if r.outcome == JobOutcome::Failed => Ok(r),
+                other => Err(format!("lastJob {other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(failed.message.is_some(), "{failed:?}");
+    std::fs::copy(&model, &gone).expect("delta's model back");
+    services
+        .patch("delta", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {names::REPROFILE_ANNOTATION: "back"}}})))
+        .await
+        .expect("annotate delta again");
+    let succeeded = wait_for(
+        "delta measured again, recorded as succeeded",
+        Duration::from_secs(90),
+        || async {
+            let p = profiles
+                .get(&delta_profile)
+                .await
+                .map_err(|e| e.to_string())?;
+            match p.status.and_then(|s| s.last_job) {
+                Some(r) if r.outcome == JobOutcome::Succeeded && r.name != failed.name => Ok(r),
+                other => Err(format!("lastJob {other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        (succeeded.reason, succeeded.message),
+        (None, None),
+        "nothing of the earlier failure stays in the record"
+    );
 
     // Scenario 5: a failing profiling pod (missing model file: exit code 3) surfaces its reason.
     services

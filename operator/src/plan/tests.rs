@@ -114,6 +114,7 @@ fn job(is: &InferenceService, state: JobState) -> Observed {
     Observed {
         profile: Some(p),
         job: Some(JobObservation {
+            owner_uid: Some("ep-uid".into()),
             name,
             state,
             waiting: None,
@@ -1235,6 +1236,7 @@ fn a_re_profile_job_that_cannot_run_says_why() {
         .unwrap()[PROFILING_JOB_ANNOTATION]
         .clone();
     o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: job,
         state: JobState::Active,
         waiting: Some("pod svc-x: cannot be scheduled: 0/1 nodes are available".into()),
@@ -1479,6 +1481,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
     // Profiled condition says what happened.
     let mut died = o.clone();
     died.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: a[PROFILING_JOB_ANNOTATION].clone(),
         state: JobState::Failed {
             reason: "DeadlineExceeded".into(),
@@ -1500,6 +1503,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
     // The Job done, a new table in, and it drifts as well: the prediction is what is off. No
     // second measurement the same day — the Warning stands.
     o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: a[PROFILING_JOB_ANNOTATION].clone(),
         state: JobState::Succeeded,
         waiting: None,
@@ -1589,6 +1593,7 @@ fn measuring_again_for_t1(is: &mut InferenceService) -> (Observed, String) {
     let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
     let job = job_name(&profile_name, Some("t1"));
     o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: job.clone(),
         state: JobState::Active,
         waiting: None,
@@ -1655,6 +1660,7 @@ fn a_new_token_waits_for_the_measurement_running() {
 
     // t1's Job done: t2 is honoured.
     o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: t1_job,
         state: JobState::Succeeded,
         waiting: None,
@@ -1752,6 +1758,7 @@ fn reprofile_job(o: &mut Observed, state: JobState) -> String {
     let profile = o.profile.as_ref().expect("a profile");
     let name = observed_job_name(profile.metadata.name.as_deref().unwrap(), Some(profile));
     o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: name.clone(),
         state,
         waiting: None,
@@ -1893,9 +1900,36 @@ fn only_the_profile_s_current_job_is_recorded() {
         None,
     );
     o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
         name: first,
         state: JobState::Succeeded,
         waiting: None,
     });
     assert_eq!(plan(&is, &o, &cfg(), NOW).job_record, None);
+}
+
+#[test]
+fn a_job_of_a_deleted_profile_of_the_same_name_is_neither_recorded_nor_replaced_yet() {
+    // `kubectl delete gep` after a failed first measurement: the service makes the profile again
+    // (a new uid) while the garbage collector has not yet removed the old, failed Job.
+    let is = service("svc");
+    let mut o = job(
+        &is,
+        JobState::Failed {
+            reason: "BackoffLimitExceeded".into(),
+            message: "exit code 4".into(),
+        },
+    );
+    o.job.as_mut().unwrap().owner_uid = Some("the-deleted-profile".into());
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(
+        p.job_record, None,
+        "the old Job's end is not this profile's"
+    );
+    assert!(p.job.is_none(), "no Job applied over the old one");
+    assert_ne!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&p, PROFILED).status, ConditionStatus::False);
+    // Once it is gone, this profile gets its own Job.
+    o.job = None;
+    assert!(plan(&is, &o, &cfg(), NOW).job.is_some());
 }
