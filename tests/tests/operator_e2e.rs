@@ -8,7 +8,9 @@
 //! `source ~/.cache/greenbatch/libtorch.env`), found at `$GREENBATCH_RUNTIME_BIN`, else
 //! `$CARGO_TARGET_DIR/debug/greenbatch-runtime`, else `target/debug/greenbatch-runtime`.
 
-use greenbatch_crds::{EnergyProfile, InferenceService, JobOutcome, Phase, ProfilePhase};
+use greenbatch_crds::{
+    EnergyProfile, InferenceService, JobOutcome, Phase, ProfilePhase, ProfilingJobRecord,
+};
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
@@ -398,6 +400,24 @@ fn describe(is: &InferenceService) -> String {
 }
 
 /// Waits until service `name` is as `ok` wants it; a timeout fails with its last state.
+/// Waits until `profile`'s record of its last profiling Job passes `ok`, and returns it.
+async fn wait_last_job(
+    profiles: &Api<EnergyProfile>,
+    profile: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&ProfilingJobRecord) -> bool,
+) -> ProfilingJobRecord {
+    wait_for(what, timeout, || async {
+        let p = profiles.get(profile).await.map_err(|e| e.to_string())?;
+        match p.status.and_then(|s| s.last_job) {
+            Some(r) if ok(&r) => Ok(r),
+            other => Err(format!("lastJob {other:?}")),
+        }
+    })
+    .await
+}
+
 async fn wait_service(
     services: &Api<InferenceService>,
     name: &str,
@@ -1136,19 +1156,12 @@ async fn operator_end_to_end() {
     // ttlSecondsAfterFinished, which this 1.20 cluster does not run: deleted here by hand) and is
     // not run again.
     let reprofile_job = jobs.list(&profile_jobs).await.unwrap().items[0].name_any();
-    wait_for(
+    wait_last_job(
+        &profiles,
+        &profile_name,
         "the re-profile Job's end recorded on the profile",
         Duration::from_secs(30),
-        || async {
-            let p = profiles
-                .get(&profile_name)
-                .await
-                .map_err(|e| e.to_string())?;
-            match p.status.and_then(|s| s.last_job) {
-                Some(r) if r.name == reprofile_job && r.outcome == JobOutcome::Succeeded => Ok(()),
-                other => Err(format!("lastJob {other:?}")),
-            }
-        },
+        |r| r.name == reprofile_job && r.outcome == JobOutcome::Succeeded,
     )
     .await;
     jobs.delete(&reprofile_job, &DeleteParams::background())
@@ -1260,19 +1273,12 @@ async fn operator_end_to_end() {
     // The failed re-measurement's end is recorded with why; the model back and measured again,
     // the record says Succeeded and nothing of the failure stays (on this 1.20 server an object
     // and its status share managedFields per manager: the record has its own manager).
-    let failed = wait_for(
+    let failed = wait_last_job(
+        &profiles,
+        &delta_profile,
         "delta's failed Job recorded",
         Duration::from_secs(30),
-        || async {
-            let p = profiles
-                .get(&delta_profile)
-                .await
-                .map_err(|e| e.to_string())?;
-            match p.status.and_then(|s| s.last_job) {
-                Some(r) if r.outcome == JobOutcome::Failed => Ok(r),
-                other => Err(format!("lastJob {other:?}")),
-            }
-        },
+        |r| r.outcome == JobOutcome::Failed,
     )
     .await;
     assert!(failed.message.is_some(), "{failed:?}");
@@ -1281,19 +1287,12 @@ async fn operator_end_to_end() {
         .patch("delta", &PatchParams::default(), &Patch::Merge(&serde_json::json!({"metadata": {"annotations": {names::REPROFILE_ANNOTATION: "back"}}})))
         .await
         .expect("annotate delta again");
-    let succeeded = wait_for(
+    let succeeded = wait_last_job(
+        &profiles,
+        &delta_profile,
         "delta measured again, recorded as succeeded",
         Duration::from_secs(90),
-        || async {
-            let p = profiles
-                .get(&delta_profile)
-                .await
-                .map_err(|e| e.to_string())?;
-            match p.status.and_then(|s| s.last_job) {
-                Some(r) if r.outcome == JobOutcome::Succeeded && r.name != failed.name => Ok(r),
-                other => Err(format!("lastJob {other:?}")),
-            }
-        },
+        |r| r.outcome == JobOutcome::Succeeded && r.name != failed.name,
     )
     .await;
     assert_eq!(
