@@ -2,6 +2,7 @@
 
 use crate::condition::Condition;
 use crate::model::{ModelSpec, Precision};
+use crate::runtime_pod::RuntimePodSpec;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,10 @@ pub struct InferenceServiceSpec {
     pub replicas: ReplicasSpec,
     #[serde(default)]
     pub profiling: ProfilingSpec,
+    /// Scheduling and resources of the runtime pods (profiling and serving): CPU and memory,
+    /// tolerations, node selector, priority class. Each field set replaces the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<RuntimePodSpec>,
     /// What to do when what the serving pods measure stays 2x off the profile's prediction — their
     /// joules per inference, or their model's time per batch (`status.observed`): `Event`
     /// (default) warns; `Reprofile` also measures the model again, at most once a day

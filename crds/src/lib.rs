@@ -15,8 +15,10 @@
 
 pub mod condition;
 pub mod energy_profile;
+pub mod field_error;
 pub mod inference_service;
 pub mod model;
+pub mod runtime_pod;
 pub mod validate;
 
 pub use condition::{Condition, ConditionStatus};
@@ -28,6 +30,7 @@ pub use inference_service::{
     InferenceService, InferenceServiceSpec, InferenceServiceStatus, Phase,
 };
 pub use model::{BuiltinModel, Dtype, InputSpec, ModelSource, ModelSpec, Precision};
+pub use runtime_pod::RuntimePodSpec;
 
 pub const GROUP: &str = "greenbatch.dev";
 pub const VERSION: &str = "v1alpha1";

@@ -8,18 +8,10 @@ use greenbatch_core::{BatchingMode as CoreMode, ReplicaRange, Slo};
 /// Elements in one item above which an input is refused: 2^28 floats is 1 GiB per item.
 pub const MAX_ITEM_ELEMENTS: i64 = 1 << 28;
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+pub use crate::field_error::FieldError;
 
 fn err(field: &str, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.to_string(),
-        message: message.into(),
-    }
+    FieldError::new(field, message)
 }
 
 /// All errors, joined for a condition message.
@@ -250,6 +242,14 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
         errors.push(err(
             "spec.profiling.maxSpread",
             format!("must be in 0..=10, got {}", p.max_spread),
+        ));
+    }
+
+    if let Some(pod) = &spec.pod {
+        errors.extend(pod.check(
+            "spec.pod",
+            (spec.gpu.count > 0).then_some(spec.gpu.resource.as_str()),
+            spec.gpu.product.as_deref().filter(|_| spec.gpu.count > 0),
         ));
     }
 

@@ -41,6 +41,10 @@ pub struct OperatorConfig {
     /// trust for https model downloads besides the public roots; mounted only into pods of
     /// services whose model is a URL.
     pub model_ca_config_map: Option<String>,
+    /// Scheduling and resources of runtime pods (profiling and serving) for services whose
+    /// `spec.pod` leaves a field out: the platform's GPU-node tolerations, a default memory
+    /// request, a priority class.
+    pub runtime_pod: greenbatch_crds::RuntimePodSpec,
 }
 
 impl Default for OperatorConfig {
@@ -59,6 +63,7 @@ impl Default for OperatorConfig {
             target_utilisation: greenbatch_core::Policy::default().target_utilisation,
             scale_down_delay: std::time::Duration::from_secs(300),
             model_ca_config_map: None,
+            runtime_pod: Default::default(),
         }
     }
 }

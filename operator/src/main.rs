@@ -2,6 +2,7 @@
 //! shutdown on SIGTERM/SIGINT.
 
 use clap::{Parser, ValueEnum};
+use greenbatch_crds::RuntimePodSpec;
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, OperatorError, server};
@@ -44,6 +45,11 @@ struct Args {
     /// for https model downloads, besides the public roots (a model store with a private CA).
     #[arg(long, env = "GREENBATCH_MODEL_CA_CONFIGMAP", value_parser = config_map_name)]
     model_ca_configmap: Option<String>,
+    /// Scheduling and resources of runtime pods (profiling and serving) where a service's
+    /// `spec.pod` leaves a field out, as JSON: `{"resources": {"requests": {"memory": "8Gi"}},
+    /// "tolerations": [...], "nodeSelector": {...}, "priorityClassName": "..."}`.
+    #[arg(long, env = "GREENBATCH_RUNTIME_POD_DEFAULTS", value_parser = runtime_pod_defaults)]
+    runtime_pod_defaults: Option<RuntimePodSpec>,
     /// Pod retries of a profiling Job.
     #[arg(long, env = "GREENBATCH_JOB_BACKOFF_LIMIT", default_value_t = 2)]
     job_backoff_limit: i32,
@@ -160,6 +166,22 @@ fn unused_profile_ttl(text: &str) -> Result<UnusedProfileTtl, String> {
     }
 }
 
+fn runtime_pod_defaults(text: &str) -> Result<RuntimePodSpec, String> {
+    let pod: RuntimePodSpec = serde_json::from_str(text)
+        .map_err(|e| format!("not a pod settings object (resources, tolerations, nodeSelector, priorityClassName): {e}"))?;
+    // The GPU product is each service's (spec.gpu.product): no default may pin it.
+    let errors = pod.check("runtime pod defaults", Some("nvidia.com/gpu"), Some(""));
+    if errors.is_empty() {
+        Ok(pod)
+    } else {
+        Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}
+
 fn utilisation(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(u) if u > 0.0 && u <= 1.0 => Ok(u),
@@ -259,6 +281,7 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             scale_down_delay: Duration::from_secs(args.scale_down_delay_seconds),
             target_utilisation: args.target_utilisation,
             model_ca_config_map: args.model_ca_configmap,
+            runtime_pod: args.runtime_pod_defaults.unwrap_or_default(),
         },
         scope: args.namespace.map(Scope::Namespace).unwrap_or(Scope::All),
         concurrency: args.concurrency,

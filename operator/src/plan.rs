@@ -6,7 +6,7 @@
 use crate::config::OperatorConfig;
 use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobState, Observed};
-use crate::resources::{self, ServeSettings};
+use crate::resources::{self, PodPlacement, ServeSettings};
 use crate::sizing::{
     ReplicaDecision, Stabilised, drift, drift_note, observed_serving, past_capacity,
     predicted_forward_ms, predicted_joules, previous_observation, replicas_for, slo_note,
@@ -20,7 +20,7 @@ use greenbatch_crds::inference_service::{
 };
 use greenbatch_crds::{
     Condition, ConditionStatus, EnergyProfile, InferenceService, JobOutcome, Phase, ProfileKey,
-    ProfilePhase, ProfilingJobRecord, condition::set_condition,
+    ProfilePhase, ProfilingJobRecord, RuntimePodSpec, condition::set_condition,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -204,6 +204,16 @@ fn job_owner(profile: &EnergyProfile) -> Option<OwnerReference> {
         controller: Some(true),
         block_owner_deletion: Some(true),
     })
+}
+
+/// The runtime pods' scheduling and resources: the service's `spec.pod` over the operator's
+/// defaults.
+fn runtime_pod(is: &InferenceService, cfg: &OperatorConfig) -> RuntimePodSpec {
+    is.spec
+        .pod
+        .clone()
+        .unwrap_or_default()
+        .over(&cfg.runtime_pod)
 }
 
 fn service_owner(is: &InferenceService) -> Option<OwnerReference> {
@@ -861,7 +871,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     &name,
                                     &namespace,
                                     &is.spec.model,
-                                    &is.spec.gpu,
+                                    PodPlacement {
+                                        gpu: &is.spec.gpu,
+                                        pod: &runtime_pod(is, cfg),
+                                    },
                                     &settings,
                                     owner.clone(),
                                     cfg,
@@ -1300,7 +1313,10 @@ fn profile_state<'a>(
                     profile_name,
                     namespace,
                     &profile.spec,
-                    &is.spec.gpu,
+                    PodPlacement {
+                        gpu: &is.spec.gpu,
+                        pod: &runtime_pod(is, cfg),
+                    },
                     owner,
                     cfg,
                 )

@@ -6,7 +6,7 @@ use crate::config::OperatorConfig;
 use crate::names::*;
 use greenbatch_crds::energy_profile::EnergyProfileSpec;
 use greenbatch_crds::inference_service::GpuSpec;
-use greenbatch_crds::{EnergyProfile, ModelSource, ModelSpec};
+use greenbatch_crds::{EnergyProfile, ModelSource, ModelSpec, RuntimePodSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -209,23 +209,43 @@ fn device_arg(gpu: &GpuSpec) -> &'static str {
     if gpu.count > 0 { "cuda" } else { "cpu" }
 }
 
-fn gpu_resources(gpu: &GpuSpec) -> Option<ResourceRequirements> {
-    (gpu.count > 0).then(|| {
-        let q: BTreeMap<String, Quantity> =
-            [(gpu.resource.clone(), Quantity(gpu.count.to_string()))].into();
-        ResourceRequirements {
-            limits: Some(q.clone()),
-            requests: Some(q),
-            ..Default::default()
-        }
+/// What a runtime pod gets and where it may run: the GPU of `spec.gpu`, and the settings of
+/// `spec.pod` over the operator's defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct PodPlacement<'a> {
+    pub gpu: &'a GpuSpec,
+    pub pod: &'a RuntimePodSpec,
+}
+
+/// The runtime container's resources: `spec.pod`'s (CPU, memory, ...) with the GPU of `spec.gpu`
+/// in both requests and limits (an extended resource is requested as it is limited).
+fn container_resources(gpu: &GpuSpec, pod: &RuntimePodSpec) -> Option<ResourceRequirements> {
+    let given = pod.resources.clone().unwrap_or_default();
+    let (mut requests, mut limits) = (
+        given.requests.unwrap_or_default(),
+        given.limits.unwrap_or_default(),
+    );
+    if gpu.count > 0 {
+        let q = Quantity(gpu.count.to_string());
+        requests.insert(gpu.resource.clone(), q.clone());
+        limits.insert(gpu.resource.clone(), q);
+    }
+    let some = |m: BTreeMap<String, Quantity>| (!m.is_empty()).then_some(m);
+    let (requests, limits) = (some(requests), some(limits));
+    (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
+        requests,
+        limits,
+        ..Default::default()
     })
 }
 
-fn node_selector(gpu: &GpuSpec) -> Option<BTreeMap<String, String>> {
-    gpu.product
-        .as_ref()
-        .filter(|_| gpu.count > 0)
-        .map(|p| labels(&[(GPU_PRODUCT_NODE_LABEL, p)]))
+/// `spec.pod`'s node selector, with the GPU product's label when the pods get a GPU.
+fn node_selector(gpu: &GpuSpec, pod: &RuntimePodSpec) -> Option<BTreeMap<String, String>> {
+    let mut selector = pod.node_selector.clone().unwrap_or_default();
+    if let Some(product) = gpu.product.as_ref().filter(|_| gpu.count > 0) {
+        selector.insert(GPU_PRODUCT_NODE_LABEL.into(), product.clone());
+    }
+    (!selector.is_empty()).then_some(selector)
 }
 
 /// The runtime container as profiling and serving pods both run it: image, binary, `args`, the
@@ -233,6 +253,7 @@ fn node_selector(gpu: &GpuSpec) -> Option<BTreeMap<String, String>> {
 fn runtime_container(
     cfg: &OperatorConfig,
     gpu: &GpuSpec,
+    pod: &RuntimePodSpec,
     args: Vec<String>,
     mounts: Vec<VolumeMount>,
 ) -> Container {
@@ -242,7 +263,7 @@ fn runtime_container(
         image_pull_policy: cfg.image_pull_policy.clone(),
         command: Some(vec![RUNTIME_BINARY.into()]),
         args: Some(args),
-        resources: gpu_resources(gpu),
+        resources: container_resources(gpu, pod),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
         // The runtime prints why it failed (and exits with a code saying what kind of failure);
@@ -370,10 +391,11 @@ pub fn profiling_job(
     profile_name: &str,
     namespace: &str,
     spec: &EnergyProfileSpec,
-    gpu: &GpuSpec,
+    placement: PodPlacement<'_>,
     owner: OwnerReference,
     cfg: &OperatorConfig,
 ) -> Result<Job, ResourceError> {
+    let PodPlacement { gpu, pod } = placement;
     let model = model_mount(&spec.model.source, cfg.model_ca_config_map.as_deref())?;
     let (volumes, mounts) = volumes(&model);
     let pod_labels = labels(&[
@@ -405,11 +427,14 @@ pub fn profiling_job(
                     // The runtime writes the EnergyProfile's status with this identity.
                     automount_service_account_token: Some(true),
                     security_context: Some(pod_security()),
-                    node_selector: node_selector(gpu),
+                    node_selector: node_selector(gpu, pod),
+                    tolerations: pod.tolerations.clone(),
+                    priority_class_name: pod.priority_class_name.clone(),
                     volumes: Some(volumes),
                     containers: vec![runtime_container(
                         cfg,
                         gpu,
+                        pod,
                         profile_args(profile_name, namespace, spec, gpu, &model),
                         mounts,
                     )],
@@ -499,11 +524,12 @@ pub fn deployment(
     name: &str,
     namespace: &str,
     model: &ModelSpec,
-    gpu: &GpuSpec,
+    placement: PodPlacement<'_>,
     settings: &ServeSettings,
     owner: OwnerReference,
     cfg: &OperatorConfig,
 ) -> Result<Deployment, ResourceError> {
+    let PodPlacement { gpu, pod } = placement;
     let mount = model_mount(&model.source, cfg.model_ca_config_map.as_deref())?;
     let (volumes, mounts) = volumes(&mount);
     let pod_labels = serving_labels(name);
@@ -534,7 +560,9 @@ pub fn deployment(
                     // Serving needs no API access.
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
-                    node_selector: node_selector(gpu),
+                    node_selector: node_selector(gpu, pod),
+                    tolerations: pod.tolerations.clone(),
+                    priority_class_name: pod.priority_class_name.clone(),
                     // Replicas on different nodes where the scheduler can: one node drained or
                     // lost does not take every replica with it. A preference, never a reason to
                     // leave a pod Pending (GPU nodes are few).
@@ -579,6 +607,7 @@ pub fn deployment(
                         ..runtime_container(
                             cfg,
                             gpu,
+                            pod,
                             serve_args(name, model, gpu, &mount, settings),
                             mounts,
                         )
@@ -790,7 +819,27 @@ mod tests {
             job_backoff_limit: 3,
             ..Default::default()
         };
-        let job = profiling_job("j", "p", "ns", &spec, &is.spec.gpu, owner(), &cfg).unwrap();
+        // The platform's defaults under the service's own settings.
+        let pod_settings: RuntimePodSpec = serde_json::from_value(serde_json::json!({
+            "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "nodeSelector": {"pool": "inference"},
+            "priorityClassName": "inference",
+        }))
+        .unwrap();
+        let job = profiling_job(
+            "j",
+            "p",
+            "ns",
+            &spec,
+            PodPlacement {
+                gpu: &is.spec.gpu,
+                pod: &pod_settings,
+            },
+            owner(),
+            &cfg,
+        )
+        .unwrap();
         let js = job.spec.unwrap();
         assert_eq!(js.backoff_limit, Some(3));
         assert_eq!(js.active_deadline_seconds, Some(3600));
@@ -802,8 +851,33 @@ mod tests {
             Some("greenbatch-runtime")
         );
         assert_eq!(
-            pod.node_selector.unwrap()["nvidia.com/gpu.product"],
-            "NVIDIA-H200"
+            pod.node_selector.clone().unwrap(),
+            BTreeMap::from([
+                (
+                    "nvidia.com/gpu.product".to_string(),
+                    "NVIDIA-H200".to_string()
+                ),
+                ("pool".to_string(), "inference".to_string())
+            ])
+        );
+        assert_eq!(pod.tolerations, pod_settings.tolerations);
+        assert_eq!(pod.priority_class_name.as_deref(), Some("inference"));
+        let r = pod.containers[0].resources.clone().unwrap();
+        let quantities = |m: Option<BTreeMap<String, Quantity>>| -> Vec<(String, String)> {
+            m.unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()
+        };
+        assert_eq!(
+            quantities(r.requests),
+            [("cpu", "4"), ("memory", "8Gi"), ("nvidia.com/gpu", "2")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(
+            quantities(r.limits),
+            [("memory", "16Gi"), ("nvidia.com/gpu", "2")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
         );
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
         let c = &pod.containers[0];
@@ -842,7 +916,10 @@ mod tests {
             "svc",
             "ns",
             &is.spec.model,
-            &is.spec.gpu,
+            PodPlacement {
+                gpu: &is.spec.gpu,
+                pod: &RuntimePodSpec::default(),
+            },
             &s,
             owner(),
             &OperatorConfig::default(),

@@ -30,6 +30,7 @@ pub fn service(name: &str) -> InferenceService {
             replicas: Default::default(),
             profiling: Default::default(),
             on_drift: Default::default(),
+            pod: None,
         },
     );
     s.metadata.namespace = Some("ns".into());

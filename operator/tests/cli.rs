@@ -79,6 +79,15 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
             &["--unused-profile-ttl-seconds=315360001"],
             "--unused-profile-ttl-seconds",
         ),
+        (&["--runtime-pod-defaults={"], "--runtime-pod-defaults"),
+        (
+            &[r#"--runtime-pod-defaults={"tolerations": [{"operator": "Equal"}]}"#],
+            "--runtime-pod-defaults",
+        ),
+        (
+            &[r#"--runtime-pod-defaults={"nodeSelector": {"nvidia.com/gpu.product": "H100"}}"#],
+            "--runtime-pod-defaults",
+        ),
         (&["--listen=nowhere"], "--listen"),
         (&["--log-format=xml"], "--log-format"),
         (&["--concurrency=-1"], "--concurrency"),

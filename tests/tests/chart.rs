@@ -448,6 +448,8 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         "watchNamespace": "vision",
         "runtime": {"namespaces": ["vision", "ml"], "serviceAccountName": "profiler",
                     "modelCAConfigMap": "corp-ca",
+                    "pod": {"resources": {"requests": {"cpu": 4, "memory": "8Gi"}},
+                            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
                     "image": {"repository": "registry.example/gb-runtime", "tag": "1.2.3", "pullPolicy": "Always"}},
         "leaderElection": {"enabled": false},
         "controller": {"targetUtilisation": "0.6", "observeIntervalSeconds": 10},
@@ -518,6 +520,11 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     assert_eq!(flag(&pinned_args, "--runtime-version"), Some("2026.11"));
     assert_eq!(flag(&a, "--image-pull-policy"), Some("Always"));
     assert_eq!(flag(&a, "--model-ca-configmap"), Some("corp-ca"));
+    // The platform's pod defaults, as JSON the operator parses (assert_operator_accepts above).
+    let pod_defaults: Value =
+        serde_json::from_str(flag(&a, "--runtime-pod-defaults").expect("the flag")).expect("JSON");
+    assert_eq!(pod_defaults["resources"]["requests"]["memory"], "8Gi");
+    assert_eq!(pod_defaults["tolerations"][0]["operator"], "Exists");
     assert_eq!(flag(&a, "--target-utilisation"), Some("0.6"));
     assert_eq!(flag(&a, "--observe-interval-seconds"), Some("10"));
     assert_eq!(flag(&a, "--listen"), Some("0.0.0.0:9100"));
@@ -751,6 +758,11 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
             "runtime.modelCAConfigMap",
         ),
         (json!({"crds": {"install": "yes"}}), "crds.install"),
+        (
+            json!({"runtime": {"pod": {"tolerations": [{"key": "gpu", "operator": "In"}]}}}),
+            "runtime.pod.tolerations",
+        ),
+        (json!({"runtime": {"pod": {"affinity": {}}}}), "runtime.pod"),
         (
             json!({"controller": {"unusedProfileTtlSeconds": 600}}),
             "controller.unusedProfileTtlSeconds",
@@ -1430,9 +1442,16 @@ async fn the_serving_objects_the_operator_builds_fit_the_api_schemas_of_kubernet
         "apiVersion": "greenbatch.dev/v1alpha1", "kind": "InferenceService",
         "metadata": {"name": "resnet50", "namespace": "vision", "uid": "u-1", "generation": 4},
         "spec": {"model": {"source": {"uri": "pvc://models/resnet50.pt"}, "input": {"shape": [3, 224, 224]}},
-                 "slo": {"latencyMs": 50}, "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+                 "slo": {"latencyMs": 50}, "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"},
+                 "pod": {"resources": {"requests": {"cpu": 4, "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+                         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                         "nodeSelector": {"pool": "inference"}, "priorityClassName": "inference"}},
     }))
     .expect("an InferenceService");
+    assert!(
+        greenbatch_crds::validate::validate_spec(&service.spec).is_ok(),
+        "a valid spec"
+    );
     let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
         api_version: "greenbatch.dev/v1alpha1".into(),
         kind: "InferenceService".into(),
@@ -1455,12 +1474,22 @@ async fn the_serving_objects_the_operator_builds_fit_the_api_schemas_of_kubernet
         "resnet50",
         "vision",
         &service.spec.model,
-        &service.spec.gpu,
+        resources::PodPlacement {
+            gpu: &service.spec.gpu,
+            pod: &service.spec.pod.clone().expect("spec.pod"),
+        },
         &settings,
         owner.clone(),
         &cfg,
     )
     .expect("a Deployment");
+    let pod = &serde_json::to_value(&deployment).expect("JSON")["spec"]["template"]["spec"];
+    assert_eq!(pod["tolerations"][0]["key"], "nvidia.com/gpu");
+    assert_eq!(pod["priorityClassName"], "inference");
+    assert_eq!(
+        pod["containers"][0]["resources"]["requests"]["memory"],
+        "8Gi"
+    );
     let objects = [
         serde_json::to_value(&deployment).expect("JSON"),
         serde_json::to_value(resources::service("resnet50", "vision", owner.clone()))

@@ -776,6 +776,11 @@ async fn operator_end_to_end() {
             // looks every second).
             unused_profile_ttl: Some(Duration::from_secs(3)),
             prune_interval: Duration::from_secs(1),
+            // The platform's default for runtime pods: tolerate the GPU nodes' taint.
+            runtime_pod: serde_json::from_value(serde_json::json!({
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            }))
+            .expect("pod defaults"),
             ..Default::default()
         },
         scope: Scope::All,
@@ -905,7 +910,15 @@ async fn operator_end_to_end() {
         .expect("the phase watch starts")
         .expect("the phase watch runs");
     services
-        .create(&pp, &service_yaml("alpha", &uri, serde_json::json!({})))
+        .create(
+            &pp,
+            &service_yaml(
+                "alpha",
+                &uri,
+                serde_json::json!({"pod": {"resources": {
+                    "requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "2Gi"}}}}),
+            ),
+        )
         .await
         .expect("create alpha");
     let target = if serve_supported {
@@ -1002,6 +1015,45 @@ async fn operator_end_to_end() {
         d.metadata.owner_references.as_ref().unwrap()[0].uid,
         alpha.uid().unwrap()
     );
+    // alpha's resources over the operator's default toleration, in its serving pods and in the
+    // profiling Job's, as the API server stored them.
+    let job = jobs
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            names::PROFILE_LABEL,
+            status.profile_ref.clone().expect("profileRef")
+        )))
+        .await
+        .expect("list Jobs")
+        .items
+        .into_iter()
+        .next()
+        .expect("alpha's profiling Job");
+    for (what, pod) in [
+        (
+            "Deployment",
+            d.spec.as_ref().and_then(|s| s.template.spec.clone()),
+        ),
+        (
+            "Job",
+            job.spec.as_ref().and_then(|s| s.template.spec.clone()),
+        ),
+    ] {
+        let pod = pod.expect("a pod template");
+        let tolerations = pod.tolerations.clone().unwrap_or_default();
+        assert_eq!(
+            tolerations.first().and_then(|t| t.key.as_deref()),
+            Some("nvidia.com/gpu"),
+            "{what}: {tolerations:?}"
+        );
+        let resources = pod.containers[0].resources.clone().unwrap_or_default();
+        let memory_limit = resources
+            .limits
+            .unwrap_or_default()
+            .get("memory")
+            .map(|q| q.0.clone());
+        assert_eq!(memory_limit.as_deref(), Some("2Gi"), "{what}");
+    }
     svcs.get("alpha").await.expect("alpha's Service");
     if serve_supported {
         assert_eq!(status.replicas.as_ref().map(|r| r.ready), Some(1));

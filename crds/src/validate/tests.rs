@@ -26,6 +26,7 @@ fn valid() -> InferenceServiceSpec {
         replicas: ReplicasSpec { min: 1, max: 4 },
         profiling: ProfilingSpec::default(),
         on_drift: Default::default(),
+        pod: None,
     }
 }
 
@@ -64,6 +65,26 @@ type Mutation = fn(&mut InferenceServiceSpec);
 #[test]
 fn each_bad_field_is_named() {
     let cases: Vec<(Mutation, &str)> = vec![
+        (
+            |s| {
+                s.pod = Some(crate::RuntimePodSpec {
+                    priority_class_name: Some("Not A Name".into()),
+                    ..Default::default()
+                })
+            },
+            "spec.pod.priorityClassName",
+        ),
+        (
+            |s| {
+                // The GPU resource named by spec.gpu (not only nvidia.com/gpu) is spec.gpu's.
+                s.gpu.resource = "amd.com/gpu".into();
+                s.pod = serde_json::from_value(
+                    serde_json::json!({"resources": {"limits": {"amd.com/gpu": 2}}}),
+                )
+                .unwrap();
+            },
+            "spec.pod.resources.limits[\"amd.com/gpu\"]",
+        ),
         (
             |s| s.model.source.uri = Some("file:///m.pt".into()),
             "spec.model.source",
