@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the standard KServe v2 clients the serve tests drive the runtime with:
-#  - Triton's `tritonclient[http]` into the project venv (from PyPI);
+#  - Triton's `tritonclient[http,grpc]` into the project venv (from PyPI);
 #  - Triton's `perf_analyzer` (PyPI `perf-analyzer` 2.60.0). Its wheels are tagged manylinux_2_38 and
 #    need glibc 2.38 / GLIBCXX_3.4.32, newer than Debian 12's: the wheel is unpacked with pip
 #    --target, and Debian 13's libc6, libstdc++6 and libgcc-s1 are fetched with a *private* apt
@@ -14,9 +14,9 @@ DIR="$GREENBATCH_CACHE/v2-clients"
 ENV_FILE="$GREENBATCH_CACHE/v2-clients.env"
 mkdir -p "$DIR"
 
-if ! "$GREENBATCH_VENV/bin/python" -c 'import tritonclient.http' 2>/dev/null; then
-  log "installing tritonclient[http] into the venv"
-  "$GREENBATCH_VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" 'tritonclient[http]==2.*' >&2
+if ! "$GREENBATCH_VENV/bin/python" -c 'import tritonclient.http, tritonclient.grpc' 2>/dev/null; then
+  log "installing tritonclient[http,grpc] into the venv"
+  "$GREENBATCH_VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" 'tritonclient[http,grpc]==2.*' >&2
 fi
 
 PA="$DIR/pa/perf_analyzer/bin/perf_analyzer"

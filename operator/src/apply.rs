@@ -57,6 +57,25 @@ pub async fn record_profiling_job(
     api.patch_status(name, &params, &Patch::Apply(&body)).await
 }
 
+/// Creates `obj` unless an object of its name exists; whether it created it. For what is made
+/// once and never changed — a profiling Job: two services sharing a profile may both plan its
+/// Job in the same moment, each with its own pod settings, and a Job's template is immutable, so
+/// the second must leave the first's alone rather than apply over it.
+pub async fn create_if_absent<K>(api: &Api<K>, obj: &K) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let params = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.create(&params, obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deletes `name` if it exists; pods go with their owner in the background.
 pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
 where

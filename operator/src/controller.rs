@@ -633,11 +633,13 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
     }
     if let Some(job) = &plan.job {
         let jn = job.name_any();
-        apply::apply(&jobs, &jn, job)
+        let created = apply::create_if_absent(&jobs, job)
             .await
-            .map_err(api_err("apply", "Job", &ns, &jn))?;
-        tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
-        delete_superseded_jobs(&jobs, job, &jn).await;
+            .map_err(api_err("create", "Job", &ns, &jn))?;
+        if created {
+            tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
+            delete_superseded_jobs(&jobs, job, &jn).await;
+        }
     }
     match &plan.serving {
         Serving::Keep => {}

@@ -47,6 +47,9 @@ pub const CONTAINER_NAME: &str = "runtime";
 /// The runtime's HTTP port in serving pods (KServe v2 + /metrics); the Service's port too.
 pub const HTTP_PORT: i32 = 8080;
 pub const HTTP_PORT_NAME: &str = "http";
+/// The runtime's KServe v2 gRPC port in serving pods (`serve --grpc-port`); the Service's too.
+pub const GRPC_PORT: i32 = 8081;
+pub const GRPC_PORT_NAME: &str = "grpc";
 /// The serving pods' environment variable carrying the profile (`greenbatch-runtime serve
 /// --profile-json`).
 pub const PROFILE_INLINE_ENV: &str = "GREENBATCH_PROFILE_INLINE";

@@ -483,6 +483,8 @@ pub fn serve_args(
         name,
         "--port",
         &HTTP_PORT.to_string(),
+        "--grpc-port",
+        &GRPC_PORT.to_string(),
         "--max-batch-size",
         &s.batch_size.to_string(),
         "--max-queue-delay-ms",
@@ -583,12 +585,20 @@ pub fn deployment(
                     // exits as soon as the queue is empty: a long grace costs nothing then.
                     termination_grace_period_seconds: Some(SERVING_GRACE_SECONDS),
                     containers: vec![Container {
-                        ports: Some(vec![ContainerPort {
-                            name: Some(HTTP_PORT_NAME.into()),
-                            container_port: HTTP_PORT,
-                            protocol: Some("TCP".into()),
-                            ..Default::default()
-                        }]),
+                        ports: Some(vec![
+                            ContainerPort {
+                                name: Some(HTTP_PORT_NAME.into()),
+                                container_port: HTTP_PORT,
+                                protocol: Some("TCP".into()),
+                                ..Default::default()
+                            },
+                            ContainerPort {
+                                name: Some(GRPC_PORT_NAME.into()),
+                                container_port: GRPC_PORT,
+                                protocol: Some("TCP".into()),
+                                ..Default::default()
+                            },
+                        ]),
                         readiness_probe: Some(probe("/v2/health/ready", 5, 3)),
                         liveness_probe: Some(Probe {
                             // Loading a large model can take a while before /live answers.
@@ -663,13 +673,19 @@ pub fn service(name: &str, namespace: &str, owner: OwnerReference) -> Service {
         metadata: serving_metadata(name, namespace, owner),
         spec: Some(ServiceSpec {
             selector: Some(labels(&[(SERVICE_LABEL, name)])),
-            ports: Some(vec![ServicePort {
-                name: Some(HTTP_PORT_NAME.into()),
-                port: HTTP_PORT,
-                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
+            // HTTP (KServe v2 REST, /metrics) and KServe v2 gRPC, each under its protocol's
+            // port name (service meshes tell the protocols apart by it).
+            ports: Some(
+                [(HTTP_PORT_NAME, HTTP_PORT), (GRPC_PORT_NAME, GRPC_PORT)]
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.into()),
+                        port,
+                        target_port: Some(IntOrString::String(name.into())),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .to_vec(),
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -956,6 +972,25 @@ mod tests {
         );
         let c = &pod.containers[0];
         assert!(c.resources.is_none());
+        // KServe v2 over HTTP and over gRPC, on the container and on the Service in front.
+        let ports: Vec<(Option<String>, i32)> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            vec![(Some("http".into()), 8080), (Some("grpc".into()), 8081)]
+        );
+        let svc = super::service("svc", "ns", owner()).spec.unwrap();
+        let svc_ports: Vec<(Option<String>, i32)> = svc
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.port))
+            .collect();
+        assert_eq!(svc_ports, ports);
         assert_eq!(
             c.readiness_probe
                 .as_ref()
@@ -980,7 +1015,7 @@ mod tests {
         );
         assert_eq!(
             c.args.clone().unwrap().join(" "),
-            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --device cpu --name svc --port 8080 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
+            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --device cpu --name svc --port 8080 --grpc-port 8081 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
         );
         // The profile for the pod's own adaptive batching, by environment.
         let env = c.env.clone().unwrap_or_default();

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     pub name: Option<String>,
     #[arg(long, default_value_t = 8080, env = "GREENBATCH_PORT")]
     pub port: u16,
+    /// Also serve the KServe v2 gRPC protocol (`inference.GRPCInferenceService`) on this port;
+    /// the same model, queue and metrics as HTTP. Off when unset.
+    #[arg(long, env = "GREENBATCH_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
     #[arg(long, default_value = "0.0.0.0", env = "GREENBATCH_BIND")]
     pub bind: std::net::IpAddr,
     /// Largest batch the server forms (and the largest request it accepts, in items).

@@ -1,6 +1,6 @@
 //! Unmodified standard v2 clients against `greenbatch-runtime serve`: Triton's Python
-//! `tritonclient` (HTTP, JSON and binary tensors) and Triton's `perf_analyzer` (concurrency and
-//! Poisson request-rate modes, batch 4). Both come from PyPI via `scripts/setup-v2-clients.sh`.
+//! `tritonclient` (HTTP with JSON and binary tensors; gRPC) and Triton's `perf_analyzer`
+//! (concurrency and Poisson request-rate modes, batch 4, over HTTP and over gRPC). Both come from PyPI via `scripts/setup-v2-clients.sh`.
 //! Without them the test says so and passes, unless `GREENBATCH_REQUIRE_V2_CLIENTS` is set (as
 //! `scripts/test.sh` does), so CI cannot silently skip it.
 
@@ -34,18 +34,23 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         .map(PathBuf::from)
         .unwrap_or_else(|| cache().join("v2-clients/perf_analyzer"));
     let has_tritonclient = Command::new(&python)
-        .args(["-c", "import tritonclient.http"])
+        .args(["-c", "import tritonclient.http, tritonclient.grpc"])
         .status()
         .is_ok_and(|s| s.success());
     (has_tritonclient && pa.exists()).then_some((python, pa))
 }
 
-fn start() -> (Server, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// The server on an HTTP port and a gRPC port.
+fn start() -> (Server, u16, u16) {
+    let (port, grpc_port) = (free_port(), free_port());
     let model = common::fixture("tiny_cnn.pt");
     let server = Server(
         Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
@@ -61,6 +66,8 @@ fn start() -> (Server, u16) {
             .args([
                 "--port",
                 &port.to_string(),
+                "--grpc-port",
+                &grpc_port.to_string(),
                 "--max-batch-size",
                 "8",
                 "--max-queue-delay-ms",
@@ -89,7 +96,7 @@ fn start() -> (Server, u16) {
             })
             .unwrap_or(false);
         if ok {
-            return (server, port);
+            return (server, port, grpc_port);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -131,6 +138,63 @@ except http.InferenceServerException as e:
 print("tritonclient ok")
 "#;
 
+/// The same over gRPC: raw tensors both ways, the answers equal to HTTP's, errors as gRPC codes.
+const TRITONCLIENT_GRPC: &str = r#"
+import sys, numpy as np
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+c = grpc.InferenceServerClient(url=sys.argv[1])
+assert c.is_server_live() and c.is_server_ready(), "server not live/ready"
+assert c.is_model_ready("tiny_cnn") and c.is_model_ready("tiny_cnn", "1"), "model not ready"
+meta = c.get_model_metadata("tiny_cnn")
+assert meta.inputs[0].name == "input__0" and list(meta.inputs[0].shape) == [-1, 3, 16, 16], meta
+assert list(meta.outputs[0].shape) == [-1, 10], meta
+cfg = c.get_model_config("tiny_cnn").config
+assert cfg.max_batch_size == 8 and list(cfg.input[0].dims) == [3, 16, 16], cfg
+x = np.random.rand(3, 3, 16, 16).astype(np.float32)
+inp = grpc.InferInput("input__0", list(x.shape), "FP32")
+inp.set_data_from_numpy(x)
+r = c.infer("tiny_cnn", [inp], outputs=[grpc.InferRequestedOutput("output__0")], request_id="g-1")
+y = r.as_numpy("output__0")
+assert y is not None and y.shape == (3, 10), y
+assert r.get_response().id == "g-1"
+h = http.InferenceServerClient(url=sys.argv[2])
+hi = http.InferInput("input__0", list(x.shape), "FP32")
+hi.set_data_from_numpy(x)
+assert np.array_equal(h.infer("tiny_cnn", [hi]).as_numpy("output__0"), y), "gRPC and HTTP disagree"
+def code_of(call):
+    try:
+        call()
+    except grpc.InferenceServerException as e:
+        return e.status(), e.message()
+    raise SystemExit("expected an error")
+status, message = code_of(lambda: c.infer("nope", [inp]))
+assert status == "StatusCode.NOT_FOUND" and "unknown model" in message, (status, message)
+bad = grpc.InferInput("input__0", [1, 3, 16, 15], "FP32")
+bad.set_data_from_numpy(np.zeros((1, 3, 16, 15), np.float32))
+status, message = code_of(lambda: c.infer("tiny_cnn", [bad]))
+assert status == "StatusCode.INVALID_ARGUMENT" and "item shape" in message, (status, message)
+big = grpc.InferInput("input__0", [9, 3, 16, 16], "FP32")
+big.set_data_from_numpy(np.zeros((9, 3, 16, 16), np.float32))
+status, message = code_of(lambda: c.infer("tiny_cnn", [big]))
+assert status == "StatusCode.INVALID_ARGUMENT" and "max batch size" in message, (status, message)
+print("tritonclient grpc ok")
+"#;
+
+/// `greenbatch_requests_total{code}` from the server's /metrics.
+fn requests_with_code(port: u16, code: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let series = format!("greenbatch_requests_total{{code=\"{code}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[test]
 fn tritonclient_and_perf_analyzer_work_unmodified() {
     let Some((python, perf_analyzer)) = tools() else {
@@ -143,8 +207,9 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
         );
         return;
     };
-    let (_server, port) = start();
+    let (_server, port, grpc_port) = start();
     let url = format!("127.0.0.1:{port}");
+    let grpc_url = format!("127.0.0.1:{grpc_port}");
 
     let o = Command::new(&python)
         .args(["-c", TRITONCLIENT, &url])
@@ -155,6 +220,24 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
         "tritonclient: {}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
+    );
+
+    // gRPC: the same server, counted in the same metrics (the operator sizes from them).
+    let not_found_before = requests_with_code(port, "404");
+    let o = Command::new(&python)
+        .args(["-c", TRITONCLIENT_GRPC, &grpc_url, &url])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tritonclient grpc: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        requests_with_code(port, "404") - not_found_before,
+        1.0,
+        "the unknown model over gRPC is counted as a 404"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +254,11 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
             ],
         ),
     ];
-    for (name, mode) in runs {
+    for ((name, mode), (protocol, target)) in runs
+        .into_iter()
+        .flat_map(|run| [("http", &url), ("grpc", &grpc_url)].map(|p| (run.clone(), p)))
+    {
+        let name = format!("{name} over {protocol}");
         let csv = dir.path().join(format!("{name}.csv"));
         let o = Command::new(&perf_analyzer)
             // perf_analyzer's default "random" data is random bytes, which include NaN bit patterns
@@ -180,9 +267,9 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
                 "-m",
                 "tiny_cnn",
                 "-u",
-                &url,
+                target,
                 "-i",
-                "http",
+                protocol,
                 "-b",
                 "4",
                 "--input-data",

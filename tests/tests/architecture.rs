@@ -168,6 +168,7 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
                 "serve::batcher",
                 "serve::metrics",
             ],
+            &["serve::v2_grpc"],
             &[
                 "device",
                 "fetch",
@@ -182,7 +183,8 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
             &["cli", "protocol", "serve::staging"],
             &["setup"],
             &["measure", "serve::executor"],
-            &["serve::energy", "serve::server"],
+            &["serve::energy", "serve::inference"],
+            &["serve::server", "serve::grpc"],
             &["profile_cmd", "tune_cmd", "loadgen", "serve"],
             &["crate"],
         ],

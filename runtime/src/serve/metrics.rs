@@ -96,7 +96,7 @@ impl Metrics {
         let registry = &mut m.registry;
         registry.register(
             "requests",
-            "Inference requests by HTTP status code",
+            "Inference requests by HTTP status code (a gRPC call by the HTTP status of its outcome)",
             m.requests.clone(),
         );
         registry.register(

@@ -1,6 +1,6 @@
 //! `greenbatch-runtime serve`: the KServe v2 server with energy-aware dynamic batching.
 //!
-//! Threads: the HTTP server (tokio), the executor (owns the model), the energy accounting (owns the
+//! Threads: the HTTP server and, with `--grpc-port`, the gRPC server (tokio), the executor (owns the model), the energy accounting (owns the
 //! meter), and the adaptive controller (a tokio task). Lifecycle: the port opens at once and
 //! readiness is false until the model has loaded (or forever, with the reason, if it fails); on
 //! SIGTERM/SIGINT readiness turns false, new requests get 503, queued and in-flight ones are
@@ -10,10 +10,13 @@ pub mod adaptive;
 pub mod batcher;
 pub mod energy;
 pub mod executor;
+pub mod grpc;
+pub mod inference;
 pub mod metrics;
 pub mod server;
 pub mod staging;
 pub mod v2;
+pub mod v2_grpc;
 
 use crate::cli::ServeArgs;
 use crate::error::{Result, RuntimeError};
@@ -97,7 +100,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| model_name(&args.model.model));
     let shared = Arc::new(Shared::new(policy, args.queue_capacity, args.pad_batches));
-    let app = Arc::new(server::App {
+    let app = Arc::new(inference::App {
         shared: shared.clone(),
         model_name: name.clone(),
         signature: v2::Signature {
@@ -123,6 +126,31 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .map_err(|e| RuntimeError::Output { path: format!("listen {addr}"), message: e.to_string() })?;
         tracing::info!(%addr, model = %name, max_batch = policy.max_batch, max_queue_delay_ms = args.max_queue_delay_ms, "listening");
+        // gRPC beside HTTP: it stops taking calls when the drain starts (as HTTP does) and
+        // answers the ones in flight.
+        let (stop_grpc, grpc_stopped) = tokio::sync::watch::channel(false);
+        let grpc = match args.grpc_port {
+            None => None,
+            Some(port) => {
+                let addr = std::net::SocketAddr::from((args.bind, port));
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| RuntimeError::Output { path: format!("listen {addr} (gRPC)"), message: e.to_string() })?;
+                tracing::info!(%addr, "listening (KServe v2 gRPC)");
+                let service = grpc::InferenceService::new(app.clone());
+                let mut stopped = grpc_stopped.clone();
+                Some(tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(
+                            tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener),
+                            async move {
+                                let _ = stopped.wait_for(|s| *s).await;
+                            },
+                        ),
+                ))
+            }
+        };
 
         let model_args = args.model.clone();
         let exec_shared = shared.clone();
@@ -187,6 +215,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             }
             drain_shared.draining.store(true, Ordering::Relaxed);
             drain_shared.wake.notify_all();
+            let _ = stop_grpc.send(true);
         };
         axum::serve(listener, server::router(app))
             .with_graceful_shutdown(shutdown)
@@ -194,6 +223,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .map_err(|e| RuntimeError::Output { path: "http server".into(), message: e.to_string() })?;
         shared.draining.store(true, Ordering::Relaxed);
         shared.wake.notify_all();
+        if let Some(grpc) = grpc {
+            match grpc.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("the gRPC server failed: {e}"),
+                Err(e) => tracing::error!("the gRPC server task failed: {e}"),
+            }
+        }
         let _ = tokio::task::spawn_blocking(move || executor.join()).await;
         tracing::info!("stopped");
         match load_error_rx.await {

@@ -1,10 +1,9 @@
 //! HTTP: the KServe v2 endpoints (plus the Triton `config` extension perf_analyzer asks for),
 //! `/metrics`, and errors as `{"error": "..."}` with a 4xx/5xx status. Handlers only translate:
-//! decoding is `v2`, queueing is `executor::Shared`.
+//! decoding is `v2`, admission and queueing are `inference`.
 
-use super::batcher::Rejected;
-use super::executor::{Job, Shared};
-use super::v2::{self, EncodedResponse, InferResponse, OutputTensor, Signature, V2Error};
+use super::inference::{App, Failure, OUTPUT_NAME};
+use super::v2::{self, EncodedResponse, InferResponse, OutputTensor};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,17 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-pub const OUTPUT_NAME: &str = "output__0";
-
-pub struct App {
-    pub shared: Arc<Shared>,
-    pub model_name: String,
-    pub signature: Signature,
-    pub max_body_bytes: usize,
-}
 
 type AppState = State<Arc<App>>;
 
@@ -32,10 +21,14 @@ fn error(status: u16, message: impl Into<String>) -> Response {
     (code, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn retry_later(status: StatusCode, message: String) -> Response {
-    let mut r = (status, Json(json!({ "error": message }))).into_response();
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+/// A failure as a response: `{"error": ...}`, with `Retry-After` when retrying is worth it (429,
+/// 503).
+fn failed(f: Failure) -> Response {
+    let mut r = error(f.status, f.message);
+    if matches!(f.status, 429 | 503) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     r
 }
 
@@ -71,28 +64,13 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// A 404 for a model name or version this server does not serve.
 fn unknown_model(app: &App, name: &str, version: Option<&str>) -> Option<Response> {
-    if name != app.model_name {
-        return Some(error(
-            404,
-            format!(
-                "unknown model {name:?}; this server serves {:?}",
-                app.model_name
-            ),
-        ));
-    }
-    if let Some(v) = version.filter(|v| *v != "1") {
-        return Some(error(
-            404,
-            format!("unknown version {v:?} of {name:?}; available: 1"),
-        ));
-    }
-    None
+    app.check_model(name, version).err().map(failed)
 }
 
 /// Live unless the model has failed batch after batch ([`Shared::broken`](super::executor::Shared)):
 /// then 503 with why, for the kubelet's liveness probe to restart the container.
 async fn server_live(State(app): AppState) -> Response {
-    if !app.shared.broken.load(Ordering::Relaxed) {
+    if app.is_live() {
         return Json(json!({"live": true})).into_response();
     }
     let why = app
@@ -106,14 +84,8 @@ async fn server_live(State(app): AppState) -> Response {
         .into_response()
 }
 
-fn is_ready(app: &App) -> bool {
-    app.shared.ready.load(Ordering::Relaxed)
-        && !app.shared.draining.load(Ordering::Relaxed)
-        && !app.shared.terminating.load(Ordering::Relaxed)
-}
-
 async fn server_ready(State(app): AppState) -> Response {
-    if is_ready(&app) {
+    if app.is_ready() {
         Json(json!({"ready": true})).into_response()
     } else {
         (
@@ -131,14 +103,8 @@ async fn server_metadata() -> Response {
 fn metadata(app: &App) -> serde_json::Value {
     let mut input_shape = vec![-1i64];
     input_shape.extend_from_slice(&app.signature.item_shape);
-    let out_item = app
-        .shared
-        .output_item_shape
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
     let mut output_shape = vec![-1i64];
-    output_shape.extend(out_item.unwrap_or_default());
+    output_shape.extend(app.output_item_shape());
     json!({
         "name": app.model_name,
         "versions": ["1"],
@@ -161,22 +127,12 @@ async fn model_metadata_versioned(
 }
 
 fn ready_response(app: &App) -> Response {
-    if is_ready(app) {
+    if app.is_ready() {
         return Json(json!({"name": app.model_name, "ready": true})).into_response();
     }
-    let reason = if app.shared.draining.load(Ordering::Relaxed) {
-        "draining: the server is shutting down".to_string()
-    } else if app.shared.terminating.load(Ordering::Relaxed) {
-        "shutting down: still serving while the endpoints let go of this server, then draining"
-            .to_string()
-    } else {
-        app.shared
-            .not_ready_reason()
-            .unwrap_or_else(|| "not ready".into())
-    };
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"name": app.model_name, "ready": false, "reason": reason})),
+        Json(json!({"name": app.model_name, "ready": false, "reason": app.not_ready_reason()})),
     )
         .into_response()
 }
@@ -194,13 +150,7 @@ async fn model_ready_versioned(
 
 /// Triton's model configuration extension: perf_analyzer needs `max_batch_size` to batch.
 fn config(app: &App) -> serde_json::Value {
-    let out_item = app
-        .shared
-        .output_item_shape
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .unwrap_or_default();
+    let out_item = app.output_item_shape();
     json!({
         "name": app.model_name,
         "platform": "pytorch_libtorch",
@@ -259,16 +209,12 @@ async fn infer_inner(
     body: Body,
 ) -> Response {
     let arrived = Instant::now();
-    let response = infer_response(&app, &name, version.as_deref(), &headers, body, arrived).await;
-    app.shared.metrics.count_request(response.status().as_u16());
-    // The latency of requests served: a refusal (429) or a bad request answers at once, and would
-    // make the percentiles look best exactly when the server is overloaded.
-    if response.status().is_success() {
-        app.shared
-            .metrics
-            .request_duration
-            .observe(arrived.elapsed().as_secs_f64());
-    }
+    let response =
+        match infer_response(&app, &name, version.as_deref(), &headers, body, arrived).await {
+            Ok(r) => r,
+            Err(f) => failed(f),
+        };
+    app.record(response.status().as_u16(), arrived);
     response
 }
 
@@ -279,104 +225,41 @@ async fn infer_response(
     headers: &HeaderMap,
     body: Body,
     arrived: Instant,
-) -> Response {
-    if let Some(r) = unknown_model(app, name, version) {
-        return r;
-    }
-    if app.shared.draining.load(Ordering::Relaxed) {
-        return retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is draining for shutdown".into(),
-        );
-    }
-    if !app.shared.ready.load(Ordering::Relaxed) {
-        let reason = app.shared.not_ready_reason().unwrap_or_default();
-        return retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("model not ready: {reason}"),
-        );
-    }
-    let bytes: Bytes = match axum::body::to_bytes(body, app.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                413,
-                format!("request body exceeds the {} byte limit", app.max_body_bytes),
-            );
-        }
-    };
+) -> Result<Response, Failure> {
+    app.check_model(name, version)?;
+    app.admit()?;
+    let bytes: Bytes = axum::body::to_bytes(body, app.max_body_bytes)
+        .await
+        .map_err(|_| Failure {
+            status: 413,
+            message: format!("request body exceeds the {} byte limit", app.max_body_bytes),
+        })?;
     let json_len = match headers
         .get("inference-header-content-length")
         .map(|v| v.to_str().ok().and_then(|s| s.parse::<usize>().ok()))
     {
         None => None,
         Some(Some(n)) => Some(n),
-        Some(None) => return error(400, "Inference-Header-Content-Length must be a byte count"),
-    };
-    let request = match v2::decode(&bytes, json_len, &app.signature) {
-        Ok(r) => r,
-        Err(V2Error { status, message }) => return error(status, message),
-    };
-    if let Some(unknown) = request.outputs.iter().find(|o| o.name != OUTPUT_NAME) {
-        return error(
-            400,
-            format!(
-                "unknown output {:?}; the model's output is {OUTPUT_NAME:?}",
-                unknown.name
-            ),
-        );
-    }
-    let id = request.id.clone();
-    let items = request.items;
-    let binary = request.binary_output(OUTPUT_NAME);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job = Job {
-        request,
-        arrived,
-        respond: tx,
-    };
-    // Items asked for: served or refused for capacity, the demand the operator sizes replicas
-    // for. A request larger than any batch is neither (a client error, 400), so it is not counted.
-    let submitted = app.shared.submit(job, app.signature.max_batch);
-    if !matches!(submitted, Err(Rejected::TooLarge { .. })) {
-        app.shared.metrics.requested_items.inc_by(u64::from(items));
-    }
-    if let Err(why) = submitted {
-        return match why {
-            Rejected::Full { capacity } => {
-                app.shared.metrics.refused_items.inc_by(u64::from(items));
-                retry_later(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("the batch queue is full ({capacity} items): retry later"),
-                )
-            }
-            Rejected::TooLarge { items, max_batch } => error(
-                400,
-                format!("request has {items} items, more than the max batch size {max_batch}"),
-            ),
-        };
-    }
-    match rx.await {
-        Ok(Ok(out)) => {
-            let response = InferResponse {
-                model_name: app.model_name.clone(),
-                model_version: "1".into(),
-                id,
-                outputs: vec![OutputTensor {
-                    name: OUTPUT_NAME.into(),
-                    shape: out.shape,
-                    data: out.data,
-                    binary,
-                }],
-            };
-            match response.encode() {
-                Ok(encoded) => encoded_response(encoded),
-                Err(V2Error { status, message }) => error(status, message),
-            }
+        Some(None) => {
+            return Err(v2::V2Error::bad(
+                "Inference-Header-Content-Length must be a byte count",
+            ));
         }
-        Ok(Err(V2Error { status, message })) => error(status, message),
-        Err(_) => error(500, "the executor stopped before answering"),
-    }
+    };
+    let request = v2::decode(&bytes, json_len, &app.signature)?;
+    let answer = app.infer(request, arrived).await?;
+    let response = InferResponse {
+        model_name: app.model_name.clone(),
+        model_version: "1".into(),
+        id: answer.id,
+        outputs: vec![OutputTensor {
+            name: OUTPUT_NAME.into(),
+            shape: answer.shape,
+            data: answer.data,
+            binary: answer.binary,
+        }],
+    };
+    Ok(encoded_response(response.encode()?))
 }
 
 /// A 200 with the encoded body: JSON, or the binary extension's JSON header + raw bytes with the

@@ -248,7 +248,7 @@ fn json_data(values: &[Value], dt: Datatype, name: &str) -> Result<TensorData, V
     })
 }
 
-fn binary_data(bytes: &[u8], dt: Datatype, name: &str) -> Result<TensorData, V2Error> {
+pub fn binary_data(bytes: &[u8], dt: Datatype, name: &str) -> Result<TensorData, V2Error> {
     if bytes.len() % dt.size() != 0 {
         return Err(V2Error::bad(format!(
             "input {name:?}: {} binary bytes is not a whole number of {}",
@@ -281,6 +281,69 @@ fn binary_data(bytes: &[u8], dt: Datatype, name: &str) -> Result<TensorData, V2E
         ),
         Datatype::Uint8 => TensorData::U8(bytes.to_vec()),
     })
+}
+
+/// Checks one input tensor's head against the model's signature — its name, datatype and shape
+/// (`[items, ...item_shape]`, or `item_shape` for one item) — whatever carried it (JSON or
+/// gRPC); its item count and element count.
+pub fn check_input(
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+    sig: &Signature,
+) -> Result<(u32, u64), V2Error> {
+    if name != sig.input_name {
+        return Err(V2Error::bad(format!(
+            "unknown input {name:?}: the model's input is {:?}",
+            sig.input_name
+        )));
+    }
+    if datatype != sig.datatype.name() {
+        return Err(V2Error::bad(format!(
+            "input {name:?} has datatype {datatype}; the model takes {}",
+            sig.datatype.name()
+        )));
+    }
+    if let Some(d) = shape.iter().find(|d| **d < 0) {
+        return Err(V2Error::bad(format!(
+            "shape dimension {d} is not a non-negative integer"
+        )));
+    }
+    let (items, dims) = if shape.len() == sig.item_shape.len() + 1 {
+        (shape[0], &shape[1..])
+    } else if shape.len() == sig.item_shape.len() {
+        (1, shape)
+    } else {
+        return Err(V2Error::bad(format!(
+            "input {name:?} has shape {shape:?}; the model takes [batch, {:?}]",
+            sig.item_shape
+        )));
+    };
+    if dims != sig.item_shape.as_slice() {
+        return Err(V2Error::bad(format!(
+            "input {name:?} has item shape {dims:?}; the model takes {:?}",
+            sig.item_shape
+        )));
+    }
+    if items < 1 {
+        return Err(V2Error::bad(format!("input {name:?} has {items} items")));
+    }
+    let elements = shape
+        .iter()
+        .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
+        .filter(|n| *n <= MAX_ELEMENTS);
+    let Some(elements) = elements else {
+        return Err(V2Error::bad(format!(
+            "input {name:?} shape {shape:?} is absurdly large"
+        )));
+    };
+    if items as u64 > u64::from(sig.max_batch) {
+        return Err(V2Error::bad(format!(
+            "request has {items} items, more than the max batch size {}: split it into smaller requests",
+            sig.max_batch
+        )));
+    }
+    Ok((items as u32, elements))
 }
 
 /// Decodes and validates one infer request body. `json_len` is the value of the
@@ -327,22 +390,10 @@ pub fn decode(
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| V2Error::bad("inputs[0].name must be a string"))?;
-    if name != sig.input_name {
-        return Err(V2Error::bad(format!(
-            "unknown input {name:?}: the model's input is {:?}",
-            sig.input_name
-        )));
-    }
     let datatype = input
         .get("datatype")
         .and_then(Value::as_str)
         .ok_or_else(|| V2Error::bad("inputs[0].datatype must be a string"))?;
-    if datatype != sig.datatype.name() {
-        return Err(V2Error::bad(format!(
-            "input {name:?} has datatype {datatype}; the model takes {}",
-            sig.datatype.name()
-        )));
-    }
     let shape: Vec<i64> = input
         .get("shape")
         .and_then(Value::as_array)
@@ -354,41 +405,7 @@ pub fn decode(
             })
         })
         .collect::<Result<_, _>>()?;
-    // [items, ...item_shape], or exactly item_shape for a single item.
-    let (items, dims) = if shape.len() == sig.item_shape.len() + 1 {
-        (shape[0], &shape[1..])
-    } else if shape.len() == sig.item_shape.len() {
-        (1, &shape[..])
-    } else {
-        return Err(V2Error::bad(format!(
-            "input {name:?} has shape {shape:?}; the model takes [batch, {:?}]",
-            sig.item_shape
-        )));
-    };
-    if dims != sig.item_shape.as_slice() {
-        return Err(V2Error::bad(format!(
-            "input {name:?} has item shape {dims:?}; the model takes {:?}",
-            sig.item_shape
-        )));
-    }
-    if items < 1 {
-        return Err(V2Error::bad(format!("input {name:?} has {items} items")));
-    }
-    let elements = shape
-        .iter()
-        .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
-        .filter(|n| *n <= MAX_ELEMENTS);
-    let Some(elements) = elements else {
-        return Err(V2Error::bad(format!(
-            "input {name:?} shape {shape:?} is absurdly large"
-        )));
-    };
-    if items as u64 > u64::from(sig.max_batch) {
-        return Err(V2Error::bad(format!(
-            "request has {items} items, more than the max batch size {}: split it into smaller requests",
-            sig.max_batch
-        )));
-    }
+    let (items, elements) = check_input(name, datatype, &shape, sig)?;
     let params = input.get("parameters").and_then(Value::as_object);
     let binary_size = params
         .and_then(|p| p.get("binary_data_size"))
@@ -443,7 +460,7 @@ pub fn decode(
         bool_param(obj.get("parameters"), "binary_data_output", "the request")?.unwrap_or(false);
     Ok(InferRequest {
         id,
-        items: items as u32,
+        items,
         data,
         outputs,
         binary_outputs,

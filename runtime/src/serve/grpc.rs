@@ -1,0 +1,238 @@
+//! The KServe v2 gRPC endpoint (`serve --grpc-port`): `inference.GRPCInferenceService` — ServerLive,
+//! ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer, and Triton's ModelConfig
+//! (perf_analyzer asks for it) — on tonic, routed by hand (the messages are `v2_grpc`'s). Same model, queue, readiness and metrics as the HTTP endpoint;
+//! a failure's HTTP status becomes the gRPC code of the HTTP-to-gRPC mapping (400
+//! INVALID_ARGUMENT, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 429 and 503 UNAVAILABLE — retry with
+//! back-off — 500 INTERNAL), and is what `greenbatch_requests_total{code}` counts.
+
+use super::inference::{App, Failure, OUTPUT_NAME};
+use super::v2_grpc::{
+    self, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
+    ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelOutputConfig,
+    ModelReadyRequest, ModelReadyResponse, ModelTensorConfig, ServerLiveRequest,
+    ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
+    ServerReadyResponse, TensorMetadata,
+};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Status};
+
+/// The gRPC service over one model.
+#[derive(Clone)]
+pub struct InferenceService {
+    app: Arc<App>,
+}
+
+impl NamedService for InferenceService {
+    const NAME: &'static str = v2_grpc::SERVICE;
+}
+
+/// A failure as a gRPC status.
+fn status(f: Failure) -> Status {
+    let code = match f.status {
+        400 => Code::InvalidArgument,
+        404 => Code::NotFound,
+        413 => Code::ResourceExhausted,
+        429 | 503 => Code::Unavailable,
+        _ => Code::Internal,
+    };
+    Status::new(code, f.message)
+}
+
+impl InferenceService {
+    pub fn new(app: Arc<App>) -> Self {
+        InferenceService { app }
+    }
+
+    fn server_live(&self, _: ServerLiveRequest) -> Result<ServerLiveResponse, Status> {
+        Ok(ServerLiveResponse {
+            live: self.app.is_live(),
+        })
+    }
+
+    fn server_ready(&self, _: ServerReadyRequest) -> Result<ServerReadyResponse, Status> {
+        Ok(ServerReadyResponse {
+            ready: self.app.is_ready(),
+        })
+    }
+
+    fn model_ready(&self, r: ModelReadyRequest) -> Result<ModelReadyResponse, Status> {
+        self.app
+            .check_model(&r.name, Some(&r.version))
+            .map_err(status)?;
+        Ok(ModelReadyResponse {
+            ready: self.app.is_ready(),
+        })
+    }
+
+    fn server_metadata(&self, _: ServerMetadataRequest) -> Result<ServerMetadataResponse, Status> {
+        Ok(ServerMetadataResponse {
+            name: "greenbatch-runtime".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec![],
+        })
+    }
+
+    fn model_metadata(&self, r: ModelMetadataRequest) -> Result<ModelMetadataResponse, Status> {
+        self.app
+            .check_model(&r.name, Some(&r.version))
+            .map_err(status)?;
+        let sig = &self.app.signature;
+        let batched = |item: &[i64]| [&[-1i64][..], item].concat();
+        Ok(ModelMetadataResponse {
+            name: self.app.model_name.clone(),
+            versions: vec!["1".into()],
+            platform: "pytorch_libtorch".into(),
+            inputs: vec![TensorMetadata {
+                name: sig.input_name.clone(),
+                datatype: sig.datatype.name().into(),
+                shape: batched(&sig.item_shape),
+            }],
+            outputs: vec![TensorMetadata {
+                name: OUTPUT_NAME.into(),
+                datatype: "FP32".into(),
+                shape: batched(&self.app.output_item_shape()),
+            }],
+        })
+    }
+
+    fn model_config(&self, r: ModelConfigRequest) -> Result<ModelConfigResponse, Status> {
+        self.app
+            .check_model(&r.name, Some(&r.version))
+            .map_err(status)?;
+        let sig = &self.app.signature;
+        Ok(ModelConfigResponse {
+            config: Some(ModelConfig {
+                name: self.app.model_name.clone(),
+                platform: "pytorch_libtorch".into(),
+                max_batch_size: i32::try_from(sig.max_batch).unwrap_or(i32::MAX),
+                input: vec![ModelTensorConfig {
+                    name: sig.input_name.clone(),
+                    data_type: v2_grpc::triton_data_type(sig.datatype),
+                    dims: sig.item_shape.clone(),
+                }],
+                output: vec![ModelOutputConfig {
+                    name: OUTPUT_NAME.into(),
+                    data_type: v2_grpc::TRITON_FP32,
+                    dims: self.app.output_item_shape(),
+                }],
+            }),
+        })
+    }
+
+    async fn model_infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+        let arrived = Instant::now();
+        let result = self.model_infer_inner(r, arrived).await;
+        self.app
+            .record(result.as_ref().map_or_else(|f| f.status, |_| 200), arrived);
+        result.map_err(status)
+    }
+
+    async fn model_infer_inner(
+        &self,
+        r: ModelInferRequest,
+        arrived: Instant,
+    ) -> Result<ModelInferResponse, Failure> {
+        self.app
+            .check_model(&r.model_name, Some(&r.model_version))?;
+        self.app.admit()?;
+        let request = v2_grpc::decode_infer(&r, &self.app.signature)?;
+        let answer = self.app.infer(request, arrived).await?;
+        Ok(v2_grpc::encode_infer(
+            &self.app.model_name,
+            answer.id,
+            OUTPUT_NAME,
+            answer.shape,
+            &answer.data,
+        ))
+    }
+}
+
+/// One unary method: the request decoded (at most the server's body limit), handled, the
+/// response encoded.
+struct Unary<F>(InferenceService, F);
+
+impl<Req, Resp, F, Fut> UnaryService<Req> for Unary<F>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(InferenceService, Req) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+{
+    type Response = Resp;
+    type Future = BoxFuture<tonic::Response<Resp>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        let (service, handler) = (self.0.clone(), self.1.clone());
+        Box::pin(async move {
+            handler(service, request.into_inner())
+                .await
+                .map(tonic::Response::new)
+        })
+    }
+}
+
+fn unary<Req, Resp, F, Fut>(
+    service: InferenceService,
+    request: http::Request<Body>,
+    handler: F,
+) -> BoxFuture<http::Response<Body>, Infallible>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    F: Fn(InferenceService, Req) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
+{
+    let limit = service.app.max_body_bytes;
+    Box::pin(async move {
+        let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
+            .apply_max_message_size_config(Some(limit), Some(usize::MAX));
+        Ok(grpc.unary(Unary(service, handler), request).await)
+    })
+}
+
+impl Service<http::Request<Body>> for InferenceService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = self.clone();
+        let path = request.uri().path();
+        let method = path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(v2_grpc::SERVICE))
+            .and_then(|p| p.strip_prefix('/'))
+            .unwrap_or(path)
+            .to_string();
+        match method.as_str() {
+            "ServerLive" => unary(service, request, |s, r| async move { s.server_live(r) }),
+            "ServerReady" => unary(service, request, |s, r| async move { s.server_ready(r) }),
+            "ModelReady" => unary(service, request, |s, r| async move { s.model_ready(r) }),
+            "ServerMetadata" => unary(service, request, |s, r| async move { s.server_metadata(r) }),
+            "ModelMetadata" => unary(service, request, |s, r| async move { s.model_metadata(r) }),
+            "ModelConfig" => unary(service, request, |s, r| async move { s.model_config(r) }),
+            "ModelInfer" => unary(
+                service,
+                request,
+                |s, r| async move { s.model_infer(r).await },
+            ),
+            _ => Box::pin(async move {
+                Ok(Status::unimplemented(format!(
+                    "{method:?} is not a method this server implements (KServe v2: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer; Triton's ModelConfig)"
+                ))
+                .into_http())
+            }),
+        }
+    }
+}

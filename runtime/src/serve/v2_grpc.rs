@@ -1,0 +1,524 @@
+//! The KServe Open Inference Protocol v2 over gRPC (service `inference.GRPCInferenceService`): its
+//! messages, derived with prost from the protocol's field numbers (no protoc, no generated file),
+//! and the pure conversions between them and the server's typed requests — checked against the
+//! model's signature exactly as the HTTP/JSON requests are (`v2::check_input`).
+//!
+//! Only what this server uses is declared: the BOOL, UINT64, FP64 and BYTES content fields are
+//! left out, so a request using them decodes as one without contents and is refused. Triton's
+//! clients (`tritonclient.grpc`) speak a superset of the same service and messages.
+
+use super::v2::{self, Datatype, InferRequest, RequestedOutput, Signature, TensorData, V2Error};
+use std::collections::HashMap;
+
+/// The gRPC service name (its path prefix).
+pub const SERVICE: &str = "inference.GRPCInferenceService";
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerLiveRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerLiveResponse {
+    #[prost(bool, tag = "1")]
+    pub live: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerReadyRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerReadyResponse {
+    #[prost(bool, tag = "1")]
+    pub ready: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelReadyRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelReadyResponse {
+    #[prost(bool, tag = "1")]
+    pub ready: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerMetadataRequest {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServerMetadataResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+    #[prost(string, repeated, tag = "3")]
+    pub extensions: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelMetadataRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TensorMetadata {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub datatype: String,
+    #[prost(int64, repeated, tag = "3")]
+    pub shape: Vec<i64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelMetadataResponse {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, repeated, tag = "2")]
+    pub versions: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub platform: String,
+    #[prost(message, repeated, tag = "4")]
+    pub inputs: Vec<TensorMetadata>,
+    #[prost(message, repeated, tag = "5")]
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// Triton's model configuration extension (rpc `ModelConfig`), which perf_analyzer asks for
+/// before it batches: the fields of Triton's `ModelConfig` it reads (name, platform,
+/// max_batch_size, inputs and outputs), with their field numbers there.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelConfigRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub version: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelConfigResponse {
+    #[prost(message, optional, tag = "1")]
+    pub config: Option<ModelConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelConfig {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub platform: String,
+    #[prost(int32, tag = "4")]
+    pub max_batch_size: i32,
+    #[prost(message, repeated, tag = "5")]
+    pub input: Vec<ModelTensorConfig>,
+    #[prost(message, repeated, tag = "6")]
+    pub output: Vec<ModelOutputConfig>,
+}
+
+/// An input of a Triton model configuration (`ModelInput`): dims without the batch dimension.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelTensorConfig {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Triton's `DataType` enum value ([`triton_data_type`]).
+    #[prost(int32, tag = "2")]
+    pub data_type: i32,
+    #[prost(int64, repeated, tag = "4")]
+    pub dims: Vec<i64>,
+}
+
+/// An output of a Triton model configuration (`ModelOutput`; its dims are field 3).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelOutputConfig {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(int32, tag = "2")]
+    pub data_type: i32,
+    #[prost(int64, repeated, tag = "3")]
+    pub dims: Vec<i64>,
+}
+
+/// Triton's `DataType` enum value of a datatype.
+pub fn triton_data_type(dt: Datatype) -> i32 {
+    match dt {
+        Datatype::Uint8 => 2,
+        Datatype::Int32 => 8,
+        Datatype::Int64 => 9,
+        Datatype::Fp32 => 11,
+    }
+}
+
+/// FP32 in Triton's `DataType` enum (the model's output).
+pub const TRITON_FP32: i32 = 11;
+
+/// A request or tensor parameter: one of a bool, an int64 or a string.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InferParameter {
+    #[prost(oneof = "ParameterChoice", tags = "1, 2, 3")]
+    pub choice: Option<ParameterChoice>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ParameterChoice {
+    #[prost(bool, tag = "1")]
+    Bool(bool),
+    #[prost(int64, tag = "2")]
+    Int64(i64),
+    #[prost(string, tag = "3")]
+    String(String),
+}
+
+/// Tensor contents as typed repeated fields (the alternative to raw little-endian bytes).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InferTensorContents {
+    /// INT8, INT16, INT32.
+    #[prost(int32, repeated, tag = "2")]
+    pub int_contents: Vec<i32>,
+    #[prost(int64, repeated, tag = "3")]
+    pub int64_contents: Vec<i64>,
+    /// UINT8, UINT16, UINT32.
+    #[prost(uint32, repeated, tag = "4")]
+    pub uint_contents: Vec<u32>,
+    #[prost(float, repeated, tag = "6")]
+    pub fp32_contents: Vec<f32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InferInputTensor {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub datatype: String,
+    #[prost(int64, repeated, tag = "3")]
+    pub shape: Vec<i64>,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+    #[prost(message, optional, tag = "5")]
+    pub contents: Option<InferTensorContents>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InferRequestedOutputTensor {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(map = "string, message", tag = "2")]
+    pub parameters: HashMap<String, InferParameter>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelInferRequest {
+    #[prost(string, tag = "1")]
+    pub model_name: String,
+    #[prost(string, tag = "2")]
+    pub model_version: String,
+    #[prost(string, tag = "3")]
+    pub id: String,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+    #[prost(message, repeated, tag = "5")]
+    pub inputs: Vec<InferInputTensor>,
+    #[prost(message, repeated, tag = "6")]
+    pub outputs: Vec<InferRequestedOutputTensor>,
+    /// One entry per input, in order, when the tensors travel as raw bytes.
+    #[prost(bytes = "vec", repeated, tag = "7")]
+    pub raw_input_contents: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InferOutputTensor {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub datatype: String,
+    #[prost(int64, repeated, tag = "3")]
+    pub shape: Vec<i64>,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelInferResponse {
+    #[prost(string, tag = "1")]
+    pub model_name: String,
+    #[prost(string, tag = "2")]
+    pub model_version: String,
+    #[prost(string, tag = "3")]
+    pub id: String,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+    #[prost(message, repeated, tag = "5")]
+    pub outputs: Vec<InferOutputTensor>,
+    /// The outputs' contents as raw little-endian bytes, one entry per output (what Triton's
+    /// clients read, and the cheapest to encode).
+    #[prost(bytes = "vec", repeated, tag = "6")]
+    pub raw_output_contents: Vec<Vec<u8>>,
+}
+
+/// The typed contents of `name` as the model's datatype, or why not.
+fn typed_contents(
+    c: &InferTensorContents,
+    dt: Datatype,
+    name: &str,
+) -> Result<TensorData, V2Error> {
+    let other_fields = |used: usize| {
+        c.int_contents.len()
+            + c.int64_contents.len()
+            + c.uint_contents.len()
+            + c.fp32_contents.len()
+            != used
+    };
+    let data = match dt {
+        Datatype::Fp32 => {
+            if let Some(i) = c.fp32_contents.iter().position(|x| !x.is_finite()) {
+                return Err(V2Error::bad(format!(
+                    "input {name:?}: element {i} is NaN or infinite"
+                )));
+            }
+            TensorData::F32(c.fp32_contents.clone())
+        }
+        Datatype::Int64 => TensorData::I64(c.int64_contents.clone()),
+        Datatype::Int32 => TensorData::I32(c.int_contents.clone()),
+        Datatype::Uint8 => TensorData::U8(
+            c.uint_contents
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    u8::try_from(*v).map_err(|_| {
+                        V2Error::bad(format!("input {name:?}: element {i} ({v}) is not a UINT8"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    if other_fields(data.element_count()) {
+        return Err(V2Error::bad(format!(
+            "input {name:?}: contents in a field other than the one for {}",
+            dt.name()
+        )));
+    }
+    Ok(data)
+}
+
+/// A gRPC infer request as the server's typed request, checked against the model's signature:
+/// one input, its name, datatype and shape, its contents raw (`raw_input_contents`) or typed,
+/// and as many elements as its shape says. Outputs come back raw whatever is asked.
+pub fn decode_infer(r: &ModelInferRequest, sig: &Signature) -> Result<InferRequest, V2Error> {
+    if r.inputs.len() != 1 {
+        return Err(V2Error::bad(format!(
+            "the model takes 1 input ({:?}), got {}",
+            sig.input_name,
+            r.inputs.len()
+        )));
+    }
+    let input = &r.inputs[0];
+    let (items, elements) = v2::check_input(&input.name, &input.datatype, &input.shape, sig)?;
+    let data = match (r.raw_input_contents.as_slice(), &input.contents) {
+        ([], Some(c)) => typed_contents(c, sig.datatype, &input.name)?,
+        ([raw], None) => v2::binary_data(raw, sig.datatype, &input.name)?,
+        ([], None) => {
+            return Err(V2Error::bad(format!(
+                "input {:?} has no contents (raw_input_contents or contents)",
+                input.name
+            )));
+        }
+        ([_], Some(_)) => {
+            return Err(V2Error::bad(format!(
+                "input {:?} has both raw_input_contents and contents",
+                input.name
+            )));
+        }
+        (raw, _) => {
+            return Err(V2Error::bad(format!(
+                "{} raw_input_contents for 1 input",
+                raw.len()
+            )));
+        }
+    };
+    if data.element_count() as u64 != elements {
+        return Err(V2Error::bad(format!(
+            "input {:?}: shape {:?} needs {elements} elements, got {}",
+            input.name,
+            input.shape,
+            data.element_count()
+        )));
+    }
+    Ok(InferRequest {
+        id: (!r.id.is_empty()).then(|| r.id.clone()),
+        items,
+        data,
+        outputs: r
+            .outputs
+            .iter()
+            .map(|o| RequestedOutput {
+                name: o.name.clone(),
+                binary: Some(true),
+            })
+            .collect(),
+        binary_outputs: true,
+    })
+}
+
+/// The response: the FP32 output of `shape` as raw little-endian bytes.
+pub fn encode_infer(
+    model_name: &str,
+    id: Option<String>,
+    output_name: &str,
+    shape: Vec<i64>,
+    data: &[f32],
+) -> ModelInferResponse {
+    let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    ModelInferResponse {
+        model_name: model_name.to_string(),
+        model_version: "1".into(),
+        id: id.unwrap_or_default(),
+        parameters: HashMap::new(),
+        outputs: vec![InferOutputTensor {
+            name: output_name.to_string(),
+            datatype: "FP32".into(),
+            shape,
+            parameters: HashMap::new(),
+        }],
+        raw_output_contents: vec![raw],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn sig() -> Signature {
+        Signature {
+            input_name: "input__0".into(),
+            datatype: Datatype::Fp32,
+            item_shape: vec![3, 2],
+            max_batch: 4,
+        }
+    }
+
+    fn request(
+        shape: Vec<i64>,
+        raw: Option<Vec<u8>>,
+        typed: Option<Vec<f32>>,
+    ) -> ModelInferRequest {
+        ModelInferRequest {
+            model_name: "m".into(),
+            id: "r-1".into(),
+            inputs: vec![InferInputTensor {
+                name: "input__0".into(),
+                datatype: "FP32".into(),
+                shape,
+                contents: typed.map(|v| InferTensorContents {
+                    fp32_contents: v,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            raw_input_contents: raw.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn le(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn raw_and_typed_contents_decode_to_the_same_request() {
+        let values: Vec<f32> = (0..12).map(|i| i as f32 / 2.0).collect();
+        let raw = decode_infer(&request(vec![2, 3, 2], Some(le(&values)), None), &sig()).unwrap();
+        let typed =
+            decode_infer(&request(vec![2, 3, 2], None, Some(values.clone())), &sig()).unwrap();
+        assert_eq!(raw, typed);
+        assert_eq!(raw.items, 2);
+        assert_eq!(raw.id.as_deref(), Some("r-1"));
+        assert_eq!(raw.data, TensorData::F32(values));
+        // Through the wire format and back.
+        let bytes = request(vec![2, 3, 2], Some(le(&[1.0; 12])), None).encode_to_vec();
+        let back = ModelInferRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(decode_infer(&back, &sig()).unwrap().items, 2);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_with_why() {
+        let cases: Vec<(ModelInferRequest, &str)> = vec![
+            (
+                request(vec![2, 3, 2], Some(le(&[1.0; 11])), None),
+                "needs 12 elements",
+            ),
+            (
+                request(vec![2, 3, 2], Some(vec![0; 7]), None),
+                "whole number",
+            ),
+            (
+                request(vec![2, 3, 3], Some(le(&[1.0; 18])), None),
+                "item shape",
+            ),
+            (
+                request(vec![9, 3, 2], Some(le(&[1.0; 54])), None),
+                "max batch size",
+            ),
+            (request(vec![1, 3, 2], None, None), "no contents"),
+            (
+                request(vec![1, 3, 2], Some(le(&[1.0; 6])), Some(vec![1.0; 6])),
+                "both",
+            ),
+            (request(vec![1, 3, 2], None, Some(vec![f32::NAN; 6])), "NaN"),
+            (
+                request(vec![-1, 3, 2], None, Some(vec![1.0; 6])),
+                "non-negative",
+            ),
+            (
+                ModelInferRequest {
+                    inputs: vec![],
+                    ..Default::default()
+                },
+                "takes 1 input",
+            ),
+        ];
+        for (r, want) in cases {
+            let e = decode_infer(&r, &sig()).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        }
+        let mut wrong_type = request(vec![1, 3, 2], None, Some(vec![1.0; 6]));
+        wrong_type.inputs[0].datatype = "INT64".into();
+        assert!(
+            decode_infer(&wrong_type, &sig())
+                .unwrap_err()
+                .message
+                .contains("datatype")
+        );
+        let mut wrong_field = request(vec![1, 3, 2], None, None);
+        wrong_field.inputs[0].contents = Some(InferTensorContents {
+            int64_contents: vec![1; 6],
+            ..Default::default()
+        });
+        assert!(
+            decode_infer(&wrong_field, &sig())
+                .unwrap_err()
+                .message
+                .contains("other than")
+        );
+    }
+
+    #[test]
+    fn outputs_go_back_as_raw_little_endian_bytes() {
+        let r = encode_infer(
+            "m",
+            Some("r-1".into()),
+            "output__0",
+            vec![1, 2],
+            &[1.5, -2.0],
+        );
+        assert_eq!(r.raw_output_contents, vec![le(&[1.5, -2.0])]);
+        assert_eq!(r.outputs[0].shape, vec![1, 2]);
+        assert_eq!((r.id.as_str(), r.model_version.as_str()), ("r-1", "1"));
+    }
+}
