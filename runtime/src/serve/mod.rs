@@ -143,7 +143,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                     tonic::transport::Server::builder()
                         .add_service(service)
                         .serve_with_incoming_shutdown(
-                            tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener),
+                            // Without TCP_NODELAY a small response waits for the client's
+                            // delayed ACK: a measured ~40 ms p99 on loopback.
+                            tonic::transport::server::TcpIncoming::from(listener)
+                                .with_nodelay(Some(true)),
                             async move {
                                 let _ = stopped.wait_for(|s| *s).await;
                             },
