@@ -73,16 +73,20 @@ impl RuntimePodSpec {
 /// The node label the GPU product pins pods with (NVIDIA GPU feature discovery).
 const GPU_PRODUCT_LABEL: &str = "nvidia.com/gpu.product";
 
+/// The fields of [`RuntimePodSpec`] as JSON names: what a defaults document may hold.
+pub const FIELDS: [&str; 4] = [
+    "resources",
+    "tolerations",
+    "nodeSelector",
+    "priorityClassName",
+];
+
 impl RuntimePodSpec {
     /// What the API server would refuse in the pods built from these settings, or what would
-    /// contradict `spec.gpu` (`gpu_resource` and `gpu_product` when the pods get a GPU): each
-    /// error names its field under `at` (`spec.pod`, or the operator's flag for its defaults).
-    pub fn check(
-        &self,
-        at: &str,
-        gpu_resource: Option<&str>,
-        gpu_product: Option<&str>,
-    ) -> Vec<FieldError> {
+    /// contradict `spec.gpu` (`gpu_resource`: the extended resource the pods' GPU is requested
+    /// as, when they get one): each error names its field under `at` (`spec.pod`, or the
+    /// operator's flag for its defaults).
+    pub fn check(&self, at: &str, gpu_resource: Option<&str>) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if let Some(r) = &self.resources {
             check_resources(r, &format!("{at}.resources"), gpu_resource, &mut errors);
@@ -102,8 +106,13 @@ impl RuntimePodSpec {
                     &field,
                     format!("{v:?} is not a label value (up to 63 alphanumerics, '-', '_', '.')"),
                 ));
-            } else if k == GPU_PRODUCT_LABEL && gpu_product.is_some_and(|p| p != v) {
-                errors.push(FieldError::new(&field, format!("{v:?} contradicts spec.gpu.product, which pins the pods by this label: set the product there")));
+            } else if k == GPU_PRODUCT_LABEL {
+                // Pinned here, the pods would run on one product while the profile's key says
+                // another (or any): spec.gpu.product sets both.
+                errors.push(FieldError::new(
+                    &field,
+                    "the GPU product is set by spec.gpu.product, which also keys the profile",
+                ));
             }
         }
         if let Some(name) = &self.priority_class_name
@@ -111,11 +120,42 @@ impl RuntimePodSpec {
         {
             errors.push(FieldError::new(
                 &format!("{at}.priorityClassName"),
-                format!("{name:?} is not a PriorityClass name (lowercase alphanumerics, '-', '.')"),
+                format!(
+                    "{name:?} is not a PriorityClass name (dot-separated lowercase DNS labels)"
+                ),
             ));
         }
         errors
     }
+}
+
+/// Whether a resource name is one a container may request: `cpu`, `memory`,
+/// `ephemeral-storage`, `hugepages-<size>`, or a domain-prefixed extended resource
+/// (`example.com/foo`; `kubernetes.io/` names are the system's own).
+fn resource_name(name: &str) -> Option<ResourceKind> {
+    match name {
+        "cpu" | "memory" | "ephemeral-storage" => Some(ResourceKind::Standard),
+        n if n.starts_with("hugepages-") && quantity(&n["hugepages-".len()..]).is_some() => {
+            Some(ResourceKind::Standard)
+        }
+        n => match n.split_once('/') {
+            Some((prefix, rest))
+                if dns_subdomain(prefix)
+                    && label_name(rest)
+                    && !prefix.ends_with("kubernetes.io") =>
+            {
+                Some(ResourceKind::Extended)
+            }
+            _ => None,
+        },
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ResourceKind {
+    Standard,
+    /// Requested in whole units, with its request equal to its limit (or only a limit).
+    Extended,
 }
 
 fn check_resources(
@@ -138,21 +178,42 @@ fn check_resources(
     for (kind, map) in [("requests", requests), ("limits", limits)] {
         for (name, q) in map {
             let field = format!("{at}.{kind}[{name:?}]");
+            let value = quantity(&q.0);
             if gpu_resource == Some(name.as_str()) || name == "nvidia.com/gpu" {
                 errors.push(FieldError::new(
                     &field,
                     "GPUs are set by spec.gpu (resource and count)",
                 ));
-            } else if quantity(&q.0).is_none() {
+            } else if resource_name(name).is_none() {
+                errors.push(FieldError::new(&field, "not a resource name: cpu, memory, ephemeral-storage, hugepages-<size>, or a domain-prefixed extended resource"));
+            } else if value.is_none() {
                 errors.push(FieldError::new(
                     &field,
                     format!("{:?} is not a quantity (e.g. 500m, 4, 8Gi)", q.0),
+                ));
+            } else if value.is_some_and(|v| v < 0) {
+                errors.push(FieldError::new(&field, format!("{} is negative", q.0)));
+            } else if resource_name(name) == Some(ResourceKind::Extended)
+                && value.is_some_and(|v| v % NANO != 0)
+            {
+                errors.push(FieldError::new(
+                    &field,
+                    format!("{}: an extended resource comes in whole units", q.0),
                 ));
             }
         }
     }
     for (name, request) in requests {
-        let (Some(limit), Some(r)) = (limits.get(name), quantity(&request.0)) else {
+        let extended = resource_name(name) == Some(ResourceKind::Extended);
+        let limit = limits.get(name);
+        if extended && limit.is_none_or(|l| quantity(&l.0) != quantity(&request.0)) {
+            errors.push(FieldError::new(
+                &format!("{at}.requests[{name:?}]"),
+                "an extended resource's request must equal its limit (or set only the limit)",
+            ));
+            continue;
+        }
+        let (Some(limit), Some(r)) = (limit, quantity(&request.0)) else {
             continue;
         };
         if let Some(l) = quantity(&limit.0)
@@ -164,10 +225,29 @@ fn check_resources(
             ));
         }
     }
+    let hugepages = requests
+        .keys()
+        .chain(limits.keys())
+        .any(|n| n.starts_with("hugepages-"));
+    if hugepages
+        && !["cpu", "memory"]
+            .iter()
+            .any(|n| requests.contains_key(*n) || limits.contains_key(*n))
+    {
+        errors.push(FieldError::new(
+            at,
+            "hugepages need a cpu or memory request or limit too",
+        ));
+    }
 }
 
 fn check_toleration(t: &Toleration, at: &str, errors: &mut Vec<FieldError>) {
-    let operator = t.operator.as_deref().unwrap_or("Equal");
+    // The API server reads an empty operator as Equal.
+    let operator = t
+        .operator
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .unwrap_or("Equal");
     let effect = t.effect.as_deref().unwrap_or("");
     let key = t.key.as_deref().unwrap_or("");
     let value = t.value.as_deref().unwrap_or("");
@@ -187,6 +267,11 @@ fn check_toleration(t: &Toleration, at: &str, errors: &mut Vec<FieldError>) {
         errors.push(FieldError::new(
             &format!("{at}.value"),
             "must be empty with operator Exists",
+        ));
+    } else if !label_value(value) {
+        errors.push(FieldError::new(
+            &format!("{at}.value"),
+            format!("{value:?} is not a label value (up to 63 alphanumerics, '-', '_', '.')"),
         ));
     }
     if key.is_empty() && operator != "Exists" {
@@ -223,13 +308,19 @@ fn label_value(s: &str) -> bool {
     s.is_empty() || label_name(s)
 }
 
+/// A DNS-1123 subdomain: dot-separated labels of lowercase alphanumerics and '-', each beginning
+/// and ending with an alphanumeric, 253 characters at most.
 fn dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && label.ends_with(|c: char| c.is_ascii_alphanumeric())
+        })
 }
 
 fn label_key(s: &str) -> bool {
@@ -239,48 +330,65 @@ fn label_key(s: &str) -> bool {
     }
 }
 
-/// A Kubernetes quantity's value (`500m`, `4`, `8Gi`, `1e3`), as a float: enough to compare a
-/// request with its limit; `None` when it is not a quantity.
-pub fn quantity(s: &str) -> Option<f64> {
-    let s = s.trim();
+/// Nano-units in one unit: quantities are compared exactly as integers of nano-units.
+const NANO: i128 = 1_000_000_000;
+
+/// A Kubernetes quantity's value in nano-units (`500m` is 500_000_000, `1Ki` is 1024 × 10^9),
+/// exactly: `700m` and `0.7` are equal. `None` when it is not a quantity, or beyond what
+/// the API server represents.
+pub fn quantity(s: &str) -> Option<i128> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
         .unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
-    let digits = number.trim_start_matches(['+', '-']);
-    if digits.is_empty()
-        || digits.starts_with('.') && digits.len() == 1
-        || digits.matches('.').count() > 1
-        || digits.contains(['+', '-'])
-        || number.len() - digits.len() > 1
-    {
+    let (negative, digits) = match number.as_bytes().first() {
+        Some(b'-') => (true, &number[1..]),
+        Some(b'+') => (false, &number[1..]),
+        _ => (false, number),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && fraction.is_empty() || !all_digits(whole) || !all_digits(fraction) {
         return None;
     }
-    let value: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
+    // (power of ten, power of 1024) the suffix scales by.
+    let (pow10, pow1024): (i32, u32) = match suffix {
+        "" => (0, 0),
+        "Ki" => (0, 1),
+        "Mi" => (0, 2),
+        "Gi" => (0, 3),
+        "Ti" => (0, 4),
+        "Pi" => (0, 5),
+        "Ei" => (0, 6),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
         e if e.starts_with(['e', 'E']) => {
-            let exponent: i32 = e[1..].parse().ok()?;
-            10f64.powi(exponent)
+            (e[1..].parse::<i32>().ok().filter(|x| x.abs() <= 30)?, 0)
         }
         _ => return None,
     };
-    Some(value * scale)
+    let mantissa: i128 = format!("{whole}{fraction}")
+        .trim_start_matches('0')
+        .parse()
+        .unwrap_or(0);
+    let exponent = pow10 + 9 - i32::try_from(fraction.len()).ok()?;
+    let scaled = if exponent >= 0 {
+        mantissa.checked_mul(10i128.checked_pow(exponent.unsigned_abs())?)?
+    } else {
+        // Below a nano-unit: the API server rounds up.
+        let div = 10i128.checked_pow(exponent.unsigned_abs())?;
+        (mantissa + div - 1) / div
+    };
+    let value = scaled.checked_mul(1024i128.checked_pow(pow1024)?)?;
+    // The API server's limit: 2^63 - 1 units.
+    (value <= i128::from(i64::MAX) * NANO).then_some(if negative { -value } else { value })
 }
 
 #[cfg(test)]
@@ -319,26 +427,33 @@ mod tests {
 
     #[test]
     fn quantities_parse_as_the_api_server_reads_them() {
-        assert_eq!(quantity("4"), Some(4.0));
-        assert_eq!(quantity("500m"), Some(0.5));
-        assert_eq!(quantity("8Gi"), Some(8.0 * 1024f64.powi(3)));
-        assert_eq!(quantity("1.5G"), Some(1.5e9));
-        assert_eq!(quantity("1e3"), Some(1000.0));
-        assert_eq!(quantity("+2k"), Some(2000.0));
-        for bad in ["", "Gi", "8GB", "1.2.3", "four", "1e", "--1", "."] {
+        let units = |x: i128| Some(x * NANO);
+        assert_eq!(quantity("4"), units(4));
+        assert_eq!(quantity("500m"), Some(500_000_000));
+        assert_eq!(quantity("8Gi"), units(8 * 1024 * 1024 * 1024));
+        assert_eq!(quantity("1.5G"), units(1_500_000_000));
+        assert_eq!(quantity("1e3"), units(1000));
+        assert_eq!(quantity("1E3"), units(1000));
+        assert_eq!(quantity("1e-3"), Some(1_000_000));
+        assert_eq!(quantity("+2k"), units(2000));
+        assert_eq!(quantity(".5"), Some(500_000_000));
+        assert_eq!(quantity("5."), units(5));
+        assert_eq!(quantity("-1"), units(-1));
+        // Exactly, where floats are not: 700m is 0.7, not more.
+        assert_eq!(quantity("700m"), quantity("0.7"));
+        assert_eq!(quantity("1400m"), quantity("1.4"));
+        for bad in [
+            "", "Gi", "8GB", "1.2.3", "four", "1e", "--1", ".", "1e99", " 1",
+        ] {
             assert_eq!(quantity(bad), None, "{bad:?}");
         }
     }
 
     fn fields(pod: &RuntimePodSpec) -> Vec<String> {
-        pod.check(
-            "spec.pod",
-            Some("nvidia.com/gpu"),
-            Some("NVIDIA-H100-80GB-HBM3"),
-        )
-        .into_iter()
-        .map(|e| e.field)
-        .collect()
+        pod.check("spec.pod", Some("nvidia.com/gpu"))
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> ResourceRequirements {
@@ -361,8 +476,8 @@ mod tests {
     fn what_the_api_server_or_spec_gpu_would_refuse_is_named() {
         let good = RuntimePodSpec {
             resources: Some(resources(
-                &[("cpu", "4"), ("memory", "8Gi")],
-                &[("memory", "16Gi")],
+                &[("cpu", "700m"), ("memory", "8Gi"), ("example.com/nic", "1")],
+                &[("cpu", "0.7"), ("memory", "16Gi"), ("example.com/nic", "1")],
             )),
             tolerations: Some(vec![Toleration {
                 key: Some("nvidia.com/gpu".into()),
@@ -370,13 +485,7 @@ mod tests {
                 effect: Some("NoSchedule".into()),
                 ..Default::default()
             }]),
-            node_selector: Some(BTreeMap::from([
-                ("pool".into(), "inference".into()),
-                (
-                    "nvidia.com/gpu.product".into(),
-                    "NVIDIA-H100-80GB-HBM3".into(),
-                ),
-            ])),
+            node_selector: Some(BTreeMap::from([("pool".into(), "inference".into())])),
             priority_class_name: Some("inference-high".into()),
         };
         assert_eq!(fields(&good), Vec::<String>::new());
@@ -474,7 +583,81 @@ mod tests {
                 },
                 "spec.pod.priorityClassName",
             ),
+            (
+                RuntimePodSpec {
+                    priority_class_name: Some("a..b".into()),
+                    ..Default::default()
+                },
+                "spec.pod.priorityClassName",
+            ),
+            (
+                RuntimePodSpec {
+                    resources: Some(resources(&[("cpu", "-1")], &[])),
+                    ..Default::default()
+                },
+                "spec.pod.resources.requests[\"cpu\"]",
+            ),
+            (
+                RuntimePodSpec {
+                    resources: Some(resources(&[("CPU", "2")], &[])),
+                    ..Default::default()
+                },
+                "spec.pod.resources.requests[\"CPU\"]",
+            ),
+            (
+                RuntimePodSpec {
+                    resources: Some(resources(&[("example.com/nic", "1")], &[])),
+                    ..Default::default()
+                },
+                "spec.pod.resources.requests[\"example.com/nic\"]",
+            ),
+            (
+                RuntimePodSpec {
+                    resources: Some(resources(&[], &[("example.com/nic", "500m")])),
+                    ..Default::default()
+                },
+                "spec.pod.resources.limits[\"example.com/nic\"]",
+            ),
+            (
+                RuntimePodSpec {
+                    resources: Some(resources(&[], &[("hugepages-2Mi", "1Gi")])),
+                    ..Default::default()
+                },
+                "spec.pod.resources",
+            ),
+            (
+                RuntimePodSpec {
+                    tolerations: Some(vec![Toleration {
+                        key: Some("gpu".into()),
+                        value: Some("a b".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                },
+                "spec.pod.tolerations[0].value",
+            ),
+            (
+                RuntimePodSpec {
+                    node_selector: Some(BTreeMap::from([(
+                        "nvidia.com/gpu.product".into(),
+                        "".into(),
+                    )])),
+                    ..Default::default()
+                },
+                "spec.pod.nodeSelector[\"nvidia.com/gpu.product\"]",
+            ),
         ];
+        // An empty operator is Equal to the API server.
+        let equal = RuntimePodSpec {
+            tolerations: Some(vec![Toleration {
+                key: Some("gpu".into()),
+                operator: Some(String::new()),
+                value: Some("yes".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(fields(&equal), Vec::<String>::new());
         for (pod, field) in cases {
             let got = fields(&pod);
             assert!(

@@ -249,7 +249,6 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
         errors.extend(pod.check(
             "spec.pod",
             (spec.gpu.count > 0).then_some(spec.gpu.resource.as_str()),
-            spec.gpu.product.as_deref().filter(|_| spec.gpu.count > 0),
         ));
     }
 

@@ -167,10 +167,19 @@ fn unused_profile_ttl(text: &str) -> Result<UnusedProfileTtl, String> {
 }
 
 fn runtime_pod_defaults(text: &str) -> Result<RuntimePodSpec, String> {
-    let pod: RuntimePodSpec = serde_json::from_str(text)
-        .map_err(|e| format!("not a pod settings object (resources, tolerations, nodeSelector, priorityClassName): {e}"))?;
-    // The GPU product is each service's (spec.gpu.product): no default may pin it.
-    let errors = pod.check("runtime pod defaults", Some("nvidia.com/gpu"), Some(""));
+    let what = "a pod settings object (resources, tolerations, nodeSelector, priorityClassName)";
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not {what}: {e}"))?;
+    // A misspelt key would be dropped silently, and its setting with it.
+    if let Some(unknown) = value.as_object().and_then(|o| {
+        o.keys()
+            .find(|k| !greenbatch_crds::runtime_pod::FIELDS.contains(&k.as_str()))
+    }) {
+        return Err(format!("unknown key {unknown:?}: expected {what}"));
+    }
+    let pod: RuntimePodSpec =
+        serde_json::from_value(value).map_err(|e| format!("not {what}: {e}"))?;
+    let errors = pod.check("runtime pod defaults", Some("nvidia.com/gpu"));
     if errors.is_empty() {
         Ok(pod)
     } else {

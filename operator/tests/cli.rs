@@ -81,6 +81,10 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         ),
         (&["--runtime-pod-defaults={"], "--runtime-pod-defaults"),
         (
+            &[r#"--runtime-pod-defaults={"nodeselector": {"pool": "a"}}"#],
+            "--runtime-pod-defaults",
+        ),
+        (
             &[r#"--runtime-pod-defaults={"tolerations": [{"operator": "Equal"}]}"#],
             "--runtime-pod-defaults",
         ),
