@@ -19,6 +19,8 @@ pub enum Rejected {
     Full { capacity: usize },
     /// The request alone exceeds the max batch size.
     TooLarge { items: u32, max_batch: u32 },
+    /// The server drains for shutdown: the model thread may already have taken its last batch.
+    Draining,
 }
 
 #[derive(Debug, PartialEq)]

@@ -134,6 +134,12 @@ impl Shared {
             ..self.policy()
         };
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the queue lock, which the model thread holds when it sees the drain with
+        // an empty queue and stops: a job admitted a moment before the drain began would
+        // otherwise wait in a queue nobody takes from.
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Rejected::Draining);
+        }
         // A refused job is dropped here: its caller answers from the `Rejected` reason.
         q.push(job, items, self.now(), &policy)
             .map_err(|(_, why)| why)?;
@@ -422,6 +428,43 @@ pub fn run(load: impl FnOnce() -> Result<LoadedModel, String>, shared: Arc<Share
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn once_the_drain_began_nothing_more_is_queued() {
+        // The model thread stops at the first empty queue it sees draining; a job queued after
+        // that would never be answered, so it is refused instead (503 to its client).
+        let shared = Shared::new(
+            BatchPolicy {
+                max_batch: 4,
+                max_queue_delay: Duration::from_millis(1),
+            },
+            64,
+            crate::cli::PadBatches::Off,
+        );
+        let job = |id: &str| {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            Job {
+                request: crate::serve::v2::InferRequest {
+                    id: Some(id.into()),
+                    items: 1,
+                    data: crate::serve::v2::TensorData::F32(vec![0.0]),
+                    outputs: vec![],
+                    binary_outputs: false,
+                },
+                arrived: std::time::Instant::now(),
+                respond: tx,
+            }
+        };
+        assert!(shared.submit(job("before"), 4).is_ok());
+        shared.draining.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            shared.submit(job("after"), 4),
+            Err(Rejected::Draining)
+        ));
+        // What was queued before is still taken, then the thread stops.
+        assert_eq!(next_batch(&shared).map(|b| b.len()), Some(1));
+        assert!(next_batch(&shared).is_none());
+    }
 
     #[test]
     fn pads_to_powers_of_two_capped_at_the_max_batch() {

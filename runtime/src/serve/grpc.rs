@@ -2,8 +2,9 @@
 //! ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer, and Triton's ModelConfig
 //! (perf_analyzer asks for it) — on tonic, routed by hand (the messages are `v2_grpc`'s). Same model, queue, readiness and metrics as the HTTP endpoint;
 //! a failure's HTTP status becomes the gRPC code of the HTTP-to-gRPC mapping (400
-//! INVALID_ARGUMENT, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 429 and 503 UNAVAILABLE — retry with
-//! back-off — 500 INTERNAL), and is what `greenbatch_requests_total{code}` counts.
+//! INVALID_ARGUMENT, 404 NOT_FOUND, 429 and 503 UNAVAILABLE — retry with back-off — 500
+//! INTERNAL), and is what `greenbatch_requests_total{code}` counts. (A message over the size
+//! limit never reaches the service: tonic's decoder answers OUT_OF_RANGE.)
 
 use super::inference::{App, Failure, OUTPUT_NAME};
 use super::v2_grpc::{
@@ -38,7 +39,6 @@ fn status(f: Failure) -> Status {
     let code = match f.status {
         400 => Code::InvalidArgument,
         404 => Code::NotFound,
-        413 => Code::ResourceExhausted,
         429 | 503 => Code::Unavailable,
         _ => Code::Internal,
     };

@@ -133,7 +133,10 @@ impl App {
         // replicas for. A request larger than any batch is neither (a client error, 400), so it
         // is not counted.
         let submitted = self.shared.submit(job, self.signature.max_batch);
-        if !matches!(submitted, Err(Rejected::TooLarge { .. })) {
+        if !matches!(
+            submitted,
+            Err(Rejected::TooLarge { .. } | Rejected::Draining)
+        ) {
             self.shared.metrics.requested_items.inc_by(u64::from(items));
         }
         if let Err(why) = submitted {
@@ -149,6 +152,7 @@ impl App {
                     400,
                     format!("request has {items} items, more than the max batch size {max_batch}"),
                 ),
+                Rejected::Draining => failure(503, "the server is draining for shutdown"),
             });
         }
         match rx.await {

@@ -27,6 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// How long a gRPC connection lives before the server asks the client to reconnect.
+const GRPC_MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+/// How long its calls may still take after that.
+const GRPC_MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for gRPC connections to close once the drain has answered every call.
+const GRPC_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn usage(arg: &'static str, message: impl Into<String>) -> RuntimeError {
     RuntimeError::Usage {
         arg,
@@ -141,6 +148,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 let mut stopped = grpc_stopped.clone();
                 Some(tokio::spawn(
                     tonic::transport::Server::builder()
+                        // A gRPC client keeps one HTTP/2 connection: ended after a while (its
+                        // calls finish first), a client reconnects through the Service and
+                        // spreads over the replicas the operator adds. Pings find dead peers,
+                        // which would otherwise hold the graceful shutdown open.
+                        .max_connection_age(GRPC_MAX_CONNECTION_AGE)
+                        .max_connection_age_grace(GRPC_MAX_CONNECTION_AGE_GRACE)
+                        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                         .add_service(service)
                         .serve_with_incoming_shutdown(
                             // Without TCP_NODELAY a small response waits for the client's
@@ -227,10 +242,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         shared.draining.store(true, Ordering::Relaxed);
         shared.wake.notify_all();
         if let Some(grpc) = grpc {
-            match grpc.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("the gRPC server failed: {e}"),
-                Err(e) => tracing::error!("the gRPC server task failed: {e}"),
+            // Its calls were answered with HTTP's drain; what is left is connections closing,
+            // which a peer that vanished could hold open: not past this.
+            match tokio::time::timeout(GRPC_CLOSE_TIMEOUT, grpc).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::error!("the gRPC server failed: {e}"),
+                Ok(Err(e)) => tracing::error!("the gRPC server task failed: {e}"),
+                Err(_) => tracing::warn!(
+                    "gRPC connections still open {} s after the drain: closing them",
+                    GRPC_CLOSE_TIMEOUT.as_secs()
+                ),
             }
         }
         let _ = tokio::task::spawn_blocking(move || executor.join()).await;

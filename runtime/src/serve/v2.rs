@@ -161,21 +161,33 @@ fn bool_param(params: Option<&Value>, key: &str, what: &str) -> Result<Option<bo
     }
 }
 
+/// Refuses output parameters this server cannot honour, whichever protocol carried them: a
+/// classification answers a different tensor (top-k labels) than the one asked for, and an output
+/// into shared memory would leave the client reading a region nobody wrote — raw scores back in
+/// the response would be misread either way.
+pub fn check_output_parameters<'a>(
+    name: &str,
+    mut parameters: impl Iterator<Item = &'a str>,
+) -> Result<(), V2Error> {
+    match parameters.find(|p| matches!(*p, "classification" | "shared_memory_region")) {
+        Some("classification") => Err(V2Error::bad(format!(
+            "output {name:?}: the classification extension is not supported; ask for the raw output"
+        ))),
+        Some(_) => Err(V2Error::bad(format!(
+            "output {name:?}: shared memory is not supported; the output comes back in the response"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn requested_output(o: &Value) -> Result<RequestedOutput, V2Error> {
     let name = o
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| V2Error::bad("outputs[].name must be a string"))?;
     let what = format!("output {name:?}");
-    // A classification answers a different tensor (top-k labels) than the one asked for: refuse it
-    // rather than send back raw scores the client would misread.
-    if o.get("parameters")
-        .and_then(Value::as_object)
-        .is_some_and(|p| p.contains_key("classification"))
-    {
-        return Err(V2Error::bad(format!(
-            "{what}: the classification extension is not supported; ask for the raw output"
-        )));
+    if let Some(p) = o.get("parameters").and_then(Value::as_object) {
+        check_output_parameters(name, p.keys().map(String::as_str))?;
     }
     Ok(RequestedOutput {
         name: name.to_string(),

@@ -321,6 +321,12 @@ pub fn decode_infer(r: &ModelInferRequest, sig: &Signature) -> Result<InferReque
     let data = match (r.raw_input_contents.as_slice(), &input.contents) {
         ([], Some(c)) => typed_contents(c, sig.datatype, &input.name)?,
         ([raw], None) => v2::binary_data(raw, sig.datatype, &input.name)?,
+        ([], None) if input.parameters.contains_key("shared_memory_region") => {
+            return Err(V2Error::bad(format!(
+                "input {:?}: shared memory is not supported; send the tensor in the request",
+                input.name
+            )));
+        }
         ([], None) => {
             return Err(V2Error::bad(format!(
                 "input {:?} has no contents (raw_input_contents or contents)",
@@ -347,6 +353,9 @@ pub fn decode_infer(r: &ModelInferRequest, sig: &Signature) -> Result<InferReque
             input.shape,
             data.element_count()
         )));
+    }
+    for o in &r.outputs {
+        v2::check_output_parameters(&o.name, o.parameters.keys().map(String::as_str))?;
     }
     Ok(InferRequest {
         id: (!r.id.is_empty()).then(|| r.id.clone()),
@@ -487,6 +496,25 @@ mod tests {
             assert_eq!(e.status, 400);
             assert!(e.message.contains(want), "{want}: {}", e.message);
         }
+        // An output asked for as classes, or into shared memory: refused, as over HTTP.
+        for parameter in ["classification", "shared_memory_region"] {
+            let mut r = request(vec![1, 3, 2], None, Some(vec![1.0; 6]));
+            r.outputs = vec![InferRequestedOutputTensor {
+                name: "output__0".into(),
+                parameters: HashMap::from([(
+                    parameter.to_string(),
+                    InferParameter {
+                        choice: Some(ParameterChoice::Int64(3)),
+                    },
+                )]),
+            }];
+            let e = decode_infer(&r, &sig()).unwrap_err();
+            assert!(
+                e.message.contains("not supported"),
+                "{parameter}: {}",
+                e.message
+            );
+        }
         let mut wrong_type = request(vec![1, 3, 2], None, Some(vec![1.0; 6]));
         wrong_type.inputs[0].datatype = "INT64".into();
         assert!(
@@ -506,6 +534,95 @@ mod tests {
                 .message
                 .contains("other than")
         );
+    }
+
+    /// A length-delimited protobuf field written by hand (field number, wire type 2): the bytes
+    /// below are the protocol's, independent of prost, so a wrong tag in the structs above fails.
+    fn field(number: u8, body: &[u8]) -> Vec<u8> {
+        assert!(
+            number < 16 && body.len() < 128,
+            "one-byte tags and lengths only"
+        );
+        [&[number << 3 | 2, body.len() as u8][..], body].concat()
+    }
+
+    #[test]
+    fn messages_read_and_write_the_protocol_s_field_numbers() {
+        let floats: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        // ModelInferRequest{model_name 1, id 3, inputs 5: InferInputTensor{name 1, datatype 2,
+        // shape 3 (packed), contents 5: InferTensorContents{fp32_contents 6 (packed)}}}.
+        let input = [
+            field(1, b"input__0"),
+            field(2, b"FP32"),
+            field(3, &[1, 2]),
+            field(5, &field(6, &floats)),
+        ]
+        .concat();
+        let wire = [field(1, b"m"), field(3, b"r-9"), field(5, &input)].concat();
+        let r = ModelInferRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!((r.model_name.as_str(), r.id.as_str()), ("m", "r-9"));
+        let t = &r.inputs[0];
+        assert_eq!((t.name.as_str(), t.datatype.as_str()), ("input__0", "FP32"));
+        assert_eq!(t.shape, vec![1, 2]);
+        assert_eq!(t.contents.as_ref().unwrap().fp32_contents, vec![1.5, -2.0]);
+        // The other typed fields: int_contents 2, int64_contents 3, uint_contents 4.
+        let c = InferTensorContents::decode(
+            [field(2, &[7]), field(3, &[8]), field(4, &[9])]
+                .concat()
+                .as_slice(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.int_contents, c.int64_contents, c.uint_contents),
+            (vec![7], vec![8], vec![9])
+        );
+        // raw_input_contents 7.
+        let raw = ModelInferRequest::decode(field(7, &floats).as_slice()).unwrap();
+        assert_eq!(raw.raw_input_contents, vec![floats.clone()]);
+        // ModelInferResponse{model_name 1, model_version 2, id 3, outputs 5: InferOutputTensor{
+        // name 1, datatype 2, shape 3}, raw_output_contents 6}: the exact bytes.
+        let response = encode_infer("m", Some("r-9".into()), "o", vec![1, 2], &[1.5, -2.0]);
+        let output = [field(1, b"o"), field(2, b"FP32"), field(3, &[1, 2])].concat();
+        let expected = [
+            field(1, b"m"),
+            field(2, b"1"),
+            field(3, b"r-9"),
+            field(5, &output),
+            field(6, &floats),
+        ]
+        .concat();
+        assert_eq!(response.encode_to_vec(), expected);
+        // Triton's ModelConfig{name 1, max_batch_size 4 (varint), input 5: {name 1, data_type 2,
+        // dims 4}, output 6: {dims 3}}.
+        let config = ModelConfig {
+            name: "m".into(),
+            platform: String::new(),
+            max_batch_size: 8,
+            input: vec![ModelTensorConfig {
+                name: "i".into(),
+                data_type: TRITON_FP32,
+                dims: vec![3],
+            }],
+            output: vec![ModelOutputConfig {
+                name: String::new(),
+                data_type: 0,
+                dims: vec![10],
+            }],
+        };
+        let expected = [
+            field(1, b"m"),
+            vec![4 << 3, 8],
+            field(
+                5,
+                &[field(1, b"i"), vec![2 << 3, 11], field(4, &[3])].concat(),
+            ),
+            field(6, &field(3, &[10])),
+        ]
+        .concat();
+        assert_eq!(config.encode_to_vec(), expected);
     }
 
     #[test]
