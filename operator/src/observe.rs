@@ -62,6 +62,9 @@ pub struct DeploymentObservation {
     /// Why a serving pod last failed (`pod <name>: exit code 14 (...)...`), looked up only while
     /// fewer replicas are ready than asked for.
     pub pod_failure: Option<String>,
+    /// Why its pods cannot even be created (its `ReplicaFailure` condition): a quota or
+    /// LimitRange refusing them, a PriorityClass that does not exist.
+    pub replica_failure: Option<String>,
     /// The service generation the Deployment was last applied for (its
     /// `greenbatch.dev/spec-generation` annotation); `None` on one applied before it existed.
     pub spec_generation: Option<i64>,
@@ -212,6 +215,7 @@ pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
         ready_replicas: status.ready_replicas.unwrap_or(0),
         available_replicas: status.available_replicas.unwrap_or(0),
         pod_failure: None,
+        replica_failure: replica_failure(&status),
         spec_generation: d
             .metadata
             .annotations
@@ -219,6 +223,23 @@ pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
             .and_then(|a| a.get(crate::names::SPEC_GENERATION_ANNOTATION))
             .and_then(|g| g.parse().ok()),
     }
+}
+
+/// Why the Deployment's pods cannot even be created — its `ReplicaFailure` condition, copied
+/// from the ReplicaSet — for the Ready condition.
+fn replica_failure(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("ReplicaFailure"),
+                c.message.as_deref().unwrap_or("")
+            )
+        })
 }
 
 /// Whether the serving pods are worth a look: fewer ready than the Deployment asks for.
@@ -427,5 +448,25 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(serving_pod_failure(&[starting]), None);
+    }
+
+    #[test]
+    fn a_deployment_whose_pods_cannot_be_created_says_why() {
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svc"},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"conditions": [
+                {"type": "Available", "status": "False"},
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": "pods \"svc-1\" is forbidden: no PriorityClass with name inference was found"},
+            ]},
+        }))
+        .unwrap();
+        assert_eq!(
+            deployment(&d, "uid").replica_failure.as_deref(),
+            Some(
+                "FailedCreate: pods \"svc-1\" is forbidden: no PriorityClass with name inference was found"
+            )
+        );
     }
 }

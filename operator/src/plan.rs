@@ -962,11 +962,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     settings.batch_size,
                                     resources::fmt_num(settings.max_queue_delay_ms)
                                 );
+                                // A failing pod says most; with none at all, why they cannot
+                                // be created (a quota, a LimitRange, a missing PriorityClass).
                                 let pod_failure = observed
                                     .deployment
                                     .as_ref()
-                                    .and_then(|d| d.pod_failure.as_deref())
-                                    .map(|f| format!("; a serving pod failed: {f}"))
+                                    .and_then(|d| {
+                                        d.pod_failure
+                                            .as_deref()
+                                            .map(|f| format!("; a serving pod failed: {f}"))
+                                            .or_else(|| {
+                                                d.replica_failure.as_deref().map(|f| {
+                                                    format!("; its pods cannot be created: {f}")
+                                                })
+                                            })
+                                    })
                                     .unwrap_or_default();
                                 if done || partly {
                                     conds.set(

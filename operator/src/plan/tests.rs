@@ -80,6 +80,7 @@ fn rolled_out_obs(p: &Plan) -> DeploymentObservation {
         ready_replicas: 1,
         available_replicas: 1,
         pod_failure: None,
+        replica_failure: None,
         spec_generation: objects
             .0
             .metadata
@@ -376,6 +377,7 @@ fn the_flow_table() {
                     ready_replicas: 1,
                     available_replicas: 1,
                     pod_failure: None,
+                    replica_failure: None,
                     spec_generation: None,
                 });
                 o
@@ -666,6 +668,36 @@ fn deployment_replicas(p: &Plan) -> i32 {
         Serving::Apply(b) => b.0.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1),
         other => panic!("expected Apply, got {other:?}"),
     }
+}
+
+#[test]
+fn serving_pods_that_cannot_be_created_say_why_in_the_ready_condition() {
+    // spec.pod asks for a PriorityClass that does not exist (or a quota refuses the pods): the
+    // ReplicaSet creates none, and the Deployment's ReplicaFailure says why.
+    let is = service("svc");
+    let mut o = done(&is);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let mut refused = rolled_out_obs(&p);
+    refused.ready_replicas = 0;
+    refused.available_replicas = 0;
+    refused.replica_failure = Some(
+        "FailedCreate: pods \"svc-1\" is forbidden: no PriorityClass with name inference was found"
+            .into(),
+    );
+    o.deployment = Some(refused);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let ready = cond(&p, READY);
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "ServingPodsFailing")
+    );
+    assert!(
+        ready.message.ends_with(
+            "0/1 ready; its pods cannot be created: FailedCreate: pods \"svc-1\" is forbidden: no PriorityClass with name inference was found"
+        ),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]
