@@ -631,23 +631,35 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
     ) {
         record_profiling_job(&profiles, pn, record).await;
     }
-    if let Some(job) = &plan.job {
+    if let Some(job) = plan.job.clone() {
         let jn = job.name_any();
-        let created = apply::create_if_absent(&jobs, job)
-            .await
-            .map_err(api_err("create", "Job", &ns, &jn))?;
-        if created {
-            tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
-            delete_superseded_jobs(&jobs, job, &jn).await;
+        match apply::create_if_absent(&jobs, &job).await {
+            Ok(true) => {
+                tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
+                delete_superseded_jobs(&jobs, &job, &jn).await;
+            }
+            Ok(false) => {}
+            Err(e) => match refusal(&e) {
+                Some(message) => {
+                    tracing::warn!(service = %name, namespace = %ns, job = %jn, %message, "the API server refused the profiling Job");
+                    plan = plan::refused(plan, is, "profiling Job", &message, &now);
+                }
+                None => return Err(api_err("create", "Job", &ns, &jn)(e)),
+            },
         }
     }
-    match &plan.serving {
+    match plan.serving.clone() {
         Serving::Keep => {}
         Serving::Apply(objects) => {
             let (deployment, service) = objects.as_ref();
-            apply::apply(&deployments, &name, deployment)
-                .await
-                .map_err(api_err("apply", "Deployment", &ns, &name))?;
+            if let Err(e) = apply::apply(&deployments, &name, deployment).await {
+                let Some(message) = refusal(&e) else {
+                    return Err(api_err("apply", "Deployment", &ns, &name)(e));
+                };
+                tracing::warn!(service = %name, namespace = %ns, %message, "the API server refused the serving Deployment");
+                plan = plan::refused(plan, is, "serving Deployment", &message, &now);
+                return finish(is, ctx, &inference, &name, &ns, plan).await;
+            }
             apply::apply(&services, &name, service)
                 .await
                 .map_err(api_err("apply", "Service", &ns, &name))?;
@@ -682,8 +694,21 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
                 .map_err(api_err("delete", "Service", &ns, &name))?;
         }
     }
+    finish(is, ctx, &inference, &name, &ns, plan).await
+}
+
+/// The end of a reconcile: the planned status written (when it changed), its Events published,
+/// and when to look again.
+async fn finish(
+    is: &InferenceService,
+    ctx: &Context,
+    inference: &Api<InferenceService>,
+    name: &str,
+    ns: &str,
+    plan: plan::Plan,
+) -> Result<Action, ReconcileError> {
     if is.status.as_ref() != Some(&plan.status) {
-        match apply::apply_status(&inference, &name, &plan.status).await {
+        match apply::apply_status(inference, name, &plan.status).await {
             Ok(_) => {}
             // Deleted while this reconcile ran (the cache still had it): nothing left to report
             // on, and what it owns goes with it.
@@ -692,9 +717,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
                 return Ok(Action::await_change());
             }
             Err(e) => {
-                return Err(api_err("apply status of", "InferenceService", &ns, &name)(
-                    e,
-                ));
+                return Err(api_err("apply status of", "InferenceService", ns, name)(e));
             }
         }
     }
@@ -728,6 +751,23 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
     })
 }
 
+/// The API server's reason when it refused an object for what it is — 422 invalid, 403 from an
+/// admission webhook, a policy or a quota — rather than for a moment (conflicts, timeouts, 5xx):
+/// worth telling the service's owner, not retrying in a loop. A 403 from RBAC (`User … cannot
+/// …`) is the operator's own misconfiguration and stays a failed reconcile.
+fn refusal(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if s.code == 422 => Some(s.message.clone()),
+        kube::Error::Api(s)
+            if s.code == 403
+                && !(s.message.contains("User ") && s.message.contains(" cannot ")) =>
+        {
+            Some(s.message.clone())
+        }
+        _ => None,
+    }
+}
+
 /// Exponential backoff per service: 1 s, 2 s, 4 s ... capped at 5 minutes; reset by a success.
 fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
@@ -744,4 +784,37 @@ fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Cont
         Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
     tracing::warn!(service = %key, failures = n, retry_in = ?delay, error = %error, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refusal;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            serde_json::from_value(serde_json::json!({
+                "status": "Failure", "message": message, "reason": "", "code": code,
+            }))
+            .expect("a Status"),
+        )
+    }
+
+    #[test]
+    fn refusals_are_told_from_what_a_retry_or_the_operator_s_rbac_fixes() {
+        let invalid = "Deployment.apps \"svc\" is invalid: spec.template.spec.tolerations[0].key: Invalid value";
+        assert_eq!(refusal(&api_error(422, invalid)).as_deref(), Some(invalid));
+        let webhook = "admission webhook \"validation.gatekeeper.sh\" denied the request: images must come from registry.example";
+        assert_eq!(refusal(&api_error(403, webhook)).as_deref(), Some(webhook));
+        let quota =
+            "jobs.batch \"j\" is forbidden: exceeded quota: compute, requested: count/jobs.batch=1";
+        assert_eq!(refusal(&api_error(403, quota)).as_deref(), Some(quota));
+        // The chart's RBAC lacking a verb: a failed reconcile, counted as such.
+        let rbac = "jobs.batch is forbidden: User \"system:serviceaccount:greenbatch-system:greenbatch-operator\" cannot create resource \"jobs\" in API group \"batch\" in the namespace \"e2e\"";
+        assert_eq!(refusal(&api_error(403, rbac)), None);
+        assert_eq!(refusal(&api_error(409, "conflict")), None);
+        assert_eq!(
+            refusal(&api_error(500, "etcdserver: request timed out")),
+            None
+        );
+    }
 }

@@ -296,6 +296,42 @@ impl Conditions<'_> {
     }
 }
 
+/// `plan` after the API server refused an object it creates or applies (`kind`): an admission
+/// webhook or policy, a quota, a field the validation here let through. The service says so in
+/// its Ready condition (with a Warning Event when that is new) instead of failing reconcile after
+/// reconcile with the reason only in the operator's log; nothing else of the plan changes, and
+/// the next look is the resync's (a policy may change without the service changing).
+pub fn refused(
+    mut plan: Plan,
+    is: &InferenceService,
+    kind: &str,
+    message: &str,
+    now: &str,
+) -> Plan {
+    let note = format!("the API server refused the {kind}: {message}");
+    let old_ready = is
+        .status
+        .as_ref()
+        .and_then(|s| condition(s, READY))
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    if old_ready != Some(("Refused".to_string(), note.clone())) {
+        plan.events.push(PlannedEvent {
+            warning: true,
+            reason: "Refused",
+            note: note.clone(),
+        });
+    }
+    let mut conds = Conditions {
+        now,
+        generation: is.metadata.generation,
+        list: std::mem::take(&mut plan.status.conditions),
+    };
+    conds.set(READY, ConditionStatus::False, "Refused", note);
+    plan.status.conditions = conds.list;
+    plan.requeue = Requeue::After(RESYNC);
+    plan
+}
+
 fn selected_config(
     sel: &Selection,
     table: &ProfileTable,

@@ -1965,3 +1965,33 @@ fn a_job_of_a_deleted_profile_of_the_same_name_is_neither_recorded_nor_replaced_
     o.job = None;
     assert!(plan(&is, &o, &cfg(), NOW).job.is_some());
 }
+
+#[test]
+fn an_object_the_api_server_refuses_is_said_in_the_ready_condition_once() {
+    let is = service("svc");
+    let o = done(&is);
+    let planned = plan(&is, &o, &cfg(), NOW);
+    let message =
+        "Deployment.apps \"svc\" is invalid: spec.template.spec.priorityClassName: Invalid value";
+    let p = refused(planned.clone(), &is, "serving Deployment", message, NOW);
+    let ready = cond(&p, READY);
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (ConditionStatus::False, "Refused")
+    );
+    assert!(ready.message.contains(message), "{}", ready.message);
+    assert_eq!(event(&p, "Refused").map(|e| e.warning), Some(true));
+    assert_eq!(p.requeue, Requeue::After(RESYNC));
+    // The rest of what was planned stands (what is served, the profile's state).
+    assert_eq!(p.status.selected, planned.status.selected);
+    // Refused again for the same reason: no second Event.
+    let mut refused_before = is.clone();
+    refused_before.status = Some(p.status.clone());
+    assert!(
+        event(
+            &refused(planned, &refused_before, "serving Deployment", message, NOW),
+            "Refused"
+        )
+        .is_none()
+    );
+}
