@@ -31,13 +31,19 @@ pub struct ServerReadyResponse {
     pub ready: bool,
 }
 
+/// A model by name and version: the request of ModelReady, ModelMetadata and Triton's
+/// ModelConfig (the same two fields in each).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ModelReadyRequest {
+pub struct ModelRef {
     #[prost(string, tag = "1")]
     pub name: String,
     #[prost(string, tag = "2")]
     pub version: String,
 }
+
+pub type ModelReadyRequest = ModelRef;
+pub type ModelMetadataRequest = ModelRef;
+pub type ModelConfigRequest = ModelRef;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelReadyResponse {
@@ -56,14 +62,6 @@ pub struct ServerMetadataResponse {
     pub version: String,
     #[prost(string, repeated, tag = "3")]
     pub extensions: Vec<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ModelMetadataRequest {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub version: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -93,14 +91,6 @@ pub struct ModelMetadataResponse {
 /// Triton's model configuration extension (rpc `ModelConfig`), which perf_analyzer asks for
 /// before it batches: the fields of Triton's `ModelConfig` it reads (name, platform,
 /// max_batch_size, inputs and outputs), with their field numbers there.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ModelConfigRequest {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub version: String,
-}
-
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelConfigResponse {
     #[prost(message, optional, tag = "1")]
