@@ -124,23 +124,36 @@ struct Args {
     lease_renew_deadline_seconds: u64,
 }
 
+/// `never`, or a number of seconds in `range`: the form of both TTL flags.
+fn seconds_or_never(
+    text: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, String> {
+    if text == "never" {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        Ok(s) if range.contains(&s) => Ok(Some(s)),
+        _ => Err(format!(
+            "{text:?} is neither `never` nor a number of seconds in {}..={}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct JobTtl(Option<i32>);
 
 /// The shortest Job TTL: the operator must see a Job end (a watch event, within seconds; a leader
 /// change, tens of seconds) before the Job is gone, or a re-profile Job would run again.
-const MIN_JOB_TTL_SECONDS: i32 = 300;
+const MIN_JOB_TTL_SECONDS: u64 = 300;
 
 fn job_ttl(text: &str) -> Result<JobTtl, String> {
-    if text == "never" {
-        return Ok(JobTtl(None));
-    }
-    match text.parse::<i32>() {
-        Ok(s) if s >= MIN_JOB_TTL_SECONDS => Ok(JobTtl(Some(s))),
-        _ => Err(format!(
-            "{text:?} is neither `never` nor a number of seconds >= {MIN_JOB_TTL_SECONDS}"
-        )),
-    }
+    // The Job field is an int32.
+    let max = u64::try_from(i32::MAX).unwrap_or(u64::MAX);
+    let seconds = seconds_or_never(text, MIN_JOB_TTL_SECONDS..=max)?;
+    Ok(JobTtl(seconds.and_then(|s| i32::try_from(s).ok())))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -153,17 +166,11 @@ const MIN_UNUSED_PROFILE_TTL_SECONDS: u64 = 3600;
 const MAX_UNUSED_PROFILE_TTL_SECONDS: u64 = 315_360_000;
 
 fn unused_profile_ttl(text: &str) -> Result<UnusedProfileTtl, String> {
-    if text == "never" {
-        return Ok(UnusedProfileTtl(None));
-    }
-    match text.parse::<u64>() {
-        Ok(s) if (MIN_UNUSED_PROFILE_TTL_SECONDS..=MAX_UNUSED_PROFILE_TTL_SECONDS).contains(&s) => {
-            Ok(UnusedProfileTtl(Some(Duration::from_secs(s))))
-        }
-        _ => Err(format!(
-            "{text:?} is neither `never` nor a number of seconds in {MIN_UNUSED_PROFILE_TTL_SECONDS}..={MAX_UNUSED_PROFILE_TTL_SECONDS}"
-        )),
-    }
+    let seconds = seconds_or_never(
+        text,
+        MIN_UNUSED_PROFILE_TTL_SECONDS..=MAX_UNUSED_PROFILE_TTL_SECONDS,
+    )?;
+    Ok(UnusedProfileTtl(seconds.map(Duration::from_secs)))
 }
 
 fn runtime_pod_defaults(text: &str) -> Result<RuntimePodSpec, String> {
