@@ -7,7 +7,7 @@ use greenbatch_crds::{
     EnergyProfile, InferenceService, InferenceServiceStatus, ProfilingJobRecord,
 };
 use kube::Resource;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -72,6 +72,32 @@ where
     match api.create(&params, obj).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes `name` as it was at `resource_version` (any version when `None`), its dependents
+/// first: it stays, being deleted, until its pods are gone, so no pod of it runs once it is. `false`
+/// when it is gone already or has changed since (left as it is now).
+pub async fn delete_version_foreground<K>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        preconditions: Some(Preconditions {
+            resource_version: resource_version.map(str::to_string),
+            uid: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -408,17 +408,7 @@ async fn observe_job(
             state = observe::job_state(&job, &pods.items);
         }
     }
-    let owner_uid = job
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.clone());
-    Ok(Some(JobObservation {
-        name: name.to_string(),
-        owner_uid,
-        state,
-        waiting,
-    }))
+    Ok(Some(observe::job_observation(&job, state, waiting)))
 }
 
 /// Writes the record of how a profiling Job ended. Best effort: a failure is logged and the next
@@ -630,6 +620,18 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             .and_then(|p| p.metadata.name.as_deref()),
     ) {
         record_profiling_job(&profiles, pn, record).await;
+    }
+    if let Some(stuck) = &plan.replace_job {
+        let deleted =
+            apply::delete_version_foreground(&jobs, &stuck.name, stuck.resource_version.as_deref())
+                .await
+                .map_err(api_err("delete", "Job", &ns, &stuck.name))?;
+        if deleted {
+            tracing::info!(service = %name, namespace = %ns, job = %stuck.name, waiting = %stuck.waiting, "deleted a profiling Job that could not run, to make it anew with the current pod settings");
+        } else {
+            tracing::debug!(job = %stuck.name, "the stuck profiling Job changed or went before its replacement; looking again");
+            plan.events.retain(|e| e.reason != "ProfilingJobReplaced");
+        }
     }
     if let Some(job) = plan.job.clone() {
         let jn = job.name_any();

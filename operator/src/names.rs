@@ -39,6 +39,10 @@ pub const PAUSED_ANNOTATION: &str = "greenbatch.dev/paused";
 /// Set and removed by the pruner (`--unused-profile-ttl-seconds`), which deletes the profile once
 /// it has been unused that long.
 pub const UNUSED_SINCE_ANNOTATION: &str = "greenbatch.dev/unused-since";
+/// On a profiling Job: a digest of the pod template the operator made it with. A Job whose pod
+/// cannot run is replaced when the operator would now make it otherwise (a fixed `spec.pod`, a
+/// runtime image that can be pulled).
+pub const POD_TEMPLATE_HASH_ANNOTATION: &str = "greenbatch.dev/pod-template-hash";
 /// On a serving Deployment: the InferenceService generation it was applied for.
 pub const SPEC_GENERATION_ANNOTATION: &str = "greenbatch.dev/spec-generation";
 

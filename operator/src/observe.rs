@@ -30,6 +30,40 @@ pub struct JobObservation {
     /// While active: why its pod does not run yet (`pod <name>: cannot be scheduled: …`, an image
     /// it cannot pull), when it is stuck.
     pub waiting: Option<String>,
+    /// The digest of the pod template it was made with (`greenbatch.dev/pod-template-hash`);
+    /// `None` on a Job made before the operator recorded one.
+    pub pod_template_hash: Option<String>,
+    /// Its `resourceVersion`: a replacement deletes exactly the Job it judged, not a newer one.
+    pub resource_version: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created: Option<String>,
+    /// Its deletion has begun (replaced, or going with its profile).
+    pub deleting: bool,
+}
+
+/// What the plan needs to know of a profiling Job: `state` and `waiting` come from its pods,
+/// the rest from the Job.
+pub fn job_observation(job: &Job, state: JobState, waiting: Option<String>) -> JobObservation {
+    JobObservation {
+        name: job.metadata.name.clone().unwrap_or_default(),
+        owner_uid: job
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone()),
+        state,
+        waiting,
+        pod_template_hash: crate::resources::recorded_pod_template_hash(job).map(str::to_string),
+        resource_version: job.metadata.resource_version.clone(),
+        created: job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+        deleting: job.metadata.deletion_timestamp.is_some(),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -319,6 +353,41 @@ fn pod_stuck(pod: &Pod) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_is_observed_with_its_owner_template_digest_age_and_deletion() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p-1a2b3c4d", "resourceVersion": "42",
+              "creationTimestamp": "2026-11-27T10:00:00Z",
+              "deletionTimestamp": "2026-11-27T10:05:00Z",
+              "annotations": {"greenbatch.dev/pod-template-hash": "0123456789abcdef"},
+              "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "not-controller"},
+                {"apiVersion": "greenbatch.dev/v1alpha1", "kind": "EnergyProfile", "name": "p",
+                 "uid": "ep-uid", "controller": true}]}
+        }))
+        .unwrap();
+        let o = job_observation(&job, JobState::Active, Some("pod x: waits".into()));
+        assert_eq!(o.name, "p-1a2b3c4d");
+        assert_eq!(o.owner_uid.as_deref(), Some("ep-uid"));
+        assert_eq!(o.pod_template_hash.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(o.resource_version.as_deref(), Some("42"));
+        let created = o.created.as_deref().expect("a creation time");
+        assert_eq!(
+            chrono::DateTime::parse_from_rfc3339(created).ok(),
+            chrono::DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").ok()
+        );
+        assert!(o.deleting);
+        assert_eq!(o.waiting.as_deref(), Some("pod x: waits"));
+        // A Job made before digests were recorded, not being deleted, owned by nothing.
+        let bare: Job =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "old"}})).unwrap();
+        let o = job_observation(&bare, JobState::Succeeded, None);
+        assert_eq!(
+            (o.pod_template_hash, o.owner_uid, o.created, o.deleting),
+            (None, None, None, false)
+        );
+    }
 
     #[test]
     fn failed_job_reports_the_pods_exit_code_in_words() {

@@ -5,7 +5,7 @@
 
 use crate::config::OperatorConfig;
 use crate::names::*;
-use crate::observe::{self, DeploymentObservation, JobState, Observed};
+use crate::observe::{self, DeploymentObservation, JobObservation, JobState, Observed};
 use crate::resources::{self, PodPlacement, ServeSettings};
 use crate::sizing::{
     ReplicaDecision, Stabilised, drift, drift_note, observed_serving, past_capacity,
@@ -62,6 +62,20 @@ pub struct PlannedEvent {
     pub note: String,
 }
 
+/// A profiling Job whose pod cannot run (no node takes it, its image cannot be pulled) and that
+/// the operator would now make otherwise: a `spec.pod` fixed since, another runtime image or
+/// default. Nothing ran, so nothing is lost: it is deleted (its pod first) and the reconcile its
+/// deletion brings makes it anew under the same name. A Job that runs is never replaced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobReplacement {
+    pub name: String,
+    /// Deleted only while it is the version judged: one that changed since (its pod started)
+    /// is left.
+    pub resource_version: Option<String>,
+    /// Why its pod does not run.
+    pub waiting: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// The EnergyProfile to server-side apply (create it, or record a re-profile on it).
@@ -71,6 +85,8 @@ pub struct Plan {
     /// How the profile's current Job ended, to write into the profile's `status.lastJob` (the
     /// profile named by `Observed::profile`): once recorded, the Job may go without running again.
     pub job_record: Option<ProfilingJobRecord>,
+    /// The profile's Job to delete so that it is made anew (see [`JobReplacement`]).
+    pub replace_job: Option<JobReplacement>,
     pub serving: Serving,
     pub status: InferenceServiceStatus,
     pub events: Vec<PlannedEvent>,
@@ -449,6 +465,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             profile: None,
             job: None,
             job_record,
+            replace_job: None,
             serving: Serving::Keep,
             status: InferenceServiceStatus {
                 conditions: conds.list,
@@ -498,6 +515,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 profile: None,
                 job: None,
                 job_record,
+                replace_job: None,
                 serving: Serving::Keep,
                 status,
                 events,
@@ -510,7 +528,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let key = profile_key(is, cfg);
     let profile_name = key.object_name();
     status.profile_ref = Some(profile_name.clone());
-    let (mut planned_profile, mut planned_job) = (None, None);
+    let (mut planned_profile, mut planned_job, mut planned_replacement) = (None, None, None);
 
     let state = profile_state(
         is,
@@ -520,9 +538,23 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         &namespace,
         observed,
         cfg,
-        &mut planned_profile,
-        &mut planned_job,
+        now,
+        Planned {
+            profile: &mut planned_profile,
+            job: &mut planned_job,
+            replacement: &mut planned_replacement,
+        },
     );
+    if let Some(r) = &planned_replacement {
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "ProfilingJobReplaced",
+            note: format!(
+                "profiling Job {} does not run ({}) and the operator makes it otherwise now (spec.pod, the operator's runtime image or pod defaults): it is deleted and made anew",
+                r.name, r.waiting
+            ),
+        });
+    }
 
     let mut serving = Serving::Keep;
     let requeue;
@@ -540,8 +572,16 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
                 valid.spec.candidates
             );
+            let replaced = if planned_replacement.is_some() {
+                "; it is made anew with the pod settings asked for now"
+            } else {
+                ""
+            };
             let (reason, what) = match &waiting {
-                Some(w) => ("ProfilingWaiting", format!("{what}; it waits: {w}")),
+                Some(w) => (
+                    "ProfilingWaiting",
+                    format!("{what}; it waits: {w}{replaced}"),
+                ),
                 None => ("Profiling", what),
             };
             requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
@@ -1169,6 +1209,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         profile: planned_profile,
         job: planned_job,
         job_record,
+        replace_job: planned_replacement,
         serving,
         status,
         events,
@@ -1259,6 +1300,25 @@ fn drift_token(profile: &EnergyProfile, now: &str) -> Option<String> {
     ))
 }
 
+/// What [`profile_state`] plans beside the state it returns.
+struct Planned<'p> {
+    profile: &'p mut Option<EnergyProfile>,
+    job: &'p mut Option<Job>,
+    replacement: &'p mut Option<JobReplacement>,
+}
+
+/// Whether a Job created at `created` has existed for `at_least` by `now` (both RFC 3339); one
+/// whose creation time is unknown has.
+fn existed_for(created: Option<&str>, now: &str, at_least: std::time::Duration) -> bool {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (created.and_then(parse), parse(now)) {
+        (Some(created), Some(now)) => (now - created)
+            .to_std()
+            .is_ok_and(|existed| existed >= at_least),
+        _ => true,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn profile_state<'a>(
     is: &InferenceService,
@@ -1268,9 +1328,14 @@ fn profile_state<'a>(
     namespace: &str,
     observed: &'a Observed,
     cfg: &OperatorConfig,
-    planned_profile: &mut Option<EnergyProfile>,
-    planned_job: &mut Option<Job>,
+    now: &str,
+    planned: Planned<'_>,
 ) -> ProfileState<'a> {
+    let Planned {
+        profile: planned_profile,
+        job: planned_job,
+        replacement: planned_replacement,
+    } = planned;
     let token = valid.reprofile_token.as_deref();
     let Some(profile) = &observed.profile else {
         // First service with this key: create the profile now; its Job follows on the next
@@ -1305,6 +1370,46 @@ fn profile_state<'a>(
         // garbage-collected: neither its end nor its absence is this profile's. Its deletion
         // (the Job watch) brings the next reconcile, which creates this profile's own.
         return ProfileState::Starting { job: current_job };
+    }
+    // Measures what the profile's spec says (the settings of the service that created it or last
+    // asked for a re-profile), placed as this service's `spec.pod` says.
+    let build_job = || {
+        job_owner(profile)
+            .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
+            .and_then(|owner| {
+                resources::profiling_job(
+                    &current_job,
+                    profile_name,
+                    namespace,
+                    &profile.spec,
+                    PodPlacement {
+                        gpu: &is.spec.gpu,
+                        pod: &runtime_pod(is, cfg),
+                    },
+                    owner,
+                    cfg,
+                )
+                .map_err(|e| e.to_string())
+            })
+    };
+    // A Job whose pod cannot run, made otherwise than it would be now, is replaced — once it has
+    // existed an observe interval: two services sharing the profile with different pod settings,
+    // neither placeable, then take turns at most that often instead of at every reconcile.
+    let stuck = job_obs.filter(|j| j.state == JobState::Active && !j.deleting);
+    if let Some((j, waiting)) = stuck.and_then(|j| Some((j, j.waiting.as_ref()?))) {
+        let made_otherwise = build_job().is_ok_and(|want| {
+            j.pod_template_hash.as_deref() != resources::recorded_pod_template_hash(&want)
+        });
+        if made_otherwise && existed_for(j.created.as_deref(), now, cfg.observe_interval) {
+            *planned_replacement = Some(JobReplacement {
+                name: j.name.clone(),
+                resource_version: j.resource_version.clone(),
+                waiting: waiting.clone(),
+            });
+            return ProfileState::while_measuring(complete_table, current_job, |job| {
+                ProfileState::Starting { job }
+            });
+        }
     }
     let running = job_obs
         .filter(|j| j.state == JobState::Active)
@@ -1349,26 +1454,7 @@ fn profile_state<'a>(
             Some(_) => false,
         };
     if needs_job {
-        let built = job_owner(profile)
-            .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
-            .and_then(|owner| {
-                // Measures what the profile's spec says: the settings of the service that created
-                // it or last asked for a re-profile.
-                resources::profiling_job(
-                    &current_job,
-                    profile_name,
-                    namespace,
-                    &profile.spec,
-                    PodPlacement {
-                        gpu: &is.spec.gpu,
-                        pod: &runtime_pod(is, cfg),
-                    },
-                    owner,
-                    cfg,
-                )
-                .map_err(|e| e.to_string())
-            });
-        return match built {
+        return match build_job() {
             Ok(job) => {
                 *planned_job = Some(job);
                 ProfileState::while_measuring(complete_table, current_job, |job| {
@@ -1381,7 +1467,19 @@ fn profile_state<'a>(
             },
         };
     }
-    let reprofiling = running;
+    // A Job that wrote the table (its measurement started after the Job was made) is finishing,
+    // not measuring again: the table arrives a moment before the Job completes.
+    let wrote_the_table = |j: &JobObservation| {
+        let parse = |t: Option<&str>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let started = parse(
+            profile
+                .status
+                .as_ref()
+                .and_then(|s| s.started_at.as_deref()),
+        );
+        matches!((started, parse(j.created.as_deref())), (Some(s), Some(c)) if s >= c)
+    };
+    let reprofiling = running.filter(|_| !job_obs.is_some_and(wrote_the_table));
     if let Some(table) = complete_table {
         // A failed re-measurement leaves the table: the runtime says why in the profile's message,
         // or, when it died before writing (killed, past its deadline), the Job does.

@@ -404,11 +404,40 @@ pub fn profiling_job(
         (MANAGED_BY_LABEL, MANAGED_BY),
         (PROFILE_LABEL, profile_name),
     ]);
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels.clone()),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            service_account_name: Some(cfg.runtime_service_account.clone()),
+            // The runtime writes the EnergyProfile's status with this identity.
+            automount_service_account_token: Some(true),
+            security_context: Some(pod_security()),
+            node_selector: node_selector(gpu, pod),
+            tolerations: pod.tolerations.clone(),
+            priority_class_name: pod.priority_class_name.clone(),
+            volumes: Some(volumes),
+            containers: vec![runtime_container(
+                cfg,
+                gpu,
+                pod,
+                profile_args(profile_name, namespace, spec, gpu, &model),
+                mounts,
+            )],
+            ..Default::default()
+        }),
+    };
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job_name.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(pod_labels.clone()),
+            labels: Some(pod_labels),
+            annotations: Some(BTreeMap::from([(
+                POD_TEMPLATE_HASH_ANNOTATION.to_string(),
+                pod_template_hash(&template),
+            )])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -416,35 +445,34 @@ pub fn profiling_job(
             backoff_limit: Some(cfg.job_backoff_limit),
             active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
             ttl_seconds_after_finished: cfg.job_ttl_seconds_after_finished,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    service_account_name: Some(cfg.runtime_service_account.clone()),
-                    // The runtime writes the EnergyProfile's status with this identity.
-                    automount_service_account_token: Some(true),
-                    security_context: Some(pod_security()),
-                    node_selector: node_selector(gpu, pod),
-                    tolerations: pod.tolerations.clone(),
-                    priority_class_name: pod.priority_class_name.clone(),
-                    volumes: Some(volumes),
-                    containers: vec![runtime_container(
-                        cfg,
-                        gpu,
-                        pod,
-                        profile_args(profile_name, namespace, spec, gpu, &model),
-                        mounts,
-                    )],
-                    ..Default::default()
-                }),
-            },
+            template,
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+/// A digest of a pod template as the operator builds it (16 hex digits of the SHA-256 of its
+/// JSON). Compared with the one recorded on an existing Job, it says whether the operator would
+/// make that Job otherwise now, without comparing against what the API server defaulted into it.
+pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
+    use sha2::{Digest, Sha256};
+    // Serialising k8s-openapi types cannot fail: plain structs and string-keyed maps.
+    let json = serde_json::to_vec(template).unwrap_or_default();
+    Sha256::digest(&json)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digest [`profiling_job`] records on a Job it built.
+pub fn recorded_pod_template_hash(job: &Job) -> Option<&str> {
+    job.metadata
+        .annotations
+        .as_ref()?
+        .get(POD_TEMPLATE_HASH_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// What the serving Deployment runs with.
@@ -913,6 +941,63 @@ mod tests {
             a.join(" "),
             "profile --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cuda --candidates 1,8 --windows 5 --window-seconds 0.5 --warmup-seconds 1 --max-spread 0.1 --output-profile p --namespace ns"
         );
+    }
+
+    #[test]
+    fn a_job_records_the_digest_of_the_pod_template_it_was_made_with() {
+        let is = service("svc");
+        let spec = EnergyProfileSpec {
+            model_name: "m".into(),
+            model_digest: "d".into(),
+            gpu_product: "cpu".into(),
+            runtime_version: "0.1.0".into(),
+            precision: Default::default(),
+            model: is.spec.model.clone(),
+            candidates: vec![1, 8],
+            protocol: Default::default(),
+        };
+        let digest = |name: &str, pod: &RuntimePodSpec, cfg: &OperatorConfig| {
+            let gpu = GpuSpec {
+                count: 0,
+                ..is.spec.gpu.clone()
+            };
+            let job = profiling_job(
+                name,
+                "p",
+                "ns",
+                &spec,
+                PodPlacement { gpu: &gpu, pod },
+                owner(),
+                cfg,
+            )
+            .expect("a Job");
+            let recorded = recorded_pod_template_hash(&job).map(str::to_string);
+            let template = job.spec.expect("a spec").template;
+            assert_eq!(
+                recorded.as_deref(),
+                Some(pod_template_hash(&template).as_str())
+            );
+            recorded.expect("a digest")
+        };
+        let cfg = OperatorConfig::default();
+        let plain = RuntimePodSpec::default();
+        let first = digest("j", &plain, &cfg);
+        assert_eq!(first.len(), 16);
+        assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+        // The same template, the same digest: built again, or under another Job name.
+        assert_eq!(digest("j", &plain, &cfg), first);
+        assert_eq!(digest("j-2", &plain, &cfg), first);
+        // What places the pod or what it runs: another digest.
+        let placed = RuntimePodSpec {
+            node_selector: Some([("pool".to_string(), "a".to_string())].into()),
+            ..Default::default()
+        };
+        assert_ne!(digest("j", &placed, &cfg), first);
+        let image = OperatorConfig {
+            runtime_image: "registry.example/runtime:fixed".into(),
+            ..Default::default()
+        };
+        assert_ne!(digest("j", &plain, &image), first);
     }
 
     #[test]

@@ -80,6 +80,9 @@ struct Agent {
 /// A GPU product no node of this "cluster" has: the agent leaves pods pinned to it unscheduled,
 /// with the scheduler's condition.
 const NO_SUCH_GPU: &str = "NVIDIA-NO-SUCH-GPU";
+/// A node label of this "cluster": pods whose `nodeSelector` asks for it to be `none` are left
+/// unscheduled too (a node pool that does not exist, named in a service's `spec.pod`).
+const POOL_LABEL: &str = "e2e.greenbatch.dev/pool";
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -136,12 +139,13 @@ impl Agent {
         let Some(c) = spec.containers.first() else {
             return;
         };
-        let wants_missing_gpu = spec
-            .node_selector
-            .as_ref()
-            .and_then(|s| s.get(names::GPU_PRODUCT_NODE_LABEL))
-            .is_some_and(|p| p == NO_SUCH_GPU);
-        if wants_missing_gpu {
+        let selects = |label: &str, value: &str| {
+            spec.node_selector
+                .as_ref()
+                .and_then(|s| s.get(label))
+                .is_some_and(|v| v == value)
+        };
+        if selects(names::GPU_PRODUCT_NODE_LABEL, NO_SUCH_GPU) || selects(POOL_LABEL, "none") {
             // The scheduler's part: no node fits, say so on the pod, run nothing.
             if self.unschedulable.insert(uid) {
                 say(&format!("agent: pod {name} left unschedulable"));
@@ -1441,6 +1445,79 @@ async fn operator_end_to_end() {
     )
     .await;
 
+    // Scenario 5a': a profiling pod that cannot run because of the service's own pod settings
+    // (a node pool that does not exist): once `spec.pod` is fixed, its Job is made anew (same
+    // name, another uid) and measures.
+    let placed_model = cluster.dir().join("placed.pt");
+    std::fs::copy(&model, &placed_model).expect("a model file of placed's own");
+    services
+        .create(
+            &pp,
+            &service_yaml(
+                "placed",
+                &format!("file://{}", placed_model.display()),
+                serde_json::json!({"pod": {"nodeSelector": {POOL_LABEL: "none"}}}),
+            ),
+        )
+        .await
+        .expect("create placed");
+    let placed = wait_service(
+        &services,
+        "placed",
+        "placed to say its profiling pod cannot be scheduled",
+        Duration::from_secs(60),
+        |is| condition_message(is, "Profiled").contains("cannot be scheduled"),
+    )
+    .await;
+    let placed_profile = placed
+        .status
+        .as_ref()
+        .and_then(|s| s.profile_ref.clone())
+        .expect("placed's profile");
+    let placed_jobs =
+        ListParams::default().labels(&format!("{}={placed_profile}", names::PROFILE_LABEL));
+    let stuck_job = jobs.list(&placed_jobs).await.unwrap().items;
+    assert_eq!(stuck_job.len(), 1, "one profiling Job for placed");
+    let stuck_uid = stuck_job[0].uid();
+    services
+        .patch(
+            "placed",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"pod": null}})),
+        )
+        .await
+        .expect("fix placed's spec.pod");
+    let placed = wait_service(
+        &services,
+        "placed",
+        "placed's profiling Job to be made anew and measure",
+        Duration::from_secs(90),
+        |is| condition_message(is, "Profiled").starts_with("True/"),
+    )
+    .await;
+    say(&format!(
+        "placed: {}",
+        condition_message(&placed, "Profiled")
+    ));
+    let made_anew = jobs.list(&placed_jobs).await.unwrap().items;
+    assert_eq!(made_anew.len(), 1, "one profiling Job for placed");
+    assert_eq!(made_anew[0].name_any(), stuck_job[0].name_any());
+    assert_ne!(made_anew[0].uid(), stuck_uid, "the stuck Job was replaced");
+    assert!(
+        made_anew[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.node_selector.as_ref())
+            .is_none_or(|s| !s.contains_key(POOL_LABEL)),
+        "the new Job selects no pool: {:?}",
+        made_anew[0].spec
+    );
+    services
+        .delete("placed", &DeleteParams::default())
+        .await
+        .expect("delete placed");
+
     // Scenario 5b: a model over http. With its digest the profiling pod downloads, checks and
     // measures it; with another digest the pod refuses the bytes it got (exit code 14) and the
     // service says which digest it found.
@@ -1545,6 +1622,7 @@ async fn operator_end_to_end() {
         "ProfileReused",
         "ConfigSelected",
         "ProfilingFailed",
+        "ProfilingJobReplaced",
         "InvalidSpec",
     ] {
         assert!(

@@ -109,6 +109,26 @@ fn profile_no_job(is: &InferenceService) -> Observed {
         ..Default::default()
     }
 }
+/// The Job fields a test leaves alone: no template digest (a Job made before they were
+/// recorded), created long ago, not being deleted.
+fn job_extra() -> JobObservation {
+    JobObservation {
+        name: String::new(),
+        owner_uid: None,
+        state: JobState::Active,
+        waiting: None,
+        pod_template_hash: None,
+        resource_version: Some("7".into()),
+        created: Some("2024-12-31T00:00:00Z".into()),
+        deleting: false,
+    }
+}
+/// The template digest of the Job the operator would make for `is` now.
+fn todays_template(is: &InferenceService) -> Option<String> {
+    let p = plan(is, &profile_no_job(is), &cfg(), NOW);
+    let job = p.job.expect("a planned Job");
+    crate::resources::recorded_pod_template_hash(&job).map(str::to_string)
+}
 fn job(is: &InferenceService, state: JobState) -> Observed {
     let p = profile_for(is, None);
     let name = observed_job_name(&p.metadata.name.clone().unwrap(), Some(&p));
@@ -119,6 +139,8 @@ fn job(is: &InferenceService, state: JobState) -> Observed {
             name,
             state,
             waiting: None,
+            pod_template_hash: todays_template(is),
+            ..job_extra()
         }),
         ..Default::default()
     }
@@ -1272,6 +1294,7 @@ fn a_re_profile_job_that_cannot_run_says_why() {
         name: job,
         state: JobState::Active,
         waiting: Some("pod svc-x: cannot be scheduled: 0/1 nodes are available".into()),
+        ..job_extra()
     });
     let p = plan(&is, &o, &cfg(), NOW);
     let profiled = cond(&p, PROFILED);
@@ -1283,6 +1306,111 @@ fn a_re_profile_job_that_cannot_run_says_why() {
         "{}",
         profiled.message
     );
+    // Made before Jobs recorded their template (no digest): replaced like one made otherwise,
+    // while the service serves on from the table it has.
+    assert_eq!(
+        p.replace_job.as_ref().map(|r| r.name.as_str()),
+        o.job.as_ref().map(|j| j.name.as_str())
+    );
+    assert!(matches!(p.serving, Serving::Apply(_)), "{:?}", p.serving);
+}
+
+/// A service whose profiling pod no node takes (its `spec.pod` selects a node pool that does
+/// not exist), observed with its Job active and stuck.
+fn stuck_on_a_pool() -> (InferenceService, Observed) {
+    let mut is = service("svc");
+    is.spec.pod = Some(greenbatch_crds::RuntimePodSpec {
+        node_selector: Some([("pool".to_string(), "none".to_string())].into()),
+        ..Default::default()
+    });
+    let mut o = job(&is, JobState::Active);
+    if let Some(j) = o.job.as_mut() {
+        j.waiting = Some("pod svc-x: cannot be scheduled: 0/3 nodes are available".into());
+    }
+    (is, o)
+}
+
+#[test]
+fn a_profiling_job_that_cannot_run_is_made_anew_once_the_pod_settings_change() {
+    let (mut is, mut o) = stuck_on_a_pool();
+    // Made as asked: it waits, and says why.
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.replace_job, None);
+    assert_eq!(cond(&p, PROFILED).reason, "ProfilingWaiting");
+    assert!(event(&p, "ProfilingJobReplaced").is_none());
+
+    // The user fixes spec.pod: the Job is deleted (the version judged), not created yet.
+    is.spec.pod = None;
+    is.metadata.generation = Some(2);
+    let p = plan(&is, &o, &cfg(), NOW);
+    let replaced = p.replace_job.clone().expect("the stuck Job is replaced");
+    assert_eq!(Some(&replaced.name), o.job.as_ref().map(|j| &j.name));
+    assert_eq!(replaced.resource_version.as_deref(), Some("7"));
+    assert!(replaced.waiting.contains("cannot be scheduled"));
+    assert!(p.job.is_none() && p.profile.is_none());
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    let profiled = cond(&p, PROFILED);
+    assert!(
+        profiled
+            .message
+            .ends_with("it is made anew with the pod settings asked for now"),
+        "{}",
+        profiled.message
+    );
+    let note = &event(&p, "ProfilingJobReplaced").expect("an Event").note;
+    assert!(note.contains("cannot be scheduled"), "{note}");
+
+    // Its deletion under way: nothing more is asked of it, nothing is created beside it.
+    let mut going = o.clone();
+    if let Some(j) = going.job.as_mut() {
+        j.deleting = true;
+    }
+    let p = plan(&is, &going, &cfg(), NOW);
+    assert_eq!((p.replace_job, p.job), (None, None));
+
+    // Gone: made anew under the same name, without the selector, with the new digest.
+    let name = o.job.as_ref().map(|j| j.name.clone());
+    o.job = None;
+    let p = plan(&is, &o, &cfg(), NOW);
+    let job = p.job.expect("the Job made anew");
+    assert_eq!(job.metadata.name, name);
+    let pod = job.spec.and_then(|s| s.template.spec).expect("a pod spec");
+    assert!(
+        pod.node_selector
+            .as_ref()
+            .is_none_or(|s| !s.contains_key("pool")),
+        "{:?}",
+        pod.node_selector
+    );
+}
+
+#[test]
+fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_an_interval_old() {
+    let (mut is, o) = stuck_on_a_pool();
+    is.spec.pod = None;
+    let replaced = |o: &Observed| plan(&is, o, &cfg(), NOW).replace_job.is_some();
+    assert!(replaced(&o));
+    let with = |f: fn(&mut JobObservation)| {
+        let mut o = o.clone();
+        f(o.job.as_mut().expect("a Job"));
+        o
+    };
+    // Its pod runs (or the waiting cleared): a measurement under way is never thrown away.
+    assert!(!replaced(&with(|j| j.waiting = None)));
+    // Finished: recorded, not replaced.
+    assert!(!replaced(&with(|j| j.state = JobState::Succeeded)));
+    // Created less than an observe interval ago (30 s): two services sharing the profile with
+    // different pod settings take turns at most that often.
+    assert!(!replaced(&with(
+        |j| j.created = Some("2024-12-31T23:59:45Z".into())
+    )));
+    assert!(replaced(&with(
+        |j| j.created = Some("2024-12-31T23:59:30Z".into())
+    )));
+    // A Job of a deleted profile of the same name is not this profile's to replace.
+    assert!(!replaced(&with(
+        |j| j.owner_uid = Some("another-uid".into())
+    )));
 }
 
 #[test]
@@ -1520,6 +1648,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
             message: "Job was active longer than specified deadline".into(),
         },
         waiting: None,
+        ..job_extra()
     });
     let p = plan(&is, &died, &cfg(), NOW);
     let profiled = cond(&p, PROFILED);
@@ -1539,6 +1668,7 @@ fn a_sustained_drift_reprofiles_at_most_once_a_day_when_the_spec_asks() {
         name: a[PROFILING_JOB_ANNOTATION].clone(),
         state: JobState::Succeeded,
         waiting: None,
+        ..job_extra()
     });
     if let Some(s) = o.profile.as_mut().and_then(|p| p.status.as_mut()) {
         s.finished_at = Some("2025-01-01T00:05:00Z".into());
@@ -1629,6 +1759,7 @@ fn measuring_again_for_t1(is: &mut InferenceService) -> (Observed, String) {
         name: job.clone(),
         state: JobState::Active,
         waiting: None,
+        ..job_extra()
     });
     (o, job)
 }
@@ -1696,6 +1827,7 @@ fn a_new_token_waits_for_the_measurement_running() {
         name: t1_job,
         state: JobState::Succeeded,
         waiting: None,
+        ..job_extra()
     });
     let p = plan(&is, &o, &cfg(), NOW);
     let a = p
@@ -1794,6 +1926,7 @@ fn reprofile_job(o: &mut Observed, state: JobState) -> String {
         name: name.clone(),
         state,
         waiting: None,
+        ..job_extra()
     });
     name
 }
@@ -1936,6 +2069,7 @@ fn only_the_profile_s_current_job_is_recorded() {
         name: first,
         state: JobState::Succeeded,
         waiting: None,
+        ..job_extra()
     });
     assert_eq!(plan(&is, &o, &cfg(), NOW).job_record, None);
 }
@@ -1994,4 +2128,25 @@ fn an_object_the_api_server_refuses_is_said_in_the_ready_condition_once() {
         )
         .is_none()
     );
+}
+
+#[test]
+fn a_job_that_wrote_the_table_is_finishing_not_measuring_again() {
+    let is = service("svc");
+    // The first Job's table arrives a moment before the Job completes.
+    let mut o = job(&is, JobState::Active);
+    let mut status = complete(&[1, 2, 4]).expect("a status");
+    status.started_at = Some("2024-12-31T00:00:05Z".into());
+    if let Some(p) = o.profile.as_mut() {
+        p.status = Some(status);
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(cond(&p, PROFILED).reason, "ProfileComplete");
+    assert!(!cond(&p, PROFILED).message.contains("re-profiling"));
+    // A Job made after the table was measured is measuring it again.
+    if let Some(j) = o.job.as_mut() {
+        j.created = Some("2024-12-31T00:01:00Z".into());
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(cond(&p, PROFILED).reason, "Reprofiling");
 }
