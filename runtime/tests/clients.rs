@@ -76,6 +76,8 @@ fn start() -> (Server, u16, u16) {
                 "1",
                 "--meter",
                 "none",
+                "--max-body-bytes",
+                "1048576",
             ])
             .env("GREENBATCH_LOG", "warn")
             .stdout(Stdio::null())
@@ -178,6 +180,21 @@ big = grpc.InferInput("input__0", [9, 3, 16, 16], "FP32")
 big.set_data_from_numpy(np.zeros((9, 3, 16, 16), np.float32))
 status, message = code_of(lambda: c.infer("tiny_cnn", [big]))
 assert status == "StatusCode.INVALID_ARGUMENT" and "max batch size" in message, (status, message)
+# Messages no client library would send: bytes that are no ModelInferRequest, and one over the
+# server's 1 MiB limit.
+import grpc as grpcio
+raw = grpcio.insecure_channel(sys.argv[1]).unary_unary("/inference.GRPCInferenceService/ModelInfer")
+def raw_code(body):
+    try:
+        raw(body)
+    except grpcio.RpcError as e:
+        return e.code(), e.details()
+    raise SystemExit("expected an error")
+status, message = raw_code(b"\xff\xff\xff\xff")
+assert status == grpcio.StatusCode.INVALID_ARGUMENT and "not a well-formed ModelInferRequest" in message, (status, message)
+status, message = raw_code(bytes(2 * 1024 * 1024))
+assert status == grpcio.StatusCode.OUT_OF_RANGE and "too large" in message, (status, message)
+assert c.is_server_live(), "the server went down"
 print("tritonclient grpc ok")
 "#;
 
@@ -223,7 +240,9 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
     );
 
     // gRPC: the same server, counted in the same metrics (the operator sizes from them).
-    let not_found_before = requests_with_code(port, "404");
+    let before = |code| requests_with_code(port, code);
+    let (not_found_before, invalid_before, too_large_before) =
+        (before("404"), before("400"), before("413"));
     let o = Command::new(&python)
         .args(["-c", TRITONCLIENT_GRPC, &grpc_url, &url])
         .output()
@@ -239,6 +258,9 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
         1.0,
         "the unknown model over gRPC is counted as a 404"
     );
+    // A wrong shape, a batch over the max, a malformed message; one message over the limit.
+    assert_eq!(requests_with_code(port, "400") - invalid_before, 3.0);
+    assert_eq!(requests_with_code(port, "413") - too_large_before, 1.0);
 
     let dir = tempfile::tempdir().unwrap();
     let runs: [(&str, Vec<&str>); 2] = [

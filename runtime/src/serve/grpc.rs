@@ -3,8 +3,9 @@
 //! (perf_analyzer asks for it) — on tonic, routed by hand (the messages are `v2_grpc`'s). Same model, queue, readiness and metrics as the HTTP endpoint;
 //! a failure's HTTP status becomes the gRPC code of the HTTP-to-gRPC mapping (400
 //! INVALID_ARGUMENT, 404 NOT_FOUND, 429 and 503 UNAVAILABLE — retry with back-off — 500
-//! INTERNAL), and is what `greenbatch_requests_total{code}` counts. (A message over the size
-//! limit never reaches the service: tonic's decoder answers OUT_OF_RANGE.)
+//! INTERNAL), and is what `greenbatch_requests_total{code}` counts. A request message is decoded
+//! here, not in tonic: a malformed one is INVALID_ARGUMENT (counted 400); one over the size limit
+//! is refused by tonic's framing with OUT_OF_RANGE before it is read (counted 413).
 
 use super::inference::{App, Failure, OUTPUT_NAME};
 use super::v2_grpc::{
@@ -14,12 +15,16 @@ use super::v2_grpc::{
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse, TensorMetadata,
 };
+use bytes::{Buf, Bytes};
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
@@ -154,13 +159,52 @@ impl InferenceService {
     }
 }
 
-/// One unary method: the request decoded (at most the server's body limit), handled, the
-/// response encoded.
-struct Unary<F>(InferenceService, F);
+/// Responses encoded by prost; requests handed over as the bytes received and decoded by
+/// [`Unary`]: prost's decoder inside tonic would answer a malformed message with INTERNAL (a
+/// server fault) before the service saw it, so it would be neither the client's error nor counted.
+struct DecodeInService<Resp>(PhantomData<fn() -> Resp>);
 
-impl<Req, Resp, F, Fut> UnaryService<Req> for Unary<F>
+impl<Resp: prost::Message + Send + 'static> Codec for DecodeInService<Resp> {
+    type Encode = Resp;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<Resp>;
+    type Decoder = ReceivedBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ReceivedBytes
+    }
+}
+
+/// A request message as received (tonic has checked its length against the limit).
+struct ReceivedBytes;
+
+impl Decoder for ReceivedBytes {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+/// One unary method: the request decoded, handled, the response encoded. `counted` methods
+/// (inference) count a request refused for its message in `greenbatch_requests_total`, as the
+/// HTTP endpoint counts a body it cannot parse; `reached` says whether tonic handed it over.
+struct Unary<Req, F> {
+    service: InferenceService,
+    handler: F,
+    counted: bool,
+    reached: Arc<AtomicBool>,
+    request: PhantomData<fn() -> Req>,
+}
+
+impl<Req, Resp, F, Fut> UnaryService<Bytes> for Unary<Req, F>
 where
-    Req: Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
     Resp: Send + 'static,
     F: Fn(InferenceService, Req) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
@@ -168,19 +212,53 @@ where
     type Response = Resp;
     type Future = BoxFuture<tonic::Response<Resp>, Status>;
 
-    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
-        let (service, handler) = (self.0.clone(), self.1.clone());
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        self.reached.store(true, Ordering::Relaxed);
+        let (service, handler, counted) =
+            (self.service.clone(), self.handler.clone(), self.counted);
         Box::pin(async move {
-            handler(service, request.into_inner())
-                .await
-                .map(tonic::Response::new)
+            let arrived = Instant::now();
+            let request = match Req::decode(request.into_inner()) {
+                Ok(r) => r,
+                Err(e) => {
+                    if counted {
+                        service.app.record(400, arrived);
+                    }
+                    let message = std::any::type_name::<Req>()
+                        .rsplit("::")
+                        .next()
+                        .unwrap_or("request");
+                    return Err(Status::invalid_argument(format!(
+                        "the request is not a well-formed {message} (protobuf): {e}"
+                    )));
+                }
+            };
+            handler(service, request).await.map(tonic::Response::new)
         })
+    }
+}
+
+/// The HTTP status a request refused by tonic before the service counts as: OUT_OF_RANGE (a
+/// message over the size limit) 413, any other failure of the framing 400.
+fn refused_before_the_service(response: &http::Response<Body>) -> Option<u16> {
+    let code = response
+        .headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    match Code::from_i32(code) {
+        Code::Ok => None,
+        Code::OutOfRange => Some(413),
+        _ => Some(400),
     }
 }
 
 fn unary<Req, Resp, F, Fut>(
     service: InferenceService,
     request: http::Request<Body>,
+    counted: bool,
     handler: F,
 ) -> BoxFuture<http::Response<Body>, Infallible>
 where
@@ -191,9 +269,24 @@ where
 {
     let limit = service.app.max_body_bytes;
     Box::pin(async move {
-        let mut grpc = Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default())
+        let arrived = Instant::now();
+        let reached = Arc::new(AtomicBool::new(false));
+        let method = Unary {
+            service: service.clone(),
+            handler,
+            counted,
+            reached: reached.clone(),
+            request: PhantomData,
+        };
+        let mut grpc = Grpc::new(DecodeInService::<Resp>(PhantomData))
             .apply_max_message_size_config(Some(limit), Some(usize::MAX));
-        Ok(grpc.unary(Unary(service, handler), request).await)
+        let response = grpc.unary(method, request).await;
+        if counted && !reached.load(Ordering::Relaxed) {
+            if let Some(code) = refused_before_the_service(&response) {
+                service.app.record(code, arrived);
+            }
+        }
+        Ok(response)
     })
 }
 
@@ -216,17 +309,39 @@ impl Service<http::Request<Body>> for InferenceService {
             .unwrap_or(path)
             .to_string();
         match method.as_str() {
-            "ServerLive" => unary(service, request, |s, r| async move { s.server_live(r) }),
-            "ServerReady" => unary(service, request, |s, r| async move { s.server_ready(r) }),
-            "ModelReady" => unary(service, request, |s, r| async move { s.model_ready(r) }),
-            "ServerMetadata" => unary(service, request, |s, r| async move { s.server_metadata(r) }),
-            "ModelMetadata" => unary(service, request, |s, r| async move { s.model_metadata(r) }),
-            "ModelConfig" => unary(service, request, |s, r| async move { s.model_config(r) }),
-            "ModelInfer" => unary(
+            "ServerLive" => unary(
                 service,
                 request,
-                |s, r| async move { s.model_infer(r).await },
+                false,
+                |s, r| async move { s.server_live(r) },
             ),
+            "ServerReady" => unary(
+                service,
+                request,
+                false,
+                |s, r| async move { s.server_ready(r) },
+            ),
+            "ModelReady" => unary(
+                service,
+                request,
+                false,
+                |s, r| async move { s.model_ready(r) },
+            ),
+            "ServerMetadata" => unary(service, request, false, |s, r| async move {
+                s.server_metadata(r)
+            }),
+            "ModelMetadata" => unary(service, request, false, |s, r| async move {
+                s.model_metadata(r)
+            }),
+            "ModelConfig" => unary(
+                service,
+                request,
+                false,
+                |s, r| async move { s.model_config(r) },
+            ),
+            "ModelInfer" => unary(service, request, true, |s, r| async move {
+                s.model_infer(r).await
+            }),
             _ => Box::pin(async move {
                 Ok(Status::unimplemented(format!(
                     "{method:?} is not a method this server implements (KServe v2: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer; Triton's ModelConfig)"

@@ -628,4 +628,39 @@ mod tests {
         assert_eq!(r.outputs[0].shape, vec![1, 2]);
         assert_eq!((r.id.as_str(), r.model_version.as_str()), ("r-1", "1"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever bytes arrive as a ModelInferRequest: refused as malformed, or decoded and then
+        /// accepted or refused with a 4xx and why — never a panic.
+        #[test]
+        fn arbitrary_and_mutated_messages_never_panic_and_errors_are_4xx(
+            arbitrary in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 0..6),
+            cut in proptest::prelude::any::<usize>(),
+            typed in proptest::prelude::any::<bool>(),
+        ) {
+            let values = [0.5f32; 12];
+            let valid = if typed {
+                request(vec![2, 3, 2], None, Some(values.to_vec()))
+            } else {
+                request(vec![2, 3, 2], Some(le(&values)), None)
+            };
+            let mut mutated = valid.encode_to_vec();
+            for (pos, byte) in edits {
+                let i = pos % mutated.len();
+                mutated[i] = byte;
+            }
+            mutated.truncate(cut % (mutated.len() + 1));
+            for bytes in [arbitrary, mutated] {
+                if let Ok(r) = ModelInferRequest::decode(bytes.as_slice()) {
+                    if let Err(e) = decode_infer(&r, &sig()) {
+                        proptest::prop_assert!((400..500).contains(&e.status), "{}", e.status);
+                        proptest::prop_assert!(!e.message.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }
