@@ -19,6 +19,9 @@ pub struct OperatorConfig {
     pub job_backoff_limit: i32,
     /// Wall-clock limit of a profiling Job.
     pub job_active_deadline_seconds: i64,
+    /// Most profiling Jobs running at once in the operator's scope (each holds a GPU, which serving
+    /// does not get meanwhile); a service needing one more waits until one ends. `None`: no limit.
+    pub max_profiling_jobs: Option<u32>,
     /// A finished profiling Job (and its pod, with its log) is deleted this long after it ended
     /// (`ttlSecondsAfterFinished`); `None` keeps it until a new Job of its profile starts. Safe
     /// because the operator records how each Job ended in the profile's `status.lastJob` first.
@@ -56,6 +59,7 @@ impl Default for OperatorConfig {
             runtime_version: env!("CARGO_PKG_VERSION").to_string(),
             job_backoff_limit: 2,
             job_active_deadline_seconds: 3600,
+            max_profiling_jobs: None,
             job_ttl_seconds_after_finished: Some(86_400),
             unused_profile_ttl: None,
             prune_interval: std::time::Duration::from_secs(600),

@@ -107,6 +107,10 @@ struct Context {
     /// The PodDisruptionBudget API the cluster serves (`policy/v1`, or `v1beta1` before 1.21);
     /// `None`: neither, serving pods get none.
     disruption_budgets: Option<ApiResource>,
+    /// The operator's profiling Jobs in its scope, counted against `--max-profiling-jobs`.
+    profiling_jobs: Api<Job>,
+    /// Held from counting the running profiling Jobs to creating one.
+    profiling_slots: tokio::sync::Mutex<()>,
 }
 
 /// Which PodDisruptionBudget API the cluster serves, through discovery: `policy/v1` (Kubernetes
@@ -270,6 +274,8 @@ impl Operator {
             snapshots: Mutex::new(HashMap::new()),
             origin: Instant::now(),
             disruption_budgets: disruption_budget_api(&client).await,
+            profiling_jobs: settings.scope.api::<Job>(&client),
+            profiling_slots: tokio::sync::Mutex::new(()),
         });
         let ready_flag = self.clone();
         let ready_reader = reader.clone();
@@ -409,6 +415,23 @@ async fn observe_job(
         }
     }
     Ok(Some(observe::job_observation(&job, state, waiting)))
+}
+
+/// How many of the operator's profiling Jobs run in its scope (see
+/// [`observe::running_profiling_jobs`]).
+async fn count_profiling_jobs(jobs: &Api<Job>) -> Result<u32, ReconcileError> {
+    let listed = jobs
+        .list(&ListParams::default().labels(&format!(
+            "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}=profiler"
+        )))
+        .await
+        .map_err(api_err(
+            "list",
+            "Job",
+            "*",
+            "(profiling Jobs, counted against --max-profiling-jobs)",
+        ))?;
+    Ok(observe::running_profiling_jobs(&listed.items))
 }
 
 /// Writes the record of how a profiling Job ended. Best effort: a failure is logged and the next
@@ -594,6 +617,8 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
     // with it, because its uid owns the profiling Job.
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut plan = plan::plan(is, &observed, &ctx.config, &now);
+    // Events of the passes planned again below (a profile created, say), said before the last's.
+    let mut earlier_events = Vec::new();
     for _ in 0..2 {
         let Some(profile) = plan.profile.take() else {
             break;
@@ -605,10 +630,25 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         let job = plan::observed_job_name(&pn, Some(&applied));
         observed.profile = Some(applied);
         observed.job = observe_job(&jobs, &pods, &ns, &job).await?;
-        let events = std::mem::take(&mut plan.events);
+        earlier_events.append(&mut plan.events);
         plan = plan::plan(is, &observed, &ctx.config, &now);
-        plan.events.splice(0..0, events);
     }
+    // With --max-profiling-jobs, a Job is created only while fewer run: counted (one LIST, only
+    // when a Job is planned) and created under one lock, so reconciles running at once cannot
+    // both take the last place. Planned again without the Job when none is free.
+    let profiling_slot = match (ctx.config.max_profiling_jobs, &plan.job) {
+        (Some(max), Some(_)) => {
+            let slot = ctx.profiling_slots.lock().await;
+            let running = count_profiling_jobs(&ctx.profiling_jobs).await?;
+            if running >= max {
+                observed.profiling_jobs_running = Some(running);
+                plan = plan::plan(is, &observed, &ctx.config, &now);
+            }
+            Some(slot)
+        }
+        _ => None,
+    };
+    plan.events.splice(0..0, earlier_events);
 
     // Apply. First what was observed, before anything else can fail the reconcile: how the
     // profile's Job ended, needed before its TTL deletes it.
@@ -650,6 +690,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             },
         }
     }
+    drop(profiling_slot);
     match plan.serving.clone() {
         Serving::Keep => {}
         Serving::Apply(objects) => {

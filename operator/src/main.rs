@@ -61,6 +61,12 @@ struct Args {
     /// profile's status first. `never`: kept until a new Job of its profile starts.
     #[arg(long, env = "GREENBATCH_JOB_TTL_SECONDS", default_value = "86400", value_parser = job_ttl)]
     job_ttl_seconds: JobTtl,
+    /// Most profiling Jobs running at once in the operator's scope (each holds a GPU while it
+    /// measures), or `unlimited`. A service needing one more waits, said in its Profiled
+    /// condition (`ProfilingQueued`), until one ends: after an operator upgrade every profile
+    /// is measured afresh (the runtime version keys them), and the Jobs then take turns.
+    #[arg(long, env = "GREENBATCH_MAX_PROFILING_JOBS", default_value = "unlimited", value_parser = max_profiling_jobs)]
+    max_profiling_jobs: MaxProfilingJobs,
     /// Delete an EnergyProfile the operator made once no InferenceService has used it for this
     /// many seconds (at least 3600; its Jobs go with it), or `never` (profiles are measurements
     /// that took GPU time: kept by default). Looked at every 10 minutes.
@@ -154,6 +160,21 @@ fn job_ttl(text: &str) -> Result<JobTtl, String> {
     let max = u64::try_from(i32::MAX).unwrap_or(u64::MAX);
     let seconds = seconds_or_never(text, MIN_JOB_TTL_SECONDS..=max)?;
     Ok(JobTtl(seconds.and_then(|s| i32::try_from(s).ok())))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MaxProfilingJobs(Option<u32>);
+
+fn max_profiling_jobs(text: &str) -> Result<MaxProfilingJobs, String> {
+    if text == "unlimited" {
+        return Ok(MaxProfilingJobs(None));
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(MaxProfilingJobs(Some(n))),
+        _ => Err(format!(
+            "{text:?} is neither `unlimited` nor a number of Jobs (1 or more)"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -291,6 +312,7 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             job_backoff_limit: args.job_backoff_limit,
             job_active_deadline_seconds: args.job_deadline_seconds,
             job_ttl_seconds_after_finished: args.job_ttl_seconds.0,
+            max_profiling_jobs: args.max_profiling_jobs.0,
             unused_profile_ttl: args.unused_profile_ttl_seconds.0,
             prune_interval: OperatorConfig::default().prune_interval,
             observe_interval: Duration::from_secs(args.observe_interval_seconds),

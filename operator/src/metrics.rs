@@ -223,6 +223,7 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     duration: Histogram,
     services: Family<Labels, Gauge>,
+    profiling: Family<Labels, Gauge>,
     leading: Gauge,
     scrapes: Family<Labels, Counter>,
     profiles_pruned: Counter,
@@ -246,6 +247,16 @@ const PHASES: [Phase; 5] = [
     Phase::Serving,
     Phase::Degraded,
     Phase::Failed,
+];
+
+/// The reasons of the Profiled condition the planner sets.
+const PROFILED_REASONS: [&str; 6] = [
+    "Profiling",
+    "ProfilingQueued",
+    "ProfilingWaiting",
+    "ProfileComplete",
+    "Reprofiling",
+    "ProfilingFailed",
 ];
 
 fn phase_name(p: Phase) -> &'static str {
@@ -280,6 +291,12 @@ impl Metrics {
             "inference_services",
             "InferenceServices by status phase (\"None\" before the first status)",
             services.clone(),
+        );
+        let profiling = Family::<Labels, Gauge>::default();
+        registry.register(
+            "inference_services_profiling",
+            "InferenceServices by the reason of their Profiled condition (ProfilingQueued: waiting for a place among --max-profiling-jobs; ProfilingWaiting: the profiling pod cannot run)",
+            profiling.clone(),
         );
         let leading = Gauge::default();
         // 1 from start: without leader election the one replica runs the controller.
@@ -321,6 +338,7 @@ impl Metrics {
             errors,
             duration,
             services,
+            profiling,
             per_service: Mutex::new(HashMap::new()),
         }
     }
@@ -421,6 +439,24 @@ impl Metrics {
                 .get_or_create(&vec![("phase".to_string(), phase.to_string())])
                 .set(n);
         }
+        // The reasons the operator sets always have a series (0 included), so an alert on one
+        // has something to read; another (a hand-edited status) is counted as it is.
+        let mut reasons: HashMap<&str, i64> = PROFILED_REASONS.iter().map(|r| (*r, 0)).collect();
+        for s in services {
+            let profiled = s
+                .status
+                .as_ref()
+                .and_then(|st| st.conditions.iter().find(|c| c.type_ == "Profiled"));
+            if let Some(c) = profiled {
+                *reasons.entry(c.reason.as_str()).or_default() += 1;
+            }
+        }
+        self.profiling.clear();
+        for (reason, n) in reasons {
+            self.profiling
+                .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                .set(n);
+        }
     }
 
     /// The OpenMetrics text of everything as it stands (`render` for a scrape).
@@ -501,5 +537,49 @@ mod tests {
         // Deleted: its series go at the next refresh.
         let after = m.render(&[pending]);
         assert!(!after.contains("resnet50"), "{after}");
+    }
+
+    #[test]
+    fn services_are_counted_by_the_reason_of_their_profiled_condition() {
+        let m = Metrics::new();
+        let profiled = |name: &str, reason: &str| {
+            service(
+                name,
+                serde_json::json!({"conditions": [{"type": "Profiled", "status": "False", "reason": reason,
+                    "message": "", "lastTransitionTime": "2026-11-27T10:00:00Z"}]}),
+            )
+        };
+        let text = m.render(&[
+            profiled("a", "ProfilingQueued"),
+            profiled("b", "ProfilingQueued"),
+            profiled("c", "ProfilingWaiting"),
+            service("new", serde_json::json!({})),
+        ]);
+        let series = |reason: &str| {
+            format!("greenbatch_operator_inference_services_profiling{{reason=\"{reason}\"}} ")
+        };
+        assert!(
+            text.contains(&format!("{}2", series("ProfilingQueued"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{}1", series("ProfilingWaiting"))),
+            "{text}"
+        );
+        // None failed: the series is there, at 0, for an alert to read.
+        assert!(
+            text.contains(&format!("{}0", series("ProfilingFailed"))),
+            "{text}"
+        );
+        // The queue drained: counted again at each scrape.
+        let text = m.render(&[profiled("a", "ProfileComplete")]);
+        assert!(
+            text.contains(&format!("{}0", series("ProfilingQueued"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{}1", series("ProfileComplete"))),
+            "{text}"
+        );
     }
 }

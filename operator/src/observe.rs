@@ -18,6 +18,9 @@ pub struct Observed {
     pub deployment: Option<DeploymentObservation>,
     /// What the serving pods served since the previous scrape, when this reconcile scraped them.
     pub load: Option<LoadObservation>,
+    /// How many profiling Jobs run in the operator's scope: counted only when the plan would
+    /// create one and `--max-profiling-jobs` is set.
+    pub profiling_jobs_running: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -157,6 +160,17 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
             status.message.clone().unwrap_or_default(),
         )
     })
+}
+
+/// How many of `jobs` (the operator's profiling Jobs) run, or wait to: not finished, not being
+/// deleted. One whose pod cannot be scheduled holds its place too: it runs as soon as it can.
+pub fn running_profiling_jobs(jobs: &[Job]) -> u32 {
+    let running = jobs
+        .iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter(|j| job_state(j, &[]) == JobState::Active)
+        .count();
+    u32::try_from(running).unwrap_or(u32::MAX)
 }
 
 /// The profiling Jobs a new one supersedes: those of the same profile (`jobs`, listed by its
@@ -387,6 +401,36 @@ mod tests {
             (o.pod_template_hash, o.owner_uid, o.created, o.deleting),
             (None, None, None, false)
         );
+    }
+
+    #[test]
+    fn running_profiling_jobs_are_those_not_finished_nor_going() {
+        let job = |name: &str, extra: serde_json::Value| -> Job {
+            let mut v = serde_json::json!({"metadata": {"name": name}});
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                for (k, x) in e {
+                    if k == "metadata" {
+                        o["metadata"]["deletionTimestamp"] = x["deletionTimestamp"].clone();
+                    } else {
+                        o.insert(k.clone(), x.clone());
+                    }
+                }
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let done = |t: &str| serde_json::json!({"status": {"conditions": [{"type": t, "status": "True"}]}});
+        let jobs = [
+            job("pending", serde_json::json!({})),
+            job("running", serde_json::json!({"status": {"active": 1}})),
+            job("succeeded", done("Complete")),
+            job("failed", done("Failed")),
+            job(
+                "going",
+                serde_json::json!({"metadata": {"deletionTimestamp": "2026-11-27T10:00:00Z"}}),
+            ),
+        ];
+        assert_eq!(running_profiling_jobs(&jobs), 2);
+        assert_eq!(running_profiling_jobs(&[]), 0);
     }
 
     #[test]

@@ -528,7 +528,8 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let key = profile_key(is, cfg);
     let profile_name = key.object_name();
     status.profile_ref = Some(profile_name.clone());
-    let (mut planned_profile, mut planned_job, mut planned_replacement) = (None, None, None);
+    let (mut planned_profile, mut planned_job, mut planned_replacement, mut planned_queue) =
+        (None, None, None, None);
 
     let state = profile_state(
         is,
@@ -543,6 +544,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             profile: &mut planned_profile,
             job: &mut planned_job,
             replacement: &mut planned_replacement,
+            queue: &mut planned_queue,
         },
     );
     if let Some(r) = &planned_replacement {
@@ -577,14 +579,26 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             } else {
                 ""
             };
-            let (reason, what) = match &waiting {
-                Some(w) => (
+            let (reason, what) = match (&planned_queue, &waiting) {
+                (Some(q), _) => ("ProfilingQueued", format!("{what}; it is queued: {q}")),
+                (None, Some(w)) => (
                     "ProfilingWaiting",
                     format!("{what}; it waits: {w}{replaced}"),
                 ),
-                None => ("Profiling", what),
+                (None, None) => ("Profiling", what),
             };
+            // A queued service looks again each observe interval: another profile's Job ending
+            // triggers no reconcile of this one.
             requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
+            if planned_queue.is_some()
+                && condition(&old, PROFILED).map(|c| c.reason.as_str()) != Some("ProfilingQueued")
+            {
+                events.push(PlannedEvent {
+                    warning: false,
+                    reason: "ProfilingQueued",
+                    note: what.clone(),
+                });
+            }
             if waiting.is_some()
                 && condition(&old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
             {
@@ -607,11 +621,13 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 reason,
                 format!("{what}; the service is deployed once it is complete"),
             );
-            status.phase = Some(if starting || waiting.is_some() {
-                Phase::Pending
-            } else {
-                Phase::Profiling
-            });
+            status.phase = Some(
+                if starting || waiting.is_some() || planned_queue.is_some() {
+                    Phase::Pending
+                } else {
+                    Phase::Profiling
+                },
+            );
             if planned_job.is_some() {
                 events.push(PlannedEvent {
                     warning: false,
@@ -682,6 +698,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             .filter(|o| o.name == j)
                             .and_then(|o| o.waiting.as_deref())
                             .map(|w| format!(" (it waits: {w})"))
+                            .or_else(|| planned_queue.as_ref().map(|q| format!(" (queued: {q})")))
                             .unwrap_or_default();
                         format!("; re-profiling with Job {j}{waiting}")
                     })
@@ -1305,6 +1322,8 @@ struct Planned<'p> {
     profile: &'p mut Option<EnergyProfile>,
     job: &'p mut Option<Job>,
     replacement: &'p mut Option<JobReplacement>,
+    /// Why the Job the profile needs is not created yet (`--max-profiling-jobs` reached).
+    queue: &'p mut Option<String>,
 }
 
 /// Whether a Job created at `created` has existed for `at_least` by `now` (both RFC 3339); one
@@ -1335,6 +1354,7 @@ fn profile_state<'a>(
         profile: planned_profile,
         job: planned_job,
         replacement: planned_replacement,
+        queue: planned_queue,
     } = planned;
     let token = valid.reprofile_token.as_deref();
     let Some(profile) = &observed.profile else {
@@ -1453,6 +1473,18 @@ fn profile_state<'a>(
             Some(JobState::Succeeded) => complete_table.is_none(),
             Some(_) => false,
         };
+    let slots_taken = cfg
+        .max_profiling_jobs
+        .zip(observed.profiling_jobs_running)
+        .filter(|(max, running)| running >= max);
+    if let Some((max, running)) = slots_taken.filter(|_| needs_job) {
+        *planned_queue = Some(format!(
+            "the profiling Jobs running ({running}) are as many as --max-profiling-jobs allows ({max}); it is created when one ends"
+        ));
+        return ProfileState::while_measuring(complete_table, current_job, |job| {
+            ProfileState::Starting { job }
+        });
+    }
     if needs_job {
         return match build_job() {
             Ok(job) => {

@@ -67,6 +67,8 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         (&["--job-ttl-seconds=0"], "--job-ttl-seconds"),
         (&["--job-ttl-seconds=299"], "--job-ttl-seconds"),
         (&["--job-ttl-seconds=forever"], "--job-ttl-seconds"),
+        (&["--max-profiling-jobs=0"], "--max-profiling-jobs"),
+        (&["--max-profiling-jobs=all"], "--max-profiling-jobs"),
         (
             &["--unused-profile-ttl-seconds=60"],
             "--unused-profile-ttl-seconds",

@@ -331,6 +331,27 @@ fn operator_verbs_on(docs: &[Value], resource: &str) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn profiling_jobs_are_unlimited_by_default_and_capped_when_asked() {
+    let defaults = args(&render(&json!({})).await);
+    assert_eq!(flag(&defaults, "--max-profiling-jobs"), Some("unlimited"));
+    let capped = args(&render(&json!({"controller": {"profilingJob": {"maxRunning": 4}}})).await);
+    assert_operator_accepts(&capped);
+    assert_eq!(flag(&capped, "--max-profiling-jobs"), Some("4"));
+    // The schema refuses what the operator would: no place for any Job, a word it does not know.
+    for bad in [json!(0), json!("all")] {
+        let out = chart::template_chart(
+            &chart::chart_dir(),
+            &json!({"controller": {"profilingJob": {"maxRunning": bad}}}),
+            &[],
+        )
+        .await
+        .expect("helm runs");
+        assert!(!out.success(), "maxRunning {bad} rendered");
+        assert!(out.stderr.contains("maxRunning"), "{out}");
+    }
+}
+
+#[tokio::test]
 async fn unused_profiles_are_kept_by_default_and_deletable_only_when_pruning_is_on() {
     let defaults = render(&json!({})).await;
     assert_eq!(
@@ -408,6 +429,10 @@ async fn an_upgrade_reusing_the_values_of_chart_0_1_0_renders_what_a_fresh_insta
         (
             "--unused-profile-ttl-seconds",
             &now["controller"]["unusedProfileTtlSeconds"],
+        ),
+        (
+            "--max-profiling-jobs",
+            &now["controller"]["profilingJob"]["maxRunning"],
         ),
         (
             "--scale-down-delay-seconds",

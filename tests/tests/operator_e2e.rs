@@ -769,6 +769,9 @@ async fn operator_end_to_end() {
             // One pod per profiling Job: a failure is final at once (the Job controller's pod
             // backoff would add 10 s per retry).
             job_backoff_limit: 0,
+            // One profiling Job at a time: services whose profiles are measured in one moment
+            // take turns (scenario 5a' sees one queued behind a Job whose pod cannot run).
+            max_profiling_jobs: Some(1),
             // Observe every second; and a target utilisation so low that any traffic needs more
             // than one replica (one replica of the tiny model serves thousands per second): the
             // scale-up and -down path runs in seconds. Services with a fixed count are unaffected.
@@ -1479,6 +1482,38 @@ async fn operator_end_to_end() {
     let stuck_job = jobs.list(&placed_jobs).await.unwrap().items;
     assert_eq!(stuck_job.len(), 1, "one profiling Job for placed");
     let stuck_uid = stuck_job[0].uid();
+    // Its Job holds the one place --max-profiling-jobs allows: a service with another model
+    // waits for it, and says so.
+    let queued_model = cluster.dir().join("queued.pt");
+    std::fs::copy(&model, &queued_model).expect("a model file of queued's own");
+    services
+        .create(
+            &pp,
+            &service_yaml(
+                "queued",
+                &format!("file://{}", queued_model.display()),
+                serde_json::json!({}),
+            ),
+        )
+        .await
+        .expect("create queued");
+    let queued = wait_service(
+        &services,
+        "queued",
+        "queued to wait for a place among the profiling Jobs",
+        Duration::from_secs(60),
+        |is| condition_message(is, "Profiled").starts_with("False/ProfilingQueued"),
+    )
+    .await;
+    say(&format!(
+        "queued: {}",
+        condition_message(&queued, "Profiled")
+    ));
+    assert!(
+        condition_message(&queued, "Profiled").contains("--max-profiling-jobs allows (1)"),
+        "{}",
+        describe(&queued)
+    );
     services
         .patch(
             "placed",
@@ -1513,10 +1548,21 @@ async fn operator_end_to_end() {
         "the new Job selects no pool: {:?}",
         made_anew[0].spec
     );
-    services
-        .delete("placed", &DeleteParams::default())
-        .await
-        .expect("delete placed");
+    // The place freed, the queued service is measured too.
+    wait_service(
+        &services,
+        "queued",
+        "queued to be profiled once a place is free",
+        Duration::from_secs(90),
+        |is| condition_message(is, "Profiled").starts_with("True/"),
+    )
+    .await;
+    for name in ["placed", "queued"] {
+        services
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete placed/queued");
+    }
 
     // Scenario 5b: a model over http. With its digest the profiling pod downloads, checks and
     // measures it; with another digest the pod refuses the bytes it got (exit code 14) and the
@@ -1623,6 +1669,7 @@ async fn operator_end_to_end() {
         "ConfigSelected",
         "ProfilingFailed",
         "ProfilingJobReplaced",
+        "ProfilingQueued",
         "InvalidSpec",
     ] {
         assert!(

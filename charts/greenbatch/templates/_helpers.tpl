@@ -126,10 +126,10 @@ would turn an explicit false into the default true). Both default to true.
 {{- ternary $crds.keep true (hasKey $crds "keep") | toString -}}
 {{- end -}}
 
-{{/* `"--<flag>=<value>"` for a value that is a number of seconds or "never"; nothing when the value
-is absent (`helm upgrade --reuse-values` from a release before it): the binary's default, the same
-as this chart's, holds. */}}
-{{- define "greenbatch.secondsFlag" -}}
+{{/* `"--<flag>=<value>"` for a value that is a number or a word ("never", "unlimited"); nothing
+when the value is absent (`helm upgrade --reuse-values` from a release before it): the binary's
+default, the same as this chart's, holds. */}}
+{{- define "greenbatch.optionalFlag" -}}
 {{- if kindIs "string" .value -}}
 {{- printf "--%s=%s" .flag .value | quote -}}
 {{- else if not (kindIs "invalid" .value) -}}

@@ -2150,3 +2150,66 @@ fn a_job_that_wrote_the_table_is_finishing_not_measuring_again() {
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(cond(&p, PROFILED).reason, "Reprofiling");
 }
+
+#[test]
+fn a_profile_waits_for_a_free_place_when_max_profiling_jobs_run() {
+    let mut is = service("svc");
+    let capped = OperatorConfig {
+        max_profiling_jobs: Some(2),
+        ..cfg()
+    };
+    let mut o = profile_no_job(&is);
+    // Counted only when a Job is planned: without a count, the Job is planned.
+    assert!(plan(&is, &o, &capped, NOW).job.is_some());
+    o.profiling_jobs_running = Some(1);
+    assert!(plan(&is, &o, &capped, NOW).job.is_some());
+    // No limit: any count.
+    o.profiling_jobs_running = Some(100);
+    assert!(plan(&is, &o, &cfg(), NOW).job.is_some());
+
+    o.profiling_jobs_running = Some(2);
+    let p = plan(&is, &o, &capped, NOW);
+    assert!(p.job.is_none());
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    let profiled = cond(&p, PROFILED);
+    assert_eq!(profiled.reason, "ProfilingQueued");
+    assert!(
+        profiled.message.contains(
+            "the profiling Jobs running (2) are as many as --max-profiling-jobs allows (2)"
+        ),
+        "{}",
+        profiled.message
+    );
+    assert_eq!(cond(&p, READY).reason, "ProfilingQueued");
+    assert!(event(&p, "ProfilingQueued").is_some_and(|e| !e.warning));
+    // Looked at again: another profile's Job ending triggers no reconcile of this service.
+    assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
+    // Said once, though the count changes.
+    is.status = Some(p.status);
+    o.profiling_jobs_running = Some(3);
+    let p = plan(&is, &o, &capped, NOW);
+    assert_eq!(cond(&p, PROFILED).reason, "ProfilingQueued");
+    assert!(event(&p, "ProfilingQueued").is_none());
+}
+
+#[test]
+fn a_queued_re_profile_serves_on_from_the_table() {
+    let (is, mut o) = token_recorded();
+    o.profiling_jobs_running = Some(1);
+    let capped = OperatorConfig {
+        max_profiling_jobs: Some(1),
+        ..cfg()
+    };
+    let p = plan(&is, &o, &capped, NOW);
+    assert!(p.job.is_none());
+    let profiled = cond(&p, PROFILED);
+    assert_eq!(profiled.reason, "Reprofiling");
+    assert!(
+        profiled
+            .message
+            .contains("(queued: the profiling Jobs running (1)"),
+        "{}",
+        profiled.message
+    );
+    assert!(matches!(p.serving, Serving::Apply(_)), "{:?}", p.serving);
+}
