@@ -111,6 +111,8 @@ struct Context {
     profiling_jobs: Api<Job>,
     /// Held from counting the running profiling Jobs to creating one.
     profiling_slots: tokio::sync::Mutex<()>,
+    /// The namespace the operator watches, or `*` for all (in messages).
+    scope_namespace: String,
 }
 
 /// Which PodDisruptionBudget API the cluster serves, through discovery: `policy/v1` (Kubernetes
@@ -276,6 +278,10 @@ impl Operator {
             disruption_budgets: disruption_budget_api(&client).await,
             profiling_jobs: settings.scope.api::<Job>(&client),
             profiling_slots: tokio::sync::Mutex::new(()),
+            scope_namespace: match &settings.scope {
+                Scope::All => "*".to_string(),
+                Scope::Namespace(ns) => ns.clone(),
+            },
         });
         let ready_flag = self.clone();
         let ready_reader = reader.clone();
@@ -388,10 +394,10 @@ fn api_err(
 }
 
 async fn observe_job(
-    jobs: &Api<Job>,
-    pods: &Api<Pod>,
+    ctx: &Context,
+    (jobs, pods): (&Api<Job>, &Api<Pod>),
     ns: &str,
-    name: &str,
+    (profile, name): (&str, &str),
 ) -> Result<Option<JobObservation>, ReconcileError> {
     let Some(job) = jobs
         .get_opt(name)
@@ -414,13 +420,22 @@ async fn observe_job(
             state = observe::job_state(&job, &pods.items);
         }
     }
-    Ok(Some(observe::job_observation(&job, state, waiting)))
+    let mut observation = observe::job_observation(&job, state, waiting);
+    // Whether the service it was built for still uses its profile: only asked while it waits
+    // (whether another service may replace it).
+    if let (Some(built_for), true) = (&observation.built_for, observation.waiting.is_some()) {
+        let cached = ctx.operator.services();
+        let services: Vec<&InferenceService> = cached.iter().map(AsRef::as_ref).collect();
+        observation.builder_gone = observe::builder_gone(built_for, profile, &services);
+    }
+    Ok(Some(observation))
 }
 
-/// How many of the operator's profiling Jobs run in its scope (see
+/// The operator's profiling Jobs running in its scope, `namespace/name` (see
 /// [`observe::running_profiling_jobs`]).
-async fn count_profiling_jobs(jobs: &Api<Job>) -> Result<u32, ReconcileError> {
-    let listed = jobs
+async fn running_profiling_jobs(ctx: &Context) -> Result<Vec<String>, ReconcileError> {
+    let listed = ctx
+        .profiling_jobs
         .list(&ListParams::default().labels(&format!(
             "{MANAGED_BY_LABEL}={MANAGED_BY},{COMPONENT_LABEL}=profiler"
         )))
@@ -428,8 +443,8 @@ async fn count_profiling_jobs(jobs: &Api<Job>) -> Result<u32, ReconcileError> {
         .map_err(api_err(
             "list",
             "Job",
-            "*",
-            "(profiling Jobs, counted against --max-profiling-jobs)",
+            &ctx.scope_namespace,
+            "(the profiling Jobs counted against --max-profiling-jobs)",
         ))?;
     Ok(observe::running_profiling_jobs(&listed.items))
 }
@@ -583,7 +598,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
                 .await
                 .map_err(api_err("get", "EnergyProfile", &ns, pn))?;
         let job = plan::observed_job_name(pn, observed.profile.as_ref());
-        observed.job = observe_job(&jobs, &pods, &ns, &job).await?;
+        observed.job = observe_job(ctx, (&jobs, &pods), &ns, (pn, &job)).await?;
     }
     observed.deployment = deployments
         .get_opt(&name)
@@ -629,27 +644,10 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             .map_err(api_err("apply", "EnergyProfile", &ns, &pn))?;
         let job = plan::observed_job_name(&pn, Some(&applied));
         observed.profile = Some(applied);
-        observed.job = observe_job(&jobs, &pods, &ns, &job).await?;
+        observed.job = observe_job(ctx, (&jobs, &pods), &ns, (&pn, &job)).await?;
         earlier_events.append(&mut plan.events);
         plan = plan::plan(is, &observed, &ctx.config, &now);
     }
-    // With --max-profiling-jobs, a Job is created only while fewer run: counted (one LIST, only
-    // when a Job is planned) and created under one lock, so reconciles running at once cannot
-    // both take the last place. Planned again without the Job when none is free.
-    let profiling_slot = match (ctx.config.max_profiling_jobs, &plan.job) {
-        (Some(max), Some(_)) => {
-            let slot = ctx.profiling_slots.lock().await;
-            let running = count_profiling_jobs(&ctx.profiling_jobs).await?;
-            if running >= max {
-                observed.profiling_jobs_running = Some(running);
-                plan = plan::plan(is, &observed, &ctx.config, &now);
-            }
-            Some(slot)
-        }
-        _ => None,
-    };
-    plan.events.splice(0..0, earlier_events);
-
     // Apply. First what was observed, before anything else can fail the reconcile: how the
     // profile's Job ended, needed before its TTL deletes it.
     if let (Some(record), Some(pn)) = (
@@ -673,24 +671,47 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             plan.events.retain(|e| e.reason != "ProfilingJobReplaced");
         }
     }
+    // With --max-profiling-jobs, a Job is created only while fewer run: counted (one LIST, only
+    // when a Job is planned) and created under one lock, so reconciles running at once cannot
+    // both take the last place. Planned again without the Job when none is free.
+    let profiling_slot = match (ctx.config.max_profiling_jobs, &plan.job) {
+        (Some(max), Some(job)) => {
+            let slot = ctx.profiling_slots.lock().await;
+            let mut running = running_profiling_jobs(ctx).await?;
+            // Created a moment ago by a service sharing the profile: this reconcile creates
+            // nothing (the create finds it), so it takes no place.
+            let planned = format!("{ns}/{}", job.name_any());
+            if !running.contains(&planned)
+                && u32::try_from(running.len()).unwrap_or(u32::MAX) >= max
+            {
+                running.sort();
+                observed.profiling_jobs_running = Some(running);
+                plan = plan::plan(is, &observed, &ctx.config, &now);
+            }
+            Some(slot)
+        }
+        _ => None,
+    };
+    plan.events.splice(0..0, earlier_events);
     if let Some(job) = plan.job.clone() {
         let jn = job.name_any();
-        match apply::create_if_absent(&jobs, &job).await {
-            Ok(true) => {
-                tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
-                delete_superseded_jobs(&jobs, &job, &jn).await;
-            }
-            Ok(false) => {}
+        let created = match apply::create_if_absent(&jobs, &job).await {
+            Ok(created) => created,
             Err(e) => match refusal(&e) {
                 Some(message) => {
                     tracing::warn!(service = %name, namespace = %ns, job = %jn, %message, "the API server refused the profiling Job");
                     plan = plan::refused(plan, is, "profiling Job", &message, &now);
+                    false
                 }
                 None => return Err(api_err("create", "Job", &ns, &jn)(e)),
             },
+        };
+        drop(profiling_slot);
+        if created {
+            tracing::info!(service = %name, namespace = %ns, job = %jn, "created profiling Job");
+            delete_superseded_jobs(&jobs, &job, &jn).await;
         }
     }
-    drop(profiling_slot);
     match plan.serving.clone() {
         Serving::Keep => {}
         Serving::Apply(objects) => {

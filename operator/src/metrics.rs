@@ -249,8 +249,8 @@ const PHASES: [Phase; 5] = [
     Phase::Failed,
 ];
 
-/// The reasons of the Profiled condition the planner sets.
-const PROFILED_REASONS: [&str; 6] = [
+/// The reasons of the Profiled condition the planner sets (its tests check each they see is here).
+pub const PROFILED_REASONS: [&str; 6] = [
     "Profiling",
     "ProfilingQueued",
     "ProfilingWaiting",
@@ -295,7 +295,7 @@ impl Metrics {
         let profiling = Family::<Labels, Gauge>::default();
         registry.register(
             "inference_services_profiling",
-            "InferenceServices by the reason of their Profiled condition (ProfilingQueued: waiting for a place among --max-profiling-jobs; ProfilingWaiting: the profiling pod cannot run)",
+            "InferenceServices by the reason of their Profiled condition (ProfilingQueued: a first measurement waiting for a place among --max-profiling-jobs; ProfilingWaiting: the profiling pod cannot run; a re-profile that waits is Reprofiling, serving on)",
             profiling.clone(),
         );
         let leading = Gauge::default();

@@ -43,6 +43,9 @@ pub const UNUSED_SINCE_ANNOTATION: &str = "greenbatch.dev/unused-since";
 /// cannot run is replaced when the operator would now make it otherwise (a fixed `spec.pod`, a
 /// runtime image that can be pulled).
 pub const POD_TEMPLATE_HASH_ANNOTATION: &str = "greenbatch.dev/pod-template-hash";
+/// On a profiling Job: the uid of the InferenceService whose settings (`spec.pod`) it was built
+/// with — the one service that may replace it while it waits, as long as it uses the profile.
+pub const BUILT_FOR_ANNOTATION: &str = "greenbatch.dev/built-for";
 /// On a serving Deployment: the InferenceService generation it was applied for.
 pub const SPEC_GENERATION_ANNOTATION: &str = "greenbatch.dev/spec-generation";
 

@@ -2,7 +2,7 @@
 //! Pure conversions from API objects; the controller does the reading.
 
 use crate::load::LoadObservation;
-use greenbatch_crds::EnergyProfile;
+use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -18,9 +18,9 @@ pub struct Observed {
     pub deployment: Option<DeploymentObservation>,
     /// What the serving pods served since the previous scrape, when this reconcile scraped them.
     pub load: Option<LoadObservation>,
-    /// How many profiling Jobs run in the operator's scope: counted only when the plan would
-    /// create one and `--max-profiling-jobs` is set.
-    pub profiling_jobs_running: Option<u32>,
+    /// The profiling Jobs running in the operator's scope (`namespace/name`): listed only when the
+    /// plan would create one, `--max-profiling-jobs` is set and that many run.
+    pub profiling_jobs_running: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,22 @@ pub struct JobObservation {
     pub created: Option<String>,
     /// Its deletion has begun (replaced, or going with its profile).
     pub deleting: bool,
+    /// Pods of it that ran and failed (`status.failed`).
+    pub failed_pods: i32,
+    /// The uid of the InferenceService it was built for (`greenbatch.dev/built-for`).
+    pub built_for: Option<String>,
+    /// That service no longer uses the Job's profile (or is gone), by the controller's cache
+    /// ([`builder_gone`]); `false` when not known.
+    pub builder_gone: bool,
+}
+
+/// Whether no service in `services` is the one of uid `built_for` still using `profile` (its
+/// `status.profileRef`).
+pub fn builder_gone(built_for: &str, profile: &str, services: &[&InferenceService]) -> bool {
+    !services.iter().any(|s| {
+        s.metadata.uid.as_deref() == Some(built_for)
+            && s.status.as_ref().and_then(|st| st.profile_ref.as_deref()) == Some(profile)
+    })
 }
 
 /// What the plan needs to know of a profiling Job: `state` and `waiting` come from its pods,
@@ -66,6 +82,14 @@ pub fn job_observation(job: &Job, state: JobState, waiting: Option<String>) -> J
             .as_ref()
             .map(|t| t.0.to_string()),
         deleting: job.metadata.deletion_timestamp.is_some(),
+        failed_pods: job.status.as_ref().and_then(|s| s.failed).unwrap_or(0),
+        built_for: job
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::names::BUILT_FOR_ANNOTATION))
+            .cloned(),
+        builder_gone: false,
     }
 }
 
@@ -162,15 +186,22 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
     })
 }
 
-/// How many of `jobs` (the operator's profiling Jobs) run, or wait to: not finished, not being
-/// deleted. One whose pod cannot be scheduled holds its place too: it runs as soon as it can.
-pub fn running_profiling_jobs(jobs: &[Job]) -> u32 {
-    let running = jobs
-        .iter()
+/// Which of `jobs` (the operator's profiling Jobs) run, or wait to, as `namespace/name`: not
+/// finished, not being deleted. One whose pod waits holds its place too (a pod pulling its
+/// image holds its GPU already; an unschedulable one runs as soon as a GPU is free): the
+/// services queued behind them name them.
+pub fn running_profiling_jobs(jobs: &[Job]) -> Vec<String> {
+    jobs.iter()
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter(|j| job_state(j, &[]) == JobState::Active)
-        .count();
-    u32::try_from(running).unwrap_or(u32::MAX)
+        .map(|j| {
+            format!(
+                "{}/{}",
+                j.metadata.namespace.as_deref().unwrap_or(""),
+                j.metadata.name.as_deref().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 /// The profiling Jobs a new one supersedes: those of the same profile (`jobs`, listed by its
@@ -429,8 +460,8 @@ mod tests {
                 serde_json::json!({"metadata": {"deletionTimestamp": "2026-11-27T10:00:00Z"}}),
             ),
         ];
-        assert_eq!(running_profiling_jobs(&jobs), 2);
-        assert_eq!(running_profiling_jobs(&[]), 0);
+        assert_eq!(running_profiling_jobs(&jobs), vec!["/pending", "/running"]);
+        assert!(running_profiling_jobs(&[]).is_empty());
     }
 
     #[test]

@@ -55,6 +55,16 @@ pub enum Requeue {
     After(Duration),
 }
 
+impl Requeue {
+    /// This, or after `at_most` when that is sooner.
+    fn at_most(self, at_most: Duration) -> Requeue {
+        match self {
+            Requeue::After(d) if d <= at_most => Requeue::After(d),
+            _ => Requeue::After(at_most),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedEvent {
     pub warning: bool,
@@ -539,7 +549,6 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         &namespace,
         observed,
         cfg,
-        now,
         Planned {
             profile: &mut planned_profile,
             job: &mut planned_job,
@@ -574,17 +583,25 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
                 valid.spec.candidates
             );
-            let replaced = if planned_replacement.is_some() {
-                "; it is made anew with the pod settings asked for now"
-            } else {
-                ""
-            };
+            let deleting = observed
+                .job
+                .as_ref()
+                .is_some_and(|j| j.name == job && j.deleting);
             let (reason, what) = match (&planned_queue, &waiting) {
-                (Some(q), _) => ("ProfilingQueued", format!("{what}; it is queued: {q}")),
-                (None, Some(w)) => (
+                _ if deleting => (
                     "ProfilingWaiting",
-                    format!("{what}; it waits: {w}{replaced}"),
+                    format!(
+                        "profiling Job {job} is being deleted (its pods first) and is made anew once it is gone; a pod that cannot terminate (its node unreachable) holds it: kubectl delete pod --force"
+                    ),
                 ),
+                (Some(q), _) => ("ProfilingQueued", format!("{what}; it is queued: {q}")),
+                (None, Some(w)) if planned_replacement.is_some() => (
+                    "ProfilingWaiting",
+                    format!(
+                        "{what}; it waits: {w}; it is made anew with the pod settings asked for now"
+                    ),
+                ),
+                (None, Some(w)) => ("ProfilingWaiting", format!("{what}; it waits: {w}")),
                 (None, None) => ("Profiling", what),
             };
             // A queued service looks again each observe interval: another profile's Job ending
@@ -599,7 +616,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     note: what.clone(),
                 });
             }
+            // Said once per reason it waits for; not for a Job being replaced (its own Event).
             if waiting.is_some()
+                && planned_replacement.is_none()
+                && !deleting
                 && condition(&old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
             {
                 events.push(PlannedEvent {
@@ -622,7 +642,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 format!("{what}; the service is deployed once it is complete"),
             );
             status.phase = Some(
-                if starting || waiting.is_some() || planned_queue.is_some() {
+                if starting || waiting.is_some() || deleting || planned_queue.is_some() {
                     Phase::Pending
                 } else {
                     Phase::Profiling
@@ -883,6 +903,12 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     }
                     status.selected = Some(selected);
                     let reprofiles_on_drift = is.spec.on_drift == DriftAction::Reprofile;
+                    // Any Job of the profile still active — measuring again, or the one that wrote
+                    // this table while its pod finishes (or retries): a second would race it.
+                    let profile_job_active = observed
+                        .job
+                        .as_ref()
+                        .is_some_and(|j| j.state == JobState::Active);
                     if let (Some(load), Some(seen)) =
                         (observed.load.as_ref(), status.observed.as_mut())
                     {
@@ -913,7 +939,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         // the model again (as a user's token would), at most once a day.
                         if reprofiles_on_drift
                             && load.complete
-                            && reprofiling.is_none()
+                            && !profile_job_active
                             && planned_profile.is_none()
                             && let Some(drifted) = drift(seen)
                             && previous
@@ -1222,6 +1248,19 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         }
     }
     status.conditions = conds.list;
+    // The profile's Job waits (queued for a place, its pod stuck, being deleted): what moves it on
+    // — another profile's Job ending, a pod scheduled — triggers no reconcile of this service, so
+    // it looks again, whatever the rest of the plan waits for.
+    let job_waits = planned_queue.is_some()
+        || observed
+            .job
+            .as_ref()
+            .is_some_and(|j| j.state == JobState::Active && (j.waiting.is_some() || j.deleting));
+    let requeue = if job_waits {
+        requeue.at_most(cfg.observe_interval.min(RESYNC))
+    } else {
+        requeue
+    };
     Plan {
         profile: planned_profile,
         job: planned_job,
@@ -1326,18 +1365,6 @@ struct Planned<'p> {
     queue: &'p mut Option<String>,
 }
 
-/// Whether a Job created at `created` has existed for `at_least` by `now` (both RFC 3339); one
-/// whose creation time is unknown has.
-fn existed_for(created: Option<&str>, now: &str, at_least: std::time::Duration) -> bool {
-    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-    match (created.and_then(parse), parse(now)) {
-        (Some(created), Some(now)) => (now - created)
-            .to_std()
-            .is_ok_and(|existed| existed >= at_least),
-        _ => true,
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn profile_state<'a>(
     is: &InferenceService,
@@ -1347,7 +1374,6 @@ fn profile_state<'a>(
     namespace: &str,
     observed: &'a Observed,
     cfg: &OperatorConfig,
-    now: &str,
     planned: Planned<'_>,
 ) -> ProfileState<'a> {
     let Planned {
@@ -1393,6 +1419,7 @@ fn profile_state<'a>(
     }
     // Measures what the profile's spec says (the settings of the service that created it or last
     // asked for a re-profile), placed as this service's `spec.pod` says.
+    // The Job records whose settings it was built with.
     let build_job = || {
         job_owner(profile)
             .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
@@ -1411,16 +1438,33 @@ fn profile_state<'a>(
                 )
                 .map_err(|e| e.to_string())
             })
+            .map(|mut job| {
+                if let Some(uid) = &is.metadata.uid {
+                    job.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert(BUILT_FOR_ANNOTATION.to_string(), uid.clone());
+                }
+                job
+            })
     };
-    // A Job whose pod cannot run, made otherwise than it would be now, is replaced — once it has
-    // existed an observe interval: two services sharing the profile with different pod settings,
-    // neither placeable, then take turns at most that often instead of at every reconcile.
-    let stuck = job_obs.filter(|j| j.state == JobState::Active && !j.deleting);
+    // A Job whose pod cannot run, and that the service it was built for would build otherwise now
+    // (its `spec.pod` fixed, the operator's runtime image or pod defaults changed), is replaced.
+    // Only by that service — or by any once it no longer uses the profile: two services sharing
+    // the profile with different pod settings must not replace each other's Job while it waits
+    // for a GPU. Never one whose pods ran and failed: its retries and logs would go with it.
+    let stuck =
+        job_obs.filter(|j| j.state == JobState::Active && !j.deleting && j.failed_pods == 0);
     if let Some((j, waiting)) = stuck.and_then(|j| Some((j, j.waiting.as_ref()?))) {
+        let ours = match j.built_for.as_deref() {
+            // Built before Jobs recorded it: whoever looks first.
+            None => true,
+            Some(uid) => is.metadata.uid.as_deref() == Some(uid) || j.builder_gone,
+        };
         let made_otherwise = build_job().is_ok_and(|want| {
             j.pod_template_hash.as_deref() != resources::recorded_pod_template_hash(&want)
         });
-        if made_otherwise && existed_for(j.created.as_deref(), now, cfg.observe_interval) {
+        if ours && made_otherwise {
             *planned_replacement = Some(JobReplacement {
                 name: j.name.clone(),
                 resource_version: j.resource_version.clone(),
@@ -1475,11 +1519,23 @@ fn profile_state<'a>(
         };
     let slots_taken = cfg
         .max_profiling_jobs
-        .zip(observed.profiling_jobs_running)
-        .filter(|(max, running)| running >= max);
+        .zip(observed.profiling_jobs_running.as_ref())
+        .filter(|(max, running)| u32::try_from(running.len()).unwrap_or(u32::MAX) >= *max);
     if let Some((max, running)) = slots_taken.filter(|_| needs_job) {
+        // Named, a few: one that never gets to run (a pod pulling an image that does not exist)
+        // holds its place until its deadline, and this is where a user finds it.
+        let mut named = running
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if running.len() > 3 {
+            named.push_str(", …");
+        }
         *planned_queue = Some(format!(
-            "the profiling Jobs running ({running}) are as many as --max-profiling-jobs allows ({max}); it is created when one ends"
+            "the profiling Jobs running ({}: {named}) are as many as --max-profiling-jobs allows ({max}); it is created when one ends",
+            running.len()
         ));
         return ProfileState::while_measuring(complete_table, current_job, |job| {
             ProfileState::Starting { job }

@@ -1088,6 +1088,7 @@ async fn chart_installs_runs_the_operator_upgrades_and_uninstalls() {
     for next in [
         "kubectl apply -n vision -f examples/resnet50.yaml",
         "/plots/vision/<name>",
+        "kubectl describe inferenceservice -n vision <name>",
         "`helm upgrade` upgrades them",
     ] {
         assert!(

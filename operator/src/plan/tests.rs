@@ -32,11 +32,21 @@ fn complete(sizes: &[u32]) -> Option<EnergyProfileStatus> {
 }
 
 fn cond<'a>(p: &'a Plan, t: &str) -> &'a Condition {
-    p.status
+    let c = p
+        .status
         .conditions
         .iter()
         .find(|c| c.type_ == t)
-        .unwrap_or_else(|| panic!("no {t} condition in {:?}", p.status.conditions))
+        .unwrap_or_else(|| panic!("no {t} condition in {:?}", p.status.conditions));
+    // The operator's metrics count services by these reasons, from a list of their own.
+    if t == PROFILED {
+        assert!(
+            crate::metrics::PROFILED_REASONS.contains(&c.reason.as_str()),
+            "Profiled reason {} is missing in metrics::PROFILED_REASONS",
+            c.reason
+        );
+    }
+    c
 }
 
 /// The runtime container of the Deployment a plan applies.
@@ -121,6 +131,9 @@ fn job_extra() -> JobObservation {
         resource_version: Some("7".into()),
         created: Some("2024-12-31T00:00:00Z".into()),
         deleting: false,
+        failed_pods: 0,
+        built_for: None,
+        builder_gone: false,
     }
 }
 /// The template digest of the Job the operator would make for `is` now.
@@ -140,6 +153,7 @@ fn job(is: &InferenceService, state: JobState) -> Observed {
             state,
             waiting: None,
             pod_template_hash: todays_template(is),
+            built_for: is.metadata.uid.clone(),
             ..job_extra()
         }),
         ..Default::default()
@@ -1385,7 +1399,8 @@ fn a_profiling_job_that_cannot_run_is_made_anew_once_the_pod_settings_change() {
 }
 
 #[test]
-fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_an_interval_old() {
+fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_by_the_service_it_was_built_for()
+{
     let (mut is, o) = stuck_on_a_pool();
     is.spec.pod = None;
     let replaced = |o: &Observed| plan(&is, o, &cfg(), NOW).replace_job.is_some();
@@ -1399,18 +1414,61 @@ fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_an_interval_ol
     assert!(!replaced(&with(|j| j.waiting = None)));
     // Finished: recorded, not replaced.
     assert!(!replaced(&with(|j| j.state = JobState::Succeeded)));
-    // Created less than an observe interval ago (30 s): two services sharing the profile with
-    // different pod settings take turns at most that often.
-    assert!(!replaced(&with(
-        |j| j.created = Some("2024-12-31T23:59:45Z".into())
-    )));
-    assert!(replaced(&with(
-        |j| j.created = Some("2024-12-31T23:59:30Z".into())
-    )));
+    // A pod of it ran and failed: its retries and log stay (a re-profile token replaces it).
+    assert!(!replaced(&with(|j| j.failed_pods = 1)));
+    // Built for another service sharing the profile, with its own pod settings: that service's
+    // Job waits for a GPU as this one's would — not replaced, or the two would take turns for
+    // ever. Once that service no longer uses the profile, any may.
+    let theirs = with(|j| j.built_for = Some("uid-other".into()));
+    assert!(!replaced(&theirs));
+    assert!(replaced(&with(|j| {
+        j.built_for = Some("uid-other".into());
+        j.builder_gone = true;
+    })));
+    // Built before Jobs recorded for whom: whoever looks first.
+    assert!(replaced(&with(|j| j.built_for = None)));
     // A Job of a deleted profile of the same name is not this profile's to replace.
     assert!(!replaced(&with(
         |j| j.owner_uid = Some("another-uid".into())
     )));
+    // Being deleted already.
+    assert!(!replaced(&with(|j| j.deleting = true)));
+}
+
+#[test]
+fn a_job_being_deleted_says_so_and_is_looked_at_again() {
+    let (is, mut o) = stuck_on_a_pool();
+    if let Some(j) = o.job.as_mut() {
+        j.deleting = true;
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    let profiled = cond(&p, PROFILED);
+    assert!(
+        profiled
+            .message
+            .contains("is being deleted (its pods first)"),
+        "{}",
+        profiled.message
+    );
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
+    // Not a new reason to warn about.
+    assert!(event(&p, "ProfilingWaiting").is_none());
+}
+
+#[test]
+fn the_job_built_for_a_service_names_it() {
+    let is = service("svc");
+    let p = plan(&is, &profile_no_job(&is), &cfg(), NOW);
+    let job = p.job.expect("a Job");
+    assert_eq!(
+        job.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(BUILT_FOR_ANNOTATION))
+            .map(String::as_str),
+        Some("uid-svc")
+    );
 }
 
 #[test]
@@ -2161,13 +2219,13 @@ fn a_profile_waits_for_a_free_place_when_max_profiling_jobs_run() {
     let mut o = profile_no_job(&is);
     // Counted only when a Job is planned: without a count, the Job is planned.
     assert!(plan(&is, &o, &capped, NOW).job.is_some());
-    o.profiling_jobs_running = Some(1);
+    o.profiling_jobs_running = Some(taken(1));
     assert!(plan(&is, &o, &capped, NOW).job.is_some());
     // No limit: any count.
-    o.profiling_jobs_running = Some(100);
+    o.profiling_jobs_running = Some(taken(100));
     assert!(plan(&is, &o, &cfg(), NOW).job.is_some());
 
-    o.profiling_jobs_running = Some(2);
+    o.profiling_jobs_running = Some(taken(2));
     let p = plan(&is, &o, &capped, NOW);
     assert!(p.job.is_none());
     assert_eq!(p.status.phase, Some(Phase::Pending));
@@ -2175,7 +2233,7 @@ fn a_profile_waits_for_a_free_place_when_max_profiling_jobs_run() {
     assert_eq!(profiled.reason, "ProfilingQueued");
     assert!(
         profiled.message.contains(
-            "the profiling Jobs running (2) are as many as --max-profiling-jobs allows (2)"
+            "the profiling Jobs running (2: other/job-0, other/job-1) are as many as --max-profiling-jobs allows (2)"
         ),
         "{}",
         profiled.message
@@ -2186,7 +2244,7 @@ fn a_profile_waits_for_a_free_place_when_max_profiling_jobs_run() {
     assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
     // Said once, though the count changes.
     is.status = Some(p.status);
-    o.profiling_jobs_running = Some(3);
+    o.profiling_jobs_running = Some(taken(3));
     let p = plan(&is, &o, &capped, NOW);
     assert_eq!(cond(&p, PROFILED).reason, "ProfilingQueued");
     assert!(event(&p, "ProfilingQueued").is_none());
@@ -2195,7 +2253,7 @@ fn a_profile_waits_for_a_free_place_when_max_profiling_jobs_run() {
 #[test]
 fn a_queued_re_profile_serves_on_from_the_table() {
     let (is, mut o) = token_recorded();
-    o.profiling_jobs_running = Some(1);
+    o.profiling_jobs_running = Some(taken(1));
     let capped = OperatorConfig {
         max_profiling_jobs: Some(1),
         ..cfg()
@@ -2207,9 +2265,39 @@ fn a_queued_re_profile_serves_on_from_the_table() {
     assert!(
         profiled
             .message
-            .contains("(queued: the profiling Jobs running (1)"),
+            .contains("(queued: the profiling Jobs running (1: other/job-0)"),
         "{}",
         profiled.message
     );
     assert!(matches!(p.serving, Serving::Apply(_)), "{:?}", p.serving);
+}
+
+/// `n` profiling Jobs running elsewhere.
+fn taken(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("other/job-{i}")).collect()
+}
+
+#[test]
+fn a_queued_re_profile_of_a_service_that_waits_for_a_change_is_looked_at_again() {
+    // The new measurement finds the SLO unattainable, say: the service is Degraded, which waits
+    // for a change — but its queued Job must still be created once a place is free.
+    let (mut is, mut o) = token_recorded();
+    is.spec.slo.latency_ms = 0.5;
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.requeue, Requeue::AwaitChange, "{:?}", p.status.phase);
+    o.profiling_jobs_running = Some(taken(1));
+    let capped = OperatorConfig {
+        max_profiling_jobs: Some(1),
+        ..cfg()
+    };
+    let p = plan(&is, &o, &capped, NOW);
+    assert!(p.job.is_none());
+    assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
+    assert!(
+        cond(&p, PROFILED)
+            .message
+            .contains("(queued: the profiling Jobs running (1: other/job-0)"),
+        "{}",
+        cond(&p, PROFILED).message
+    );
 }

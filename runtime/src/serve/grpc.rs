@@ -238,8 +238,10 @@ where
     }
 }
 
-/// The HTTP status a request refused by tonic before the service counts as: OUT_OF_RANGE (a
-/// message over the size limit) 413, any other failure of the framing 400.
+/// The HTTP status a request refused by tonic before the service counts as, as HTTP would answer
+/// it: OUT_OF_RANGE (a message over the size limit) 413, UNIMPLEMENTED (a `grpc-encoding` this
+/// server does not decode) 415; CANCELLED (the client went away mid-message) is no answer and
+/// not counted; any other failure of the framing 400.
 fn refused_before_the_service(response: &http::Response<Body>) -> Option<u16> {
     let code = response
         .headers()
@@ -249,8 +251,9 @@ fn refused_before_the_service(response: &http::Response<Body>) -> Option<u16> {
         .parse::<i32>()
         .ok()?;
     match Code::from_i32(code) {
-        Code::Ok => None,
+        Code::Ok | Code::Cancelled => None,
         Code::OutOfRange => Some(413),
+        Code::Unimplemented => Some(415),
         _ => Some(400),
     }
 }
@@ -349,5 +352,33 @@ impl Service<http::Request<Body>> for InferenceService {
                 .into_http())
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_with(code: Option<&str>) -> Option<u16> {
+        let mut response = http::Response::new(Body::empty());
+        if let Some(code) = code {
+            response
+                .headers_mut()
+                .insert("grpc-status", code.parse().expect("a header value"));
+        }
+        refused_before_the_service(&response)
+    }
+
+    #[test]
+    fn a_request_tonic_refused_counts_as_http_would_answer_it() {
+        assert_eq!(refused_with(Some("11")), Some(413)); // OUT_OF_RANGE
+        assert_eq!(refused_with(Some("12")), Some(415)); // UNIMPLEMENTED
+        assert_eq!(refused_with(Some("13")), Some(400)); // INTERNAL
+        assert_eq!(refused_with(Some("3")), Some(400)); // INVALID_ARGUMENT
+        assert_eq!(refused_with(Some("1")), None); // CANCELLED: no answer
+        assert_eq!(refused_with(Some("0")), None);
+        // No status in the headers: an answer in the body's trailers, not a refusal.
+        assert_eq!(refused_with(None), None);
+        assert_eq!(refused_with(Some("x")), None);
     }
 }
