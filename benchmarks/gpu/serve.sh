@@ -3,7 +3,8 @@
 # runtime's open-loop Poisson load generator. For each policy the server runs alone on the GPU;
 # J/request comes from the server's own NVML-counter accounting (energy / inferences over the run).
 # With GRAPHS_PROFILE (a profile measured with --cuda-graphs), a third policy serves adaptively with
-# replayed CUDA graphs.
+# replayed CUDA graphs. With GRPC=1 (the default) a last policy serves as adaptive does, driven
+# over KServe v2 gRPC instead of HTTP (the loadgen's --grpc): the protocol's share of the host path.
 # Usage (repo root): BIN=path/to/greenbatch-runtime OUT=dir bash benchmarks/gpu/serve.sh
 set -uo pipefail
 BIN=${BIN:-.device/greenbatch-runtime}
@@ -17,6 +18,7 @@ SLO_MS=${SLO_MS:-50}
 PROFILE=${PROFILE:-benchmarks/results/h200-20261126/rust1-resnet50.json}
 EXTRA=${EXTRA:-}
 PORT=${PORT:-18080}
+GRPC_PORT=${GRPC_PORT:-18081}
 mkdir -p "$OUT"
 if python3 -c 'import torch' 2>/dev/null; then
   TORCH_LIB=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
@@ -32,7 +34,9 @@ if command -v taskset >/dev/null && [ "$n" -ge 8 ]; then
 fi
 policy() {
   local name=$1; shift
-  "${SERVER_CPUS[@]}" "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 $EXTRA "$@" \
+  local server_grpc=() client_grpc=()
+  case $name in *-grpc) server_grpc=(--grpc-port "$GRPC_PORT"); client_grpc=(--grpc "127.0.0.1:$GRPC_PORT");; esac
+  "${SERVER_CPUS[@]}" "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 $EXTRA "${server_grpc[@]}" "$@" \
     >"$OUT/serve-$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 240); do
@@ -42,7 +46,7 @@ policy() {
   for rate in $RATES; do
     echo "== $(date +%T) $name at $rate req/s"
     curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/window-$name-$rate-0.txt"; date +%s.%N >"$OUT/window-$name-$rate-0.time"
-    "${CLIENT_CPUS[@]}" "$BIN" loadgen --url "http://127.0.0.1:$PORT" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
+    "${CLIENT_CPUS[@]}" "$BIN" loadgen --url "http://127.0.0.1:$PORT" "${client_grpc[@]}" --model "$NAME" --rate "$rate" --duration-seconds "$DURATION" \
       --slo-ms "$SLO_MS" --threads 8 --json "$OUT/$name-$rate.json" >/dev/null 2>>"$OUT/loadgen.log" || echo "loadgen failed"
     curl -sf "http://127.0.0.1:$PORT/metrics" >"$OUT/window-$name-$rate-1.txt"; date +%s.%N >"$OUT/window-$name-$rate-1.time"
   done
@@ -53,14 +57,15 @@ policy batch1 --max-batch-size 1 --max-queue-delay-ms 0
 policy adaptive --max-batch-size 256 --max-queue-delay-ms 5 --profile "$PROFILE" --slo-ms "$SLO_MS" --percentile 99
 [ -n "${GRAPHS_PROFILE:-}" ] && policy adaptive-graphs --max-batch-size 256 --max-queue-delay-ms 5 --cuda-graphs \
   --profile "$GRAPHS_PROFILE" --slo-ms "$SLO_MS" --percentile 99
+[ "${GRPC:-1}" = 1 ] && policy adaptive-grpc --max-batch-size 256 --max-queue-delay-ms 5 --profile "$PROFILE" --slo-ms "$SLO_MS" --percentile 99
 python3 - "$OUT" "$RATES" "$SLO_MS" <<'PY'
 import json, os, sys
 out, rates, slo = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 print(f"\n| rate req/s | policy | ok/requests | throughput/s | p50 ms | p99 ms | within {slo} ms | J/request |")
 print("|---|---|---|---|---|---|---|---|")
 for rate in rates:
-    for pol in ("batch1", "adaptive", "adaptive-graphs"):
-        if pol == "adaptive-graphs" and not os.path.exists(f"{out}/{pol}-{rate}.json"):
+    for pol in ("batch1", "adaptive", "adaptive-graphs", "adaptive-grpc"):
+        if pol in ("adaptive-graphs", "adaptive-grpc") and not os.path.exists(f"{out}/{pol}-{rate}.json"):
             continue
         try:
             r = json.load(open(f"{out}/{pol}-{rate}.json"))
@@ -100,7 +105,7 @@ def val(text, pat):
     return sum(float(m.group(1)) for m in re.finditer(pat + r" ([0-9.eE+-]+)", text))
 print("\n| policy | rate req/s | thread busy | items/batch | cap | served per busy s | profile capacity at cap | operator would learn |")
 print("|---|---|---|---|---|---|---|---|")
-for pol in ("batch1", "adaptive", "adaptive-graphs"):
+for pol in ("batch1", "adaptive", "adaptive-graphs", "adaptive-grpc"):
     for rate in rates:
         try:
             a, b = (open(f"{out}/window-{pol}-{rate}-{i}.txt").read() for i in (0, 1))

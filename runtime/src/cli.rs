@@ -123,8 +123,13 @@ pub enum PadBatches {
 
 #[derive(Args, Debug, Clone)]
 pub struct LoadgenArgs {
+    /// The server's HTTP endpoint: model metadata, `/metrics`, and the requests unless `--grpc`.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Send the requests over KServe v2 gRPC to this address (`host:port`: the server's
+    /// `--grpc-port`) instead of HTTP.
+    #[arg(long)]
+    pub grpc: Option<String>,
     /// Model name (default: asked from the server's metadata is not possible in v2, so required).
     #[arg(long)]
     pub model: String,

@@ -851,6 +851,81 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_drives_the_grpc_endpoint_and_reads_the_same_metrics() {
+    let grpc_port = free_port().to_string();
+    let s = start(
+        &fixture("tiny_cnn.pt"),
+        &[
+            "--max-batch-size",
+            "16",
+            "--max-queue-delay-ms",
+            "2",
+            "--grpc-port",
+            &grpc_port,
+        ],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let out = loadgen(
+        &s.base,
+        &[
+            "--grpc",
+            &grpc,
+            "--concurrency",
+            "4",
+            "--duration-seconds",
+            "1",
+            "--items",
+            "2",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["protocol"], "grpc");
+    let ok = report["ok"].as_u64().unwrap();
+    assert!(
+        ok > 10 && report["errors"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
+    // The server counted what came over gRPC (2 items each), and its energy per inference.
+    assert!(
+        report["server_inferences"].as_f64().unwrap() >= 2.0 * ok as f64,
+        "{report}"
+    );
+    assert!(
+        report["joules_per_inference"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+
+    // Nothing listens there: a clear error, no report.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let out = loadgen(
+        &s.base,
+        &[
+            "--grpc",
+            &nowhere,
+            "--rate",
+            "10",
+            "--duration-seconds",
+            "1",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to the gRPC endpoint {nowhere}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn padded_batches_return_only_the_real_rows() {
     let s = start(
         &fixture("tiny_cnn.pt"),
