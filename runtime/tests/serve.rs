@@ -769,9 +769,17 @@ async fn loadgen(base: &str, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics() {
+    let grpc_port = free_port().to_string();
     let s = start(
         &fixture("tiny_cnn.pt"),
-        &["--max-batch-size", "16", "--max-queue-delay-ms", "2"],
+        &[
+            "--max-batch-size",
+            "16",
+            "--max-queue-delay-ms",
+            "2",
+            "--grpc-port",
+            &grpc_port,
+        ],
     )
     .await;
     wait_ready(&s.base, true).await;
@@ -825,85 +833,45 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
             .starts_with("mode,offered_rate")
     );
 
-    let closed = loadgen(
-        &s.base,
-        &[
-            "--concurrency",
-            "4",
-            "--duration-seconds",
-            "1",
-            "--items",
-            "2",
-        ],
-    )
-    .await;
-    assert!(
-        closed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&closed.stderr)
-    );
-    let report: Value = serde_json::from_slice(&closed.stdout).unwrap();
-    assert_eq!(report["mode"], "closed-loop");
-    assert!(
-        report["ok"].as_u64().unwrap() > 10 && report["errors"].as_object().unwrap().is_empty(),
-        "{report}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loadgen_drives_the_grpc_endpoint_and_reads_the_same_metrics() {
-    let grpc_port = free_port().to_string();
-    let s = start(
-        &fixture("tiny_cnn.pt"),
-        &[
-            "--max-batch-size",
-            "16",
-            "--max-queue-delay-ms",
-            "2",
-            "--grpc-port",
-            &grpc_port,
-        ],
-    )
-    .await;
-    wait_ready(&s.base, true).await;
+    // Closed loop, over HTTP and over gRPC: the server counts both in the same metrics.
     let grpc = format!("127.0.0.1:{grpc_port}");
-    let out = loadgen(
-        &s.base,
-        &[
-            "--grpc",
-            &grpc,
-            "--concurrency",
-            "4",
-            "--duration-seconds",
-            "1",
-            "--items",
-            "2",
-        ],
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["protocol"], "grpc");
-    let ok = report["ok"].as_u64().unwrap();
-    assert!(
-        ok > 10 && report["errors"].as_object().unwrap().is_empty(),
-        "{report}"
-    );
-    // The server counted what came over gRPC (2 items each), and its energy per inference.
-    assert!(
-        report["server_inferences"].as_f64().unwrap() >= 2.0 * ok as f64,
-        "{report}"
-    );
-    assert!(
-        report["joules_per_inference"].as_f64().unwrap() > 0.0,
-        "{report}"
-    );
+    for (protocol, extra) in [("http", vec![]), ("grpc", vec!["--grpc", grpc.as_str()])] {
+        let args = [
+            &[
+                "--concurrency",
+                "4",
+                "--duration-seconds",
+                "1",
+                "--items",
+                "2",
+            ][..],
+            &extra,
+        ]
+        .concat();
+        let closed = loadgen(&s.base, &args).await;
+        assert!(
+            closed.status.success(),
+            "{protocol}: {}",
+            String::from_utf8_lossy(&closed.stderr)
+        );
+        let report: Value = serde_json::from_slice(&closed.stdout).unwrap();
+        assert_eq!(
+            (report["mode"].as_str(), report["protocol"].as_str()),
+            (Some("closed-loop"), Some(protocol))
+        );
+        let ok = report["ok"].as_u64().unwrap();
+        assert!(
+            ok > 10 && report["errors"].as_object().unwrap().is_empty(),
+            "{report}"
+        );
+        // 2 items each, counted by the server (its /metrics, read before and after).
+        assert!(
+            report["server_inferences"].as_f64().unwrap() >= 2.0 * ok as f64,
+            "{report}"
+        );
+    }
 
-    // Nothing listens there: a clear error, no report.
+    // A gRPC endpoint where nothing listens: a clear error, no report.
     let nowhere = format!("127.0.0.1:{}", free_port());
     let out = loadgen(
         &s.base,

@@ -2250,54 +2250,43 @@ fn a_profile_waits_for_a_free_place_when_max_profiling_jobs_run() {
     assert!(event(&p, "ProfilingQueued").is_none());
 }
 
-#[test]
-fn a_queued_re_profile_serves_on_from_the_table() {
-    let (is, mut o) = token_recorded();
-    o.profiling_jobs_running = Some(taken(1));
-    let capped = OperatorConfig {
-        max_profiling_jobs: Some(1),
-        ..cfg()
-    };
-    let p = plan(&is, &o, &capped, NOW);
-    assert!(p.job.is_none());
-    let profiled = cond(&p, PROFILED);
-    assert_eq!(profiled.reason, "Reprofiling");
-    assert!(
-        profiled
-            .message
-            .contains("(queued: the profiling Jobs running (1: other/job-0)"),
-        "{}",
-        profiled.message
-    );
-    assert!(matches!(p.serving, Serving::Apply(_)), "{:?}", p.serving);
-}
-
 /// `n` profiling Jobs running elsewhere.
 fn taken(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("other/job-{i}")).collect()
 }
 
 #[test]
-fn a_queued_re_profile_of_a_service_that_waits_for_a_change_is_looked_at_again() {
-    // The new measurement finds the SLO unattainable, say: the service is Degraded, which waits
-    // for a change — but its queued Job must still be created once a place is free.
+fn a_queued_re_profile_serves_on_from_the_table_and_is_looked_at_again() {
     let (mut is, mut o) = token_recorded();
-    is.spec.slo.latency_ms = 0.5;
-    let p = plan(&is, &o, &cfg(), NOW);
-    assert_eq!(p.requeue, Requeue::AwaitChange, "{:?}", p.status.phase);
-    o.profiling_jobs_running = Some(taken(1));
     let capped = OperatorConfig {
         max_profiling_jobs: Some(1),
         ..cfg()
     };
-    let p = plan(&is, &o, &capped, NOW);
-    assert!(p.job.is_none());
-    assert_eq!(p.requeue, Requeue::After(cfg().observe_interval));
-    assert!(
-        cond(&p, PROFILED)
-            .message
-            .contains("(queued: the profiling Jobs running (1: other/job-0)"),
-        "{}",
-        cond(&p, PROFILED).message
+    o.profiling_jobs_running = Some(taken(1));
+    let queued = |is: &InferenceService, o: &Observed| {
+        let p = plan(is, o, &capped, NOW);
+        assert!(p.job.is_none());
+        let profiled = cond(&p, PROFILED);
+        assert_eq!(profiled.reason, "Reprofiling");
+        assert!(
+            profiled
+                .message
+                .contains("(queued: the profiling Jobs running (1: other/job-0)"),
+            "{}",
+            profiled.message
+        );
+        p
+    };
+    let p = queued(&is, &o);
+    assert!(matches!(p.serving, Serving::Apply(_)), "{:?}", p.serving);
+    // The SLO unattainable from the table, say: the service is Degraded, which waits for a change
+    // — but its queued Job must still be created once a place is free.
+    is.spec.slo.latency_ms = 0.5;
+    o.profiling_jobs_running = None;
+    assert_eq!(plan(&is, &o, &cfg(), NOW).requeue, Requeue::AwaitChange);
+    o.profiling_jobs_running = Some(taken(1));
+    assert_eq!(
+        queued(&is, &o).requeue,
+        Requeue::After(cfg().observe_interval)
     );
 }
