@@ -21,7 +21,7 @@ use futures::StreamExt;
 use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod, Service};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectList,
 };
@@ -416,6 +416,9 @@ async fn observe_job(
             .map_err(api_err("list", "Pod", ns, name))?;
         if state == observe::JobState::Active {
             waiting = observe::job_pod_waiting(&pods.items);
+            if pods.items.is_empty() {
+                waiting = pod_creation_refused(ctx, ns, &job).await;
+            }
         } else {
             state = observe::job_state(&job, &pods.items);
         }
@@ -429,6 +432,23 @@ async fn observe_job(
         observation.builder_gone = observe::builder_gone(built_for, profile, &services);
     }
     Ok(Some(observation))
+}
+
+/// Why the Job controller cannot create a Job's pod, from its `FailedCreate` Events on this Job
+/// (its uid: not those of a Job of the same name replaced before): no runtime service account in
+/// the namespace, a pod quota, a missing PriorityClass, a webhook. Without it such a Job would
+/// say only "Profiling" until its deadline. Best effort: unreadable Events are logged, not fatal.
+async fn pod_creation_refused(ctx: &Context, ns: &str, job: &Job) -> Option<String> {
+    let uid = job.metadata.uid.as_deref()?;
+    let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("involvedObject.uid={uid},reason=FailedCreate");
+    match events.list(&ListParams::default().fields(&selector)).await {
+        Ok(list) => observe::pod_creation_refused(&list.items),
+        Err(e) => {
+            tracing::warn!(job = %job.name_any(), namespace = %ns, error = %e, "cannot read the profiling Job's Events (RBAC: list on events) to say why it has no pod");
+            None
+        }
+    }
 }
 
 /// The operator's profiling Jobs running in its scope, `namespace/name` (see

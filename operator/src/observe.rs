@@ -5,7 +5,7 @@ use crate::load::LoadObservation;
 use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 
 /// Everything `plan` needs besides the InferenceService itself.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -321,6 +321,30 @@ fn replica_failure(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> Opt
         })
 }
 
+/// Why a Job has no pod, from the Job controller's `FailedCreate` Events on it: the newest one's
+/// message (`Error creating: pods "…" is forbidden: …`).
+pub fn pod_creation_refused(events: &[CoreEvent]) -> Option<String> {
+    let when = |e: &&CoreEvent| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+    };
+    let newest = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .max_by_key(when)?;
+    let message = newest
+        .message
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty());
+    Some(format!(
+        "cannot create its pod: {}",
+        message.unwrap_or("the Job controller's FailedCreate Event gives no message")
+    ))
+}
+
 /// Whether the serving pods are worth a look: fewer ready than the Deployment asks for.
 pub fn short_of_ready(d: &DeploymentObservation) -> bool {
     d.controlled_by_us && d.ready_replicas < d.replicas
@@ -462,6 +486,42 @@ mod tests {
         ];
         assert_eq!(running_profiling_jobs(&jobs), vec!["/pending", "/running"]);
         assert!(running_profiling_jobs(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_job_without_a_pod_says_why_from_the_newest_failed_create_event() {
+        let event = |reason: &str, at: &str, message: &str| -> CoreEvent {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("j.{at}")}, "involvedObject": {"kind": "Job", "name": "j"},
+                "reason": reason, "message": message, "lastTimestamp": at,
+            }))
+            .unwrap()
+        };
+        let events = [
+            event(
+                "FailedCreate",
+                "2026-11-27T10:00:00Z",
+                "Error creating: pods \"j-1\" is forbidden: exceeded quota: gpu",
+            ),
+            event(
+                "FailedCreate",
+                "2026-11-27T10:05:00Z",
+                "Error creating: pods \"j-2\" is forbidden: error looking up service account ns/greenbatch-runtime: serviceaccount \"greenbatch-runtime\" not found",
+            ),
+            event(
+                "SuccessfulCreate",
+                "2026-11-27T10:06:00Z",
+                "Created pod: j-3",
+            ),
+        ];
+        assert_eq!(
+            pod_creation_refused(&events).as_deref(),
+            Some(
+                "cannot create its pod: Error creating: pods \"j-2\" is forbidden: error looking up service account ns/greenbatch-runtime: serviceaccount \"greenbatch-runtime\" not found"
+            )
+        );
+        assert_eq!(pod_creation_refused(&events[2..]), None);
+        assert_eq!(pod_creation_refused(&[]), None);
     }
 
     #[test]

@@ -1448,6 +1448,38 @@ async fn operator_end_to_end() {
     )
     .await;
 
+    // Scenario 5a'': a namespace the chart did not set up for profiling (no runtime service
+    // account): the Job controller cannot create the pod, and the service says why at once —
+    // from the Job's FailedCreate Event — instead of "Profiling" until the Job's deadline.
+    const BARE_NS: &str = "e2e-bare";
+    cluster
+        .create_namespace(BARE_NS)
+        .await
+        .expect("a namespace without the runtime service account");
+    let bare_services: Api<InferenceService> = Api::namespaced(admin.clone(), BARE_NS);
+    let mut bare = service_yaml("bare", &uri, serde_json::json!({}));
+    bare.metadata.namespace = Some(BARE_NS.into());
+    bare_services.create(&pp, &bare).await.expect("create bare");
+    let bare = wait_service(
+        &bare_services,
+        "bare",
+        "bare to say its profiling pod cannot be created",
+        Duration::from_secs(60),
+        |is| condition_message(is, "Profiled").contains("cannot create its pod"),
+    )
+    .await;
+    let msg = condition_message(&bare, "Profiled");
+    say(&format!("bare: {msg}"));
+    assert!(
+        msg.starts_with("False/ProfilingWaiting")
+            && msg.contains(&format!("serviceaccount \"{RUNTIME_SA}\" not found")),
+        "{msg}"
+    );
+    bare_services
+        .delete("bare", &DeleteParams::default())
+        .await
+        .expect("delete bare");
+
     // Scenario 5a': a profiling pod that cannot run because of the service's own pod settings
     // (a node pool that does not exist): once `spec.pod` is fixed, its Job is made anew (same
     // name, another uid) and measures.
