@@ -564,7 +564,10 @@ async fn scale_with_observed_load(
     let url = format!("http://{pod_ip}:{}", names::HTTP_PORT);
     let mut load = tokio::process::Command::new(bin)
         .args(["loadgen", "--url", &url, "--model", "gamma", "--rate", "40"])
-        .args(["--duration-seconds", "15", "--threads", "1"])
+        // Longer than the scale-up can take on a busy machine (the second pod's runtime starts and
+        // warms up under the load); stopped once the scale-up is seen. A load that ended first
+        // would let the 2 s scale-down delay take the second replica away before the wait saw it.
+        .args(["--duration-seconds", "40", "--threads", "1"])
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -684,8 +687,14 @@ async fn scale_with_observed_load(
             .any(|n| n.starts_with("replicas 1 -> 2: 2") && n.contains("inferences/s")),
         "{notes:?}"
     );
-    let exit = load.wait().await.expect("the load generator ran");
-    assert!(exit.success(), "loadgen: {exit}");
+    // Still running (it would have failed otherwise, with nothing scaled): stopped here.
+    assert!(
+        load.try_wait()
+            .expect("the load generator's status")
+            .is_none(),
+        "the load generator ended before the scale-up was seen"
+    );
+    load.kill().await.expect("stop the load generator");
     // The load gone, the lower count waits out the scale-down delay in status first.
     wait_service(
         services,
