@@ -429,7 +429,9 @@ async fn observe_job(
     if let (Some(built_for), true) = (&observation.built_for, observation.waiting.is_some()) {
         let cached = ctx.operator.services();
         let services: Vec<&InferenceService> = cached.iter().map(AsRef::as_ref).collect();
-        observation.builder_gone = observe::builder_gone(built_for, profile, &services);
+        let builder = observe::Builder::of(built_for, profile, &services);
+        observation.builder_gone = builder.gone;
+        observation.builder_name = builder.name;
     }
     Ok(Some(observation))
 }
@@ -441,7 +443,8 @@ async fn observe_job(
 async fn pod_creation_refused(ctx: &Context, ns: &str, job: &Job) -> Option<String> {
     let uid = job.metadata.uid.as_deref()?;
     let events: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("involvedObject.uid={uid},reason=FailedCreate");
+    // All of the Job's Events: a pod created after a refusal says the refusal is old.
+    let selector = format!("involvedObject.uid={uid}");
     match events.list(&ListParams::default().fields(&selector)).await {
         Ok(list) => observe::pod_creation_refused(&list.items),
         Err(e) => {

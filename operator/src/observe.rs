@@ -47,17 +47,42 @@ pub struct JobObservation {
     /// The uid of the InferenceService it was built for (`greenbatch.dev/built-for`).
     pub built_for: Option<String>,
     /// That service no longer uses the Job's profile (or is gone), by the controller's cache
-    /// ([`builder_gone`]); `false` when not known.
+    /// ([`Builder::of`]); `false` when not known.
     pub builder_gone: bool,
+    /// That service's name (`namespace/name`), for messages, when it is in the cache.
+    pub builder_name: Option<String>,
 }
 
-/// Whether no service in `services` is the one of uid `built_for` still using `profile` (its
-/// `status.profileRef`).
-pub fn builder_gone(built_for: &str, profile: &str, services: &[&InferenceService]) -> bool {
-    !services.iter().any(|s| {
-        s.metadata.uid.as_deref() == Some(built_for)
-            && s.status.as_ref().and_then(|st| st.profile_ref.as_deref()) == Some(profile)
-    })
+/// The service a Job was built for, as the controller's cache knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Builder {
+    /// It is gone, or uses another profile now (`status.profileRef`). One whose status names no
+    /// profile yet (it built the Job a moment ago and has not written its status) still uses it.
+    pub gone: bool,
+    pub name: Option<String>,
+}
+
+impl Builder {
+    pub fn of(built_for: &str, profile: &str, services: &[&InferenceService]) -> Builder {
+        let Some(s) = services
+            .iter()
+            .find(|s| s.metadata.uid.as_deref() == Some(built_for))
+        else {
+            return Builder {
+                gone: true,
+                name: None,
+            };
+        };
+        let uses = s.status.as_ref().and_then(|st| st.profile_ref.as_deref());
+        Builder {
+            gone: uses.is_some_and(|p| p != profile),
+            name: Some(format!(
+                "{}/{}",
+                s.metadata.namespace.as_deref().unwrap_or(""),
+                s.metadata.name.as_deref().unwrap_or("")
+            )),
+        }
+    }
 }
 
 /// What the plan needs to know of a profiling Job: `state` and `waiting` come from its pods,
@@ -90,6 +115,7 @@ pub fn job_observation(job: &Job, state: JobState, waiting: Option<String>) -> J
             .and_then(|a| a.get(crate::names::BUILT_FOR_ANNOTATION))
             .cloned(),
         builder_gone: false,
+        builder_name: None,
     }
 }
 
@@ -321,8 +347,9 @@ fn replica_failure(status: &k8s_openapi::api::apps::v1::DeploymentStatus) -> Opt
         })
 }
 
-/// Why a Job has no pod, from the Job controller's `FailedCreate` Events on it: the newest one's
-/// message (`Error creating: pods "…" is forbidden: …`).
+/// Why a Job has no pod, from the Job controller's Events on it: the newest `FailedCreate`'s
+/// message (`Error creating: pods "…" is forbidden: …`) — unless a pod was created after it (a
+/// pod since deleted or evicted, about to be made again: an old refusal is not why).
 pub fn pod_creation_refused(events: &[CoreEvent]) -> Option<String> {
     let when = |e: &&CoreEvent| {
         e.last_timestamp
@@ -330,10 +357,16 @@ pub fn pod_creation_refused(events: &[CoreEvent]) -> Option<String> {
             .map(|t| t.0)
             .or_else(|| e.event_time.as_ref().map(|t| t.0))
     };
-    let newest = events
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
-        .max_by_key(when)?;
+    let newest = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .max_by_key(when)
+    };
+    let newest = match (newest("FailedCreate"), newest("SuccessfulCreate")) {
+        (Some(failed), Some(created)) if when(&created) >= when(&failed) => return None,
+        (failed, _) => failed?,
+    };
     let message = newest
         .message
         .as_deref()
@@ -508,10 +541,11 @@ mod tests {
                 "2026-11-27T10:05:00Z",
                 "Error creating: pods \"j-2\" is forbidden: error looking up service account ns/greenbatch-runtime: serviceaccount \"greenbatch-runtime\" not found",
             ),
+            // A pod made before the refusals (and gone since): older, so they stand.
             event(
                 "SuccessfulCreate",
-                "2026-11-27T10:06:00Z",
-                "Created pod: j-3",
+                "2026-11-27T09:59:00Z",
+                "Created pod: j-0",
             ),
         ];
         assert_eq!(
@@ -522,6 +556,50 @@ mod tests {
         );
         assert_eq!(pod_creation_refused(&events[2..]), None);
         assert_eq!(pod_creation_refused(&[]), None);
+        // A pod created after the last refusal (and since deleted): that refusal is not why.
+        let later = [
+            events[0].clone(),
+            event(
+                "SuccessfulCreate",
+                "2026-11-27T10:01:00Z",
+                "Created pod: j-2",
+            ),
+        ];
+        assert_eq!(pod_creation_refused(&later), None);
+    }
+
+    #[test]
+    fn the_service_a_job_was_built_for_is_gone_only_when_the_cache_says_so() {
+        let service = |uid: &str, profile_ref: Option<&str>| -> InferenceService {
+            let mut s = crate::testutil::service("a");
+            s.metadata.uid = Some(uid.into());
+            s.status = Some(greenbatch_crds::InferenceServiceStatus {
+                profile_ref: profile_ref.map(str::to_string),
+                ..Default::default()
+            });
+            s
+        };
+        let uses = service("u1", Some("p"));
+        let built_just_now = service("u1", None);
+        let moved_on = service("u1", Some("q"));
+        let of = |s: &InferenceService| Builder::of("u1", "p", &[s]);
+        assert_eq!(
+            of(&uses),
+            Builder {
+                gone: false,
+                name: Some("ns/a".into())
+            }
+        );
+        // Its status not written yet (it built the Job a moment ago): still its Job.
+        assert!(!of(&built_just_now).gone);
+        assert!(of(&moved_on).gone);
+        assert_eq!(
+            Builder::of("u1", "p", &[]),
+            Builder {
+                gone: true,
+                name: None
+            }
+        );
     }
 
     #[test]

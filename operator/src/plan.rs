@@ -578,7 +578,8 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 .job
                 .as_ref()
                 .filter(|j| j.name == job && j.state == JobState::Active)
-                .and_then(|j| j.waiting.clone());
+                .and_then(|j| j.waiting.clone())
+                .map(|w| format!("{w}{}", built_for_another(is, observed)));
             let what = format!(
                 "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
                 valid.spec.candidates
@@ -717,7 +718,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             .as_ref()
                             .filter(|o| o.name == j)
                             .and_then(|o| o.waiting.as_deref())
-                            .map(|w| format!(" (it waits: {w})"))
+                            .map(|w| format!(" (it waits: {w}{})", built_for_another(is, observed)))
                             .or_else(|| planned_queue.as_ref().map(|q| format!(" (queued: {q})")))
                             .unwrap_or_default();
                         format!("; re-profiling with Job {j}{waiting}")
@@ -1354,6 +1355,21 @@ fn drift_token(profile: &EnergyProfile, now: &str) -> Option<String> {
         "{DRIFT_TOKEN_PREFIX}{}",
         now.format(DRIFT_TOKEN_TIME)
     ))
+}
+
+/// `; it was built with the pod settings (spec.pod) of InferenceService ns/x` when the profile's
+/// Job was built for another service sharing the profile: the one whose settings to fix when the
+/// pod cannot run (only it remakes the Job while it uses the profile).
+fn built_for_another(is: &InferenceService, observed: &Observed) -> String {
+    observed
+        .job
+        .as_ref()
+        .filter(|j| j.built_for.is_some() && j.built_for != is.metadata.uid)
+        .and_then(|j| j.builder_name.as_deref())
+        .map(|name| {
+            format!("; it was built with the pod settings (spec.pod) of InferenceService {name}")
+        })
+        .unwrap_or_default()
 }
 
 /// What [`profile_state`] plans beside the state it returns.

@@ -130,6 +130,9 @@ pub struct LoadgenArgs {
     /// `--grpc-port`) instead of HTTP.
     #[arg(long)]
     pub grpc: Option<String>,
+    /// With `--grpc`: HTTP/2 connections the requests are spread over, in turn.
+    #[arg(long, default_value_t = 4)]
+    pub grpc_connections: usize,
     /// Model name (default: asked from the server's metadata is not possible in v2, so required).
     #[arg(long)]
     pub model: String,

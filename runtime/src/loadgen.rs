@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Exp};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,10 +167,18 @@ enum Target {
         body: Arc<Body>,
     },
     Grpc {
-        client: tonic::client::Grpc<tonic::transport::Channel>,
+        /// One client per connection, taken in turn: one HTTP/2 connection would be served by
+        /// one task on the server and share one flow-control window, which is not what many
+        /// clients (or the HTTP side's connection pool) do.
+        clients: Arc<Vec<tonic::client::Grpc<tonic::transport::Channel>>>,
+        next: Arc<AtomicUsize>,
         request: Arc<ModelInferRequest>,
     },
 }
+
+/// How long one request may take before it counts as `timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a request ended: `Ok`, or its error as the report counts it (an HTTP status, a gRPC code,
 /// `connection`).
@@ -185,7 +194,14 @@ impl Target {
                     .body(body.bytes.clone())
                     .send()
                     .await
-                    .map_err(|_| "connection".to_string())?
+                    .map_err(|e| {
+                        if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "connection"
+                        }
+                        .to_string()
+                    })?
                     .status();
                 if status.as_u16() == 200 {
                     Ok(())
@@ -193,8 +209,13 @@ impl Target {
                     Err(status.as_u16().to_string())
                 }
             }
-            Target::Grpc { client, request } => {
-                let mut client = client.clone();
+            Target::Grpc {
+                clients,
+                next,
+                request,
+            } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % clients.len().max(1);
+                let mut client = clients[i].clone();
                 client.ready().await.map_err(|_| "connection".to_string())?;
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(INFER_PATH);
                 let codec =
@@ -205,9 +226,20 @@ impl Target {
                     .unary(tonic::Request::new(request.as_ref().clone()), path, codec)
                     .await
                     .map(|_| ())
-                    .map_err(|s| format!("grpc {:?}", s.code()))
+                    .map_err(|s| grpc_error_label(&s))
             }
         }
+    }
+}
+
+/// A failed gRPC call as the report counts it: the server's answer by its code (`grpc
+/// Unavailable`: a full queue or a server that is not ready), or — a status made on this side, with
+/// the transport's error beneath it — `timeout` or `connection`.
+fn grpc_error_label(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(e) if e.downcast_ref::<tonic::TimeoutExpired>().is_some() => "timeout".into(),
+        Some(_) => "connection".into(),
+        None => format!("grpc {:?}", status.code()),
     }
 }
 
@@ -226,6 +258,9 @@ async fn grpc_channel(address: &str) -> Result<tonic::transport::Channel> {
             message: format!("{address:?} is not host:port: {e}"),
         })?
         .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(30))
         .connect()
         .await
         .map_err(|e| {
@@ -262,11 +297,12 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         crate::output::JsonSink::prepare(p)?.commit(&json)?;
     }
     if let Some(p) = &args.csv {
-        let header = "mode,offered_rate,concurrency,requests,ok,throughput_per_second,p50_ms,p95_ms,p99_ms,slo_attainment,joules_per_inference";
+        let header = "mode,protocol,offered_rate,concurrency,requests,ok,throughput_per_second,p50_ms,p95_ms,p99_ms,slo_attainment,joules_per_inference";
         let f = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
         let row = format!(
-            "{},{},{},{},{},{:.3},{},{},{},{},{}",
+            "{},{},{},{},{},{},{:.3},{},{},{},{},{}",
             report.mode,
+            report.protocol,
             f(report.offered_rate),
             report
                 .concurrency
@@ -300,6 +336,8 @@ async fn one(target: Target, out: Outcomes) {
 async fn drive(args: &LoadgenArgs) -> Result<Report> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(err)?;
     let base = args.url.trim_end_matches('/').to_string();
@@ -311,10 +349,21 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
             url: format!("{base}/v2/models/{}/infer", args.model),
             body: Arc::new(input.http_body()),
         },
-        Some(address) => Target::Grpc {
-            client: tonic::client::Grpc::new(grpc_channel(address).await?),
-            request: Arc::new(input.grpc_request(&args.model)),
-        },
+        Some(address) => {
+            let mut clients = Vec::new();
+            for _ in 0..args.grpc_connections.max(1) {
+                // Responses as large as the server sends (tonic's default stops at 4 MiB).
+                clients.push(
+                    tonic::client::Grpc::new(grpc_channel(address).await?)
+                        .max_decoding_message_size(usize::MAX),
+                );
+            }
+            Target::Grpc {
+                clients: Arc::new(clients),
+                next: Arc::new(AtomicUsize::new(0)),
+                request: Arc::new(input.grpc_request(&args.model)),
+            }
+        }
     };
     let before = scrape(&client, &base).await;
     let outcomes: Outcomes = Arc::new(Mutex::new(Vec::new()));
@@ -407,6 +456,18 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_errors_are_told_apart_from_the_servers_answers() {
+        // The server's answer (a full queue, say): its code.
+        let answered = tonic::Status::unavailable("the queue is full");
+        assert_eq!(grpc_error_label(&answered), "grpc Unavailable");
+        // Made on this side from a transport failure: no answer came.
+        let timed_out = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(grpc_error_label(&timed_out), "timeout");
+        let reset = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert_eq!(grpc_error_label(&reset), "connection");
+    }
 
     #[test]
     fn the_grpc_requests_go_to_the_v2_inference_method() {

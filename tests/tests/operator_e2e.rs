@@ -1488,6 +1488,30 @@ async fn operator_end_to_end() {
         .delete("bare", &DeleteParams::default())
         .await
         .expect("delete bare");
+    // Its Job holds the one place --max-profiling-jobs gives this run until it goes with its
+    // pruned profile: gone before the next scenario, which counts on that place.
+    let bare_jobs: Api<Job> = Api::namespaced(admin.clone(), BARE_NS);
+    wait_for(
+        "bare's unused profile and its Job to go",
+        Duration::from_secs(30),
+        || async {
+            let left: Vec<String> = bare_jobs
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|j| j.metadata.deletion_timestamp.is_none())
+                .map(|j| j.name_any())
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still there: {left:?}"))
+            }
+        },
+    )
+    .await;
 
     // Scenario 5a': a profiling pod that cannot run because of the service's own pod settings
     // (a node pool that does not exist): once `spec.pod` is fixed, its Job is made anew (same

@@ -134,6 +134,7 @@ fn job_extra() -> JobObservation {
         failed_pods: 0,
         built_for: None,
         builder_gone: false,
+        builder_name: None,
     }
 }
 /// The template digest of the Job the operator would make for `is` now.
@@ -1419,8 +1420,20 @@ fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_by_the_service
     // Built for another service sharing the profile, with its own pod settings: that service's
     // Job waits for a GPU as this one's would — not replaced, or the two would take turns for
     // ever. Once that service no longer uses the profile, any may.
-    let theirs = with(|j| j.built_for = Some("uid-other".into()));
+    let theirs = with(|j| {
+        j.built_for = Some("uid-other".into());
+        j.builder_name = Some("ns/other".into());
+    });
     assert!(!replaced(&theirs));
+    // Whose settings to fix, then, the condition says.
+    let p = plan(&is, &theirs, &cfg(), NOW);
+    assert!(
+        cond(&p, PROFILED).message.ends_with(
+            "; it was built with the pod settings (spec.pod) of InferenceService ns/other"
+        ),
+        "{}",
+        cond(&p, PROFILED).message
+    );
     assert!(replaced(&with(|j| {
         j.built_for = Some("uid-other".into());
         j.builder_gone = true;
