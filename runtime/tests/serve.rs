@@ -830,7 +830,7 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
     assert!(
         std::fs::read_to_string(&csv_path)
             .unwrap()
-            .starts_with("mode,offered_rate")
+            .starts_with("mode,protocol,offered_rate")
     );
 
     // Closed loop, over HTTP and over gRPC: the server counts both in the same metrics.
