@@ -715,6 +715,8 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         }
         _ => None,
     };
+    // Queued (no Job to create after all): the place is not held for the rest of the reconcile.
+    let profiling_slot = profiling_slot.filter(|_| plan.job.is_some());
     plan.events.splice(0..0, earlier_events);
     if let Some(job) = plan.job.clone() {
         let jn = job.name_any();

@@ -73,9 +73,10 @@ pub struct PlannedEvent {
 }
 
 /// A profiling Job whose pod cannot run (no node takes it, its image cannot be pulled) and that
-/// the operator would now make otherwise: a `spec.pod` fixed since, another runtime image or
-/// default. Nothing ran, so nothing is lost: it is deleted (its pod first) and the reconcile its
-/// deletion brings makes it anew under the same name. A Job that runs is never replaced.
+/// the service it was built for would now build otherwise: its `spec.pod` fixed since, another
+/// runtime image or pod defaults. Nothing ran, so nothing is lost: it is deleted (its pod first)
+/// and the reconcile its deletion brings makes it anew under the same name. A Job that runs, or
+/// has a failed pod, is never replaced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobReplacement {
     pub name: String,
@@ -1434,8 +1435,7 @@ fn profile_state<'a>(
         return ProfileState::Starting { job: current_job };
     }
     // Measures what the profile's spec says (the settings of the service that created it or last
-    // asked for a re-profile), placed as this service's `spec.pod` says.
-    // The Job records whose settings it was built with.
+    // asked for a re-profile), placed as this service's `spec.pod` says — and records so.
     let build_job = || {
         job_owner(profile)
             .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
@@ -1468,7 +1468,7 @@ fn profile_state<'a>(
     // (its `spec.pod` fixed, the operator's runtime image or pod defaults changed), is replaced.
     // Only by that service — or by any once it no longer uses the profile: two services sharing
     // the profile with different pod settings must not replace each other's Job while it waits
-    // for a GPU. Never one whose pods ran and failed: its retries and logs would go with it.
+    // for a GPU. Never one with a failed pod: its retries and logs would go with it.
     let stuck =
         job_obs.filter(|j| j.state == JobState::Active && !j.deleting && j.failed_pods == 0);
     if let Some((j, waiting)) = stuck.and_then(|j| Some((j, j.waiting.as_ref()?))) {
