@@ -104,6 +104,27 @@ pub struct Plan {
     pub requeue: Requeue,
 }
 
+impl Plan {
+    /// Touches nothing but the service's status (and the record of how its profile's Job ended,
+    /// an observation), and waits for a change: a paused service, an invalid spec.
+    fn hands_off(
+        job_record: Option<ProfilingJobRecord>,
+        status: InferenceServiceStatus,
+        events: Vec<PlannedEvent>,
+    ) -> Plan {
+        Plan {
+            profile: None,
+            job: None,
+            job_record,
+            replace_job: None,
+            serving: Serving::Keep,
+            status,
+            events,
+            requeue: Requeue::AwaitChange,
+        }
+    }
+}
+
 /// The profile key of a valid service: model identity, GPU product (`cpu` for CPU-only),
 /// runtime version, precision.
 pub fn profile_key(is: &InferenceService, cfg: &OperatorConfig) -> ProfileKey {
@@ -472,21 +493,16 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 note: format!("{PAUSED_ANNOTATION} set: greenbatch leaves this service as it is"),
             });
         }
-        return Plan {
-            profile: None,
-            job: None,
+        return Plan::hands_off(
             job_record,
-            replace_job: None,
-            serving: Serving::Keep,
-            status: InferenceServiceStatus {
+            InferenceServiceStatus {
                 conditions: conds.list,
                 observed: status.observed,
                 observed_generation: old.observed_generation,
                 ..old
             },
             events,
-            requeue: Requeue::AwaitChange,
-        };
+        );
     }
     if condition(&old, PAUSED).is_some_and(|c| c.status == ConditionStatus::True) {
         conds.set(
@@ -522,17 +538,8 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     note: message,
                 });
             }
-            return Plan {
-                profile: None,
-                job: None,
-                job_record,
-                replace_job: None,
-                serving: Serving::Keep,
-                status,
-                events,
-                // Waiting for the user: a new generation (or annotation) triggers the next look.
-                requeue: Requeue::AwaitChange,
-            };
+            // Waiting for the user: a new generation (or annotation) triggers the next look.
+            return Plan::hands_off(job_record, status, events);
         }
     };
 
