@@ -213,8 +213,8 @@ pub struct ExecutionArgs {
 /// Checking the model file, and fetching it when it is a URL.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SourceArgs {
-    /// sha256:<hex> the model file must have: checked before it is loaded (a download before it
-    /// is kept).
+    /// The digest (`sha256:` and 64 hex digits) the model file must have: checked before it is
+    /// loaded (a download before it is kept).
     #[arg(long, env = "GREENBATCH_MODEL_DIGEST")]
     pub model_digest: Option<String>,
     /// Folder for downloaded models (default: $TMPDIR/greenbatch-models).
