@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh Debian machine, then runs every check:
-# rustfmt, clippy (warnings are errors), the CRD drift check, and all tests — unit, property,
+# rustfmt, clippy (warnings are errors), rustdoc (the same), the CRD drift check, and all tests — unit, property,
 # runtime tests on real libtorch (CPU), and integration tests against a real kube-apiserver + etcd.
 # Downloads and builds are cached under $GREENBATCH_CACHE (default ~/.cache/greenbatch).
 set -euo pipefail
@@ -45,6 +45,9 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The API docs (ours only) build without warnings: a broken intra-doc link is a regression too.
+log "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items --locked --quiet
 log "CRD YAML matches the generator"
 cargo run --quiet --locked -p greenbatch-crds --bin crdgen -- --check
 log "Dockerfiles lint clean (the images are not built here: no container engine)"

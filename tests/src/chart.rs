@@ -2,8 +2,9 @@
 //! `helm install` — the real helm binary, so the tests see what a user's `helm install` does.
 //!
 //! Installed as release [`RELEASE`] in [`OPERATOR_NAMESPACE`], the chart's service account is
-//! [`OPERATOR_SERVICE_ACCOUNT`]: the identity [`Identity::operator`](crate::Identity::operator)
-//! authenticates as, so an operator run with that identity has exactly the chart's RBAC.
+//! [`OPERATOR_SERVICE_ACCOUNT`](crate::cluster::OPERATOR_SERVICE_ACCOUNT): the identity
+//! [`Identity::operator`](crate::Identity::operator) authenticates as, so an operator run with
+//! that identity has exactly the chart's RBAC.
 
 use crate::binaries::Binaries;
 use crate::cluster::{OPERATOR_NAMESPACE, TestCluster};
