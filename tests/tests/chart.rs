@@ -730,7 +730,8 @@ async fn everything_the_chart_renders_fits_the_api_schemas_of_kubernetes_1_25_to
     let values = json!({
         "replicaCount": 2,
         "runtime": {"namespaces": ["vision"], "imagePullSecrets": [{"name": "registry"}]},
-        "metrics": {"serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true}},
+        "metrics": {"serviceMonitor": {"enabled": true}, "podMonitor": {"enabled": true},
+                    "prometheusRule": {"enabled": true}},
         "dashboards": {"enabled": true},
     });
     for (version, watch) in [("1.25.0", ""), ("1.33.0", "vision"), ("1.37.0", "")] {
@@ -1014,6 +1015,74 @@ fn generated_crd_versions(name: &str) -> Vec<Value> {
 
 /// The operator's metrics once it has counted one of everything (an error, a pod scrape) and
 /// decided for a service that serves and was observed.
+#[tokio::test]
+async fn the_alerts_parse_and_read_only_series_the_operator_exports() {
+    let docs = render(&json!({"metrics": {"serviceMonitor": {"enabled": true},
+                                          "prometheusRule": {"enabled": true, "labels": {"release": "prom"}}}}))
+    .await;
+    let rule = find(&docs, "PrometheusRule", "greenbatch-operator");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let rules = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .expect("rules")
+        .clone();
+    assert!(rules.len() >= 5, "{rules:?}");
+    // Every alert says how bad, what, and for how long it held.
+    for r in &rules {
+        assert!(
+            r["alert"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("Greenbatch")),
+            "{r}"
+        );
+        assert!(
+            r["labels"]["severity"].is_string() && r["for"].is_string(),
+            "{r}"
+        );
+        assert!(r["annotations"]["description"].is_string(), "{r}");
+    }
+    // Each reads series this operator exports (with a sample of each labelled family).
+    let exported = busy_operator_metrics();
+    for expr in rules.iter().filter_map(|r| r["expr"].as_str()) {
+        for name in chart::series_names(expr) {
+            assert!(
+                exported.contains(&format!("{name}{{")) || exported.contains(&format!("{name} ")),
+                "the alert `{expr}` reads {name}, which the operator does not export"
+            );
+        }
+    }
+    // And Prometheus parses them (the rule file is the PrometheusRule's spec).
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(file.path(), rule["spec"].to_string()).expect("written");
+    if let Some(o) = greenbatch_tests::tool::promtool(
+        &[
+            "check",
+            "rules",
+            file.path().to_str().expect("a UTF-8 path"),
+        ],
+        "",
+    ) {
+        assert!(
+            o.status.success(),
+            "promtool refuses the alerts: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Off by default, and it needs the ServiceMonitor that scrapes what it reads.
+    assert!(!has_kind(&render(&json!({})).await, "PrometheusRule"));
+    let out = chart::template(
+        &json!({"metrics": {"prometheusRule": {"enabled": true}}}),
+        &[],
+    )
+    .await
+    .expect("helm runs");
+    assert!(
+        !out.success() && out.stderr.contains("needs metrics.serviceMonitor.enabled"),
+        "{out}"
+    );
+}
+
 fn busy_operator_metrics() -> String {
     let m = greenbatch_operator::metrics::Metrics::new();
     m.reconciled("ns/svc", Duration::from_millis(5), Some("Job"));
