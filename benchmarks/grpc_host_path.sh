@@ -14,13 +14,7 @@ OUT=${OUT:-benchmarks/results/grpc-host-path-$(date +%Y%m%d-%H%M)}
 DURATION=${DURATION:-10}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-"$GREENBATCH_VENV/bin/python" - "$OUT/mean.pt" <<'PY'
-import sys, torch
-class Mean(torch.nn.Module):
-    def forward(self, x):
-        return x.mean(dim=(2, 3))
-torch.jit.trace(Mean(), torch.randn(1, 3, 224, 224)).save(sys.argv[1])
-PY
+mean_model "$OUT/mean.pt"
 PORT=18097
 GRPC_PORT=18098
 "$BIN" serve --model "$OUT/mean.pt" --shape 3,224,224 --name m --bind 127.0.0.1 --port "$PORT" \

@@ -22,13 +22,7 @@ build_runtime_release
 cp "$BIN" "$OUT/new-runtime"
 git -C "$WT" rev-parse HEAD >"$OUT/base-rev.txt"
 git rev-parse HEAD >"$OUT/new-rev.txt"
-"$GREENBATCH_VENV/bin/python" - "$OUT/mean.pt" <<'PY'
-import sys, torch
-class Mean(torch.nn.Module):
-    def forward(self, x):
-        return x.mean(dim=(2, 3))
-torch.jit.trace(Mean(), torch.randn(1, 3, 224, 224)).save(sys.argv[1])
-PY
+mean_model "$OUT/mean.pt"
 PORT=18097
 run() {
   local name=$1 bin=$2

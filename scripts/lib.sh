@@ -31,6 +31,19 @@ wait_ready() {
 
 # Sets up libtorch, builds greenbatch-runtime in release mode in the shared target dir (so every
 # checkout and CI reuse one build), and sets BIN to the binary. Needs the repository root as cwd.
+# A TorchScript model that takes 3x224x224 float32 (a ResNet input, 602 KB) and only averages it:
+# serving it measures the host path (transport, decoding, batching), not a model. Needs libtorch's
+# venv (scripts/setup-libtorch.sh, which build_runtime_release sources).
+mean_model() {
+  "$GREENBATCH_VENV/bin/python" - "$1" <<'PY'
+import sys, torch
+class Mean(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+torch.jit.trace(Mean(), torch.randn(1, 3, 224, 224)).save(sys.argv[1])
+PY
+}
+
 build_runtime_release() {
   . "$(bash scripts/setup-libtorch.sh)"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$GREENBATCH_CACHE/target}"
