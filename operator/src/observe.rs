@@ -6,6 +6,7 @@ use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Everything `plan` needs besides the InferenceService itself.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -53,6 +54,15 @@ pub struct JobObservation {
     pub builder_name: Option<String>,
 }
 
+/// `namespace/name` of an object, as messages name it.
+fn namespaced_name(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
 /// The service a Job was built for, as the controller's cache knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Builder {
@@ -76,11 +86,7 @@ impl Builder {
         let uses = s.status.as_ref().and_then(|st| st.profile_ref.as_deref());
         Builder {
             gone: uses.is_some_and(|p| p != profile),
-            name: Some(format!(
-                "{}/{}",
-                s.metadata.namespace.as_deref().unwrap_or(""),
-                s.metadata.name.as_deref().unwrap_or("")
-            )),
+            name: Some(namespaced_name(&s.metadata)),
         }
     }
 }
@@ -220,13 +226,7 @@ pub fn running_profiling_jobs(jobs: &[Job]) -> Vec<String> {
     jobs.iter()
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter(|j| job_state(j, &[]) == JobState::Active)
-        .map(|j| {
-            format!(
-                "{}/{}",
-                j.metadata.namespace.as_deref().unwrap_or(""),
-                j.metadata.name.as_deref().unwrap_or("")
-            )
-        })
+        .map(|j| namespaced_name(&j.metadata))
         .collect()
 }
 
