@@ -18,8 +18,10 @@ done
 . "$(bash scripts/setup-libtorch.sh)"
 . "$(bash scripts/setup-test-cluster.sh)"
 . "$(bash scripts/setup-v2-clients.sh)"
-# The serve tests skip checks whose tools are missing on a developer's machine; CI must not.
+. "$(bash scripts/setup-s3-test.sh)"
+# The runtime tests skip checks whose tools are missing on a developer's machine; CI must not.
 export GREENBATCH_REQUIRE_PROMTOOL=1 GREENBATCH_REQUIRE_V2_CLIENTS=1 GREENBATCH_REQUIRE_KUBERNETES_VALIDATE=1
+export GREENBATCH_REQUIRE_S3_STORE=1
 log "libtorch: $LIBTORCH"
 log "test cluster: $GREENBATCH_KUBE_APISERVER"
 

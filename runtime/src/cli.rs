@@ -226,6 +226,16 @@ pub struct SourceArgs {
     /// Largest model download accepted, in MiB.
     #[arg(long, default_value_t = 16384, env = "GREENBATCH_MODEL_MAX_MIB")]
     pub model_max_mib: u64,
+    /// For `s3://` models: `http(s)://host[:port]` of an S3-compatible store (MinIO, Ceph, …),
+    /// addressed path-style (default: AWS; else `AWS_ENDPOINT_URL` when set). Keys come from
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`; without them the
+    /// object is read anonymously.
+    #[arg(long, env = "AWS_ENDPOINT_URL_S3")]
+    pub s3_endpoint: Option<String>,
+    /// For `s3://` models: the region requests are signed for (default: `AWS_DEFAULT_REGION`
+    /// when set, else us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,8 +5,16 @@
 //! digest asked for: a cut connection, a size beyond the limit or a wrong file leave nothing
 //! behind that a later run could mistake for the model. A local file with a digest is checked the
 //! same way before it is loaded, so a profile keyed by that digest measures that content.
+//!
+//! An `s3://bucket/key` object is downloaded the same way, from AWS or an S3-compatible store
+//! (`--s3-endpoint`), signed with static keys from the environment when they are given
+//! (`s3` module).
+
+mod s3;
 
 use crate::error::{Result, RuntimeError};
+pub use s3::{Credentials, DEFAULT_REGION};
+use s3::{S3Config, S3Object};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +35,13 @@ pub struct FetchSettings {
     pub attempts: u32,
     /// Wait before the second try; doubled before each later one.
     pub retry_backoff: Duration,
+    /// `http(s)://host[:port]` of an S3-compatible store for `s3://` models; `None`: AWS.
+    pub s3_endpoint: Option<String>,
+    /// The region `s3://` requests are signed for.
+    pub s3_region: String,
+    /// Keys for `s3://` models (`None`: anonymous), or why the environment's are unusable —
+    /// an error only once an `s3://` model is asked for.
+    pub s3_credentials: std::result::Result<Option<Credentials>, String>,
 }
 
 impl FetchSettings {
@@ -40,6 +55,9 @@ impl FetchSettings {
             max_bytes: Self::DEFAULT_MAX_MIB * 1024 * 1024,
             attempts: 3,
             retry_backoff: Duration::from_secs(1),
+            s3_endpoint: None,
+            s3_region: DEFAULT_REGION.to_string(),
+            s3_credentials: Ok(None),
         }
     }
 }
@@ -66,7 +84,7 @@ fn digest_hex(digest: &str) -> Result<&str> {
 }
 
 fn is_remote(model: &str) -> bool {
-    model.starts_with("http://") || model.starts_with("https://")
+    model.starts_with("http://") || model.starts_with("https://") || model.starts_with("s3://")
 }
 
 /// A URL fit for logs and errors: no credentials, query or fragment (a presigned URL carries its
@@ -100,7 +118,8 @@ pub fn redacted_model(model: &str) -> String {
 }
 
 /// The local model reference for `model`: a builtin as is; a local file as is, once it has the
-/// digest when one is given; an http(s) URL as the path of its checked download.
+/// digest when one is given; an http(s) URL or an `s3://` object as the path of its checked
+/// download.
 pub fn resolve(model: &str, settings: &FetchSettings) -> Result<String> {
     let expected = settings.digest.as_deref().map(digest_hex).transpose()?;
     if model.starts_with("builtin:") {
@@ -120,8 +139,142 @@ pub fn resolve(model: &str, settings: &FetchSettings) -> Result<String> {
         }
         return Ok(model.to_string());
     }
-    let path = download(model, expected, settings)?;
+    let remote = Remote::parse(model, settings)?;
+    let path = download(&remote, expected, settings)?;
     Ok(path.to_string_lossy().into_owned())
+}
+
+/// What is downloaded: a URL as given, or an S3 object with the keys its requests are signed with.
+enum Remote<'a> {
+    Http(&'a str),
+    S3 {
+        uri: &'a str,
+        object: S3Object,
+        config: S3Config,
+        credentials: Option<Credentials>,
+    },
+}
+
+impl<'a> Remote<'a> {
+    fn parse(model: &'a str, s: &FetchSettings) -> Result<Self> {
+        if !model.starts_with("s3://") {
+            return Ok(Remote::Http(model));
+        }
+        let object = S3Object::parse(model).map_err(|message| fetch_error(model, message))?;
+        let endpoint = s
+            .s3_endpoint
+            .as_deref()
+            .map(s3::endpoint_base)
+            .transpose()
+            .map_err(|message| RuntimeError::Usage {
+                arg: "--s3-endpoint",
+                message,
+            })?;
+        let credentials = s
+            .s3_credentials
+            .clone()
+            .map_err(|message| fetch_error(model, message))?;
+        if credentials.is_none() {
+            tracing::info!(
+                uri = model,
+                "no AWS_ACCESS_KEY_ID: the object is read anonymously"
+            );
+        }
+        Ok(Remote::S3 {
+            uri: model,
+            object,
+            config: S3Config {
+                endpoint,
+                region: s.s3_region.clone(),
+            },
+            credentials,
+        })
+    }
+
+    /// The reference as given (a URL only redacted in messages).
+    fn reference(&self) -> &str {
+        match self {
+            Remote::Http(url) => url,
+            Remote::S3 { uri, .. } => uri,
+        }
+    }
+
+    /// Whether the requests must stay on https.
+    fn https_only(&self) -> bool {
+        match self {
+            Remote::Http(url) => url.starts_with("https://"),
+            Remote::S3 { config, .. } => config
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("https://")),
+        }
+    }
+
+    /// One try's request; an S3 one signed now (a signature is good for 15 minutes, and a later
+    /// try may come after that).
+    fn request(
+        &self,
+        client: &reqwest::blocking::Client,
+    ) -> std::result::Result<reqwest::blocking::RequestBuilder, String> {
+        match self {
+            Remote::Http(url) => Ok(client.get(*url)),
+            Remote::S3 {
+                object,
+                config,
+                credentials,
+                ..
+            } => {
+                let signed =
+                    s3::object_request(object, config, credentials.as_ref(), chrono::Utc::now())?;
+                Ok(signed
+                    .headers
+                    .into_iter()
+                    .fold(client.get(signed.url), |r, (name, value)| {
+                        r.header(name, value)
+                    }))
+            }
+        }
+    }
+
+    /// Why the server refused, from its answer: S3 says it in an XML body, and where the bucket
+    /// is when the region was wrong.
+    fn refusal(&self, response: reqwest::blocking::Response) -> String {
+        let status = response.status();
+        let Remote::S3 {
+            config,
+            credentials,
+            ..
+        } = self
+        else {
+            return format!("the server answered {status}");
+        };
+        let bucket_region = response
+            .headers()
+            .get("x-amz-bucket-region")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = String::new();
+        let _ = response.take(16 * 1024).read_to_string(&mut body);
+        let mut message = format!("S3 answered {status}");
+        if let Some(summary) = s3::error_summary(&body) {
+            message.push_str(&format!(" ({summary})"));
+        }
+        match bucket_region {
+            Some(region) if region != config.region => message.push_str(&format!(
+                ": the bucket is in region {region}, not {} (--s3-region, \
+                 spec.model.source.s3.region)",
+                config.region
+            )),
+            _ => {}
+        }
+        if status == reqwest::StatusCode::FORBIDDEN && credentials.is_none() {
+            message.push_str(
+                ": no keys were given (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, e.g. from \
+                 spec.model.source.s3.credentialsSecret), so the object was read anonymously",
+            );
+        }
+        message
+    }
 }
 
 /// The sha256 of a file, hex.
@@ -168,6 +321,7 @@ fn cache_path(url: &str, expected: Option<&str>, dir: &Path) -> PathBuf {
     dir.join(name)
 }
 
+/// `url` is redacted here: callers pass the reference as given.
 fn fetch_error(url: &str, message: impl Into<String>) -> RuntimeError {
     RuntimeError::ModelFetch {
         url: redacted(url),
@@ -175,7 +329,8 @@ fn fetch_error(url: &str, message: impl Into<String>) -> RuntimeError {
     }
 }
 
-fn download(url: &str, expected: Option<&str>, s: &FetchSettings) -> Result<PathBuf> {
+fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Result<PathBuf> {
+    let url = remote.reference();
     let target = cache_path(url, expected, &s.cache_dir);
     if let Some(expected) = expected
         && target.is_file()
@@ -202,12 +357,12 @@ fn download(url: &str, expected: Option<&str>, s: &FetchSettings) -> Result<Path
             ),
         )
     })?;
-    let client = client(url, s)?;
+    let client = client(remote, s)?;
     let mut tries = 0;
     let mut backoff = s.retry_backoff;
     loop {
         tries += 1;
-        match download_once(&client, url, expected, s, &target) {
+        match download_once(&client, remote, expected, s, &target) {
             Ok(bytes) => {
                 tracing::info!(url = %redacted(url), path = %target.display(), bytes, tries, "model downloaded");
                 return Ok(target);
@@ -225,7 +380,14 @@ fn download(url: &str, expected: Option<&str>, s: &FetchSettings) -> Result<Path
     }
 }
 
-fn client(url: &str, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
+fn client(remote: &Remote, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
+    let url = remote.reference();
+    // A signed S3 request is good for its one URL: a redirect would need a new signature, and
+    // S3's own (a bucket in another region) is answered with where to sign for instead.
+    let redirects = match remote {
+        Remote::Http(_) => reqwest::redirect::Policy::limited(5),
+        Remote::S3 { .. } => reqwest::redirect::Policy::none(),
+    };
     let mut builder = reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(15))
         // Per wait, not per download (reqwest's blocking client): two minutes without an answer,
@@ -234,9 +396,9 @@ fn client(url: &str, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
         .timeout(Duration::from_secs(120))
         // A model store may redirect (to a CDN, a presigned object URL), but never from https
         // down to http, and never with the original URL (and its query) as the Referer.
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .redirect(redirects)
         .referer(false)
-        .https_only(url.starts_with("https://"))
+        .https_only(remote.https_only())
         .user_agent(concat!("greenbatch-runtime/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = &s.ca_file {
         let pem = std::fs::read(ca).map_err(|e| RuntimeError::Usage {
@@ -273,12 +435,16 @@ enum Attempt {
 /// checked. Returns the bytes written.
 fn download_once(
     client: &reqwest::blocking::Client,
-    url: &str,
+    remote: &Remote,
     expected: Option<&str>,
     s: &FetchSettings,
     target: &Path,
 ) -> std::result::Result<u64, Attempt> {
-    let mut response = client.get(url).send().map_err(|e| {
+    let url = remote.reference();
+    let request = remote
+        .request(client)
+        .map_err(|message| Attempt::Fail(fetch_error(url, message)))?;
+    let mut response = request.send().map_err(|e| {
         // Connection trouble and timeouts may pass; anything else (an untrusted certificate, a
         // redirect refused, a malformed URL) would fail the same way again.
         let transient = (e.is_connect() && !is_certificate_error(&e)) || e.is_timeout();
@@ -292,13 +458,10 @@ fn download_once(
     })?;
     let status = response.status();
     if status.as_u16() == 429 || status.is_server_error() {
-        return Err(Attempt::Retry(format!("the server answered {status}")));
+        return Err(Attempt::Retry(remote.refusal(response)));
     }
     if !status.is_success() {
-        return Err(Attempt::Fail(fetch_error(
-            url,
-            format!("the server answered {status}"),
-        )));
+        return Err(Attempt::Fail(fetch_error(url, remote.refusal(response))));
     }
     if let Some(length) = response.content_length()
         && length > s.max_bytes

@@ -5,7 +5,7 @@
 use crate::cli::{ExecutionArgs, ProtocolArgs, SourceArgs};
 use crate::clock::Clock;
 use crate::error::{Result, RuntimeError};
-use crate::fetch::{FetchSettings, default_cache_dir};
+use crate::fetch::{Credentials, DEFAULT_REGION, FetchSettings, default_cache_dir};
 use crate::meter::nvml::{GpuSelector, NvmlCounter, NvmlPower};
 use crate::meter::rapl::Rapl;
 use crate::meter::synthetic::{BusyTime, Synthetic};
@@ -107,9 +107,32 @@ pub fn fetch_settings(args: &SourceArgs) -> Result<FetchSettings> {
             message: format!("{} is outside 1..=1048576", args.model_max_mib),
         });
     }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let s3_region = args
+        .s3_region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
+    if !s3_region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(RuntimeError::Usage {
+            arg: "--s3-region",
+            message: format!("{s3_region:?}: expected a region name such as eu-west-1"),
+        });
+    }
     Ok(FetchSettings {
         ca_file: args.model_ca_file.clone(),
         max_bytes: args.model_max_mib * 1024 * 1024,
+        s3_endpoint: args
+            .s3_endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .or_else(|| env("AWS_ENDPOINT_URL")),
+        s3_region,
+        s3_credentials: Credentials::from_env(env),
         ..FetchSettings::new(
             args.model_digest.clone(),
             args.model_cache.clone().unwrap_or_else(default_cache_dir),
