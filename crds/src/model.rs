@@ -75,14 +75,17 @@ impl std::fmt::Display for BuiltinModel {
 #[schemars(extend("oneOf" = [{"required": ["uri"]}, {"required": ["builtin"]}]))]
 pub struct ModelSource {
     /// A TorchScript file: `file:///path` (inside the pod), `pvc://<claim>/<path>` (mounted
-    /// read-only), or `https://…` / `http://…` (downloaded by each pod before it loads the model;
-    /// `digest` is then required).
+    /// read-only), `https://…` / `http://…`, or `s3://<bucket>/<key>` (downloaded by each pod
+    /// before it loads the model; `digest` is then required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 2048),
-        regex(pattern = r"^(file|pvc|https?)://.+")
+        regex(pattern = r"^(file|pvc|https?|s3)://.+")
     )]
     pub uri: Option<String>,
+    /// Where an `s3://` object is and the keys to read it with (AWS, anonymously, when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
     /// A built-in architecture with random weights (for demos and measurements).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<BuiltinModel>,
@@ -93,6 +96,65 @@ pub struct ModelSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: Option<String>,
+}
+
+/// How an `s3://` model is reached: the store, its region, and the Secret holding the keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Source {
+    /// `http(s)://host[:port]` of an S3-compatible store (MinIO, Ceph, Cloudflare R2, GCS
+    /// interoperability), addressed path-style. Unset: AWS (`<bucket>.s3.<region>.amazonaws.com`).
+    /// A private CA is trusted through the operator's `--model-ca-configmap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 512),
+        regex(pattern = r"^https?://[^/?#@\s]+/?$")
+    )]
+    pub endpoint: Option<String>,
+    /// The region requests are signed for (default `us-east-1`; MinIO accepts that too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    pub region: Option<String>,
+    /// A Secret in the service's namespace with the keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`), handed to the runtime's
+    /// pods as environment variables (the operator itself never reads it). Unset: the object is
+    /// read anonymously (a public bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+}
+
+/// The environment variables a `credentialsSecret` must hold, and the optional one.
+pub const S3_REQUIRED_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+pub const S3_OPTIONAL_KEYS: [&str; 1] = ["AWS_SESSION_TOKEN"];
+
+/// Why `name` is not an S3 bucket name, if it is not one (3 to 63 lowercase letters, digits,
+/// dots and hyphens, starting and ending with a letter or digit).
+pub fn s3_bucket_problem(name: &str) -> Option<String> {
+    let ok = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (!ok).then(|| {
+        format!(
+            "{name:?} is not a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, \
+             starting and ending with a letter or digit"
+        )
+    })
+}
+
+/// Why `key` cannot be the object key of an `s3://` model, if it cannot (taken literally, as
+/// the AWS CLI takes it).
+pub fn s3_key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() || key.ends_with('/') {
+        Some("names a folder, not an object: expected s3://<bucket>/<key>")
+    } else if key.len() > 1024 || key.chars().any(char::is_control) {
+        Some("an object key is at most 1024 bytes, without control characters")
+    } else {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -310,7 +310,7 @@ fn label_value(s: &str) -> bool {
 
 /// A DNS-1123 subdomain: dot-separated labels of lowercase alphanumerics and '-', each beginning
 /// and ending with an alphanumeric, 253 characters at most.
-fn dns_subdomain(s: &str) -> bool {
+pub(crate) fn dns_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()

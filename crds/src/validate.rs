@@ -3,6 +3,8 @@
 //! path syntax the API server uses (`spec.batching.batchSize`).
 
 use crate::inference_service::{BatchingMode, InferenceServiceSpec, MAX_BATCH_SIZE};
+use crate::model::{S3Source, s3_bucket_problem, s3_key_problem};
+use crate::runtime_pod::dns_subdomain;
 use greenbatch_core::{BatchingMode as CoreMode, ReplicaRange, Slo};
 
 /// Elements in one item above which an input is refused: 2^28 floats is 1 GiB per item.
@@ -12,6 +14,60 @@ pub use crate::field_error::FieldError;
 
 fn err(field: &str, message: impl Into<String>) -> FieldError {
     FieldError::new(field, message)
+}
+
+fn digest_required(with: &str) -> FieldError {
+    err(
+        "spec.model.source.digest",
+        format!(
+            "required with {with}: the download is checked against it, and it keys the shared \
+             EnergyProfile (what a URL serves can change)"
+        ),
+    )
+}
+
+/// `spec.model.source.s3`: only beside an `s3://` URI, an endpoint that is a plain origin, a
+/// region name, a Secret name.
+fn check_s3(s3: &S3Source, uri: Option<&str>, errors: &mut Vec<FieldError>) {
+    if !uri.is_some_and(|u| u.starts_with("s3://")) {
+        errors.push(err("spec.model.source.s3", "applies to an s3:// uri only"));
+    }
+    if let Some(endpoint) = &s3.endpoint {
+        let host = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+        if !host.is_some_and(|h| {
+            !h.is_empty() && !h.contains(|c: char| "/?#@".contains(c) || c.is_whitespace())
+        }) {
+            errors.push(err(
+                "spec.model.source.s3.endpoint",
+                format!(
+                    "{endpoint:?}: expected http(s)://host[:port], without a path, query or credentials"
+                ),
+            ));
+        }
+    }
+    if let Some(region) = &s3.region
+        && (region.is_empty()
+            || region.len() > 32
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        errors.push(err(
+            "spec.model.source.s3.region",
+            format!("{region:?}: expected a region name such as eu-west-1"),
+        ));
+    }
+    if let Some(secret) = &s3.credentials_secret
+        && !dns_subdomain(secret)
+    {
+        errors.push(err(
+            "spec.model.source.s3.credentialsSecret",
+            format!("{secret:?} is not a Secret name (lowercase DNS-1123 subdomain)"),
+        ));
+    }
 }
 
 /// All errors, joined for a condition message.
@@ -61,11 +117,26 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
                 errors.push(err("spec.model.source.uri", "the URL names no file"));
             }
             if source.digest.is_none() {
-                errors.push(err(
-                    "spec.model.source.digest",
-                    "required with an http(s) uri: the download is checked against it, and it keys \
-                     the shared EnergyProfile (what a URL serves can change)",
-                ));
+                errors.push(digest_required("an http(s) uri"));
+            }
+        }
+        (Some(uri), None) if uri.starts_with("s3://") => {
+            match uri["s3://".len()..].split_once('/') {
+                None => errors.push(err(
+                    "spec.model.source.uri",
+                    format!("{uri:?} names no object: expected s3://<bucket>/<key>"),
+                )),
+                Some((bucket, key)) => {
+                    if let Some(problem) = s3_bucket_problem(bucket) {
+                        errors.push(err("spec.model.source.uri", problem));
+                    }
+                    if let Some(problem) = s3_key_problem(key) {
+                        errors.push(err("spec.model.source.uri", format!("{uri:?} {problem}")));
+                    }
+                }
+            }
+            if source.digest.is_none() {
+                errors.push(digest_required("an s3 uri"));
             }
         }
         (Some(uri), None) => {
@@ -76,7 +147,7 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
                 None => errors.push(err(
                     "spec.model.source.uri",
                     format!(
-                        "unsupported scheme in {uri:?}: use file://, pvc://, https:// or http://"
+                        "unsupported scheme in {uri:?}: use file://, pvc://, https://, http:// or s3://"
                     ),
                 )),
                 Some(path) if path.is_empty() || path.split('/').any(|seg| seg == "..") => errors
@@ -96,6 +167,9 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
             }
         }
         (None, Some(_)) => {}
+    }
+    if let Some(s3) = &source.s3 {
+        check_s3(s3, source.uri.as_deref(), &mut errors);
     }
     if let Some(d) = &source.digest {
         let hex = d.strip_prefix("sha256:").unwrap_or("");

@@ -6,166 +6,30 @@ use crate::config::OperatorConfig;
 use crate::names::*;
 use greenbatch_crds::energy_profile::EnergyProfileSpec;
 use greenbatch_crds::inference_service::GpuSpec;
-use greenbatch_crds::{EnergyProfile, ModelSource, ModelSpec, RuntimePodSpec};
+use greenbatch_crds::{EnergyProfile, ModelSpec, RuntimePodSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-/// Where model files of `pvc://<claim>/<path>` URIs are mounted: `/models/<claim>`.
-pub const MODELS_ROOT: &str = "/models";
+mod model_mount;
+pub use model_mount::{
+    MODEL_CA_DIR, MODEL_CA_KEY, MODELS_ROOT, ModelMount, ResourceError, model_mount,
+};
+
 /// Non-root UID of runtime pods (the distroless "nonroot" user).
 pub const RUNTIME_UID: i64 = 65532;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResourceError {
-    #[error("spec.model.source: {0}")]
-    ModelSource(String),
-}
-
-/// Where the CA certificates of `--model-ca-configmap` are mounted in runtime pods.
-pub const MODEL_CA_DIR: &str = "/etc/greenbatch/model-ca";
-/// The ConfigMap key holding them (the `kube-root-ca.crt` convention).
-pub const MODEL_CA_KEY: &str = "ca.crt";
-
-/// How the runtime reaches the model: its `--model` argument, the digest it checks the file
-/// against, for a PVC the volume, and for a download the CA certificates it trusts beyond the
-/// public ones.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelMount {
-    pub arg: String,
-    pub digest: Option<String>,
-    pub volume: Option<(Volume, VolumeMount)>,
-    pub ca: Option<(Volume, VolumeMount)>,
-}
-
-impl ModelMount {
-    /// `--model <arg>`, `--model-digest <digest>` when the spec gives one, and
-    /// `--model-ca-file` when a CA ConfigMap is mounted.
-    pub fn runtime_args(&self) -> Vec<String> {
-        let mut args = vec!["--model".to_string(), self.arg.clone()];
-        if let Some(d) = &self.digest {
-            args.extend(["--model-digest".to_string(), d.clone()]);
-        }
-        if self.ca.is_some() {
-            args.extend([
-                "--model-ca-file".to_string(),
-                format!("{MODEL_CA_DIR}/{MODEL_CA_KEY}"),
-            ]);
-        }
-        args
-    }
-}
-
-/// The ConfigMap of CA certificates (key `ca.crt`), mounted read-only for a download.
-fn model_ca_volume(config_map: &str) -> (Volume, VolumeMount) {
-    (
-        Volume {
-            name: "model-ca".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map.to_string(),
-                // Missing, the pod still starts and the runtime exits naming the file it cannot
-                // read (in the service's conditions), instead of waiting in ContainerCreating.
-                optional: Some(true),
-                items: Some(vec![KeyToPath {
-                    key: MODEL_CA_KEY.into(),
-                    path: MODEL_CA_KEY.into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        VolumeMount {
-            name: "model-ca".into(),
-            mount_path: MODEL_CA_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-    )
-}
-
 /// Grace period of serving pods on deletion: the runtime's shutdown delay plus its drain.
 pub const SERVING_GRACE_SECONDS: i64 = 90;
-
-/// `file:///p` -> `/p`; `pvc://claim/path` -> `/models/claim/path` on a read-only PVC volume;
-/// `https://…`/`http://…` as is (the runtime downloads it into its `/tmp`, trusting the CA
-/// certificates of `ca_config_map` too when one is configured); a builtin -> `builtin:<name>`.
-/// A file's digest goes with it, for the runtime to check.
-pub fn model_mount(
-    source: &ModelSource,
-    ca_config_map: Option<&str>,
-) -> Result<ModelMount, ResourceError> {
-    if let Some(b) = source.builtin {
-        return Ok(ModelMount {
-            arg: format!("builtin:{b}"),
-            digest: None,
-            volume: None,
-            ca: None,
-        });
-    }
-    let uri = source
-        .uri
-        .as_deref()
-        .ok_or_else(|| ResourceError::ModelSource("neither uri nor builtin is set".into()))?;
-    let digest = source.digest.clone();
-    if let Some(path) = uri.strip_prefix("file://") {
-        return Ok(ModelMount {
-            arg: path.to_string(),
-            digest,
-            volume: None,
-            ca: None,
-        });
-    }
-    if uri.starts_with("https://") || uri.starts_with("http://") {
-        return Ok(ModelMount {
-            arg: uri.to_string(),
-            digest,
-            volume: None,
-            ca: ca_config_map.map(model_ca_volume),
-        });
-    }
-    let rest = uri
-        .strip_prefix("pvc://")
-        .ok_or_else(|| ResourceError::ModelSource(format!("unsupported URI {uri:?}")))?;
-    let (claim, path) = rest
-        .trim_start_matches('/')
-        .split_once('/')
-        .filter(|(c, p)| !c.is_empty() && !p.is_empty())
-        .ok_or_else(|| {
-            ResourceError::ModelSource(format!("{uri:?} is not pvc://<claim>/<path>"))
-        })?;
-    let mount_path = format!("{MODELS_ROOT}/{claim}");
-    Ok(ModelMount {
-        arg: format!("{mount_path}/{path}"),
-        digest,
-        ca: None,
-        volume: Some((
-            Volume {
-                name: "model".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim.to_string(),
-                    read_only: Some(true),
-                }),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "model".into(),
-                mount_path,
-                read_only: Some(true),
-                ..Default::default()
-            },
-        )),
-    })
-}
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -249,13 +113,15 @@ fn node_selector(gpu: &GpuSpec, pod: &RuntimePodSpec) -> Option<BTreeMap<String,
 }
 
 /// The runtime container as profiling and serving pods both run it: image, binary, `args`, the
-/// GPU request, the locked-down security context and the model's mounts.
+/// GPU request, the locked-down security context, the model's mounts and its environment
+/// (`env`: the model's, then the caller's).
 fn runtime_container(
     cfg: &OperatorConfig,
     gpu: &GpuSpec,
     pod: &RuntimePodSpec,
     args: Vec<String>,
     mounts: Vec<VolumeMount>,
+    env: Vec<EnvVar>,
 ) -> Container {
     Container {
         name: CONTAINER_NAME.into(),
@@ -266,6 +132,7 @@ fn runtime_container(
         resources: container_resources(gpu, pod),
         security_context: Some(container_security()),
         volume_mounts: Some(mounts),
+        env: (!env.is_empty()).then_some(env),
         // The runtime prints why it failed (and exits with a code saying what kind of failure);
         // its last log lines become the container's termination message, which the service's
         // conditions quote.
@@ -425,6 +292,7 @@ pub fn profiling_job(
                 pod,
                 profile_args(profile_name, namespace, spec, gpu, &model),
                 mounts,
+                model.env.clone(),
             )],
             ..Default::default()
         }),
@@ -524,6 +392,18 @@ pub fn serve_args(
     ];
     args.extend(rest.into_iter().map(str::to_string));
     args
+}
+
+/// The model's environment, and the profile the pods serve from: an env var, not an argument
+/// (a profile is kilobytes, and it stays out of process listings).
+fn serving_env(mount: &ModelMount, settings: &ServeSettings) -> Vec<EnvVar> {
+    let mut env = mount.env.clone();
+    env.extend(settings.profile_json.as_ref().map(|json| EnvVar {
+        name: PROFILE_INLINE_ENV.into(),
+        value: Some(json.clone()),
+        ..Default::default()
+    }));
+    env
 }
 
 fn probe(path: &str, period: i32, failures: i32) -> Probe {
@@ -633,21 +513,13 @@ pub fn deployment(
                             initial_delay_seconds: Some(10),
                             ..probe("/v2/health/live", 10, 6)
                         }),
-                        // An env var, not an argument: a profile is kilobytes, and it stays out
-                        // of process listings.
-                        env: settings.profile_json.as_ref().map(|json| {
-                            vec![EnvVar {
-                                name: PROFILE_INLINE_ENV.into(),
-                                value: Some(json.clone()),
-                                ..Default::default()
-                            }]
-                        }),
                         ..runtime_container(
                             cfg,
                             gpu,
                             pod,
                             serve_args(name, model, gpu, &mount, settings),
                             mounts,
+                            serving_env(&mount, settings),
                         )
                     }],
                     ..Default::default()
@@ -734,114 +606,6 @@ mod tests {
             controller: Some(true),
             block_owner_deletion: Some(true),
         }
-    }
-
-    #[test]
-    fn model_uris_map_to_args_and_volumes() {
-        let src = |uri: &str| ModelSource {
-            uri: Some(uri.into()),
-            ..Default::default()
-        };
-        let cases: &[(ModelSource, &str, Option<&str>)] = &[
-            (src("file:///models/m.pt"), "/models/m.pt", None),
-            (
-                src("pvc://weights/resnet/r50.pt"),
-                "/models/weights/resnet/r50.pt",
-                Some("weights"),
-            ),
-            (
-                ModelSource {
-                    builtin: Some(greenbatch_crds::BuiltinModel::Alexnet),
-                    ..Default::default()
-                },
-                "builtin:alexnet",
-                None,
-            ),
-        ];
-        for (source, arg, claim) in cases {
-            let m = model_mount(source, None).unwrap();
-            assert_eq!(m.arg, *arg);
-            match (&m.volume, claim) {
-                (None, None) => {}
-                (Some((v, mnt)), Some(claim)) => {
-                    let pvc = v.persistent_volume_claim.as_ref().unwrap();
-                    assert_eq!(
-                        (pvc.claim_name.as_str(), pvc.read_only),
-                        (*claim, Some(true))
-                    );
-                    assert_eq!(mnt.mount_path, format!("/models/{claim}"));
-                    assert_eq!(mnt.read_only, Some(true));
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(model_mount(&src("pvc://only-claim"), None).is_err());
-        assert!(model_mount(&src("s3://x/y"), None).is_err());
-        assert!(model_mount(&ModelSource::default(), None).is_err());
-    }
-
-    #[test]
-    fn a_model_url_and_its_digest_go_to_the_runtime_which_downloads_and_checks_it() {
-        let digest = format!("sha256:{}", "ab".repeat(32));
-        let source = ModelSource {
-            uri: Some("https://models.example/r50.pt".into()),
-            digest: Some(digest.clone()),
-            ..Default::default()
-        };
-        let m = model_mount(&source, None).unwrap();
-        assert_eq!(
-            m.volume, None,
-            "downloaded into the pod's /tmp, no volume of its own"
-        );
-        assert_eq!(
-            m.runtime_args(),
-            [
-                "--model",
-                "https://models.example/r50.pt",
-                "--model-digest",
-                &digest
-            ]
-        );
-        // With a CA ConfigMap configured, a download trusts its certificates too.
-        let with_ca = model_mount(&source, Some("corp-ca")).unwrap();
-        let (volume, mount) = with_ca.ca.clone().unwrap();
-        assert_eq!(volume.config_map.unwrap().name, "corp-ca");
-        assert_eq!(
-            (mount.mount_path.as_str(), mount.read_only),
-            (MODEL_CA_DIR, Some(true))
-        );
-        assert_eq!(
-            with_ca.runtime_args()[4..],
-            ["--model-ca-file", "/etc/greenbatch/model-ca/ca.crt"]
-        );
-        // A PVC file's digest is checked too (and no CA is mounted: nothing is downloaded); a
-        // builtin has no file to check.
-        let pvc = ModelSource {
-            uri: Some("pvc://weights/r50.pt".into()),
-            digest: Some(digest.clone()),
-            ..Default::default()
-        };
-        let args = model_mount(&pvc, Some("corp-ca")).unwrap().runtime_args();
-        assert_eq!(
-            args,
-            [
-                "--model",
-                "/models/weights/r50.pt",
-                "--model-digest",
-                &digest
-            ]
-        );
-        let builtin = ModelSource {
-            builtin: Some(greenbatch_crds::BuiltinModel::Alexnet),
-            digest: Some(digest),
-            ..Default::default()
-        };
-        assert_eq!(
-            model_mount(&builtin, Some("corp-ca"))
-                .unwrap()
-                .runtime_args(),
-            ["--model", "builtin:alexnet"]
-        );
     }
 
     #[test]
@@ -1111,6 +875,79 @@ mod tests {
         let svc = service_obj();
         let port = &svc.spec.unwrap().ports.unwrap()[0];
         assert_eq!((port.port, port.name.as_deref()), (8080, Some("http")));
+    }
+
+    #[test]
+    fn profiling_and_serving_pods_of_an_s3_model_get_its_keys() {
+        let mut is = service("svc");
+        is.spec.model.source = greenbatch_crds::ModelSource {
+            uri: Some("s3://models/r50.pt".into()),
+            digest: Some(format!("sha256:{}", "ef".repeat(32))),
+            s3: Some(greenbatch_crds::S3Source {
+                credentials_secret: Some("model-store".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let env_names = |c: &Container| -> Vec<String> {
+            c.env.iter().flatten().map(|e| e.name.clone()).collect()
+        };
+        let keys = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ];
+        let spec = EnergyProfileSpec {
+            model_name: "m".into(),
+            model_digest: "d".into(),
+            gpu_product: "cpu".into(),
+            runtime_version: "0.1.0".into(),
+            precision: Default::default(),
+            model: is.spec.model.clone(),
+            candidates: vec![1, 8],
+            protocol: Default::default(),
+        };
+        let job = profiling_job(
+            "j",
+            "p",
+            "ns",
+            &spec,
+            PodPlacement {
+                gpu: &is.spec.gpu,
+                pod: &RuntimePodSpec::default(),
+            },
+            owner(),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(env_names(c), keys);
+        let settings = ServeSettings {
+            batch_size: 8,
+            max_queue_delay_ms: 4.0,
+            replicas: 1,
+            slo_ms: 50.0,
+            percentile: 99,
+            profile_json: Some("{}".into()),
+            spec_generation: None,
+        };
+        let d = deployment(
+            "svc",
+            "ns",
+            &is.spec.model,
+            PodPlacement {
+                gpu: &is.spec.gpu,
+                pod: &RuntimePodSpec::default(),
+            },
+            &settings,
+            owner(),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        let mut want = keys.map(String::from).to_vec();
+        want.push(PROFILE_INLINE_ENV.to_string());
+        assert_eq!(env_names(c), want);
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn the_operator_s_pure_modules_never_reach_its_io() {
         &[
             &["names", "config", "error", "metrics", "testutil"],
             &["validate"],
+            &["resources::model_mount"],
             &["resources"],
             &["load"],
             &["observe"],
@@ -167,6 +168,7 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
                 "serve::v2",
                 "serve::batcher",
                 "serve::metrics",
+                "fetch::s3",
             ],
             &["serve::v2_grpc"],
             &[

@@ -102,7 +102,64 @@ fn each_bad_field_is_named() {
                 s.model.source.builtin = None;
                 s.model.source.uri = Some("s3://bucket/m.pt".into())
             },
+            "spec.model.source.digest",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.uri = Some("s3://Bad_Bucket/m.pt".into())
+            },
             "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.uri = Some("s3://models/vision/".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.uri = Some("s3://models".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.uri = Some("https://models.example/r50.pt".into())
+            },
+            "spec.model.source.s3",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.s3.as_mut().unwrap().endpoint = Some("minio:9000".into())
+            },
+            "spec.model.source.s3.endpoint",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.s3.as_mut().unwrap().endpoint =
+                    Some("http://minio:9000/prefix".into())
+            },
+            "spec.model.source.s3.endpoint",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.s3.as_mut().unwrap().region = Some("EU West".into())
+            },
+            "spec.model.source.s3.region",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.s3.as_mut().unwrap().credentials_secret = Some("Keys!".into())
+            },
+            "spec.model.source.s3.credentialsSecret",
         ),
         (
             |s| {
@@ -229,6 +286,33 @@ fn several_errors_are_all_reported() {
     s.batching.candidates = vec![];
     let got = fields(&s);
     assert_eq!(got.len(), 3, "{got:?}");
+}
+
+/// A valid `s3://` model on an S3-compatible store, with keys.
+fn s3_model(s: &mut InferenceServiceSpec) {
+    s.model.source = ModelSource {
+        uri: Some("s3://models/vision/r50 v2.pt".into()),
+        digest: Some(format!("sha256:{}", "0".repeat(64))),
+        s3: Some(crate::S3Source {
+            endpoint: Some("http://minio.storage.svc:9000/".into()),
+            region: Some("eu-west-3".into()),
+            credentials_secret: Some("model-store-keys".into()),
+        }),
+        builtin: None,
+    };
+}
+
+#[test]
+fn an_s3_model_with_its_digest_is_valid_with_or_without_settings() {
+    let mut s = valid();
+    s3_model(&mut s);
+    assert!(validate_spec(&s).is_ok(), "{:?}", validate_spec(&s));
+    s.model.source.s3 = None;
+    assert!(
+        validate_spec(&s).is_ok(),
+        "AWS, anonymously: {:?}",
+        validate_spec(&s)
+    );
 }
 
 #[test]

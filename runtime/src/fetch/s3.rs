@@ -8,6 +8,7 @@
 //! name with dots, which a virtual host's TLS certificate cannot cover).
 
 use chrono::{DateTime, Utc};
+use greenbatch_crds::model::{s3_bucket_problem, s3_key_problem};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -34,37 +35,17 @@ impl S3Object {
         let (bucket, key) = rest
             .split_once('/')
             .ok_or_else(|| format!("{uri:?} names no object: expected s3://<bucket>/<key>"))?;
-        bucket_name_problem(bucket).map_or(Ok(()), Err)?;
-        if key.is_empty() || key.ends_with('/') {
-            return Err(format!("{uri:?} names a folder, not an object"));
+        if let Some(problem) = s3_bucket_problem(bucket) {
+            return Err(problem);
         }
-        if key.len() > 1024 || key.chars().any(char::is_control) {
-            return Err(format!(
-                "{uri:?}: an object key is at most 1024 bytes, without control characters"
-            ));
+        if let Some(problem) = s3_key_problem(key) {
+            return Err(format!("{uri:?} {problem}"));
         }
         Ok(S3Object {
             bucket: bucket.to_string(),
             key: key.to_string(),
         })
     }
-}
-
-/// Why `name` is not an S3 bucket name, if it is not one (3 to 63 lowercase letters, digits,
-/// dots and hyphens, starting and ending with a letter or digit).
-pub fn bucket_name_problem(name: &str) -> Option<String> {
-    let ok = (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-    (!ok).then(|| {
-        format!(
-            "{name:?} is not a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, \
-             starting and ending with a letter or digit"
-        )
-    })
 }
 
 /// Where the store is and which region requests are signed for.
