@@ -1,5 +1,5 @@
 //! `s3://` models against a real S3 API: moto's server with request authentication on
-//! (`fixtures/s3_store.py`, installed by `scripts/setup-s3-test.sh`), which checks SigV4
+//! (`greenbatch_tests::s3_store`, installed by `scripts/setup-s3-test.sh`), which checks SigV4
 //! signatures as AWS does. The runtime downloads the object signed with keys from its
 //! environment, checks its digest and profiles it; a wrong key, a missing object, no keys, or half
 //! a key pair each end in a clear message, exit code 13, and nothing kept.
@@ -9,70 +9,9 @@
 mod common;
 use common::fixture;
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
-use std::io::{BufRead, BufReader};
+use greenbatch_tests::s3_store::S3Store;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-struct Store {
-    child: Child,
-    info: serde_json::Value,
-}
-
-impl Store {
-    fn get(&self, field: &str) -> String {
-        self.info[field].as_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("GREENBATCH_S3_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("GREENBATCH_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                        .join(".cache/greenbatch")
-                });
-            cache.join("s3-venv/bin/python")
-        });
-    let has_moto = Command::new(&python)
-        .args(["-c", "import moto.server, boto3"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_moto && std::env::var_os("GREENBATCH_REQUIRE_S3_STORE").is_some() {
-        panic!(
-            "GREENBATCH_REQUIRE_S3_STORE is set but {} cannot import moto: run scripts/setup-s3-test.sh",
-            python.display()
-        );
-    }
-    has_moto.then_some(python)
-}
-
-fn start(python: &Path, file: &Path, key: &str) -> Store {
-    let mut child = Command::new(python)
-        .arg(fixture("s3_store.py"))
-        .arg(file)
-        .arg(key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the S3 store starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let info = serde_json::from_str(&line).unwrap_or_else(|e| panic!("store said {line:?}: {e}"));
-    Store { child, info }
-}
+use std::process::{Command, Output};
 
 /// `profile` of an s3:// model with exactly the AWS variables given (none inherited).
 fn profile(uri: &str, digest: &str, cache: &Path, json: &Path, env: &[(&str, &str)]) -> Output {
@@ -133,19 +72,17 @@ fn is_empty(dir: &Path) -> bool {
 
 #[test]
 fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
-    let Some(python) = python() else {
+    let model = PathBuf::from(fixture("tiny_cnn.pt"));
+    let digest = greenbatch_tests::workspace::file_digest(&model);
+    // A key that must be percent-encoded in the URL and in the signature alike.
+    let Some(store) = S3Store::start(&model, "vision/tiny cnn+v1.pt") else {
         eprintln!("skipped: moto is not installed (scripts/setup-s3-test.sh)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let model = PathBuf::from(fixture("tiny_cnn.pt"));
-    let digest = greenbatch_tests::workspace::file_digest(&model);
-    // A key that must be percent-encoded in the URL and in the signature alike.
-    let key = "vision/tiny cnn+v1.pt";
-    let store = start(&python, &model, key);
-    let uri = format!("s3://{}/{key}", store.get("bucket"));
-    let (endpoint, region) = (store.get("endpoint"), store.get("region"));
-    let (id, secret) = (store.get("access_key_id"), store.get("secret_access_key"));
+    let uri = store.uri();
+    let (endpoint, region) = (store.endpoint.clone(), store.region.clone());
+    let (id, secret) = (store.access_key_id.clone(), store.secret_access_key.clone());
     let json = dir.path().join("profile.json");
     let cache = |n: &str| dir.path().join(n);
 
@@ -220,7 +157,7 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
     );
     refused(
         "missing-object",
-        &format!("s3://{}/vision/absent.pt", store.get("bucket")),
+        &format!("s3://{}/vision/absent.pt", store.bucket),
         with(&[
             ("AWS_ACCESS_KEY_ID", id.clone()),
             ("AWS_SECRET_ACCESS_KEY", secret.clone()),

@@ -27,6 +27,7 @@ pub mod imports;
 pub mod pki;
 pub mod process;
 pub mod rbac;
+pub mod s3_store;
 pub mod tool;
 pub mod wait;
 pub mod workspace;

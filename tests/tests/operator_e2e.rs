@@ -15,6 +15,7 @@ use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
 use greenbatch_tests::http::{get as http_get_at, get_local as http_get};
+use greenbatch_tests::s3_store::S3Store;
 use greenbatch_tests::{
     Identity, OPERATOR, OPERATOR_NAMESPACE, TestCluster, TestClusterOptions, built_binary, chart,
     wait_for, workspace_root,
@@ -22,7 +23,7 @@ use greenbatch_tests::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -75,6 +76,9 @@ struct Agent {
     last_host: u8,
     /// Pods left unscheduled (as the scheduler leaves a pod no node fits).
     unschedulable: std::collections::HashSet<String>,
+    /// Pods whose container cannot be configured (a Secret or key missing), and why: tried again
+    /// each tick, as the kubelet does, and reported when the reason changes.
+    config_errors: HashMap<String, String>,
 }
 
 /// A GPU product no node of this "cluster" has: the agent leaves pods pinned to it unscheduled,
@@ -169,13 +173,29 @@ impl Agent {
         if let (Some(addr), Some(i)) = (addr, args.iter().position(|a| a == "--port")) {
             args[i + 1] = addr.port().to_string();
         }
-        let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.args(&args);
-        for e in c.env.iter().flatten() {
-            if let Some(v) = &e.value {
-                cmd.env(&e.name, v);
+        let env = match self.container_env(c).await {
+            Ok(env) => env,
+            Err(message) => {
+                if self.config_errors.get(&uid) != Some(&message) {
+                    say(&format!(
+                        "agent: pod {name}: CreateContainerConfigError: {message}"
+                    ));
+                    self.patch_status(&name, serde_json::json!({
+                        "phase": "Pending",
+                        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}],
+                        "containerStatuses": [{"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                            "ready": false, "restartCount": 0, "started": false,
+                            "state": {"waiting": {"reason": "CreateContainerConfigError", "message": message}}}],
+                    }))
+                    .await;
+                    self.config_errors.insert(uid, message);
+                }
+                return;
             }
-        }
+        };
+        self.config_errors.remove(&uid);
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.args(&args).envs(env);
         let ip = addr.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string());
         cmd.env("GREENBATCH_METER", "synthetic")
             // A serving pod that cannot load its model exits after reporting it (30 s by default).
@@ -227,6 +247,49 @@ impl Agent {
                 logs_as_message,
             },
         );
+    }
+
+    /// The container's environment as the kubelet builds it: values as given, `secretKeyRef`s
+    /// read from their Secret; a missing Secret or key that is not optional is the kubelet's
+    /// `CreateContainerConfigError`, in its words.
+    async fn container_env(&self, c: &Container) -> Result<Vec<(String, String)>, String> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
+        let mut env = Vec::new();
+        for e in c.env.iter().flatten() {
+            if let Some(v) = &e.value {
+                env.push((e.name.clone(), v.clone()));
+                continue;
+            }
+            let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+            else {
+                continue;
+            };
+            let optional = r.optional == Some(true);
+            let secret = secrets.get_opt(&r.name).await.map_err(|e| e.to_string())?;
+            let Some(secret) = secret else {
+                if optional {
+                    continue;
+                }
+                return Err(format!("secret \"{}\" not found", r.name));
+            };
+            match secret.data.as_ref().and_then(|d| d.get(&r.key)) {
+                Some(value) => env.push((
+                    e.name.clone(),
+                    String::from_utf8_lossy(&value.0).into_owned(),
+                )),
+                None if optional => {}
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in Secret {NS}/{}",
+                        r.key, r.name
+                    ));
+                }
+            }
+        }
+        Ok(env)
     }
 
     async fn tick(&mut self) {
@@ -853,6 +916,7 @@ async fn operator_end_to_end() {
         skipped_serving: skipped.clone(),
         last_host: 1,
         unschedulable: Default::default(),
+        config_errors: HashMap::new(),
     };
     let agent_task = tokio::spawn(async move {
         loop {
@@ -1669,6 +1733,77 @@ async fn operator_end_to_end() {
         msg.contains("exit code 14") && msg.contains(&digest) && msg.contains(&wrong),
         "{msg}"
     );
+
+    // Scenario 5c: a model in an S3 store (moto's S3 API, which checks signatures), read with
+    // keys from a Secret the operator never reads. The Secret is not there yet: the profiling pod
+    // cannot be configured (the kubelet's CreateContainerConfigError) and the service says so;
+    // once it exists the pod starts, downloads the object signed, checks it and measures, and the
+    // serving pod does the same.
+    let s3_model = workspace_root().join("runtime/tests/fixtures/conv_bn.pt");
+    match S3Store::start(&s3_model, "vision/conv bn.pt") {
+        None => say("scenario 5c skipped: moto is not installed (scripts/setup-s3-test.sh)"),
+        Some(store) => {
+            let mut svc = service_yaml("stored", &store.uri(), serde_json::json!({}));
+            svc.spec.model.source.digest =
+                Some(greenbatch_tests::workspace::file_digest(&s3_model));
+            svc.spec.model.source.s3 = Some(greenbatch_crds::S3Source {
+                endpoint: Some(store.endpoint.clone()),
+                region: Some(store.region.clone()),
+                credentials_secret: Some("model-store".into()),
+            });
+            services
+                .create(&pp, &svc)
+                .await
+                .expect("create an s3-model service");
+            let waiting = wait_service(
+                &services,
+                "stored",
+                "the S3 model's profiling pod to wait for its keys' Secret",
+                Duration::from_secs(60),
+                |is| {
+                    condition_message(is, "Profiled")
+                        .contains("CreateContainerConfigError: secret \"model-store\" not found")
+                },
+            )
+            .await;
+            say(&format!(
+                "stored: {}",
+                condition_message(&waiting, "Profiled")
+            ));
+            let keys: Secret = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "model-store", "namespace": NS},
+                "stringData": {"AWS_ACCESS_KEY_ID": store.access_key_id,
+                               "AWS_SECRET_ACCESS_KEY": store.secret_access_key},
+            }))
+            .expect("a well-formed Secret");
+            Api::<Secret>::namespaced(admin.clone(), NS)
+                .create(&pp, &keys)
+                .await
+                .expect("create the keys' Secret");
+            let stored = wait_service(
+                &services,
+                "stored",
+                "the S3 model to be downloaded, profiled (and served)",
+                Duration::from_secs(90),
+                |is| {
+                    condition_message(is, "Profiled").starts_with("True/")
+                        && (!serve_supported || status_of(is).0 == Some(Phase::Serving))
+                },
+            )
+            .await;
+            say(&format!(
+                "stored: {:?}, {}",
+                status_of(&stored).0,
+                condition_message(&stored, "Profiled")
+            ));
+            // Gone before its store is: its serving pod would fail without it.
+            services
+                .delete("stored", &DeleteParams::default())
+                .await
+                .expect("delete the s3-model service");
+        }
+    }
 
     // The invalid service: a condition naming the field, and no reconcile loop.
     let inv = services.get("invalid").await.unwrap();

@@ -1,0 +1,101 @@
+//! A real S3 API on a loopback port for the `s3://` tests (the runtime's and the operator's
+//! end-to-end): moto's server (PyPI `moto`, installed by `scripts/setup-s3-test.sh`) with request
+//! authentication on, so a wrong key or a bad signature is refused as AWS refuses it
+//! (`tests/fixtures/s3_store.py`).
+
+use crate::workspace::workspace_root;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Set (as `scripts/test.sh` does), a missing moto fails the test instead of skipping it.
+pub const REQUIRE_ENV: &str = "GREENBATCH_REQUIRE_S3_STORE";
+
+/// One store holding one object, `s3://<bucket>/<key>`, readable with the keys it made.
+pub struct S3Store {
+    child: Child,
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub key: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl S3Store {
+    /// The Python that has moto: `$GREENBATCH_S3_PYTHON`, else the setup script's venv; `None`
+    /// when it has not been installed (a panic instead when [`REQUIRE_ENV`] is set).
+    pub fn python() -> Option<PathBuf> {
+        let python = std::env::var_os("GREENBATCH_S3_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let cache = std::env::var_os("GREENBATCH_CACHE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                            .join(".cache/greenbatch")
+                    });
+                cache.join("s3-venv/bin/python")
+            });
+        let has_moto = Command::new(&python)
+            .args(["-c", "import moto.server, boto3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_moto && std::env::var_os(REQUIRE_ENV).is_some() {
+            panic!(
+                "{REQUIRE_ENV} is set but {} cannot import moto: run scripts/setup-s3-test.sh",
+                python.display()
+            );
+        }
+        has_moto.then_some(python)
+    }
+
+    /// A store holding `file` at `key` (in bucket `models`); `None` without moto (see
+    /// [`S3Store::python`]).
+    pub fn start(file: &Path, key: &str) -> Option<Self> {
+        let python = Self::python()?;
+        let mut child = Command::new(python)
+            .arg(workspace_root().join("tests/fixtures/s3_store.py"))
+            .arg(file)
+            .arg(key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the S3 store starts");
+        let mut line = String::new();
+        let read = BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line);
+        let info: serde_json::Value = match read.ok().and_then(|_| serde_json::from_str(&line).ok())
+        {
+            Some(info) => info,
+            None => {
+                let _ = child.kill();
+                panic!("the S3 store did not start: it said {line:?}");
+            }
+        };
+        let field = |name: &str| info[name].as_str().unwrap_or_default().to_string();
+        Some(S3Store {
+            endpoint: field("endpoint"),
+            region: field("region"),
+            bucket: field("bucket"),
+            key: field("key"),
+            access_key_id: field("access_key_id"),
+            secret_access_key: field("secret_access_key"),
+            child,
+        })
+    }
+
+    /// `s3://<bucket>/<key>` of the object it holds.
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+impl Drop for S3Store {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
