@@ -455,12 +455,38 @@ fn inference_service_cases() -> Vec<Case> {
             structured: true,
         },
         Case {
-            what: "s3:// uri",
+            what: "gs:// uri",
             mutate: |v| {
                 remove(v, "/spec/model/source/builtin");
-                set(v, "/spec/model/source/uri", json!("s3://bucket/model.pt"));
+                set(v, "/spec/model/source/uri", json!("gs://bucket/model.pt"));
             },
             field: "spec.model.source.uri",
+            says: "should match",
+            structured: true,
+        },
+        Case {
+            what: "s3 endpoint with a path",
+            mutate: |v| {
+                remove(v, "/spec/model/source/builtin");
+                set(v, "/spec/model/source/uri", json!("s3://models/model.pt"));
+                set(
+                    v,
+                    "/spec/model/source/s3",
+                    json!({"endpoint": "http://minio:9000/models"}),
+                );
+            },
+            field: "spec.model.source.s3.endpoint",
+            says: "should match",
+            structured: true,
+        },
+        Case {
+            what: "s3 region not a region name",
+            mutate: |v| {
+                remove(v, "/spec/model/source/builtin");
+                set(v, "/spec/model/source/uri", json!("s3://models/model.pt"));
+                set(v, "/spec/model/source/s3", json!({"region": "EU West"}));
+            },
+            field: "spec.model.source.s3.region",
             says: "should match",
             structured: true,
         },
