@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs a real S3 API for the runtime's s3:// tests: moto's server (PyPI `moto[s3,server]`),
 # in a venv of its own so its dependencies never meet torch's. Request authentication is turned
-# on by the test's store (runtime/tests/fixtures/s3_store.py): moto then checks SigV4 signatures
+# on by the test's store (tests/fixtures/s3_store.py): moto then checks SigV4 signatures
 # with botocore's signer, so a wrong key is refused as AWS refuses it.
 # Prints the path of an env file exporting GREENBATCH_S3_PYTHON. Cached under $GREENBATCH_CACHE.
 set -euo pipefail

@@ -108,7 +108,7 @@ pub struct S3Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 512),
-        regex(pattern = r"^https?://[^/?#@\s]+/?$")
+        regex(pattern = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?$")
     )]
     pub endpoint: Option<String>,
     /// The region requests are signed for (default `us-east-1`; MinIO accepts that too).
@@ -131,6 +131,15 @@ pub const S3_OPTIONAL_KEYS: [&str; 1] = ["AWS_SESSION_TOKEN"];
 /// Why `name` is not an S3 bucket name, if it is not one (3 to 63 lowercase letters, digits,
 /// dots and hyphens, starting and ending with a letter or digit).
 pub fn s3_bucket_problem(name: &str) -> Option<String> {
+    if name.contains(['@', ':']) {
+        // `s3://KEY:SECRET@bucket/…` as some tools write it: not echoed, it may hold a secret.
+        return Some(
+            "credentials in an s3:// URI are not supported (and not shown here): give them \
+             through spec.model.source.s3.credentialsSecret (AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY in the runtime's environment)"
+                .to_string(),
+        );
+    }
     let ok = (3..=63).contains(&name.len())
         && name
             .bytes()
@@ -152,9 +161,55 @@ pub fn s3_key_problem(key: &str) -> Option<&'static str> {
         Some("names a folder, not an object: expected s3://<bucket>/<key>")
     } else if key.len() > 1024 || key.chars().any(char::is_control) {
         Some("an object key is at most 1024 bytes, without control characters")
+    } else if key
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        // A URL's path resolves them: the request would name another object, or bucket.
+        Some("has a '.' or '..' segment, which a URL cannot carry as is")
     } else {
         None
     }
+}
+
+/// Why `endpoint` is not `http(s)://host[:port]` (a port in 1..=65535, an optional trailing
+/// `/`), if it is not.
+pub fn s3_endpoint_problem(endpoint: &str) -> Option<String> {
+    // "" or ":<port>".
+    let port_ok = |rest: &str| {
+        rest.is_empty()
+            || rest.strip_prefix(':').is_some_and(|p| {
+                !p.is_empty()
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.parse::<u16>().is_ok_and(|n| n > 0)
+            })
+    };
+    let authority = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+    let plain = authority.is_some_and(|a| match a.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').is_some_and(|(addr, rest)| {
+            !addr.is_empty()
+                && addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+                && port_ok(rest)
+        }),
+        None => {
+            let (host, rest) = a.find(':').map_or((a, ""), |i| (&a[..i], &a[i..]));
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && port_ok(rest)
+        }
+    });
+    (!plain).then(|| {
+        format!(
+            "{endpoint:?}: expected http(s)://host[:port], without a path, query or credentials"
+        )
+    })
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

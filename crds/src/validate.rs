@@ -3,7 +3,7 @@
 //! path syntax the API server uses (`spec.batching.batchSize`).
 
 use crate::inference_service::{BatchingMode, InferenceServiceSpec, MAX_BATCH_SIZE};
-use crate::model::{S3Source, s3_bucket_problem, s3_key_problem};
+use crate::model::{S3Source, s3_bucket_problem, s3_endpoint_problem, s3_key_problem};
 use crate::runtime_pod::dns_subdomain;
 use greenbatch_core::{BatchingMode as CoreMode, ReplicaRange, Slo};
 
@@ -32,21 +32,8 @@ fn check_s3(s3: &S3Source, uri: Option<&str>, errors: &mut Vec<FieldError>) {
     if !uri.is_some_and(|u| u.starts_with("s3://")) {
         errors.push(err("spec.model.source.s3", "applies to an s3:// uri only"));
     }
-    if let Some(endpoint) = &s3.endpoint {
-        let host = endpoint
-            .strip_prefix("https://")
-            .or_else(|| endpoint.strip_prefix("http://"))
-            .map(|rest| rest.strip_suffix('/').unwrap_or(rest));
-        if !host.is_some_and(|h| {
-            !h.is_empty() && !h.contains(|c: char| "/?#@".contains(c) || c.is_whitespace())
-        }) {
-            errors.push(err(
-                "spec.model.source.s3.endpoint",
-                format!(
-                    "{endpoint:?}: expected http(s)://host[:port], without a path, query or credentials"
-                ),
-            ));
-        }
+    if let Some(problem) = s3.endpoint.as_deref().and_then(s3_endpoint_problem) {
+        errors.push(err("spec.model.source.s3.endpoint", problem));
     }
     if let Some(region) = &s3.region
         && (region.is_empty()
@@ -122,16 +109,20 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
         }
         (Some(uri), None) if uri.starts_with("s3://") => {
             match uri["s3://".len()..].split_once('/') {
+                // Not echoed: `s3://KEY:SECRET@bucket` would show its secret.
                 None => errors.push(err(
                     "spec.model.source.uri",
-                    format!("{uri:?} names no object: expected s3://<bucket>/<key>"),
+                    "names no object: expected s3://<bucket>/<key>",
                 )),
                 Some((bucket, key)) => {
                     if let Some(problem) = s3_bucket_problem(bucket) {
                         errors.push(err("spec.model.source.uri", problem));
                     }
                     if let Some(problem) = s3_key_problem(key) {
-                        errors.push(err("spec.model.source.uri", format!("{uri:?} {problem}")));
+                        errors.push(err(
+                            "spec.model.source.uri",
+                            format!("the object key {problem}"),
+                        ));
                     }
                 }
             }

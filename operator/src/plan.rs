@@ -19,8 +19,8 @@ use greenbatch_crds::inference_service::{
     DriftAction, InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
 };
 use greenbatch_crds::{
-    Condition, ConditionStatus, EnergyProfile, InferenceService, JobOutcome, Phase, ProfileKey,
-    ProfilePhase, ProfilingJobRecord, RuntimePodSpec, condition::set_condition,
+    Condition, ConditionStatus, EnergyProfile, InferenceService, JobOutcome, ModelSpec, Phase,
+    ProfileKey, ProfilePhase, ProfilingJobRecord, RuntimePodSpec, condition::set_condition,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -1442,7 +1442,16 @@ fn profile_state<'a>(
         return ProfileState::Starting { job: current_job };
     }
     // Measures what the profile's spec says (the settings of the service that created it or last
-    // asked for a re-profile), placed as this service's `spec.pod` says — and records so.
+    // asked for a re-profile), placed as this service's `spec.pod` says and reading the model
+    // the way this service's source does — its URI, store and keys' Secret, which a user fixes on
+    // the service (the content is the same: the key holds its digest) — and records so.
+    let measured = EnergyProfileSpec {
+        model: ModelSpec {
+            source: is.spec.model.source.clone(),
+            ..profile.spec.model.clone()
+        },
+        ..profile.spec.clone()
+    };
     let build_job = || {
         job_owner(profile)
             .ok_or_else(|| "the EnergyProfile has no uid yet".to_string())
@@ -1451,7 +1460,7 @@ fn profile_state<'a>(
                     &current_job,
                     profile_name,
                     namespace,
-                    &profile.spec,
+                    &measured,
                     PodPlacement {
                         gpu: &is.spec.gpu,
                         pod: &runtime_pod(is, cfg),
@@ -1472,7 +1481,8 @@ fn profile_state<'a>(
             })
     };
     // A Job whose pod cannot run, and that the service it was built for would build otherwise now
-    // (its `spec.pod` fixed, the operator's runtime image or pod defaults changed), is replaced.
+    // (its `spec.pod` or its model source's access fixed — a Secret name, an S3 endpoint —, the
+    // operator's runtime image or pod defaults changed), is replaced.
     // Only by that service — or by any once it no longer uses the profile: two services sharing
     // the profile with different pod settings must not replace each other's Job while it waits
     // for a GPU. Never one with a failed pod: its retries and logs would go with it.

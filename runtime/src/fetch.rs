@@ -91,6 +91,18 @@ fn is_remote(model: &str) -> bool {
 /// secret in the query).
 pub fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    if scheme == "s3" {
+        // A key may hold `?` and `#` (they are not a query here); only credentials some tools
+        // put before the bucket are hidden.
+        return match rest.split_once('/') {
+            Some((authority, key)) if authority.contains('@') => {
+                let bucket = authority.rsplit_once('@').map_or("", |(_, b)| b);
+                format!("s3://{bucket}/{key} (credentials hidden)")
+            }
+            None if rest.contains('@') => "s3://… (credentials hidden)".to_string(),
+            _ => url.to_string(),
+        };
+    }
     let (kept, query) = match rest.find(['?', '#']) {
         Some(i) => (&rest[..i], true),
         None => (rest, false),
@@ -174,11 +186,14 @@ impl<'a> Remote<'a> {
             .s3_credentials
             .clone()
             .map_err(|message| fetch_error(model, message))?;
+        if let Some(problem) = s3::region_problem(&s.s3_region) {
+            return Err(RuntimeError::Usage {
+                arg: "--s3-region",
+                message: format!("{problem} (from the flag, AWS_REGION or AWS_DEFAULT_REGION)"),
+            });
+        }
         if credentials.is_none() {
-            tracing::info!(
-                uri = model,
-                "no AWS_ACCESS_KEY_ID: the object is read anonymously"
-            );
+            tracing::info!(uri = %redacted(model), "no AWS_ACCESS_KEY_ID: the object is read anonymously");
         }
         Ok(Remote::S3 {
             uri: model,
@@ -196,6 +211,19 @@ impl<'a> Remote<'a> {
         match self {
             Remote::Http(url) => url,
             Remote::S3 { uri, .. } => uri,
+        }
+    }
+
+    /// What names the download in the cache when no digest does: an S3 object with the store
+    /// it came from (the same URI on another endpoint is another file).
+    fn cache_identity(&self) -> String {
+        match self {
+            Remote::Http(url) => url.to_string(),
+            Remote::S3 { uri, config, .. } => format!(
+                "{uri} {} {}",
+                config.endpoint.as_deref().unwrap_or("aws"),
+                config.region
+            ),
         }
     }
 
@@ -248,16 +276,33 @@ impl<'a> Remote<'a> {
         else {
             return format!("the server answered {status}");
         };
-        let bucket_region = response
-            .headers()
-            .get("x-amz-bucket-region")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let location = header("location");
+        let region_header = header("x-amz-bucket-region");
         let mut body = String::new();
         let _ = response.take(16 * 1024).read_to_string(&mut body);
+        // S3 says where the bucket is in a header, or (a wrongly signed region) in its body.
+        let bucket_region = region_header.or_else(|| s3::xml_element(&body, "Region"));
         let mut message = format!("S3 answered {status}");
         if let Some(summary) = s3::error_summary(&body) {
             message.push_str(&format!(" ({summary})"));
+        }
+        if status.is_redirection()
+            && let Some(origin) = location
+                .as_deref()
+                .and_then(|l| reqwest::Url::parse(l).ok())
+                .map(|u| u.origin().ascii_serialization())
+        {
+            // An ingress sending http to https, a store behind another name: the endpoint to use.
+            message.push_str(&format!(
+                ": the store redirects to {origin} (--s3-endpoint, spec.model.source.s3.endpoint)"
+            ));
         }
         match bucket_region {
             Some(region) if region != config.region => message.push_str(&format!(
@@ -331,7 +376,7 @@ fn fetch_error(url: &str, message: impl Into<String>) -> RuntimeError {
 
 fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Result<PathBuf> {
     let url = remote.reference();
-    let target = cache_path(url, expected, &s.cache_dir);
+    let target = cache_path(&remote.cache_identity(), expected, &s.cache_dir);
     if let Some(expected) = expected
         && target.is_file()
     {
@@ -866,6 +911,16 @@ mod tests {
         assert_eq!(
             redacted("https://user:pw@models.example/r50.pt?X-Amz-Signature=abc#x"),
             "https://models.example/r50.pt (query or credentials hidden)"
+        );
+        // An S3 key's `?`, `#` and `@` are the key's; credentials before the bucket are not.
+        assert_eq!(redacted("s3://models/a?b#c@d.pt"), "s3://models/a?b#c@d.pt");
+        assert_eq!(
+            redacted("s3://AKIA1:s3cr3t@models/r50.pt"),
+            "s3://models/r50.pt (credentials hidden)"
+        );
+        assert_eq!(
+            redacted("s3://AKIA1:s3cr3t@models"),
+            "s3://… (credentials hidden)"
         );
     }
 }

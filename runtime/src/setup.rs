@@ -114,15 +114,7 @@ pub fn fetch_settings(args: &SourceArgs) -> Result<FetchSettings> {
         .filter(|r| !r.is_empty())
         .or_else(|| env("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|| DEFAULT_REGION.to_string());
-    if !s3_region
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(RuntimeError::Usage {
-            arg: "--s3-region",
-            message: format!("{s3_region:?}: expected a region name such as eu-west-1"),
-        });
-    }
+    // Checked when an s3:// model is asked for: a stray AWS_REGION must not stop other runs.
     Ok(FetchSettings {
         ca_file: args.model_ca_file.clone(),
         max_bytes: args.model_max_mib * 1024 * 1024,

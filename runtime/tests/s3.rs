@@ -166,6 +166,15 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
     );
     refused("anonymous", &uri, with(&[]), &["403", "read anonymously"]);
     refused(
+        "secret-from-a-file",
+        &uri,
+        with(&[
+            ("AWS_ACCESS_KEY_ID", id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", format!("{secret}\n")),
+        ]),
+        &["AWS_SECRET_ACCESS_KEY", "newline"],
+    );
+    refused(
         "half-a-key",
         &uri,
         with(&[("AWS_ACCESS_KEY_ID", id.clone())]),

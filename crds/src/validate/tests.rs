@@ -150,6 +150,20 @@ fn each_bad_field_is_named() {
         (
             |s| {
                 s3_model(s);
+                s.model.source.s3.as_mut().unwrap().endpoint = Some("http://minio:70000".into())
+            },
+            "spec.model.source.s3.endpoint",
+        ),
+        (
+            |s| {
+                s3_model(s);
+                s.model.source.uri = Some("s3://models/../other/r50.pt".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s3_model(s);
                 s.model.source.s3.as_mut().unwrap().region = Some("EU West".into())
             },
             "spec.model.source.s3.region",
@@ -300,6 +314,20 @@ fn s3_model(s: &mut InferenceServiceSpec) {
         }),
         builtin: None,
     };
+}
+
+#[test]
+fn credentials_in_an_s3_uri_are_refused_without_being_shown() {
+    let mut s = valid();
+    s3_model(&mut s);
+    for uri in [
+        "s3://AKIA1:s3cr3t@models/r50.pt",
+        "s3://AKIA1:s3cr3t@models",
+    ] {
+        s.model.source.uri = Some(uri.into());
+        let message = describe(&validate_spec(&s).unwrap_err());
+        assert!(!message.contains("s3cr3t"), "{message}");
+    }
 }
 
 #[test]

@@ -1399,6 +1399,85 @@ fn a_profiling_job_that_cannot_run_is_made_anew_once_the_pod_settings_change() {
     );
 }
 
+/// The names of the Secrets a planned Job's container reads its environment from.
+fn secrets_read(job: &k8s_openapi::api::batch::v1::Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|pod| {
+            pod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+                .map(|r| r.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_profiling_job_reads_the_model_as_its_service_says_and_is_remade_when_that_is_fixed() {
+    let mut is = service("svc");
+    is.spec.model.source = greenbatch_crds::ModelSource {
+        uri: Some("s3://models/r50.pt".into()),
+        digest: Some(format!("sha256:{}", "ab".repeat(32))),
+        s3: Some(greenbatch_crds::S3Source {
+            credentials_secret: Some("old-keys".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut o = job(&is, JobState::Active);
+    if let Some(j) = o.job.as_mut() {
+        j.waiting =
+            Some("pod svc-x: CreateContainerConfigError: secret \"old-keys\" not found".into());
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(p.replace_job, None, "made as asked: it waits");
+    assert!(
+        cond(&p, PROFILED)
+            .message
+            .contains("secret \"old-keys\" not found"),
+        "{}",
+        cond(&p, PROFILED).message
+    );
+
+    // The service names the Secret that exists: the Job is remade, though the shared profile's
+    // spec still holds the old name (the service that made it is this one, as it was then).
+    is.spec.model.source.s3 = Some(greenbatch_crds::S3Source {
+        credentials_secret: Some("model-store".into()),
+        ..Default::default()
+    });
+    is.metadata.generation = Some(2);
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert!(p.replace_job.is_some(), "the stuck Job is replaced");
+    o.job = None;
+    let p = plan(&is, &o, &cfg(), NOW);
+    let made = p.job.expect("the Job made anew");
+    assert_eq!(secrets_read(&made), ["model-store"; 3]);
+
+    // Another service sharing the profile (same digest) builds its Job with its own access.
+    let mut other = service("other");
+    other.metadata.uid = Some("other-uid".into());
+    other.spec.model.source = greenbatch_crds::ModelSource {
+        uri: Some("https://models.example/r50.pt".into()),
+        ..is.spec.model.source.clone()
+    };
+    other.spec.model.source.s3 = None;
+    let p = plan(&other, &o, &cfg(), NOW);
+    let made = p.job.expect("a Job for the shared profile");
+    assert!(secrets_read(&made).is_empty());
+    let args = made.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.contains(&"https://models.example/r50.pt".to_string()),
+        "{args:?}"
+    );
+}
+
 #[test]
 fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_by_the_service_it_was_built_for()
 {

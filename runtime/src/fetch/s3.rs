@@ -8,7 +8,7 @@
 //! name with dots, which a virtual host's TLS certificate cannot cover).
 
 use chrono::{DateTime, Utc};
-use greenbatch_crds::model::{s3_bucket_problem, s3_key_problem};
+use greenbatch_crds::model::{s3_bucket_problem, s3_endpoint_problem, s3_key_problem};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -29,17 +29,16 @@ pub struct S3Object {
 
 impl S3Object {
     pub fn parse(uri: &str) -> Result<Self, String> {
-        let rest = uri
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{uri:?} is not an s3:// URI"))?;
+        // The URI is not echoed: `s3://KEY:SECRET@bucket/…` would show its secret.
+        let rest = uri.strip_prefix("s3://").ok_or("not an s3:// URI")?;
         let (bucket, key) = rest
             .split_once('/')
-            .ok_or_else(|| format!("{uri:?} names no object: expected s3://<bucket>/<key>"))?;
+            .ok_or("names no object: expected s3://<bucket>/<key>")?;
         if let Some(problem) = s3_bucket_problem(bucket) {
             return Err(problem);
         }
         if let Some(problem) = s3_key_problem(key) {
-            return Err(format!("{uri:?} {problem}"));
+            return Err(format!("the object key {problem}"));
         }
         Ok(S3Object {
             bucket: bucket.to_string(),
@@ -77,6 +76,20 @@ impl Credentials {
     /// bucket), and `AWS_SESSION_TOKEN` when set. `env` reads a variable (empty counts as unset).
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
         let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            // A Secret made from a file (`echo … > key`) ends with a newline: a header that cannot
+            // be sent, or a signature S3 refuses without saying why. The value is never shown.
+            if var(name).is_some_and(|v| v.chars().any(|c| c.is_whitespace() || c.is_control())) {
+                return Err(format!(
+                    "{name} holds whitespace (a newline at its end? was its Secret made from a \
+                     file?): keys have none"
+                ));
+            }
+        }
         match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
             (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
                 access_key_id,
@@ -88,9 +101,16 @@ impl Credentials {
             ),
             (None, None) => {
                 // Silently anonymous here would end in an AccessDenied that hides the cause.
+                if var("AWS_SESSION_TOKEN").is_some() {
+                    return Err("AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID and \
+                                AWS_SECRET_ACCESS_KEY: the three go together"
+                        .into());
+                }
                 if let Some(kind) = [
                     "AWS_WEB_IDENTITY_TOKEN_FILE",
                     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "AWS_PROFILE",
                 ]
                 .into_iter()
                 .find(|name| var(name).is_some())
@@ -128,25 +148,39 @@ pub fn object_request(
             format!("/{}/{key}", object.bucket),
         ),
         None if object.bucket.contains('.') => (
-            format!("https://s3.{}.amazonaws.com", config.region),
+            format!(
+                "https://s3.{}.{}",
+                config.region,
+                aws_domain(&config.region)
+            ),
             format!("/{}/{key}", object.bucket),
         ),
         None => (
             format!(
-                "https://{}.s3.{}.amazonaws.com",
-                object.bucket, config.region
+                "https://{}.s3.{}.{}",
+                object.bucket,
+                config.region,
+                aws_domain(&config.region)
             ),
             format!("/{key}"),
         ),
     };
     let url = format!("{base}{path}");
+    let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+    // What is sent is what is signed: a URL parser that resolved a segment would name another
+    // object (the key rules refuse such keys; this keeps the promise if they change).
+    if parsed.path() != path {
+        return Err(format!(
+            "the object key does not survive as a URL path ({path} became {})",
+            parsed.path()
+        ));
+    }
     let Some(credentials) = credentials else {
         return Ok(ObjectRequest {
             url,
             headers: Vec::new(),
         });
     };
-    let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
     // As the client will send it: the port only when it is not the scheme's default.
     let host = match (parsed.host_str(), parsed.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -199,34 +233,47 @@ pub fn object_request(
     Ok(ObjectRequest { url, headers })
 }
 
-/// `http(s)://host[:port]` without a trailing slash; anything more is refused (a path prefix
-/// would have to be signed and is not what S3-compatible stores expect).
-pub fn endpoint_base(endpoint: &str) -> Result<String, String> {
-    let url =
-        reqwest::Url::parse(endpoint).map_err(|e| format!("S3 endpoint {endpoint:?}: {e}"))?;
-    let plain = matches!(url.scheme(), "http" | "https")
-        && url.host_str().is_some()
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.path() == "/"
-        && url.query().is_none()
-        && url.fragment().is_none();
-    if !plain {
-        return Err(format!(
-            "S3 endpoint {endpoint:?}: expected http(s)://host[:port], without a path, query or credentials"
-        ));
+/// The domain of AWS's own endpoints in `region` (the China partition has its own).
+fn aws_domain(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
     }
-    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// `http(s)://host[:port]` as written, without a trailing slash; anything more is refused (a
+/// path prefix would have to be signed and is not what S3-compatible stores expect). The same
+/// rule as the API's (`spec.model.source.s3.endpoint`).
+pub fn endpoint_base(endpoint: &str) -> Result<String, String> {
+    if let Some(problem) = s3_endpoint_problem(endpoint) {
+        return Err(format!("S3 endpoint {problem}"));
+    }
+    reqwest::Url::parse(endpoint).map_err(|e| format!("S3 endpoint {endpoint:?}: {e}"))?;
+    Ok(endpoint.trim_end_matches('/').to_string())
+}
+
+/// Why `region` is not a region name as AWS writes them (`eu-west-1`), if it is not.
+pub fn region_problem(region: &str) -> Option<String> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (!ok).then(|| format!("{region:?}: expected a region name such as eu-west-1"))
+}
+
+/// The text of the first `<name>` element of an S3 XML body, if there is one and it is not empty.
+pub fn xml_element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(body[start..end].trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// What an S3 error body says: `Code: Message` from its XML (`<Error><Code>…`).
 pub fn error_summary(body: &str) -> Option<String> {
-    let element = |name: &str| {
-        let open = format!("<{name}>");
-        let start = body.find(&open)? + open.len();
-        let end = body[start..].find(&format!("</{name}>"))? + start;
-        Some(body[start..end].trim().to_string()).filter(|s| !s.is_empty())
-    };
+    let element = |name: &str| xml_element(body, name);
     match (element("Code"), element("Message")) {
         (Some(code), Some(message)) => Some(format!("{code}: {message}")),
         (Some(code), None) => Some(code),
@@ -371,9 +418,31 @@ mod tests {
             "s3://models-/r50.pt",
             "s3://mod_els/r50.pt",
             "s3://models/r50\n.pt",
+            "s3://models/../other/r50.pt",
+            "s3://models/.",
+            "s3://models/a/./b.pt",
         ] {
             assert!(S3Object::parse(bad).is_err(), "{bad}");
         }
+        // Keys a URL could mistake for more are taken literally (the botocore vectors sign them).
+        for fine in [
+            "s3://models/a?b#c%d.pt",
+            "s3://models//lead.pt",
+            "s3://models/..x/y..pt",
+        ] {
+            let object = S3Object::parse(fine).unwrap();
+            let config = S3Config {
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: DEFAULT_REGION.into(),
+            };
+            object_request(&object, &config, None, Utc::now()).unwrap();
+        }
+        // Credentials before the bucket are refused without being shown.
+        let e = S3Object::parse("s3://AKIA1:s3cr3t@models/r50.pt").unwrap_err();
+        assert!(
+            e.contains("credentialsSecret") && !e.contains("s3cr3t"),
+            "{e}"
+        );
         assert!(S3Object::parse(&format!("s3://models/{}", "k".repeat(1025))).is_err());
     }
 
@@ -387,12 +456,28 @@ mod tests {
             endpoint_base("https://s3.example").unwrap(),
             "https://s3.example"
         );
+        assert_eq!(
+            endpoint_base("https://minio.storage.svc:443").unwrap(),
+            "https://minio.storage.svc:443",
+            "as written: the URL boto3 sends keeps the port (the signed host does not)"
+        );
+        assert_eq!(
+            endpoint_base("http://[::1]:9000/").unwrap(),
+            "http://[::1]:9000"
+        );
         for bad in [
             "minio:9000",
             "ftp://minio",
             "http://minio:9000/prefix",
             "http://user:pw@minio",
             "http://minio/?x=1",
+            "http://:9000",
+            "http://minio:abc",
+            "http://minio:70000",
+            "http://minio:0",
+            "http://minio:1:2",
+            "http://[::1",
+            "http://mi nio",
         ] {
             assert!(endpoint_base(bad).is_err(), "{bad}");
         }
@@ -426,6 +511,21 @@ mod tests {
             irsa.contains("AWS_WEB_IDENTITY_TOKEN_FILE") && irsa.contains("presigned"),
             "{irsa}"
         );
+        let profile = Credentials::from_env(env(&[("AWS_PROFILE", "dev")])).unwrap_err();
+        assert!(profile.contains("AWS_PROFILE"), "{profile}");
+        let token_alone = Credentials::from_env(env(&[("AWS_SESSION_TOKEN", "t")])).unwrap_err();
+        assert!(token_alone.contains("go together"), "{token_alone}");
+        // A Secret made from a file: its newline is named, the value never shown.
+        let newline = Credentials::from_env(env(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA1"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t\n"),
+        ]))
+        .unwrap_err();
+        assert!(
+            newline.contains("AWS_SECRET_ACCESS_KEY") && newline.contains("newline"),
+            "{newline}"
+        );
+        assert!(!newline.contains("s3cr3t"), "{newline}");
     }
 
     #[test]
@@ -441,6 +541,13 @@ mod tests {
         );
         assert_eq!(error_summary("<html>bad gateway</html>"), None);
         assert_eq!(error_summary("<Code>"), None);
+        let wrong_region = "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>";
+        assert_eq!(
+            xml_element(wrong_region, "Region").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(region_problem("eu-west-1"), None);
+        assert!(region_problem("EU West").is_some() && region_problem("").is_some());
     }
 
     #[test]
