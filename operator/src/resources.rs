@@ -596,6 +596,7 @@ pub fn service(name: &str, namespace: &str, owner: OwnerReference) -> Service {
 mod tests {
     use super::*;
     use crate::testutil::service;
+    use greenbatch_crds::InferenceService;
 
     fn owner() -> OwnerReference {
         OwnerReference {
@@ -764,6 +765,23 @@ mod tests {
         assert_ne!(digest("j", &plain, &image), first);
     }
 
+    /// The serving Deployment of `is` ("svc" in "ns") with the operator's defaults.
+    fn serving_deployment(is: &InferenceService, settings: &ServeSettings) -> Deployment {
+        deployment(
+            "svc",
+            "ns",
+            &is.spec.model,
+            PodPlacement {
+                gpu: &is.spec.gpu,
+                pod: &RuntimePodSpec::default(),
+            },
+            settings,
+            owner(),
+            &OperatorConfig::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn cpu_deployment_has_probes_and_no_gpu() {
         let mut is = service("svc");
@@ -777,19 +795,7 @@ mod tests {
             profile_json: Some("{\"table\":{}}".into()),
             spec_generation: Some(3),
         };
-        let d = deployment(
-            "svc",
-            "ns",
-            &is.spec.model,
-            PodPlacement {
-                gpu: &is.spec.gpu,
-                pod: &RuntimePodSpec::default(),
-            },
-            &s,
-            owner(),
-            &OperatorConfig::default(),
-        )
-        .unwrap();
+        let d = serving_deployment(&is, &s);
         assert_eq!(
             d.metadata.owner_references.unwrap()[0].controller,
             Some(true)
@@ -931,19 +937,7 @@ mod tests {
             profile_json: Some("{}".into()),
             spec_generation: None,
         };
-        let d = deployment(
-            "svc",
-            "ns",
-            &is.spec.model,
-            PodPlacement {
-                gpu: &is.spec.gpu,
-                pod: &RuntimePodSpec::default(),
-            },
-            &settings,
-            owner(),
-            &OperatorConfig::default(),
-        )
-        .unwrap();
+        let d = serving_deployment(&is, &settings);
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         let mut want = keys.map(String::from).to_vec();
         want.push(PROFILE_INLINE_ENV.to_string());

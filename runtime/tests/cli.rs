@@ -3,7 +3,7 @@
 //! bad input mapped to its own exit code with nothing half-written.
 
 mod common;
-use common::fixture;
+use common::{dir_is_empty, fixture, output_text as text};
 use greenbatch_core::MeterKind;
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 use std::path::{Path, PathBuf};
@@ -35,19 +35,6 @@ fn profile(model: &str, extra: &[&str]) -> Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn dir_is_empty(d: &Path) -> bool {
-    std::fs::read_dir(d).unwrap().next().is_none()
 }
 
 #[test]

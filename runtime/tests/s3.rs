@@ -7,7 +7,7 @@
 //! `scripts/test.sh` does), so CI cannot silently skip it.
 
 mod common;
-use common::fixture;
+use common::{dir_is_empty, fixture, output_text as text};
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 use greenbatch_tests::s3_store::S3Store;
 use std::path::{Path, PathBuf};
@@ -55,19 +55,6 @@ fn profile(uri: &str, digest: &str, cache: &Path, json: &Path, env: &[(&str, &st
         .arg(json)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn is_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
 }
 
 #[test]
@@ -131,7 +118,7 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
             "{name}: the secret leaked: {stderr}"
         );
         assert!(
-            is_empty(&cache(name)),
+            dir_is_empty(&cache(name)),
             "{name}: a refused download left files"
         );
         assert!(!json.exists(), "{name}: a profile was written");
@@ -190,7 +177,7 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = profile(&uri, &other, &cache("other-digest"), &json, &env);
     assert_eq!(o.status.code(), Some(14), "{}", text(&o));
-    assert!(is_empty(&cache("other-digest")));
+    assert!(dir_is_empty(&cache("other-digest")));
 
     // A malformed endpoint is a usage error naming its flag, before anything is sent.
     let o = Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
