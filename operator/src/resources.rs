@@ -711,16 +711,7 @@ mod tests {
     #[test]
     fn a_job_records_the_digest_of_the_pod_template_it_was_made_with() {
         let is = service("svc");
-        let spec = EnergyProfileSpec {
-            model_name: "m".into(),
-            model_digest: "d".into(),
-            gpu_product: "cpu".into(),
-            runtime_version: "0.1.0".into(),
-            precision: Default::default(),
-            model: is.spec.model.clone(),
-            candidates: vec![1, 8],
-            protocol: Default::default(),
-        };
+        let spec = cpu_profile_spec(&is);
         let digest = |name: &str, pod: &RuntimePodSpec, cfg: &OperatorConfig| {
             let gpu = GpuSpec {
                 count: 0,
@@ -763,6 +754,20 @@ mod tests {
             ..Default::default()
         };
         assert_ne!(digest("j", &plain, &image), first);
+    }
+
+    /// A CPU profile's spec for `is`'s model, measuring batch sizes 1 and 8.
+    fn cpu_profile_spec(is: &InferenceService) -> EnergyProfileSpec {
+        EnergyProfileSpec {
+            model_name: "m".into(),
+            model_digest: "d".into(),
+            gpu_product: "cpu".into(),
+            runtime_version: "0.1.0".into(),
+            precision: Default::default(),
+            model: is.spec.model.clone(),
+            candidates: vec![1, 8],
+            protocol: Default::default(),
+        }
     }
 
     /// The serving Deployment of `is` ("svc" in "ns") with the operator's defaults.
@@ -903,16 +908,7 @@ mod tests {
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
         ];
-        let spec = EnergyProfileSpec {
-            model_name: "m".into(),
-            model_digest: "d".into(),
-            gpu_product: "cpu".into(),
-            runtime_version: "0.1.0".into(),
-            precision: Default::default(),
-            model: is.spec.model.clone(),
-            candidates: vec![1, 8],
-            protocol: Default::default(),
-        };
+        let spec = cpu_profile_spec(&is);
         let job = profiling_job(
             "j",
             "p",

@@ -3,7 +3,7 @@
 //! bad input mapped to its own exit code with nothing half-written.
 
 mod common;
-use common::{dir_is_empty, fixture, output_text as text};
+use common::{FAST, dir_is_empty, fixture, output_text as text};
 use greenbatch_core::MeterKind;
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 use std::path::{Path, PathBuf};
@@ -15,17 +15,6 @@ fn bin() -> Command {
         .env_remove("GREENBATCH_METER");
     c
 }
-
-const FAST: &[&str] = &[
-    "--windows",
-    "3",
-    "--window-seconds",
-    "0.05",
-    "--warmup-seconds",
-    "0.02",
-    "--threads",
-    "1",
-];
 
 fn profile(model: &str, extra: &[&str]) -> Output {
     bin()

@@ -7,7 +7,7 @@
 //! `scripts/test.sh` does), so CI cannot silently skip it.
 
 mod common;
-use common::{dir_is_empty, fixture, output_text as text};
+use common::{FAST, dir_is_empty, fixture, output_text as text};
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
 use greenbatch_tests::s3_store::S3Store;
 use std::path::{Path, PathBuf};
@@ -33,22 +33,8 @@ fn profile(uri: &str, digest: &str, cache: &Path, json: &Path, env: &[(&str, &st
             "--shape",
             "3,16,16",
         ])
-        .args([
-            "--windows",
-            "3",
-            "--window-seconds",
-            "0.05",
-            "--warmup-seconds",
-            "0.02",
-        ])
-        .args([
-            "--threads",
-            "1",
-            "--candidates",
-            "1,2",
-            "--meter",
-            "synthetic",
-        ])
+        .args(FAST)
+        .args(["--candidates", "1,2", "--meter", "synthetic"])
         .arg("--model-cache")
         .arg(cache)
         .arg("--json")

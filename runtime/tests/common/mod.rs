@@ -27,3 +27,16 @@ pub fn output_text(o: &std::process::Output) -> String {
 pub fn dir_is_empty(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
 }
+
+/// A short measurement protocol on one thread: enough to test what a run does, not how fast.
+#[allow(dead_code)]
+pub const FAST: &[&str] = &[
+    "--windows",
+    "3",
+    "--window-seconds",
+    "0.05",
+    "--warmup-seconds",
+    "0.02",
+    "--threads",
+    "1",
+];
