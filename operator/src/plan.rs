@@ -4,6 +4,7 @@
 //! and when to look again. Pure: no I/O, the time comes in as an argument.
 
 use crate::config::OperatorConfig;
+use crate::load::LoadObservation;
 use crate::names::*;
 use crate::observe::{self, DeploymentObservation, JobObservation, JobState, Observed};
 use crate::resources::{self, PodPlacement, ServeSettings};
@@ -16,7 +17,8 @@ use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
 use greenbatch_crds::energy_profile::{EnergyProfileSpec, EnergyProfileStatus};
 use greenbatch_crds::inference_service::{
-    DriftAction, InferenceServiceStatus, ReplicaStatus, SelectedConfig, UnattainablePolicy,
+    DriftAction, InferenceServiceStatus, ObservedServing, ReplicaStatus, SelectedConfig,
+    UnattainablePolicy,
 };
 use greenbatch_crds::{
     Condition, ConditionStatus, EnergyProfile, InferenceService, JobOutcome, ModelSpec, Phase,
@@ -569,7 +571,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             warning: false,
             reason: "ProfilingJobReplaced",
             note: format!(
-                "profiling Job {} does not run ({}) and the operator makes it otherwise now (spec.pod, the operator's runtime image or pod defaults): it is deleted and made anew",
+                "profiling Job {} does not run ({}) and the operator makes it otherwise now (spec.pod, the model source's access, the operator's runtime image or pod defaults): it is deleted and made anew",
                 r.name, r.waiting
             ),
         });
@@ -911,7 +913,6 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         });
                     }
                     status.selected = Some(selected);
-                    let reprofiles_on_drift = is.spec.on_drift == DriftAction::Reprofile;
                     // Any Job of the profile still active — measuring again, or the one that wrote
                     // this table while its pod finishes (or retries): a second would race it.
                     let profile_job_active = observed
@@ -920,76 +921,22 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         .is_some_and(|j| j.state == JobState::Active);
                     if let (Some(load), Some(seen)) =
                         (observed.load.as_ref(), status.observed.as_mut())
-                    {
-                        seen.predicted_joules_per_inference =
-                            predicted_joules(table, valid.spec.slo.percentile(), load);
-                        seen.predicted_forward_ms_per_batch = load
-                            .run_batch_size
-                            .and_then(|rows| predicted_forward_ms(table, rows));
-                        seen.profile_measured_at = observed
-                            .profile
-                            .as_ref()
-                            .and_then(|p| p.status.as_ref())
-                            .and_then(|s| s.finished_at.clone());
-                        if let Some(note) = drift_note(
+                        && let Some(planned) = judge_observation(
+                            is,
                             seen,
-                            old.observed.as_ref(),
                             load,
-                            &profile_name,
-                            reprofiles_on_drift,
-                        ) {
-                            events.push(PlannedEvent {
-                                warning: true,
-                                reason: "PredictionDrift",
-                                note,
-                            });
-                        }
-                        // Opted in, a drift that holds for a second complete observation measures
-                        // the model again (as a user's token would), at most once a day.
-                        if reprofiles_on_drift
-                            && load.complete
-                            && !profile_job_active
-                            && planned_profile.is_none()
-                            && let Some(drifted) = drift(seen)
-                            && previous
-                                .filter(|before| {
-                                    before.profile_measured_at == seen.profile_measured_at
-                                })
-                                .and_then(drift)
-                                .is_some()
-                            && let Some(profile) = observed.profile.as_ref()
-                            && let Some(token) = drift_token(profile, now)
-                        {
-                            // The same table measured again, for every service sharing it: the
-                            // profile's own spec, not this service's candidates.
-                            let (planned, job) = reprofile_request(
-                                &profile_name,
-                                &namespace,
-                                profile.spec.clone(),
-                                honoured_tokens(profile),
-                                &token,
-                            );
-                            planned_profile = Some(planned);
-                            events.push(PlannedEvent {
-                                warning: false,
-                                reason: "ReprofilingOnDrift",
-                                note: format!(
-                                    "{} has stayed {}x the prediction for two observations: measuring EnergyProfile {profile_name} again with Job {job} (spec.onDrift: Reprofile, token {token}); serving goes on from the current table meanwhile",
-                                    drifted.what(),
-                                    resources::fmt_num(drifted.ratio())
-                                ),
-                            });
-                        }
-                        let slo = valid.spec.slo;
-                        seen.latency_at_slo_percentile_ms =
-                            load.latency_ms(slo.percentile().quantile());
-                        if let Some(note) = slo_note(seen, old.observed.as_ref(), &slo, load) {
-                            events.push(PlannedEvent {
-                                warning: true,
-                                reason: "SLOMissed",
-                                note,
-                            });
-                        }
+                            table,
+                            &valid,
+                            &old,
+                            previous,
+                            observed,
+                            (&profile_name, &namespace),
+                            !profile_job_active && planned_profile.is_none(),
+                            now,
+                            &mut events,
+                        )
+                    {
+                        planned_profile = Some(planned);
                     }
                     if serve {
                         let built = service_owner(is)
@@ -1280,6 +1227,96 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         events,
         requeue,
     }
+}
+
+/// Sets what the profile predicts beside what the serving pods measured (`seen`, from `load`),
+/// and says what that calls for: a drift or a missed SLO, as Events; and — with
+/// `spec.onDrift: Reprofile`, a drift that held for two complete observations, no Job of the
+/// profile active (`may_reprofile`) — the profile to measure again, returned for the plan.
+#[allow(clippy::too_many_arguments)]
+fn judge_observation(
+    is: &InferenceService,
+    seen: &mut ObservedServing,
+    load: &LoadObservation,
+    table: &ProfileTable,
+    valid: &Valid,
+    old: &InferenceServiceStatus,
+    previous: Option<&ObservedServing>,
+    observed: &Observed,
+    names: (&str, &str),
+    may_reprofile: bool,
+    now: &str,
+    events: &mut Vec<PlannedEvent>,
+) -> Option<EnergyProfile> {
+    let (profile_name, namespace) = names;
+    let reprofiles_on_drift = is.spec.on_drift == DriftAction::Reprofile;
+    let mut reprofile = None;
+    seen.predicted_joules_per_inference =
+        predicted_joules(table, valid.spec.slo.percentile(), load);
+    seen.predicted_forward_ms_per_batch = load
+        .run_batch_size
+        .and_then(|rows| predicted_forward_ms(table, rows));
+    seen.profile_measured_at = observed
+        .profile
+        .as_ref()
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.finished_at.clone());
+    if let Some(note) = drift_note(
+        seen,
+        old.observed.as_ref(),
+        load,
+        profile_name,
+        reprofiles_on_drift,
+    ) {
+        events.push(PlannedEvent {
+            warning: true,
+            reason: "PredictionDrift",
+            note,
+        });
+    }
+    // Opted in, a drift that holds for a second complete observation measures the model again
+    // (as a user's token would), at most once a day.
+    if may_reprofile
+        && reprofiles_on_drift
+        && load.complete
+        && let Some(drifted) = drift(seen)
+        && previous
+            .filter(|before| before.profile_measured_at == seen.profile_measured_at)
+            .and_then(drift)
+            .is_some()
+        && let Some(profile) = observed.profile.as_ref()
+        && let Some(token) = drift_token(profile, now)
+    {
+        // The same table measured again, for every service sharing it: the profile's own spec,
+        // not this service's candidates.
+        let (planned, job) = reprofile_request(
+            profile_name,
+            namespace,
+            profile.spec.clone(),
+            honoured_tokens(profile),
+            &token,
+        );
+        reprofile = Some(planned);
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "ReprofilingOnDrift",
+            note: format!(
+                "{} has stayed {}x the prediction for two observations: measuring EnergyProfile {profile_name} again with Job {job} (spec.onDrift: Reprofile, token {token}); serving goes on from the current table meanwhile",
+                drifted.what(),
+                resources::fmt_num(drifted.ratio())
+            ),
+        });
+    }
+    let slo = valid.spec.slo;
+    seen.latency_at_slo_percentile_ms = load.latency_ms(slo.percentile().quantile());
+    if let Some(note) = slo_note(seen, old.observed.as_ref(), &slo, load) {
+        events.push(PlannedEvent {
+            warning: true,
+            reason: "SLOMissed",
+            note,
+        });
+    }
+    reprofile
 }
 
 /// When a GPU is requested without a product, the profile holds for the GPU type its Job happened
