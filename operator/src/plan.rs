@@ -992,134 +992,26 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                 }
                                 requeue = Requeue::AwaitChange;
                             }
-                            Ok((deployment, svc)) => {
-                                let ready = observed
-                                    .deployment
-                                    .as_ref()
-                                    .map(|d| d.ready_replicas.max(0) as u32)
-                                    .unwrap_or(0);
-                                let done = observed
-                                    .deployment
-                                    .as_ref()
-                                    .is_some_and(|d| rolled_out(d, &deployment));
-                                // A service that served keeps serving (and its phase) while the
-                                // planned pods are only partly available: a scale, or a pod that
-                                // is not ready. A new pod template is a rollout.
-                                let partly = !done
-                                    && matches!(old.phase, Some(Phase::Serving | Phase::Degraded))
-                                    && observed
-                                        .deployment
-                                        .as_ref()
-                                        .is_some_and(|d| partly_available(d, &deployment));
-                                if let Some(before) = old_replicas.as_ref().map(|r| r.desired)
-                                    && before > 0
-                                    && before != desired
-                                {
-                                    events.push(PlannedEvent {
-                                        warning: false,
-                                        reason: "Scaled",
-                                        note: format!(
-                                            "replicas {before} -> {desired}: {replica_reason}"
-                                        ),
-                                    });
-                                }
-                                status.replicas = Some(ReplicaStatus {
-                                    desired,
-                                    ready,
-                                    reason: Some(replica_reason.clone()),
-                                    measured_capacity_per_replica: measured_capacity,
-                                    scale_down,
-                                });
-                                // Look again after one observation window: replicas follow the load.
-                                requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
-                                let config = format!(
-                                    "batch {} with max queue delay {} ms on {desired} replica(s)",
-                                    settings.batch_size,
-                                    resources::fmt_num(settings.max_queue_delay_ms)
+                            Ok(built) => {
+                                (serving, requeue) = roll_out(
+                                    built,
+                                    ReplicaStatus {
+                                        desired,
+                                        ready: 0,
+                                        reason: Some(replica_reason.clone()),
+                                        measured_capacity_per_replica: measured_capacity,
+                                        scale_down,
+                                    },
+                                    old_replicas.as_ref().map(|r| r.desired),
+                                    &settings,
+                                    &sel,
+                                    observed,
+                                    &old,
+                                    cfg,
+                                    &mut conds,
+                                    &mut status,
+                                    &mut events,
                                 );
-                                // A failing pod says most; with none at all, why they cannot
-                                // be created (a quota, a LimitRange, a missing PriorityClass).
-                                let pod_failure = observed
-                                    .deployment
-                                    .as_ref()
-                                    .and_then(|d| {
-                                        d.pod_failure
-                                            .as_deref()
-                                            .map(|f| format!("; a serving pod failed: {f}"))
-                                            .or_else(|| {
-                                                d.replica_failure.as_deref().map(|f| {
-                                                    format!("; its pods cannot be created: {f}")
-                                                })
-                                            })
-                                    })
-                                    .unwrap_or_default();
-                                if done || partly {
-                                    conds.set(
-                                        READY,
-                                        ConditionStatus::True,
-                                        "DeploymentAvailable",
-                                        if partly {
-                                            format!(
-                                                "serving at {config}; {ready}/{desired} replicas ready{pod_failure}"
-                                            )
-                                        } else {
-                                            format!("serving at {config}")
-                                        },
-                                    );
-                                } else {
-                                    let failing = !pod_failure.is_empty();
-                                    let was_failing = old.conditions.iter().any(|c| {
-                                        c.type_ == READY && c.reason == "ServingPodsFailing"
-                                    });
-                                    if failing && !was_failing {
-                                        events.push(PlannedEvent {
-                                            warning: true,
-                                            reason: "ServingPodsFailing",
-                                            note: format!(
-                                                "rolling out {config}: {ready}/{desired} ready{pod_failure}"
-                                            ),
-                                        });
-                                    }
-                                    conds.set(
-                                        READY,
-                                        ConditionStatus::False,
-                                        if failing {
-                                            "ServingPodsFailing"
-                                        } else {
-                                            "DeploymentNotAvailable"
-                                        },
-                                        format!(
-                                            "rolling out {config}: {ready}/{desired} ready{pod_failure}"
-                                        ),
-                                    );
-                                }
-                                status.phase = Some(match (sel.slo_attainable, done || partly) {
-                                    (true, true) => Phase::Serving,
-                                    (true, false) => Phase::Pending,
-                                    (false, _) => Phase::Degraded,
-                                });
-                                serving = Serving::Apply(Box::new((deployment, svc)));
-                                if done && status.phase != old.phase {
-                                    events.push(PlannedEvent {
-                                        warning: !sel.slo_attainable,
-                                        reason: if sel.slo_attainable {
-                                            "Serving"
-                                        } else {
-                                            "Degraded"
-                                        },
-                                        note: format!(
-                                            "serving at {config}{}",
-                                            if sel.slo_attainable {
-                                                String::new()
-                                            } else {
-                                                format!(
-                                                    " although the SLO is not attainable: {}",
-                                                    sel.reason
-                                                )
-                                            }
-                                        ),
-                                    });
-                                }
                             }
                         }
                     } else {
@@ -1227,6 +1119,143 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         events,
         requeue,
     }
+}
+
+/// The serving objects applied (`built`): the replicas planned (`planned`, its `ready` filled
+/// in), the Ready condition and the phase from how far the rollout is, and the Events of a
+/// scale, of failing pods and of a phase reached.
+#[allow(clippy::too_many_arguments)]
+fn roll_out(
+    built: (Deployment, Service),
+    planned: ReplicaStatus,
+    old_desired: Option<u32>,
+    settings: &ServeSettings,
+    sel: &Selection,
+    observed: &Observed,
+    old: &InferenceServiceStatus,
+    cfg: &OperatorConfig,
+    conds: &mut Conditions<'_>,
+    status: &mut InferenceServiceStatus,
+    events: &mut Vec<PlannedEvent>,
+) -> (Serving, Requeue) {
+    let (deployment, svc) = built;
+    let desired = planned.desired;
+    let replica_reason = planned.reason.clone().unwrap_or_default();
+    let ready = observed
+        .deployment
+        .as_ref()
+        .map(|d| d.ready_replicas.max(0) as u32)
+        .unwrap_or(0);
+    let done = observed
+        .deployment
+        .as_ref()
+        .is_some_and(|d| rolled_out(d, &deployment));
+    // A service that served keeps serving (and its phase) while the
+    // planned pods are only partly available: a scale, or a pod that
+    // is not ready. A new pod template is a rollout.
+    let partly = !done
+        && matches!(old.phase, Some(Phase::Serving | Phase::Degraded))
+        && observed
+            .deployment
+            .as_ref()
+            .is_some_and(|d| partly_available(d, &deployment));
+    if let Some(before) = old_desired
+        && before > 0
+        && before != desired
+    {
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "Scaled",
+            note: format!("replicas {before} -> {desired}: {replica_reason}"),
+        });
+    }
+    status.replicas = Some(ReplicaStatus { ready, ..planned });
+
+    let config = format!(
+        "batch {} with max queue delay {} ms on {desired} replica(s)",
+        settings.batch_size,
+        resources::fmt_num(settings.max_queue_delay_ms)
+    );
+    // A failing pod says most; with none at all, why they cannot
+    // be created (a quota, a LimitRange, a missing PriorityClass).
+    let pod_failure = observed
+        .deployment
+        .as_ref()
+        .and_then(|d| {
+            d.pod_failure
+                .as_deref()
+                .map(|f| format!("; a serving pod failed: {f}"))
+                .or_else(|| {
+                    d.replica_failure
+                        .as_deref()
+                        .map(|f| format!("; its pods cannot be created: {f}"))
+                })
+        })
+        .unwrap_or_default();
+    if done || partly {
+        conds.set(
+            READY,
+            ConditionStatus::True,
+            "DeploymentAvailable",
+            if partly {
+                format!("serving at {config}; {ready}/{desired} replicas ready{pod_failure}")
+            } else {
+                format!("serving at {config}")
+            },
+        );
+    } else {
+        let failing = !pod_failure.is_empty();
+        let was_failing = old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.reason == "ServingPodsFailing");
+        if failing && !was_failing {
+            events.push(PlannedEvent {
+                warning: true,
+                reason: "ServingPodsFailing",
+                note: format!("rolling out {config}: {ready}/{desired} ready{pod_failure}"),
+            });
+        }
+        conds.set(
+            READY,
+            ConditionStatus::False,
+            if failing {
+                "ServingPodsFailing"
+            } else {
+                "DeploymentNotAvailable"
+            },
+            format!("rolling out {config}: {ready}/{desired} ready{pod_failure}"),
+        );
+    }
+    status.phase = Some(match (sel.slo_attainable, done || partly) {
+        (true, true) => Phase::Serving,
+        (true, false) => Phase::Pending,
+        (false, _) => Phase::Degraded,
+    });
+
+    if done && status.phase != old.phase {
+        events.push(PlannedEvent {
+            warning: !sel.slo_attainable,
+            reason: if sel.slo_attainable {
+                "Serving"
+            } else {
+                "Degraded"
+            },
+            note: format!(
+                "serving at {config}{}",
+                if sel.slo_attainable {
+                    String::new()
+                } else {
+                    format!(" although the SLO is not attainable: {}", sel.reason)
+                }
+            ),
+        });
+    }
+    // Look again after one observation window: replicas follow the load.
+    (
+        Serving::Apply(Box::new((deployment, svc))),
+        Requeue::After(cfg.observe_interval.min(RESYNC)),
+    )
 }
 
 /// Sets what the profile predicts beside what the serving pods measured (`seen`, from `load`),
