@@ -1015,81 +1015,16 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             }
                         }
                     } else {
-                        // DoNotServe. Serving, and the spec did not change: the verdict comes
-                        // from a new measurement (a drift re-profile on a throttled GPU, another
-                        // service's re-profile token, a new runtime version). A measurement alone
-                        // never takes a running service down: it serves on at the last
-                        // configuration, Degraded, until the user changes the spec.
-                        // Ours, running, and applied for this very spec (the Deployment's own
-                        // record; one applied before it kept one: status's generation).
-                        let deployment = observed.deployment.as_ref().filter(|d| {
-                            d.controlled_by_us
-                                && d.replicas > 0
-                                && d.spec_generation
-                                    .map_or(old.observed_generation == generation, |g| {
-                                        Some(g) == generation
-                                    })
-                        });
-                        let keep = deployment
-                            .and(old.selected.clone())
-                            .zip(old.replicas.clone());
-                        let pods_ready = deployment.is_some_and(|d| d.ready_replicas > 0);
-                        let msg = match &keep {
-                            Some((was, _)) => format!(
-                                "still serving at batch {} with max queue delay {} ms (chosen from the previous table), although EnergyProfile {profile_name} now says the SLO is not attainable: {}; spec.slo.whenUnattainable is DoNotServe, so a change of the spec stops serving (or set ServeClosest to serve at the closest configuration)",
-                                was.batch_size,
-                                resources::fmt_num(was.max_queue_delay_ms),
-                                sel.reason
-                            ),
-                            None => format!(
-                                "not serving: {}; spec.slo.whenUnattainable is DoNotServe (set ServeClosest to serve at the closest configuration)",
-                                sel.reason
-                            ),
-                        };
-                        match keep {
-                            Some((was, replicas)) => {
-                                conds.set(
-                                    READY,
-                                    if pods_ready {
-                                        ConditionStatus::True
-                                    } else {
-                                        ConditionStatus::False
-                                    },
-                                    "ServingPreviousConfig",
-                                    msg.clone(),
-                                );
-                                status.selected = Some(was);
-                                status.replicas = Some(replicas);
-                                // Nothing new is served: no ConfigSelected for the unattainable
-                                // choice.
-                                events.retain(|e| e.reason != "ConfigSelected");
-                            }
-                            None => {
-                                conds.set(
-                                    READY,
-                                    ConditionStatus::False,
-                                    "SLOUnattainable",
-                                    msg.clone(),
-                                );
-                                status.replicas = Some(ReplicaStatus {
-                                    desired: 0,
-                                    ready: 0,
-                                    reason: Some("not serving: the SLO is not attainable".into()),
-                                    measured_capacity_per_replica: None,
-                                    scale_down: None,
-                                });
-                                serving = Serving::Remove;
-                            }
-                        }
-                        status.phase = Some(Phase::Degraded);
-                        if old.phase != Some(Phase::Degraded) {
-                            events.push(PlannedEvent {
-                                warning: true,
-                                reason: "SLOUnattainable",
-                                note: msg,
-                            });
-                        }
-                        requeue = Requeue::AwaitChange;
+                        (serving, requeue) = hold_unattainable(
+                            &sel,
+                            &profile_name,
+                            generation,
+                            observed,
+                            &old,
+                            &mut conds,
+                            &mut status,
+                            &mut events,
+                        );
                     }
                 }
             }
@@ -1150,9 +1085,8 @@ fn roll_out(
         .deployment
         .as_ref()
         .is_some_and(|d| rolled_out(d, &deployment));
-    // A service that served keeps serving (and its phase) while the
-    // planned pods are only partly available: a scale, or a pod that
-    // is not ready. A new pod template is a rollout.
+    // A service that served keeps serving (and its phase) while the planned pods are only partly
+    // available: a scale, or a pod that is not ready. A new pod template is a rollout.
     let partly = !done
         && matches!(old.phase, Some(Phase::Serving | Phase::Degraded))
         && observed
@@ -1256,6 +1190,97 @@ fn roll_out(
         Serving::Apply(Box::new((deployment, svc))),
         Requeue::After(cfg.observe_interval.min(RESYNC)),
     )
+}
+
+/// The choice does not meet the SLO and the spec says not to serve then (DoNotServe): pods
+/// already serving this very spec serve on at their last configuration, Degraded; otherwise
+/// nothing is served.
+#[allow(clippy::too_many_arguments)]
+fn hold_unattainable(
+    sel: &Selection,
+    profile_name: &str,
+    generation: Option<i64>,
+    observed: &Observed,
+    old: &InferenceServiceStatus,
+    conds: &mut Conditions<'_>,
+    status: &mut InferenceServiceStatus,
+    events: &mut Vec<PlannedEvent>,
+) -> (Serving, Requeue) {
+    let mut serving = Serving::Keep;
+    // Serving, and the spec did not change: the verdict comes from a new measurement (a drift
+    // re-profile on a throttled GPU, another service's re-profile token, a new runtime version).
+    // A measurement alone never takes a running service down: it serves on at the last
+    // configuration, Degraded, until the user changes the spec.
+    // Ours, running, and applied for this very spec (the Deployment's own record; one applied
+    // before it kept one: status's generation).
+    let deployment = observed.deployment.as_ref().filter(|d| {
+        d.controlled_by_us
+            && d.replicas > 0
+            && d.spec_generation
+                .map_or(old.observed_generation == generation, |g| {
+                    Some(g) == generation
+                })
+    });
+    let keep = deployment
+        .and(old.selected.clone())
+        .zip(old.replicas.clone());
+    let pods_ready = deployment.is_some_and(|d| d.ready_replicas > 0);
+    let msg = match &keep {
+        Some((was, _)) => format!(
+            "still serving at batch {} with max queue delay {} ms (chosen from the previous table), although EnergyProfile {profile_name} now says the SLO is not attainable: {}; spec.slo.whenUnattainable is DoNotServe, so a change of the spec stops serving (or set ServeClosest to serve at the closest configuration)",
+            was.batch_size,
+            resources::fmt_num(was.max_queue_delay_ms),
+            sel.reason
+        ),
+        None => format!(
+            "not serving: {}; spec.slo.whenUnattainable is DoNotServe (set ServeClosest to serve at the closest configuration)",
+            sel.reason
+        ),
+    };
+    match keep {
+        Some((was, replicas)) => {
+            conds.set(
+                READY,
+                if pods_ready {
+                    ConditionStatus::True
+                } else {
+                    ConditionStatus::False
+                },
+                "ServingPreviousConfig",
+                msg.clone(),
+            );
+            status.selected = Some(was);
+            status.replicas = Some(replicas);
+            // Nothing new is served: no ConfigSelected for the unattainable
+            // choice.
+            events.retain(|e| e.reason != "ConfigSelected");
+        }
+        None => {
+            conds.set(
+                READY,
+                ConditionStatus::False,
+                "SLOUnattainable",
+                msg.clone(),
+            );
+            status.replicas = Some(ReplicaStatus {
+                desired: 0,
+                ready: 0,
+                reason: Some("not serving: the SLO is not attainable".into()),
+                measured_capacity_per_replica: None,
+                scale_down: None,
+            });
+            serving = Serving::Remove;
+        }
+    }
+    status.phase = Some(Phase::Degraded);
+    if old.phase != Some(Phase::Degraded) {
+        events.push(PlannedEvent {
+            warning: true,
+            reason: "SLOUnattainable",
+            note: msg,
+        });
+    }
+    (serving, Requeue::AwaitChange)
 }
 
 /// Sets what the profile predicts beside what the serving pods measured (`seen`, from `load`),
