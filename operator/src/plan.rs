@@ -581,95 +581,24 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let requeue;
     match state {
         ProfileState::Starting { job } | ProfileState::Measuring { job } => {
-            let starting = planned_job.is_some() || planned_profile.is_some();
-            // Its pod stuck (no node with a free GPU, an image it cannot pull): say so, and look
-            // again soon — pod changes trigger no reconcile.
-            let waiting = observed
-                .job
-                .as_ref()
-                .filter(|j| j.name == job && j.state == JobState::Active)
-                .and_then(|j| j.waiting.clone())
-                .map(|w| format!("{w}{}", built_for_another(is, observed)));
-            let what = format!(
-                "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
-                valid.spec.candidates
-            );
-            let deleting = observed
-                .job
-                .as_ref()
-                .is_some_and(|j| j.name == job && j.deleting);
-            let (reason, what) = match (&planned_queue, &waiting) {
-                _ if deleting => (
-                    "ProfilingWaiting",
-                    format!(
-                        "profiling Job {job} is being deleted (its pods first) and is made anew once it is gone; a pod that cannot terminate (its node unreachable) holds it: kubectl delete pod --force"
-                    ),
-                ),
-                (Some(q), _) => ("ProfilingQueued", format!("{what}; it is queued: {q}")),
-                (None, Some(w)) if planned_replacement.is_some() => (
-                    "ProfilingWaiting",
-                    format!(
-                        "{what}; it waits: {w}; it is made anew with the pod settings asked for now"
-                    ),
-                ),
-                (None, Some(w)) => ("ProfilingWaiting", format!("{what}; it waits: {w}")),
-                (None, None) => ("Profiling", what),
-            };
-            // A queued service looks again each observe interval: another profile's Job ending
-            // triggers no reconcile of this one.
-            requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
-            if planned_queue.is_some()
-                && condition(&old, PROFILED).map(|c| c.reason.as_str()) != Some("ProfilingQueued")
-            {
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: "ProfilingQueued",
-                    note: what.clone(),
-                });
-            }
-            // Said once per reason it waits for; not for a Job being replaced (its own Event).
-            if waiting.is_some()
-                && planned_replacement.is_none()
-                && !deleting
-                && condition(&old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
-            {
-                events.push(PlannedEvent {
-                    warning: true,
-                    reason: "ProfilingWaiting",
-                    note: what.clone(),
-                });
-            }
-            conds.set(PROFILED, ConditionStatus::False, reason, what.clone());
-            conds.set(
-                SLO_ATTAINABLE,
-                ConditionStatus::Unknown,
-                "NotProfiled",
-                "waiting for the profile",
-            );
-            conds.set(
-                READY,
-                ConditionStatus::False,
-                reason,
-                format!("{what}; the service is deployed once it is complete"),
-            );
-            status.phase = Some(
-                if starting || waiting.is_some() || deleting || planned_queue.is_some() {
-                    Phase::Pending
-                } else {
-                    Phase::Profiling
+            requeue = while_profiling(
+                job,
+                &PlannedObjects {
+                    profile: &planned_profile,
+                    job: &planned_job,
+                    replace_job: &planned_replacement,
+                    queue: &planned_queue,
                 },
+                is,
+                &valid,
+                &profile_name,
+                observed,
+                &old,
+                cfg,
+                &mut conds,
+                &mut status,
+                &mut events,
             );
-            if planned_job.is_some() {
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: "ProfilingStarted",
-                    note: what,
-                });
-            }
-            // A running Deployment serves on at its configuration while the profile is measured
-            // (a new model digest, GPU product or runtime version): status says what serves.
-            status.selected = old.selected.clone();
-            status.replicas = kept_replicas(&old);
         }
         ProfileState::Failed { reason, message } => {
             let msg = format!(
@@ -1054,6 +983,121 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         events,
         requeue,
     }
+}
+
+/// While the profile is measured (its Job starting, queued, waiting, running or being remade):
+/// the conditions and phase that say so, the Events of a start, a queue and a wait; a running
+/// Deployment serves on at its configuration meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn while_profiling(
+    job: String,
+    planned: &PlannedObjects<'_>,
+    is: &InferenceService,
+    valid: &Valid,
+    profile_name: &str,
+    observed: &Observed,
+    old: &InferenceServiceStatus,
+    cfg: &OperatorConfig,
+    conds: &mut Conditions<'_>,
+    status: &mut InferenceServiceStatus,
+    events: &mut Vec<PlannedEvent>,
+) -> Requeue {
+    let starting = planned.job.is_some() || planned.profile.is_some();
+    // Its pod stuck (no node with a free GPU, an image it cannot pull): say so, and look
+    // again soon — pod changes trigger no reconcile.
+    let waiting = observed
+        .job
+        .as_ref()
+        .filter(|j| j.name == job && j.state == JobState::Active)
+        .and_then(|j| j.waiting.clone())
+        .map(|w| format!("{w}{}", built_for_another(is, observed)));
+    let what = format!(
+        "profiling Job {job} measures batch sizes {:?} for EnergyProfile {profile_name}",
+        valid.spec.candidates
+    );
+    let deleting = observed
+        .job
+        .as_ref()
+        .is_some_and(|j| j.name == job && j.deleting);
+    let (reason, what) = match (&planned.queue, &waiting) {
+        _ if deleting => (
+            "ProfilingWaiting",
+            format!(
+                "profiling Job {job} is being deleted (its pods first) and is made anew once it is gone; a pod that cannot terminate (its node unreachable) holds it: kubectl delete pod --force"
+            ),
+        ),
+        (Some(q), _) => ("ProfilingQueued", format!("{what}; it is queued: {q}")),
+        (None, Some(w)) if planned.replace_job.is_some() => (
+            "ProfilingWaiting",
+            format!("{what}; it waits: {w}; it is made anew with the pod settings asked for now"),
+        ),
+        (None, Some(w)) => ("ProfilingWaiting", format!("{what}; it waits: {w}")),
+        (None, None) => ("Profiling", what),
+    };
+    // A queued service looks again each observe interval: another profile's Job ending
+    // triggers no reconcile of this one.
+    let requeue = Requeue::After(cfg.observe_interval.min(RESYNC));
+    if planned.queue.is_some()
+        && condition(old, PROFILED).map(|c| c.reason.as_str()) != Some("ProfilingQueued")
+    {
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "ProfilingQueued",
+            note: what.clone(),
+        });
+    }
+    // Said once per reason it waits for; not for a Job being replaced (its own Event).
+    if waiting.is_some()
+        && planned.replace_job.is_none()
+        && !deleting
+        && condition(old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
+    {
+        events.push(PlannedEvent {
+            warning: true,
+            reason: "ProfilingWaiting",
+            note: what.clone(),
+        });
+    }
+    conds.set(PROFILED, ConditionStatus::False, reason, what.clone());
+    conds.set(
+        SLO_ATTAINABLE,
+        ConditionStatus::Unknown,
+        "NotProfiled",
+        "waiting for the profile",
+    );
+    conds.set(
+        READY,
+        ConditionStatus::False,
+        reason,
+        format!("{what}; the service is deployed once it is complete"),
+    );
+    status.phase = Some(
+        if starting || waiting.is_some() || deleting || planned.queue.is_some() {
+            Phase::Pending
+        } else {
+            Phase::Profiling
+        },
+    );
+    if planned.job.is_some() {
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "ProfilingStarted",
+            note: what,
+        });
+    }
+    // A running Deployment serves on at its configuration while the profile is measured
+    // (a new model digest, GPU product or runtime version): status says what serves.
+    status.selected = old.selected.clone();
+    status.replicas = kept_replicas(old);
+    requeue
+}
+
+/// What the plan has decided to create or remove so far, for the parts that word it.
+struct PlannedObjects<'a> {
+    profile: &'a Option<EnergyProfile>,
+    job: &'a Option<Job>,
+    replace_job: &'a Option<JobReplacement>,
+    queue: &'a Option<String>,
 }
 
 /// The serving objects applied (`built`): the replicas planned (`planned`, its `ready` filled
