@@ -10,10 +10,16 @@
 //! (`--s3-endpoint`), signed with static keys from the environment when they are given
 //! (`s3` module).
 
+mod aws;
+mod credentials;
+mod http_client;
 mod s3;
 
 use crate::error::{Result, RuntimeError};
-pub use s3::{Credentials, DEFAULT_REGION};
+pub use aws::CredentialSource;
+use aws::Credentials;
+use http_client::error_chain;
+pub use s3::DEFAULT_REGION;
 use s3::{S3Config, S3Object};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -39,9 +45,9 @@ pub struct FetchSettings {
     pub s3_endpoint: Option<String>,
     /// The region `s3://` requests are signed for.
     pub s3_region: String,
-    /// Keys for `s3://` models (`None`: anonymous), or why the environment's are unusable —
+    /// Where the keys for `s3://` models come from, or why the environment's are unusable —
     /// an error only once an `s3://` model is asked for.
-    pub s3_credentials: std::result::Result<Option<Credentials>, String>,
+    pub s3_credentials: std::result::Result<CredentialSource, String>,
 }
 
 impl FetchSettings {
@@ -57,7 +63,7 @@ impl FetchSettings {
             retry_backoff: Duration::from_secs(1),
             s3_endpoint: None,
             s3_region: DEFAULT_REGION.to_string(),
-            s3_credentials: Ok(None),
+            s3_credentials: Ok(CredentialSource::Anonymous),
         }
     }
 }
@@ -182,7 +188,7 @@ impl<'a> Remote<'a> {
                 arg: "--s3-endpoint",
                 message,
             })?;
-        let credentials = s
+        let source = s
             .s3_credentials
             .clone()
             .map_err(|message| fetch_error(model, message))?;
@@ -192,9 +198,17 @@ impl<'a> Remote<'a> {
                 message: format!("{problem} (from the flag, AWS_REGION or AWS_DEFAULT_REGION)"),
             });
         }
-        if credentials.is_none() {
-            tracing::info!(uri = %redacted(model), "no AWS_ACCESS_KEY_ID: the object is read anonymously");
-        }
+        let credentials = credentials::resolve(
+            &source,
+            &credentials::Asking {
+                region: &s.s3_region,
+                ca_file: s.ca_file.as_deref(),
+                attempts: s.attempts,
+                backoff: s.retry_backoff,
+            },
+        )
+        .map_err(|message| fetch_error(model, format!("keys from {}: {message}", source.kind())))?;
+        tracing::info!(uri = %redacted(model), keys = source.kind(), "reading the object");
         Ok(Remote::S3 {
             uri: model,
             object,
@@ -288,9 +302,9 @@ impl<'a> Remote<'a> {
         let mut body = String::new();
         let _ = response.take(16 * 1024).read_to_string(&mut body);
         // S3 says where the bucket is in a header, or (a wrongly signed region) in its body.
-        let bucket_region = region_header.or_else(|| s3::xml_element(&body, "Region"));
+        let bucket_region = region_header.or_else(|| aws::xml_element(&body, "Region"));
         let mut message = format!("S3 answered {status}");
-        if let Some(summary) = s3::error_summary(&body) {
+        if let Some(summary) = aws::error_summary(&body) {
             message.push_str(&format!(" ({summary})"));
         }
         if status.is_redirection()
@@ -426,48 +440,13 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
 }
 
 fn client(remote: &Remote, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
-    let url = remote.reference();
     // A signed S3 request is good for its one URL: a redirect would need a new signature, and
     // S3's own (a bucket in another region) is answered with where to sign for instead.
     let redirects = match remote {
-        Remote::Http(_) => reqwest::redirect::Policy::limited(5),
-        Remote::S3 { .. } => reqwest::redirect::Policy::none(),
+        Remote::Http(_) => 5,
+        Remote::S3 { .. } => 0,
     };
-    let mut builder = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        // Per wait, not per download (reqwest's blocking client): two minutes without an answer,
-        // or without the next piece of the body, end this try; a large model on a slow link can
-        // take as long as it keeps moving.
-        .timeout(Duration::from_secs(120))
-        // A model store may redirect (to a CDN, a presigned object URL), but never from https
-        // down to http, and never with the original URL (and its query) as the Referer.
-        .redirect(redirects)
-        .referer(false)
-        .https_only(remote.https_only())
-        .user_agent(concat!("greenbatch-runtime/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &s.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| RuntimeError::Usage {
-            arg: "--model-ca-file",
-            message: format!("cannot read {}: {e}", ca.display()),
-        })?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RuntimeError::Usage {
-                arg: "--model-ca-file",
-                message: format!("{}: not PEM certificates: {e}", ca.display()),
-            })?;
-        if certs.is_empty() {
-            return Err(RuntimeError::Usage {
-                arg: "--model-ca-file",
-                message: format!("{}: no certificate in it", ca.display()),
-            });
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| fetch_error(url, format!("HTTP client: {e}")))
+    http_client::blocking_client(s.ca_file.as_deref(), remote.https_only(), redirects)
 }
 
 enum Attempt {
@@ -492,7 +471,7 @@ fn download_once(
     let mut response = request.send().map_err(|e| {
         // Connection trouble and timeouts may pass; anything else (an untrusted certificate, a
         // redirect refused, a malformed URL) would fail the same way again.
-        let transient = (e.is_connect() && !is_certificate_error(&e)) || e.is_timeout();
+        let transient = http_client::is_transient(&e);
         // reqwest's message ends with the full URL, query and credentials included.
         let message = error_chain(&e.without_url());
         if transient {
@@ -583,42 +562,6 @@ fn too_large(url: &str, limit: u64) -> RuntimeError {
             limit / (1024 * 1024)
         ),
     )
-}
-
-/// Whether TLS refused the server's certificate (somewhere in the error's causes).
-fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(cause) = source {
-        // The TLS error travels inside io::Errors (nested, here), whose `source()` skips the
-        // error they wrap: unwrap them by hand.
-        let mut wrapped = Some(cause);
-        while let Some(inner) = wrapped {
-            if matches!(
-                inner.downcast_ref::<rustls::Error>(),
-                Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-            ) {
-                return true;
-            }
-            wrapped = inner
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .map(|e| e as &(dyn std::error::Error + 'static));
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// An error with its causes: reqwest's own message alone often says only "error sending request".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// Writes through to the file, hashing and counting, and refuses to go past the size limit.

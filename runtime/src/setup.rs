@@ -5,7 +5,7 @@
 use crate::cli::{ExecutionArgs, ProtocolArgs, SourceArgs};
 use crate::clock::Clock;
 use crate::error::{Result, RuntimeError};
-use crate::fetch::{Credentials, DEFAULT_REGION, FetchSettings, default_cache_dir};
+use crate::fetch::{CredentialSource, DEFAULT_REGION, FetchSettings, default_cache_dir};
 use crate::meter::nvml::{GpuSelector, NvmlCounter, NvmlPower};
 use crate::meter::rapl::Rapl;
 use crate::meter::synthetic::{BusyTime, Synthetic};
@@ -124,7 +124,7 @@ pub fn fetch_settings(args: &SourceArgs) -> Result<FetchSettings> {
             .filter(|e| !e.is_empty())
             .or_else(|| env("AWS_ENDPOINT_URL")),
         s3_region,
-        s3_credentials: Credentials::from_env(env),
+        s3_credentials: CredentialSource::from_env(env),
         ..FetchSettings::new(
             args.model_digest.clone(),
             args.model_cache.clone().unwrap_or_else(default_cache_dir),

@@ -179,3 +179,158 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
         text(&o)
     );
 }
+
+/// A stand-in for STS or a container credentials endpoint — a labelled test double: it checks the
+/// request the runtime makes and hands out keys moto issued (`S3Store::sts_response`), so the
+/// store itself checks the signature and session token made with them. `answer` gets the request
+/// (head and body) and returns the status and body. Its base URL.
+fn stand_in(answer: impl Fn(&str) -> (u16, String) + Send + 'static) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let request = format!("{head}\r\n{}", String::from_utf8_lossy(&body));
+            let (status, reply) = answer(&request);
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    url
+}
+
+/// The text of `<name>` in an XML body.
+fn element<'a>(xml: &'a str, name: &str) -> &'a str {
+    let start = xml.find(&format!("<{name}>")).unwrap() + name.len() + 2;
+    let end = xml[start..].find(&format!("</{name}>")).unwrap() + start;
+    &xml[start..end]
+}
+
+#[test]
+fn keys_come_from_a_web_identity_or_a_container_endpoint() {
+    let model = PathBuf::from(fixture("tiny_cnn.pt"));
+    let digest = greenbatch_tests::workspace::file_digest(&model);
+    let Some(store) = S3Store::start(&model, "vision/tiny.pt") else {
+        eprintln!("skipped: moto is not installed (scripts/setup-s3-test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("profile.json");
+    let uri = store.uri();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "test-oidc-token\n").unwrap();
+    let token_path = token_file.to_str().unwrap().to_string();
+
+    // STS: the role and the token the pod was given, form-encoded; an InvalidIdentityToken else.
+    let (sts_answer, role) = (store.sts_response.clone(), store.role_arn.clone());
+    let sts = stand_in(move |request| {
+        let arn = role.replace(':', "%3A").replace('/', "%2F");
+        let ok = request.starts_with("POST / ")
+            && request.contains("Action=AssumeRoleWithWebIdentity")
+            && request.contains(&format!("RoleArn={arn}"))
+            && request.contains("WebIdentityToken=test-oidc-token");
+        if ok {
+            (200, sts_answer.clone())
+        } else {
+            (400, "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>Couldn't retrieve verification key from your identity provider</Message></Error></ErrorResponse>".into())
+        }
+    });
+    let base = [
+        ("AWS_ENDPOINT_URL_S3", store.endpoint.clone()),
+        ("AWS_REGION", store.region.clone()),
+    ];
+    let run = |name: &str, extra: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = base
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        let o = profile(&uri, &digest, &dir.path().join(name), &json, &env);
+        let _ = std::fs::remove_file(&json);
+        o
+    };
+    let web = |role: &str| {
+        vec![
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.clone()),
+            ("AWS_ROLE_ARN", role.to_string()),
+            ("AWS_ENDPOINT_URL_STS", sts.clone()),
+        ]
+    };
+    let o = run("web", &web(&store.role_arn));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        "web-other-role",
+        &web("arn:aws:iam::123456789012:role/other"),
+    );
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("web identity") && stderr.contains("InvalidIdentityToken"),
+        "{stderr}"
+    );
+
+    // A container credentials endpoint (EKS Pod Identity's agent): the token file's content in
+    // Authorization; 401 else.
+    let keys = &store.sts_response;
+    let container_answer = serde_json::json!({
+        "AccessKeyId": element(keys, "AccessKeyId"),
+        "SecretAccessKey": element(keys, "SecretAccessKey"),
+        "Token": element(keys, "SessionToken"),
+        "Expiration": element(keys, "Expiration"),
+    })
+    .to_string();
+    let agent = stand_in(move |request| {
+        if request
+            .to_ascii_lowercase()
+            .contains("authorization: test-oidc-token\r\n")
+        {
+            (200, container_answer.clone())
+        } else {
+            (401, "{\"message\":\"unauthorized\"}".into())
+        }
+    });
+    let o = run(
+        "pod-identity",
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{agent}/v1/credentials"),
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_path.clone()),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        "pod-identity-no-token",
+        &[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{agent}/v1/credentials"),
+        )],
+    );
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("container credentials") && stderr.contains("401"),
+        "{stderr}"
+    );
+}

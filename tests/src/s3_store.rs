@@ -20,6 +20,10 @@ pub struct S3Store {
     pub key: String,
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// A role that may read the object, and moto's answer to `AssumeRoleWithWebIdentity` for
+    /// it: keys and a session token moto checks, for a test's STS stand-in to hand out.
+    pub role_arn: String,
+    pub sts_response: String,
 }
 
 impl S3Store {
@@ -83,6 +87,8 @@ impl S3Store {
             key: field("key"),
             access_key_id: field("access_key_id"),
             secret_access_key: field("secret_access_key"),
+            role_arn: field("role_arn"),
+            sts_response: field("sts_response"),
             child,
         })
     }

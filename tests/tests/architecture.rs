@@ -168,9 +168,10 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
                 "serve::v2",
                 "serve::batcher",
                 "serve::metrics",
-                "fetch::s3",
+                "fetch::aws",
             ],
-            &["serve::v2_grpc"],
+            &["serve::v2_grpc", "fetch::s3", "fetch::http_client"],
+            &["fetch::credentials"],
             &[
                 "device",
                 "fetch",

@@ -7,6 +7,7 @@
 //! virtual-hosted `https://{bucket}.s3.{region}.amazonaws.com/{key}` (path-style for a bucket
 //! name with dots, which a virtual host's TLS certificate cannot cover).
 
+use super::aws::{Credentials, aws_domain};
 use chrono::{DateTime, Utc};
 use greenbatch_crds::model::{s3_bucket_problem, s3_endpoint_problem, s3_key_problem};
 use hmac::{Hmac, Mac};
@@ -53,78 +54,6 @@ pub struct S3Config {
     /// `http(s)://host[:port]` of an S3-compatible store; `None`: AWS.
     pub endpoint: Option<String>,
     pub region: String,
-}
-
-/// Static credentials (never taken from arguments: they would show in process listings).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Credentials {
-    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (both, or neither: anonymous, for a public
-    /// bucket), and `AWS_SESSION_TOKEN` when set. `env` reads a variable (empty counts as unset).
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
-        let var = |name: &str| env(name).filter(|v| !v.is_empty());
-        for name in [
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ] {
-            // A Secret made from a file (`echo … > key`) ends with a newline: a header that cannot
-            // be sent, or a signature S3 refuses without saying why. The value is never shown.
-            if var(name).is_some_and(|v| v.chars().any(|c| c.is_whitespace() || c.is_control())) {
-                return Err(format!(
-                    "{name} holds whitespace (a newline at its end? was its Secret made from a \
-                     file?): keys have none"
-                ));
-            }
-        }
-        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(access_key_id), Some(secret_access_key)) => Ok(Some(Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: var("AWS_SESSION_TOKEN"),
-            })),
-            (Some(_), None) | (None, Some(_)) => Err(
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: only one is set".into(),
-            ),
-            (None, None) => {
-                // Silently anonymous here would end in an AccessDenied that hides the cause.
-                if var("AWS_SESSION_TOKEN").is_some() {
-                    return Err("AWS_SESSION_TOKEN is set without AWS_ACCESS_KEY_ID and \
-                                AWS_SECRET_ACCESS_KEY: the three go together"
-                        .into());
-                }
-                if let Some(kind) = [
-                    "AWS_WEB_IDENTITY_TOKEN_FILE",
-                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                    "AWS_PROFILE",
-                ]
-                .into_iter()
-                .find(|name| var(name).is_some())
-                {
-                    return Err(format!(
-                        "{kind} is set, but only static keys are supported (AWS_ACCESS_KEY_ID and \
-                         AWS_SECRET_ACCESS_KEY, e.g. from spec.model.source.s3.credentialsSecret) \
-                         — or serve the model from a presigned https:// URL"
-                    ));
-                }
-                Ok(None)
-            }
-        }
-    }
 }
 
 /// One GET of the object: its URL and the headers to send with it.
@@ -233,15 +162,6 @@ pub fn object_request(
     Ok(ObjectRequest { url, headers })
 }
 
-/// The domain of AWS's own endpoints in `region` (the China partition has its own).
-fn aws_domain(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    }
-}
-
 /// `http(s)://host[:port]` as written, without a trailing slash; anything more is refused (a
 /// path prefix would have to be signed and is not what S3-compatible stores expect). The same
 /// rule as the API's (`spec.model.source.s3.endpoint`).
@@ -261,24 +181,6 @@ pub fn region_problem(region: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     (!ok).then(|| format!("{region:?}: expected a region name such as eu-west-1"))
-}
-
-/// The text of the first `<name>` element of an S3 XML body, if there is one and it is not empty.
-pub fn xml_element(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(body[start..end].trim().to_string()).filter(|s| !s.is_empty())
-}
-
-/// What an S3 error body says: `Code: Message` from its XML (`<Error><Code>…`).
-pub fn error_summary(body: &str) -> Option<String> {
-    let element = |name: &str| xml_element(body, name);
-    match (element("Code"), element("Message")) {
-        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
-        (Some(code), None) => Some(code),
-        (None, _) => None,
-    }
 }
 
 /// RFC 3986 unreserved characters kept, everything else `%XX` (upper case), as SigV4 wants it;
@@ -484,68 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_come_in_pairs_and_unsupported_kinds_are_named() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        assert_eq!(Credentials::from_env(env(&[])).unwrap(), None);
-        let both = Credentials::from_env(env(&[
-            ("AWS_ACCESS_KEY_ID", "AKIA1"),
-            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
-            ("AWS_SESSION_TOKEN", ""),
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(both.session_token, None, "empty counts as unset");
-        assert!(!format!("{both:?}").contains("s3cr3t"), "{both:?}");
-        let one = Credentials::from_env(env(&[("AWS_ACCESS_KEY_ID", "AKIA1")])).unwrap_err();
-        assert!(one.contains("go together"), "{one}");
-        let irsa = Credentials::from_env(env(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")]))
-            .unwrap_err();
-        assert!(
-            irsa.contains("AWS_WEB_IDENTITY_TOKEN_FILE") && irsa.contains("presigned"),
-            "{irsa}"
-        );
-        let profile = Credentials::from_env(env(&[("AWS_PROFILE", "dev")])).unwrap_err();
-        assert!(profile.contains("AWS_PROFILE"), "{profile}");
-        let token_alone = Credentials::from_env(env(&[("AWS_SESSION_TOKEN", "t")])).unwrap_err();
-        assert!(token_alone.contains("go together"), "{token_alone}");
-        // A Secret made from a file: its newline is named, the value never shown.
-        let newline = Credentials::from_env(env(&[
-            ("AWS_ACCESS_KEY_ID", "AKIA1"),
-            ("AWS_SECRET_ACCESS_KEY", "s3cr3t\n"),
-        ]))
-        .unwrap_err();
-        assert!(
-            newline.contains("AWS_SECRET_ACCESS_KEY") && newline.contains("newline"),
-            "{newline}"
-        );
-        assert!(!newline.contains("s3cr3t"), "{newline}");
-    }
-
-    #[test]
-    fn error_bodies_are_summarised() {
-        let body = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><Key>r50.pt</Key></Error>";
-        assert_eq!(
-            error_summary(body).as_deref(),
-            Some("NoSuchKey: The specified key does not exist.")
-        );
-        assert_eq!(
-            error_summary("<Error><Code>SlowDown</Code></Error>").as_deref(),
-            Some("SlowDown")
-        );
-        assert_eq!(error_summary("<html>bad gateway</html>"), None);
-        assert_eq!(error_summary("<Code>"), None);
-        let wrong_region = "<Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>";
-        assert_eq!(
-            xml_element(wrong_region, "Region").as_deref(),
-            Some("eu-west-1")
-        );
+    fn regions_are_region_names() {
         assert_eq!(region_problem("eu-west-1"), None);
         assert!(region_problem("EU West").is_some() && region_problem("").is_some());
     }

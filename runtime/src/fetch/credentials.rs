@@ -1,0 +1,103 @@
+//! Keys for `s3://` requests from the source the environment names (`aws::CredentialSource`):
+//! as given, or asked for — STS for a web identity, the container credentials endpoint — once per
+//! download (such keys last an hour at least; a download's tries take minutes).
+
+use super::aws::{self, CredentialSource, Credentials};
+use super::http_client::{self, error_chain};
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+/// How to ask: the region (for STS's endpoint), the CA file trusted besides the public roots, and
+/// the tries (connection trouble, 429 and 5xx are tried again, waiting `backoff`, then double).
+pub struct Asking<'a> {
+    pub region: &'a str,
+    pub ca_file: Option<&'a Path>,
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+/// The keys `source` gives (`None`: anonymous), or why there are none.
+pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credentials>, String> {
+    match source {
+        CredentialSource::Anonymous => Ok(None),
+        CredentialSource::Static(keys) => Ok(Some(keys.clone())),
+        CredentialSource::WebIdentity(web) => {
+            let token = read_token(&web.token_file, "the web identity token")?;
+            let url = aws::sts_url(web, ask.region);
+            let form = aws::assume_role_form(web, &token);
+            let body = ask_with_tries(ask, &url, |client| client.post(&url).form(&form))?;
+            aws::parse_sts_credentials(&body).map(Some)
+        }
+        CredentialSource::Container(endpoint) => {
+            // Read at each use: the agent rotates it.
+            let token = match (&endpoint.token_file, &endpoint.token) {
+                (Some(file), _) => Some(read_token(file, "the container authorization token")?),
+                (None, token) => token.clone(),
+            };
+            let body = ask_with_tries(ask, &endpoint.url, |client| {
+                let request = client.get(&endpoint.url);
+                match &token {
+                    Some(t) => request.header("authorization", t.as_str()),
+                    None => request,
+                }
+            })?;
+            aws::parse_container_credentials(&body).map(Some)
+        }
+    }
+}
+
+fn read_token(file: &Path, what: &str) -> Result<String, String> {
+    std::fs::read_to_string(file)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| format!("cannot read {what} {}: {e}", file.display()))
+}
+
+/// The answer's body to a request `build` makes, tried again while the trouble may pass.
+fn ask_with_tries(
+    ask: &Asking,
+    url: &str,
+    build: impl Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
+) -> Result<String, String> {
+    let client = http_client::blocking_client(ask.ca_file, url.starts_with("https://"), 0)
+        .map_err(|e| e.to_string())?;
+    let attempts = ask.attempts.max(1);
+    let mut backoff = ask.backoff;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (transient, message) = match build(&client).send() {
+            Err(e) => (http_client::is_transient(&e), error_chain(&e.without_url())),
+            Ok(response) => {
+                let status = response.status();
+                // Keys are a few hundred bytes: a larger answer is not one.
+                let mut body = String::new();
+                let read = response.take(64 * 1024).read_to_string(&mut body);
+                if status.is_success() && read.is_ok() {
+                    return Ok(body);
+                }
+                let why = aws::error_summary(&body)
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                (
+                    status.as_u16() == 429 || status.is_server_error() || read.is_err(),
+                    format!("{url} answered {status}{why}"),
+                )
+            }
+        };
+        if !transient || tries >= attempts {
+            return Err(if tries > 1 {
+                format!("{message} (after {tries} tries)")
+            } else {
+                message
+            });
+        }
+        tracing::warn!(
+            url,
+            tries,
+            "asking for keys failed, trying again in {backoff:?}: {message}"
+        );
+        std::thread::sleep(backoff);
+        backoff = backoff.saturating_mul(2);
+    }
+}
