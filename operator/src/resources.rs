@@ -467,7 +467,10 @@ pub fn deployment(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    // Serving needs no API access.
+                    // The runtime's account, as profiling pods: its image pull secrets, and one
+                    // account per namespace to give a cloud identity (IRSA, Pod Identity) for
+                    // s3:// models. Serving needs no API access: no token.
+                    service_account_name: Some(cfg.runtime_service_account.clone()),
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
                     node_selector: node_selector(gpu, pod),
@@ -801,6 +804,15 @@ mod tests {
             spec_generation: Some(3),
         };
         let d = serving_deployment(&is, &s);
+        // The runtime's account (its pull secrets, a cloud identity for S3) without an API token.
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(
+            (
+                pod.service_account_name.as_deref(),
+                pod.automount_service_account_token
+            ),
+            (Some("greenbatch-runtime"), Some(false))
+        );
         assert_eq!(
             d.metadata.owner_references.unwrap()[0].controller,
             Some(true)

@@ -228,8 +228,10 @@ pub struct SourceArgs {
     pub model_max_mib: u64,
     /// For `s3://` models: `http(s)://host[:port]` of an S3-compatible store (MinIO, Ceph, …),
     /// addressed path-style (default: AWS; else `AWS_ENDPOINT_URL` when set). Keys come from
-    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`; without them the
-    /// object is read anonymously.
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`[/`AWS_SESSION_TOKEN`], else a web identity
+    /// (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, at STS), else a container credentials
+    /// endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`/`_RELATIVE_URI`); without any the object is
+    /// read anonymously.
     #[arg(long, env = "AWS_ENDPOINT_URL_S3")]
     pub s3_endpoint: Option<String>,
     /// For `s3://` models: the region requests are signed for (default: `AWS_DEFAULT_REGION`

@@ -601,7 +601,8 @@ async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operat
                        "profilingJob": {"deadlineSeconds": 1209600, "ttlSecondsAfterFinished": 2592000}},
         "leaderElection": {"leaseDurationSeconds": 1000000},
         "metrics": {"port": 65000},
-        "runtime": {"namespaces": ["vision"], "imagePullSecrets": [{"name": "registry"}]},
+        "runtime": {"namespaces": ["vision"], "imagePullSecrets": [{"name": "registry"}],
+                    "serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/models-reader"}},
         // An attempt to relabel the selector's key keeps the selector matching the pods.
         "podLabels": {"app.kubernetes.io/component": "mine", "team": "ml"},
     });
@@ -664,6 +665,11 @@ async fn values_files_long_names_and_extra_labels_render_what_the_api_and_operat
     assert_eq!(
         runtime_sa["imagePullSecrets"],
         json!([{"name": "registry"}])
+    );
+    // A cloud identity for the runtime pods (IRSA), on their account.
+    assert_eq!(
+        runtime_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/models-reader"
     );
 }
 
