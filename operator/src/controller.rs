@@ -572,7 +572,13 @@ async fn observe_load(
 async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
-    let result = reconcile_inner(&is, &ctx).await;
+    let result = match reconcile_inner(&is, &ctx).await {
+        Err(e) if e.is_conflict() => {
+            tracing::info!(service = %key, error = %e, "the cluster changed under this reconcile: looking again");
+            Ok(Action::requeue(CONFLICT_RETRY))
+        }
+        result => result,
+    };
     ctx.operator.metrics.reconciled(
         &key,
         started.elapsed(),
@@ -857,6 +863,9 @@ fn refusal(e: &kube::Error) -> Option<String> {
     }
 }
 
+/// When a reconcile that met a 409 Conflict looks again (not a failure: no backoff).
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+
 /// Exponential backoff per service: 1 s, 2 s, 4 s ... capped at 5 minutes; reset by a success.
 fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
@@ -878,6 +887,24 @@ fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Cont
 #[cfg(test)]
 mod tests {
     use super::refusal;
+    use crate::error::ReconcileError;
+
+    #[test]
+    fn a_conflict_is_looked_at_again_not_counted_as_a_failure() {
+        let during = |code: u16| ReconcileError::Api {
+            action: "apply",
+            kind: "Service",
+            namespace: "e2e".into(),
+            name: "queued".into(),
+            source: api_error(
+                code,
+                "Operation cannot be fulfilled on services \"queued\": Precondition failed: UID in precondition",
+            ),
+        };
+        assert!(during(409).is_conflict());
+        assert!(!during(422).is_conflict() && !during(500).is_conflict());
+        assert!(!ReconcileError::MissingMetadata("uid").is_conflict());
+    }
 
     fn api_error(code: u16, message: &str) -> kube::Error {
         kube::Error::Api(

@@ -52,6 +52,13 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The API server said 409 Conflict: the object changed (or went) between what this reconcile
+    /// read and what it wrote — an owner deleted while its Service was applied, say. Not a
+    /// failure: the next look sees the cluster as it is now.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ReconcileError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+
     /// A label for the errors metric.
     pub fn kind(&self) -> &'static str {
         match self {
