@@ -17,8 +17,8 @@ use crate::validate::{self, Valid};
 use greenbatch_core::{BatchingMode as CoreMode, Policy, ProfileTable, Selection, choose};
 use greenbatch_crds::energy_profile::{EnergyProfileSpec, EnergyProfileStatus};
 use greenbatch_crds::inference_service::{
-    DriftAction, InferenceServiceStatus, ObservedServing, ReplicaStatus, SelectedConfig,
-    UnattainablePolicy,
+    DriftAction, InferenceServiceStatus, ObservedServing, PendingScaleDown, ReplicaStatus,
+    SelectedConfig, UnattainablePolicy,
 };
 use greenbatch_crds::{
     Condition, ConditionStatus, EnergyProfile, InferenceService, JobOutcome, ModelSpec, Phase,
@@ -759,62 +759,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     // through a rollout or a leader change).
                     let previous =
                         previous_observation(old.observed.as_ref(), now, cfg.observe_interval);
-                    // The count running is the Deployment's own (read fresh this reconcile):
-                    // status can lag it (a cache not yet showing the last status write, or a
-                    // write that failed after the Deployment was applied), and sizing from a
-                    // stale count would apply it again.
-                    let running = observed
-                        .deployment
-                        .as_ref()
-                        .filter(|d| d.controlled_by_us && d.replicas > 0)
-                        .and_then(|d| u32::try_from(d.replicas).ok());
-                    let old_replicas = old.replicas.clone().map(|mut r| {
-                        if let Some(n) = running {
-                            r.desired = n;
-                        }
-                        r
-                    });
-                    // A capacity measured with this profile at this batch size still holds; with
-                    // another model, GPU or batch size it does not.
-                    let measured = old
-                        .replicas
-                        .as_ref()
-                        .and_then(|r| r.measured_capacity_per_replica)
-                        .filter(|_| {
-                            old.profile_ref.as_deref() == Some(profile_name.as_str())
-                                && old.selected.as_ref().map(|s| s.batch_size)
-                                    == Some(sel.choice.batch_size)
-                        });
-                    let ReplicaDecision {
-                        count: decided_replicas,
-                        reason: decided_reason,
-                        measured_capacity,
-                    } = replicas_for(
-                        valid.spec.replicas,
-                        &sel,
-                        observed.load.as_ref(),
-                        old_replicas.as_ref(),
-                        measured,
-                        previous.is_some_and(|before| {
-                            past_capacity(before)
-                                && before.max_batch_size
-                                    == observed.load.as_ref().and_then(|l| l.max_batch_size)
-                        }),
-                        cfg.target_utilisation,
-                    );
-                    let Stabilised {
+                    let Sizing {
+                        old_desired,
                         count: replicas,
                         reason: replica_reason,
-                        pending: scale_down,
-                    } = stabilise_scale_down(
-                        decided_replicas,
-                        decided_reason,
-                        old_replicas.as_ref().map(|r| r.desired).filter(|d| *d > 0),
-                        valid.spec.replicas.max(),
-                        old.replicas.as_ref().and_then(|r| r.scale_down.as_ref()),
-                        observed.load.as_ref().is_some_and(|l| l.complete),
+                        scale_down,
+                        measured_capacity,
+                    } = size_replicas(
+                        &sel,
+                        &valid,
+                        &profile_name,
+                        previous,
+                        observed,
+                        &old,
+                        cfg,
                         now,
-                        cfg.scale_down_delay,
                     );
                     let settings = ServeSettings {
                         spec_generation: generation,
@@ -931,7 +890,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                         measured_capacity_per_replica: measured_capacity,
                                         scale_down,
                                     },
-                                    old_replicas.as_ref().map(|r| r.desired),
+                                    old_desired,
                                     &settings,
                                     &sel,
                                     observed,
@@ -983,6 +942,92 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         events,
         requeue,
     }
+}
+
+/// How many replicas serve `sel` now: sized from the observed load (`replicas_for`), a lower
+/// count held for the scale-down delay (`stabilise_scale_down`), from the count the Deployment
+/// runs (read fresh: status can lag it).
+#[allow(clippy::too_many_arguments)]
+fn size_replicas(
+    sel: &Selection,
+    valid: &Valid,
+    profile_name: &str,
+    previous: Option<&ObservedServing>,
+    observed: &Observed,
+    old: &InferenceServiceStatus,
+    cfg: &OperatorConfig,
+    now: &str,
+) -> Sizing {
+    // The count running is the Deployment's own (read fresh this reconcile): status can lag it
+    // (a cache not yet showing the last status write, or a write that failed after the
+    // Deployment was applied), and sizing from a stale count would apply it again.
+    let running = observed
+        .deployment
+        .as_ref()
+        .filter(|d| d.controlled_by_us && d.replicas > 0)
+        .and_then(|d| u32::try_from(d.replicas).ok());
+    let old_replicas = old.replicas.clone().map(|mut r| {
+        if let Some(n) = running {
+            r.desired = n;
+        }
+        r
+    });
+    // A capacity measured with this profile at this batch size still holds; with
+    // another model, GPU or batch size it does not.
+    let measured = old
+        .replicas
+        .as_ref()
+        .and_then(|r| r.measured_capacity_per_replica)
+        .filter(|_| {
+            old.profile_ref.as_deref() == Some(profile_name)
+                && old.selected.as_ref().map(|s| s.batch_size) == Some(sel.choice.batch_size)
+        });
+    let ReplicaDecision {
+        count: decided_replicas,
+        reason: decided_reason,
+        measured_capacity,
+    } = replicas_for(
+        valid.spec.replicas,
+        sel,
+        observed.load.as_ref(),
+        old_replicas.as_ref(),
+        measured,
+        previous.is_some_and(|before| {
+            past_capacity(before)
+                && before.max_batch_size == observed.load.as_ref().and_then(|l| l.max_batch_size)
+        }),
+        cfg.target_utilisation,
+    );
+    let Stabilised {
+        count: replicas,
+        reason: replica_reason,
+        pending: scale_down,
+    } = stabilise_scale_down(
+        decided_replicas,
+        decided_reason,
+        old_replicas.as_ref().map(|r| r.desired).filter(|d| *d > 0),
+        valid.spec.replicas.max(),
+        old.replicas.as_ref().and_then(|r| r.scale_down.as_ref()),
+        observed.load.as_ref().is_some_and(|l| l.complete),
+        now,
+        cfg.scale_down_delay,
+    );
+    Sizing {
+        old_desired: old_replicas.as_ref().map(|r| r.desired),
+        count: replicas,
+        reason: replica_reason,
+        scale_down,
+        measured_capacity,
+    }
+}
+
+/// What `size_replicas` decided, and the count it started from.
+struct Sizing {
+    old_desired: Option<u32>,
+    count: u32,
+    reason: String,
+    scale_down: Option<PendingScaleDown>,
+    measured_capacity: Option<f64>,
 }
 
 /// While the profile is measured (its Job starting, queued, waiting, running or being remade):
