@@ -111,14 +111,16 @@ pub struct S3Source {
         regex(pattern = r"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?$")
     )]
     pub endpoint: Option<String>,
-    /// The region requests are signed for (default `us-east-1`; MinIO accepts that too).
+    /// The region requests are signed for (default: the pod's `AWS_REGION`, else `us-east-1`;
+    /// MinIO accepts that too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: Option<String>,
     /// A Secret in the service's namespace with the keys `AWS_ACCESS_KEY_ID` and
     /// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`), handed to the runtime's
-    /// pods as environment variables (the operator itself never reads it). Unset: the object is
-    /// read anonymously (a public bucket).
+    /// pods as environment variables (the operator itself never reads it). Unset: for AWS S3 the
+    /// pod's own AWS identity (IRSA or EKS Pod Identity on the runtime service account), else the
+    /// object is read anonymously (a public bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: Option<String>,

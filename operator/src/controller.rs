@@ -98,6 +98,8 @@ struct Context {
     operator: Arc<Operator>,
     /// Consecutive failures per service, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive 409 Conflicts per service: looked at again without backoff, up to a few.
+    conflicts: Mutex<HashMap<String, u32>>,
     scraper: Scraper,
     /// Each serving service's last snapshot of its pods' counters (the start of the next window).
     /// In memory: a new leader starts afresh and observes after two scrapes.
@@ -272,6 +274,7 @@ impl Operator {
             recorder,
             operator: self.clone(),
             failures: Mutex::new(HashMap::new()),
+            conflicts: Mutex::new(HashMap::new()),
             scraper: Scraper::new(SCRAPE_TIMEOUT).map_err(OperatorError::ScrapeClient)?,
             snapshots: Mutex::new(HashMap::new()),
             origin: Instant::now(),
@@ -572,10 +575,28 @@ async fn observe_load(
 async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
-    let result = match reconcile_inner(&is, &ctx).await {
-        Err(e) if e.is_conflict() => {
-            tracing::info!(service = %key, error = %e, "the cluster changed under this reconcile: looking again");
-            Ok(Action::requeue(CONFLICT_RETRY))
+    let result = reconcile_inner(&is, &ctx).await;
+    // A conflict is a race (the object changed or went between read and write): looked at again
+    // at once, neither counted nor backing off — unless it keeps coming back, which is a failure.
+    let conflicts = ctx
+        .conflicts
+        .lock()
+        .map(|mut c| match &result {
+            Err(e) if e.is_conflict() => {
+                let n = c.entry(key.clone()).or_default();
+                *n = n.saturating_add(1);
+                *n
+            }
+            _ => {
+                c.remove(&key);
+                0
+            }
+        })
+        .unwrap_or(0);
+    let result = match result {
+        Err(e) if conflicts > 0 && conflicts <= CONFLICTS_RETRIED => {
+            tracing::info!(service = %key, conflicts, error = %e, "the cluster changed under this reconcile: looking again");
+            return Ok(Action::requeue(CONFLICT_RETRY));
         }
         result => result,
     };
@@ -865,6 +886,8 @@ fn refusal(e: &kube::Error) -> Option<String> {
 
 /// When a reconcile that met a 409 Conflict looks again (not a failure: no backoff).
 const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+/// Conflicts in a row looked at again so; the next is a failed reconcile (with backoff).
+const CONFLICTS_RETRIED: u32 = 5;
 
 /// Exponential backoff per service: 1 s, 2 s, 4 s ... capped at 5 minutes; reset by a success.
 fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
@@ -891,18 +914,24 @@ mod tests {
 
     #[test]
     fn a_conflict_is_looked_at_again_not_counted_as_a_failure() {
-        let during = |code: u16| ReconcileError::Api {
+        let during = |code: u16, reason: &str| {
+            ReconcileError::Api {
             action: "apply",
             kind: "Service",
             namespace: "e2e".into(),
             name: "queued".into(),
-            source: api_error(
-                code,
-                "Operation cannot be fulfilled on services \"queued\": Precondition failed: UID in precondition",
+            source: kube::Error::Api(
+                serde_json::from_value(serde_json::json!({
+                    "status": "Failure", "code": code, "reason": reason,
+                    "message": "Operation cannot be fulfilled on services \"queued\": Precondition failed: UID in precondition",
+                }))
+                .expect("a Status"),
             ),
+        }
         };
-        assert!(during(409).is_conflict());
-        assert!(!during(422).is_conflict() && !during(500).is_conflict());
+        assert!(during(409, "Conflict").is_conflict());
+        assert!(!during(409, "AlreadyExists").is_conflict());
+        assert!(!during(422, "Invalid").is_conflict() && !during(500, "").is_conflict());
         assert!(!ReconcileError::MissingMetadata("uid").is_conflict());
     }
 

@@ -55,8 +55,13 @@ impl ReconcileError {
     /// The API server said 409 Conflict: the object changed (or went) between what this reconcile
     /// read and what it wrote — an owner deleted while its Service was applied, say. Not a
     /// failure: the next look sees the cluster as it is now.
+    /// (Not `AlreadyExists`, also a 409: that one says something else.)
     pub fn is_conflict(&self) -> bool {
-        matches!(self, ReconcileError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+        matches!(
+            self,
+            ReconcileError::Api { source: kube::Error::Api(s), .. }
+                if s.code == 409 && s.reason == "Conflict"
+        )
     }
 
     /// A label for the errors metric.

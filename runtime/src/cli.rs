@@ -228,7 +228,7 @@ pub struct SourceArgs {
     pub model_max_mib: u64,
     /// For `s3://` models: `http(s)://host[:port]` of an S3-compatible store (MinIO, Ceph, …),
     /// addressed path-style (default: AWS; else `AWS_ENDPOINT_URL` when set). Keys come from
-    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`[/`AWS_SESSION_TOKEN`], else a web identity
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), else a web identity
     /// (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`, at STS), else a container credentials
     /// endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`/`_RELATIVE_URI`); without any the object is
     /// read anonymously.
@@ -238,6 +238,11 @@ pub struct SourceArgs {
     /// when set, else us-east-1).
     #[arg(long, env = "AWS_REGION")]
     pub s3_region: Option<String>,
+    /// Sign requests to a non-AWS `--s3-endpoint` with the pod's AWS identity too (IRSA, Pod
+    /// Identity): for a store that accepts AWS's keys (LocalStack, a test store). Without it such
+    /// an endpoint gets static keys only: another store would refuse AWS's, and should not see them.
+    #[arg(long, env = "GREENBATCH_S3_SEND_POD_IDENTITY")]
+    pub s3_send_pod_identity: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,8 +7,9 @@
 //! same way before it is loaded, so a profile keyed by that digest measures that content.
 //!
 //! An `s3://bucket/key` object is downloaded the same way, from AWS or an S3-compatible store
-//! (`--s3-endpoint`), signed with static keys from the environment when they are given
-//! (`s3` module).
+//! (`--s3-endpoint`), signed (`s3`) with keys from where the environment says (`aws`,
+//! `credentials`): static keys, the pod's web identity (IRSA), a credentials endpoint (EKS Pod
+//! Identity), asked for only on a cache miss and again before temporary ones run out.
 
 mod aws;
 mod credentials;
@@ -48,6 +49,8 @@ pub struct FetchSettings {
     /// Where the keys for `s3://` models come from, or why the environment's are unusable —
     /// an error only once an `s3://` model is asked for.
     pub s3_credentials: std::result::Result<CredentialSource, String>,
+    /// Whether a non-AWS endpoint gets the pod's AWS identity too (`--s3-send-pod-identity`).
+    pub s3_send_pod_identity: bool,
 }
 
 impl FetchSettings {
@@ -64,6 +67,7 @@ impl FetchSettings {
             s3_endpoint: None,
             s3_region: DEFAULT_REGION.to_string(),
             s3_credentials: Ok(CredentialSource::Anonymous),
+            s3_send_pod_identity: false,
         }
     }
 }
@@ -162,16 +166,23 @@ pub fn resolve(model: &str, settings: &FetchSettings) -> Result<String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
-/// What is downloaded: a URL as given, or an S3 object with the keys its requests are signed with.
+/// What is downloaded: a URL as given, or an S3 object with where the keys its requests are
+/// signed with come from.
+// One per download: the S3 variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Remote<'a> {
     Http(&'a str),
     S3 {
         uri: &'a str,
         object: S3Object,
         config: S3Config,
-        credentials: Option<Credentials>,
+        source: CredentialSource,
     },
 }
+
+/// Temporary keys are asked for again when this close to running out (a request signed with them
+/// may wait and then stream for minutes).
+const KEYS_REFRESH_MARGIN_MINUTES: i64 = 5;
 
 impl<'a> Remote<'a> {
     fn parse(model: &'a str, s: &FetchSettings) -> Result<Self> {
@@ -198,16 +209,18 @@ impl<'a> Remote<'a> {
                 message: format!("{problem} (from the flag, AWS_REGION or AWS_DEFAULT_REGION)"),
             });
         }
-        let credentials = credentials::resolve(
-            &source,
-            &credentials::Asking {
-                region: &s.s3_region,
-                ca_file: s.ca_file.as_deref(),
-                attempts: s.attempts,
-                backoff: s.retry_backoff,
-            },
-        )
-        .map_err(|message| fetch_error(model, format!("keys from {}: {message}", source.kind())))?;
+        // The pod's AWS identity is for AWS (its VPC endpoints included): another store (MinIO,
+        // R2, …) would refuse its keys, and should not be sent them.
+        let elsewhere = endpoint.as_deref().is_some_and(|e| !s3::is_aws_endpoint(e));
+        let source = if elsewhere && source.is_ambient() && !s.s3_send_pod_identity {
+            tracing::info!(
+                keys = source.kind(),
+                "the pod's AWS identity is not sent to a non-AWS S3 endpoint: give that store's keys by a Secret (credentialsSecret), or --s3-send-pod-identity"
+            );
+            CredentialSource::Anonymous
+        } else {
+            source
+        };
         tracing::info!(uri = %redacted(model), keys = source.kind(), "reading the object");
         Ok(Remote::S3 {
             uri: model,
@@ -216,8 +229,38 @@ impl<'a> Remote<'a> {
                 endpoint,
                 region: s.s3_region.clone(),
             },
-            credentials,
+            source,
         })
+    }
+
+    /// The keys to sign this try with: those held while they have time left, else asked for
+    /// (only now: a model already downloaded needs none).
+    fn keys(
+        &self,
+        held: &mut Option<Credentials>,
+        s: &FetchSettings,
+    ) -> Result<Option<Credentials>> {
+        let Remote::S3 { uri, source, .. } = self else {
+            return Ok(None);
+        };
+        let margin = chrono::Duration::minutes(KEYS_REFRESH_MARGIN_MINUTES);
+        if let Some(keys) = held
+            .as_ref()
+            .filter(|k| !k.expiring(chrono::Utc::now(), margin))
+        {
+            return Ok(Some(keys.clone()));
+        }
+        *held = credentials::resolve(
+            source,
+            &credentials::Asking {
+                region: &s.s3_region,
+                ca_file: s.ca_file.as_deref(),
+                attempts: s.attempts,
+                backoff: s.retry_backoff,
+            },
+        )
+        .map_err(|message| fetch_error(uri, format!("keys from {}: {message}", source.kind())))?;
+        Ok(held.clone())
     }
 
     /// The reference as given (a URL only redacted in messages).
@@ -257,17 +300,12 @@ impl<'a> Remote<'a> {
     fn request(
         &self,
         client: &reqwest::blocking::Client,
+        keys: Option<&Credentials>,
     ) -> std::result::Result<reqwest::blocking::RequestBuilder, String> {
         match self {
             Remote::Http(url) => Ok(client.get(*url)),
-            Remote::S3 {
-                object,
-                config,
-                credentials,
-                ..
-            } => {
-                let signed =
-                    s3::object_request(object, config, credentials.as_ref(), chrono::Utc::now())?;
+            Remote::S3 { object, config, .. } => {
+                let signed = s3::object_request(object, config, keys, chrono::Utc::now())?;
                 Ok(signed
                     .headers
                     .into_iter()
@@ -278,17 +316,17 @@ impl<'a> Remote<'a> {
         }
     }
 
-    /// Why the server refused, from its answer: S3 says it in an XML body, and where the bucket
-    /// is when the region was wrong.
-    fn refusal(&self, response: reqwest::blocking::Response) -> String {
+    /// Why the server refused, from its answer — S3 says it in an XML body (its code returned
+    /// too), and where the bucket is when the region was wrong. `signed`: the request carried
+    /// keys.
+    fn refusal(
+        &self,
+        response: reqwest::blocking::Response,
+        signed: bool,
+    ) -> (String, Option<String>) {
         let status = response.status();
-        let Remote::S3 {
-            config,
-            credentials,
-            ..
-        } = self
-        else {
-            return format!("the server answered {status}");
+        let Remote::S3 { config, .. } = self else {
+            return (format!("the server answered {status}"), None);
         };
         let header = |name: &str| {
             response
@@ -326,13 +364,15 @@ impl<'a> Remote<'a> {
             )),
             _ => {}
         }
-        if status == reqwest::StatusCode::FORBIDDEN && credentials.is_none() {
+        if status == reqwest::StatusCode::FORBIDDEN && !signed {
             message.push_str(
-                ": no keys were given (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, e.g. from \
-                 spec.model.source.s3.credentialsSecret), so the object was read anonymously",
+                ": no keys were given, so the object was read anonymously (give them by \
+                 spec.model.source.s3.credentialsSecret, or for AWS S3 the pod's identity: IRSA \
+                 or EKS Pod Identity on the runtime service account, in pods made after it was \
+                 set up; the node's instance role is not used)",
             );
         }
-        message
+        (message, aws::xml_element(&body, "Code"))
     }
 }
 
@@ -417,11 +457,13 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
         )
     })?;
     let client = client(remote, s)?;
+    let mut keys = None;
     let mut tries = 0;
     let mut backoff = s.retry_backoff;
     loop {
         tries += 1;
-        match download_once(&client, remote, expected, s, &target) {
+        let signing = remote.keys(&mut keys, s)?;
+        match download_once(&client, remote, signing.as_ref(), expected, s, &target) {
             Ok(bytes) => {
                 tracing::info!(url = %redacted(url), path = %target.display(), bytes, tries, "model downloaded");
                 return Ok(target);
@@ -434,6 +476,12 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
             Err(Attempt::Retry(message)) => {
                 return Err(fetch_error(url, format!("{message} (after {tries} tries)")));
             }
+            // Temporary keys that ran out sooner than they said: asked for again, once.
+            Err(Attempt::Expired(message)) if tries < s.attempts.max(1) && keys.is_some() => {
+                tracing::warn!(url = %redacted(url), tries, "the keys expired, asking for new ones: {message}");
+                keys = None;
+            }
+            Err(Attempt::Expired(message)) => return Err(fetch_error(url, message)),
             Err(Attempt::Fail(e)) => return Err(e),
         }
     }
@@ -452,6 +500,8 @@ fn client(remote: &Remote, s: &FetchSettings) -> Result<reqwest::blocking::Clien
 enum Attempt {
     /// Worth another try (connection trouble, 429, 5xx).
     Retry(String),
+    /// S3 says the (temporary) keys expired: another try with new ones.
+    Expired(String),
     Fail(RuntimeError),
 }
 
@@ -460,13 +510,14 @@ enum Attempt {
 fn download_once(
     client: &reqwest::blocking::Client,
     remote: &Remote,
+    keys: Option<&Credentials>,
     expected: Option<&str>,
     s: &FetchSettings,
     target: &Path,
 ) -> std::result::Result<u64, Attempt> {
     let url = remote.reference();
     let request = remote
-        .request(client)
+        .request(client, keys)
         .map_err(|message| Attempt::Fail(fetch_error(url, message)))?;
     let mut response = request.send().map_err(|e| {
         // Connection trouble and timeouts may pass; anything else (an untrusted certificate, a
@@ -481,11 +532,13 @@ fn download_once(
         }
     })?;
     let status = response.status();
-    if status.as_u16() == 429 || status.is_server_error() {
-        return Err(Attempt::Retry(remote.refusal(response)));
-    }
     if !status.is_success() {
-        return Err(Attempt::Fail(fetch_error(url, remote.refusal(response))));
+        let (message, code) = remote.refusal(response, keys.is_some());
+        return Err(match code.as_deref() {
+            Some("ExpiredToken" | "TokenRefreshRequired") => Attempt::Expired(message),
+            _ if status.as_u16() == 429 || status.is_server_error() => Attempt::Retry(message),
+            _ => Attempt::Fail(fetch_error(url, message)),
+        });
     }
     if let Some(length) = response.content_length()
         && length > s.max_bytes

@@ -125,6 +125,7 @@ pub fn fetch_settings(args: &SourceArgs) -> Result<FetchSettings> {
             .or_else(|| env("AWS_ENDPOINT_URL")),
         s3_region,
         s3_credentials: CredentialSource::from_env(env),
+        s3_send_pod_identity: args.s3_send_pod_identity,
         ..FetchSettings::new(
             args.model_digest.clone(),
             args.model_cache.clone().unwrap_or_else(default_cache_dir),

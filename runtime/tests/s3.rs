@@ -241,9 +241,16 @@ fn keys_come_from_a_web_identity_or_a_container_endpoint() {
     std::fs::write(&token_file, "test-oidc-token\n").unwrap();
     let token_path = token_file.to_str().unwrap().to_string();
 
-    // STS: the role and the token the pod was given, form-encoded; an InvalidIdentityToken else.
+    // STS: throttles the first call (a 400 the runtime must try again), then wants the role and
+    // the token the pod was given, form-encoded; AccessDenied (a trust policy that does not name
+    // this role) else.
     let (sts_answer, role) = (store.sts_response.clone(), store.role_arn.clone());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sts_calls = calls.clone();
     let sts = stand_in(move |request| {
+        if sts_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return (400, "<ErrorResponse><Error><Code>Throttling</Code><Message>Rate exceeded</Message></Error></ErrorResponse>".into());
+        }
         let arn = role.replace(':', "%3A").replace('/', "%2F");
         let ok = request.starts_with("POST / ")
             && request.contains("Action=AssumeRoleWithWebIdentity")
@@ -252,7 +259,7 @@ fn keys_come_from_a_web_identity_or_a_container_endpoint() {
         if ok {
             (200, sts_answer.clone())
         } else {
-            (400, "<ErrorResponse><Error><Code>InvalidIdentityToken</Code><Message>Couldn't retrieve verification key from your identity provider</Message></Error></ErrorResponse>".into())
+            (403, "<ErrorResponse><Error><Code>AccessDenied</Code><Message>Not authorized to perform sts:AssumeRoleWithWebIdentity</Message></Error></ErrorResponse>".into())
         }
     });
     let base = [
@@ -269,25 +276,48 @@ fn keys_come_from_a_web_identity_or_a_container_endpoint() {
         let _ = std::fs::remove_file(&json);
         o
     };
+    // moto is not AWS: the pod's AWS identity goes to it only when asked (as to LocalStack).
     let web = |role: &str| {
         vec![
             ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.clone()),
             ("AWS_ROLE_ARN", role.to_string()),
             ("AWS_ENDPOINT_URL_STS", sts.clone()),
+            ("GREENBATCH_S3_SEND_POD_IDENTITY", "true".to_string()),
         ]
+    };
+    let secret_free = |o: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !stderr.contains("test-oidc-token") && !stderr.contains(&store.secret_access_key),
+            "{stderr}"
+        );
+        stderr
     };
     let o = run("web", &web(&store.role_arn));
     assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "throttled once, then answered"
+    );
     let o = run(
         "web-other-role",
         &web("arn:aws:iam::123456789012:role/other"),
     );
     assert_eq!(o.status.code(), Some(13), "{}", text(&o));
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = secret_free(&o);
     assert!(
-        stderr.contains("web identity") && stderr.contains("InvalidIdentityToken"),
-        "{stderr}"
+        stderr.contains("web identity")
+            && stderr.contains("AccessDenied")
+            && !stderr.contains("tries"),
+        "refused at once: {stderr}"
     );
+    // Without the opt-in, a non-AWS endpoint is read without the pod's AWS identity.
+    let mut not_sent = web(&store.role_arn);
+    not_sent.pop();
+    let o = run("web-not-sent", &not_sent);
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    assert!(secret_free(&o).contains("read anonymously"), "{}", text(&o));
 
     // A container credentials endpoint (EKS Pod Identity's agent): the token file's content in
     // Authorization; 401 else.
@@ -309,28 +339,40 @@ fn keys_come_from_a_web_identity_or_a_container_endpoint() {
             (401, "{\"message\":\"unauthorized\"}".into())
         }
     });
-    let o = run(
-        "pod-identity",
-        &[
+    let endpoint = |token: (&'static str, String)| {
+        vec![
             (
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                 format!("{agent}/v1/credentials"),
             ),
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_path.clone()),
-        ],
+            token,
+            ("GREENBATCH_S3_SEND_POD_IDENTITY", "true".to_string()),
+        ]
+    };
+    let o = run(
+        "pod-identity",
+        &endpoint(("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_path.clone())),
     );
     assert!(o.status.success(), "{}", text(&o));
     let o = run(
-        "pod-identity-no-token",
-        &[(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-            format!("{agent}/v1/credentials"),
-        )],
+        "ecs-token",
+        &endpoint((
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "test-oidc-token".into(),
+        )),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        "wrong-token",
+        &endpoint(("AWS_CONTAINER_AUTHORIZATION_TOKEN", "another-token".into())),
     );
     assert_eq!(o.status.code(), Some(13), "{}", text(&o));
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = secret_free(&o);
     assert!(
-        stderr.contains("container credentials") && stderr.contains("401"),
+        stderr.contains("container credentials")
+            && stderr.contains("401")
+            && !stderr.contains("another-token")
+            && !stderr.contains("/v1/credentials"),
         "{stderr}"
     );
 }

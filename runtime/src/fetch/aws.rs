@@ -5,6 +5,7 @@
 //! domain. Pure: the environment comes in as a function and the answers as text; the requests
 //! themselves are `fetch`'s.
 
+use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 
 /// Keys to sign with (never taken from arguments: they would show in process listings).
@@ -13,6 +14,15 @@ pub struct Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub session_token: Option<String>,
+    /// When temporary keys stop working (`None`: static keys).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Credentials {
+    /// Whether the keys run out within `margin` of `now` (asked for again before a request).
+    pub fn expiring(&self, now: DateTime<Utc>, margin: chrono::Duration) -> bool {
+        self.expires_at.is_some_and(|at| at - margin <= now)
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -30,18 +40,39 @@ pub struct WebIdentity {
     pub token_file: PathBuf,
     pub role_arn: String,
     pub session_name: String,
-    /// `AWS_ENDPOINT_URL_STS`; `None`: the region's STS.
+    /// `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`; `None`: the region's STS.
     pub sts_endpoint: Option<String>,
+    /// The pod's own region (`AWS_REGION`, `AWS_DEFAULT_REGION`: the webhook sets them), whose
+    /// STS a private cluster reaches (a VPC endpoint); `None`: the bucket's.
+    pub sts_region: Option<String>,
 }
 
 /// A local endpoint that hands out the pod's or task's keys (EKS Pod Identity's agent, ECS).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ContainerEndpoint {
     pub url: String,
     /// What the endpoint wants in `Authorization`: read from this file at each use (the agent
     /// rotates it), or given as is.
     pub token_file: Option<PathBuf>,
     pub token: Option<String>,
+}
+
+impl ContainerEndpoint {
+    /// The endpoint without its path (ECS puts a credential's id there), for logs and messages.
+    pub fn shown(&self) -> String {
+        reqwest::Url::parse(&self.url)
+            .map(|u| format!("{}/…", u.origin().ascii_serialization()))
+            .unwrap_or_else(|_| "(the container credentials endpoint)".into())
+    }
+}
+
+impl std::fmt::Debug for ContainerEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerEndpoint")
+            .field("url", &self.shown())
+            .field("token_file", &self.token_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where this run's keys come from.
@@ -54,8 +85,19 @@ pub enum CredentialSource {
     Container(ContainerEndpoint),
 }
 
-/// The session name a web identity assumes its role with, unless `AWS_ROLE_SESSION_NAME` says.
+/// The session name a web identity assumes its role with, unless `AWS_ROLE_SESSION_NAME` says or
+/// the pod's name (`HOSTNAME`) can tell pods apart in CloudTrail.
 pub const DEFAULT_SESSION_NAME: &str = "greenbatch-runtime";
+
+/// `name` as an STS role session name: 2 to 64 of `[A-Za-z0-9+=,.@_-]`.
+fn session_name(name: &str) -> Option<String> {
+    let kept: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c))
+        .take(64)
+        .collect();
+    (kept.len() >= 2).then_some(kept)
+}
 
 impl CredentialSource {
     /// The first source the environment configures, in the SDKs' order. `env` reads a variable
@@ -67,6 +109,7 @@ impl CredentialSource {
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
         ] {
             // A Secret made from a file (`echo … > key`) ends with a newline: a header that cannot
             // be sent, or a signature S3 refuses without saying why. The value is never shown.
@@ -83,6 +126,7 @@ impl CredentialSource {
                     access_key_id,
                     secret_access_key,
                     session_token: var("AWS_SESSION_TOKEN"),
+                    expires_at: None,
                 }));
             }
             (Some(_), None) | (None, Some(_)) => {
@@ -107,9 +151,21 @@ impl CredentialSource {
                 token_file: PathBuf::from(token_file),
                 role_arn,
                 session_name: var("AWS_ROLE_SESSION_NAME")
+                    .or_else(|| var("HOSTNAME"))
+                    .as_deref()
+                    .and_then(session_name)
                     .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_string()),
-                sts_endpoint: var("AWS_ENDPOINT_URL_STS"),
+                sts_endpoint: var("AWS_ENDPOINT_URL_STS").or_else(|| var("AWS_ENDPOINT_URL")),
+                sts_region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
             }));
+        }
+        if var("AWS_ROLE_ARN").is_some() {
+            return Err(
+                "AWS_ROLE_ARN is set without AWS_WEB_IDENTITY_TOKEN_FILE: the token to \
+                        assume it with (on EKS, the pod identity webhook mounts it when the pod \
+                        is created: restart pods made before the service account was annotated)"
+                    .into(),
+            );
         }
         let container_url = match (
             var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
@@ -120,6 +176,19 @@ impl CredentialSource {
             (None, Some(full)) => Some(container_url_problem(&full).map_or(Ok(full), Err)?),
             (None, None) => None,
         };
+        if container_url.is_none()
+            && let Some(name) = [
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            ]
+            .into_iter()
+            .find(|name| var(name).is_some())
+        {
+            return Err(format!(
+                "{name} is set without AWS_CONTAINER_CREDENTIALS_FULL_URI (or _RELATIVE_URI): \
+                 the endpoint to ask"
+            ));
+        }
         if let Some(url) = container_url {
             return Ok(CredentialSource::Container(ContainerEndpoint {
                 url,
@@ -138,6 +207,15 @@ impl CredentialSource {
         Ok(CredentialSource::Anonymous)
     }
 
+    /// Whether the keys are the pod's own cloud identity (IRSA, Pod Identity, ECS): AWS's, not
+    /// to be sent to another store.
+    pub fn is_ambient(&self) -> bool {
+        matches!(
+            self,
+            CredentialSource::WebIdentity(_) | CredentialSource::Container(_)
+        )
+    }
+
     /// What the source is, for logs and messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -154,10 +232,9 @@ impl CredentialSource {
 /// Why the SDKs would refuse `url` as a container credentials endpoint, if they would: over
 /// plain http only a loopback address or the ECS / EKS Pod Identity agents' link-local ones.
 fn container_url_problem(url: &str) -> Option<String> {
+    // Not echoed: the path may hold a credential's id.
     let Ok(parsed) = reqwest::Url::parse(url) else {
-        return Some(format!(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?} is not a URL"
-        ));
+        return Some("AWS_CONTAINER_CREDENTIALS_FULL_URI is not a URL".into());
     };
     let host = parsed.host_str().unwrap_or_default();
     let agents: [std::net::IpAddr; 3] = [
@@ -175,18 +252,36 @@ fn container_url_problem(url: &str) -> Option<String> {
         "https" => None,
         "http" if local => None,
         _ => Some(format!(
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI {url:?}: keys over plain http only from a \
-             loopback or the agents' link-local address; use https"
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI (host {host:?}): keys over plain http only from \
+             a loopback or the agents' link-local address; use https"
         )),
     }
 }
 
-/// The STS endpoint a web identity is exchanged at: `AWS_ENDPOINT_URL_STS`, else the region's.
-pub fn sts_url(web: &WebIdentity, region: &str) -> String {
+/// The STS endpoint a web identity is exchanged at: the configured one, else the pod's region's,
+/// else the bucket's (`bucket_region`).
+pub fn sts_url(web: &WebIdentity, bucket_region: &str) -> String {
     match &web.sts_endpoint {
         Some(endpoint) => endpoint.trim_end_matches('/').to_string() + "/",
-        None => format!("https://sts.{region}.{}/", aws_domain(region)),
+        None => {
+            let region = web.sts_region.as_deref().unwrap_or(bucket_region);
+            format!("https://sts.{region}.{}/", aws_domain(region))
+        }
     }
+}
+
+/// STS error codes that pass with another try (the SDKs retry them), though answered with 400.
+pub fn sts_code_is_transient(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "IDPCommunicationError"
+    )
+}
+
+/// An RFC 3339 expiry as STS and the credentials endpoints write it.
+fn expiry(text: Option<&str>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.to_utc())
 }
 
 /// The form of an `AssumeRoleWithWebIdentity` call (unsigned: the token is the proof).
@@ -208,6 +303,7 @@ pub fn parse_sts_credentials(body: &str) -> Result<Credentials, String> {
         access_key_id: field("AccessKeyId")?,
         secret_access_key: field("SecretAccessKey")?,
         session_token: Some(field("SessionToken")?),
+        expires_at: expiry(xml_element(body, "Expiration").as_deref()),
     })
 }
 
@@ -219,6 +315,7 @@ pub fn parse_container_credentials(body: &str) -> Result<Credentials, String> {
         access_key_id: String,
         secret_access_key: String,
         token: Option<String>,
+        expiration: Option<String>,
     }
     let a: Answer = serde_json::from_str(body)
         .map_err(|e| format!("the container credentials endpoint's answer: {e}"))?;
@@ -226,6 +323,7 @@ pub fn parse_container_credentials(body: &str) -> Result<Credentials, String> {
         access_key_id: a.access_key_id,
         secret_access_key: a.secret_access_key,
         session_token: a.token.filter(|t| !t.is_empty()),
+        expires_at: expiry(a.expiration.as_deref()),
     })
 }
 
@@ -421,6 +519,113 @@ mod tests {
         assert_eq!(
             xml_element(wrong_region, "Region").as_deref(),
             Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn a_source_half_set_up_is_named_never_read_anonymously() {
+        let role_alone =
+            CredentialSource::from_env(env(&[("AWS_ROLE_ARN", "arn:aws:iam::1:role/r")]))
+                .unwrap_err();
+        assert!(
+            role_alone.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+            "{role_alone}"
+        );
+        let token_no_endpoint =
+            CredentialSource::from_env(env(&[("AWS_CONTAINER_AUTHORIZATION_TOKEN", "t")]))
+                .unwrap_err();
+        assert!(
+            token_no_endpoint.contains("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+            "{token_no_endpoint}"
+        );
+        let newline_token = CredentialSource::from_env(env(&[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://127.0.0.1/creds",
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "t0k3n\n"),
+        ]))
+        .unwrap_err();
+        assert!(
+            newline_token.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+                && !newline_token.contains("t0k3n"),
+            "{newline_token}"
+        );
+    }
+
+    #[test]
+    fn sts_is_asked_in_the_pod_s_region_as_the_pod_named_session() {
+        let named = CredentialSource::from_env(env(&[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("HOSTNAME", "resnet50-7c9f8d/x y"),
+            ("AWS_REGION", "us-west-2"),
+        ]))
+        .unwrap();
+        let CredentialSource::WebIdentity(web) = named else {
+            panic!("{named:?}")
+        };
+        // Kept to STS's characters: CloudTrail tells the pods apart.
+        assert_eq!(web.session_name, "resnet50-7c9f8dxy");
+        // A private cluster reaches STS through a VPC endpoint in its own region.
+        assert_eq!(
+            sts_url(&web, "eu-west-1"),
+            "https://sts.us-west-2.amazonaws.com/"
+        );
+        let global = CredentialSource::from_env(env(&[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+        ]))
+        .unwrap();
+        assert!(
+            matches!(&global, CredentialSource::WebIdentity(w) if sts_url(w, "eu-west-1") == "http://127.0.0.1:4566/"),
+            "{global:?}"
+        );
+    }
+
+    #[test]
+    fn container_endpoints_refuse_look_alike_hosts_and_stay_out_of_logs() {
+        for bad in [
+            "http://127.0.0.1@evil.example/x",
+            "http://169.254.170.2.evil.example/x",
+        ] {
+            assert!(container_url_problem(bad).is_some(), "{bad}");
+        }
+        let shown = format!(
+            "{:?}",
+            ContainerEndpoint {
+                url: "http://169.254.170.2/v2/credentials/3f1c".into(),
+                token_file: None,
+                token: Some("s3cr3t".into()),
+            }
+        );
+        assert!(
+            !shown.contains("3f1c") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn temporary_keys_say_when_they_run_out_and_sts_throttling_is_transient() {
+        let sts = "<Credentials><AccessKeyId>ASIA1</AccessKeyId><SecretAccessKey>s</SecretAccessKey><SessionToken>t</SessionToken><Expiration>2026-11-27T13:00:00Z</Expiration></Credentials>";
+        let keys = parse_sts_credentials(sts).unwrap();
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+        let margin = chrono::Duration::minutes(5);
+        assert!(!keys.expiring(at("2026-11-27T12:54:00Z"), margin));
+        assert!(keys.expiring(at("2026-11-27T12:56:00Z"), margin));
+        let container = r#"{"AccessKeyId":"A","SecretAccessKey":"s","Token":"t","Expiration":"2026-11-27T13:00:00Z"}"#;
+        assert!(
+            parse_container_credentials(container)
+                .unwrap()
+                .expiring(at("2026-11-27T12:58:00Z"), margin)
+        );
+        assert!(
+            sts_code_is_transient("Throttling") && sts_code_is_transient("IDPCommunicationError")
+        );
+        assert!(
+            !sts_code_is_transient("AccessDenied")
+                && !sts_code_is_transient("InvalidIdentityToken")
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Keys for `s3://` requests from the source the environment names (`aws::CredentialSource`):
-//! as given, or asked for — STS for a web identity, the container credentials endpoint — once per
-//! download (such keys last an hour at least; a download's tries take minutes).
+//! as given, or asked for — STS for a web identity, the container credentials endpoint. Temporary
+//! keys carry their expiry; `fetch` asks again before they run out.
 
 use super::aws::{self, CredentialSource, Credentials};
 use super::http_client::{self, error_chain};
@@ -26,7 +26,9 @@ pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credent
             let token = read_token(&web.token_file, "the web identity token")?;
             let url = aws::sts_url(web, ask.region);
             let form = aws::assume_role_form(web, &token);
-            let body = ask_with_tries(ask, &url, |client| client.post(&url).form(&form))?;
+            let client = http_client::blocking_client(ask.ca_file, url.starts_with("https://"), 0)
+                .map_err(|e| e.to_string())?;
+            let body = ask_with_tries(ask, &client, &url, |client| client.post(&url).form(&form))?;
             aws::parse_sts_credentials(&body).map(Some)
         }
         CredentialSource::Container(endpoint) => {
@@ -35,12 +37,26 @@ pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credent
                 (Some(file), _) => Some(read_token(file, "the container authorization token")?),
                 (None, token) => token.clone(),
             };
-            let body = ask_with_tries(ask, &endpoint.url, |client| {
+            let client =
+                http_client::agent_client(ask.ca_file, endpoint.url.starts_with("https://"))
+                    .map_err(|e| e.to_string())?;
+            let shown = endpoint.shown();
+            let body = ask_with_tries(ask, &client, &shown, |client| {
                 let request = client.get(&endpoint.url);
-                match &token {
-                    Some(t) => request.header("authorization", t.as_str()),
+                match token
+                    .as_deref()
+                    .and_then(|t| reqwest::header::HeaderValue::from_str(t).ok())
+                {
+                    Some(mut value) => {
+                        value.set_sensitive(true);
+                        request.header(reqwest::header::AUTHORIZATION, value)
+                    }
                     None => request,
                 }
+            })
+            .map_err(|message| {
+                // The usual cause on EKS: the Pod Identity agent add-on is not installed.
+                format!("{message} (is the credentials agent running on the node? on EKS, the eks-pod-identity-agent add-on)")
             })?;
             aws::parse_container_credentials(&body).map(Some)
         }
@@ -53,20 +69,21 @@ fn read_token(file: &Path, what: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot read {what} {}: {e}", file.display()))
 }
 
-/// The answer's body to a request `build` makes, tried again while the trouble may pass.
+/// The answer's body to a request `build` makes, tried again while the trouble may pass (a
+/// connection, a timeout, 429, 5xx, and STS's throttling and identity-provider codes, which come
+/// with 400). `shown` names the endpoint in messages.
 fn ask_with_tries(
     ask: &Asking,
-    url: &str,
+    client: &reqwest::blocking::Client,
+    shown: &str,
     build: impl Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
 ) -> Result<String, String> {
-    let client = http_client::blocking_client(ask.ca_file, url.starts_with("https://"), 0)
-        .map_err(|e| e.to_string())?;
     let attempts = ask.attempts.max(1);
     let mut backoff = ask.backoff;
     let mut tries = 0;
     loop {
         tries += 1;
-        let (transient, message) = match build(&client).send() {
+        let (transient, message) = match build(client).send() {
             Err(e) => (http_client::is_transient(&e), error_chain(&e.without_url())),
             Ok(response) => {
                 let status = response.status();
@@ -79,9 +96,13 @@ fn ask_with_tries(
                 let why = aws::error_summary(&body)
                     .map(|s| format!(" ({s})"))
                     .unwrap_or_default();
+                let code = aws::xml_element(&body, "Code").unwrap_or_default();
                 (
-                    status.as_u16() == 429 || status.is_server_error() || read.is_err(),
-                    format!("{url} answered {status}{why}"),
+                    status.as_u16() == 429
+                        || status.is_server_error()
+                        || read.is_err()
+                        || aws::sts_code_is_transient(&code),
+                    format!("{shown} answered {status}{why}"),
                 )
             }
         };
@@ -93,7 +114,7 @@ fn ask_with_tries(
             });
         }
         tracing::warn!(
-            url,
+            endpoint = shown,
             tries,
             "asking for keys failed, trying again in {backoff:?}: {message}"
         );

@@ -13,16 +13,47 @@ pub fn blocking_client(
     https_only: bool,
     redirects: usize,
 ) -> Result<reqwest::blocking::Client, RuntimeError> {
+    // Per wait, not per download (reqwest's blocking client): two minutes without an answer, or
+    // without the next piece of the body, end this try; a large model on a slow link can take as
+    // long as it keeps moving.
+    client_with(
+        ca_file,
+        https_only,
+        redirects,
+        Duration::from_secs(15),
+        Duration::from_secs(120),
+    )
+}
+
+/// A client for a local agent (the container credentials endpoint): an agent that is there answers
+/// at once, and one that is not should not cost minutes of tries (the SDKs wait 2 s and 5 s).
+pub fn agent_client(
+    ca_file: Option<&Path>,
+    https_only: bool,
+) -> Result<reqwest::blocking::Client, RuntimeError> {
+    client_with(
+        ca_file,
+        https_only,
+        0,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    )
+}
+
+fn client_with(
+    ca_file: Option<&Path>,
+    https_only: bool,
+    redirects: usize,
+    connect: Duration,
+    wait: Duration,
+) -> Result<reqwest::blocking::Client, RuntimeError> {
     let policy = match redirects {
         0 => reqwest::redirect::Policy::none(),
         n => reqwest::redirect::Policy::limited(n),
     };
     let mut builder = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(15))
-        // Per wait, not per download (reqwest's blocking client): two minutes without an answer,
-        // or without the next piece of the body, end this try; a large model on a slow link can
-        // take as long as it keeps moving.
-        .timeout(Duration::from_secs(120))
+        .connect_timeout(connect)
+        .timeout(wait)
         // A model store may redirect (to a CDN, a presigned object URL), but never from https
         // down to http, and never with the original URL (and its query) as the Referer.
         .redirect(policy)

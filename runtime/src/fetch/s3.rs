@@ -173,6 +173,15 @@ pub fn endpoint_base(endpoint: &str) -> Result<String, String> {
     Ok(endpoint.trim_end_matches('/').to_string())
 }
 
+/// Whether `endpoint` is AWS's own (a VPC or FIPS endpoint of S3, say): the pod's AWS identity
+/// may sign for it.
+pub fn is_aws_endpoint(endpoint: &str) -> bool {
+    reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|h| h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn"))
+}
+
 /// Why `region` is not a region name as AWS writes them (`eu-west-1`), if it is not.
 pub fn region_problem(region: &str) -> Option<String> {
     let ok = !region.is_empty()
@@ -252,6 +261,7 @@ mod tests {
                     access_key_id: v.access_key_id.clone(),
                     secret_access_key: v.secret_access_key.clone(),
                     session_token: v.session_token.clone(),
+                    expires_at: None,
                 }),
                 DateTime::parse_from_rfc3339(&v.time).unwrap().to_utc(),
             )
@@ -383,6 +393,18 @@ mod tests {
         ] {
             assert!(endpoint_base(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn aws_endpoints_are_told_from_other_stores() {
+        assert!(is_aws_endpoint(
+            "https://bucket.vpce-0a1b2c3d-4e5f6a7b.s3.us-east-1.vpce.amazonaws.com"
+        ));
+        assert!(is_aws_endpoint(
+            "https://s3-fips.us-gov-west-1.amazonaws.com"
+        ));
+        assert!(!is_aws_endpoint("http://minio.storage:9000"));
+        assert!(!is_aws_endpoint("https://amazonaws.com.evil.example"));
     }
 
     #[test]
