@@ -642,55 +642,23 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             reprofiling,
             last_failure,
         } => {
-            let last_attempt = last_failure.map(|m| format!("; {m}")).unwrap_or_default();
-            let profiled_msg = format!(
-                "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{last_attempt}{}{}",
-                table.rows.len(),
-                table.meter,
-                unpinned_gpu_note(is, observed.profile.as_ref()),
-                reprofiling
-                    .as_deref()
-                    .map(|j| {
-                        // Its pod stuck (the service's own pods holding every GPU, say): why.
-                        let waiting = observed
-                            .job
-                            .as_ref()
-                            .filter(|o| o.name == j)
-                            .and_then(|o| o.waiting.as_deref())
-                            .map(|w| format!(" (it waits: {w}{})", built_for_another(is, observed)))
-                            .or_else(|| planned_queue.as_ref().map(|q| format!(" (queued: {q})")))
-                            .unwrap_or_default();
-                        format!("; re-profiling with Job {j}{waiting}")
-                    })
-                    .unwrap_or_default()
-            );
-            conds.set(
-                PROFILED,
-                ConditionStatus::True,
-                if reprofiling.is_some() {
-                    "Reprofiling"
-                } else {
-                    "ProfileComplete"
+            say_profiled(
+                table,
+                reprofiling.as_deref(),
+                last_failure,
+                &profile_name,
+                &PlannedObjects {
+                    profile: &planned_profile,
+                    job: &planned_job,
+                    replace_job: &planned_replacement,
+                    queue: &planned_queue,
                 },
-                profiled_msg,
+                is,
+                observed,
+                &old,
+                &mut conds,
+                &mut events,
             );
-            if reprofiling.is_some() && planned_job.is_some() {
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: "ProfilingStarted",
-                    note: format!("re-profiling EnergyProfile {profile_name}"),
-                });
-            }
-            if old.profile_ref.as_deref() != Some(profile_name.as_str())
-                && planned_job.is_none()
-                && reprofiling.is_none()
-            {
-                events.push(PlannedEvent {
-                    warning: false,
-                    reason: "ProfileReused",
-                    note: format!("using the existing EnergyProfile {profile_name}"),
-                });
-            }
             let mode = valid.spec.mode;
             match choose(
                 table,
@@ -941,6 +909,71 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         status,
         events,
         requeue,
+    }
+}
+
+/// The profile is complete: the Profiled condition says what it holds (and a re-profile under
+/// way, or the last one that failed); the Events of a re-profile started or a profile reused.
+#[allow(clippy::too_many_arguments)]
+fn say_profiled(
+    table: &ProfileTable,
+    reprofiling: Option<&str>,
+    last_failure: Option<String>,
+    profile_name: &str,
+    planned: &PlannedObjects<'_>,
+    is: &InferenceService,
+    observed: &Observed,
+    old: &InferenceServiceStatus,
+    conds: &mut Conditions<'_>,
+    events: &mut Vec<PlannedEvent>,
+) {
+    let last_attempt = last_failure.map(|m| format!("; {m}")).unwrap_or_default();
+    let profiled_msg = format!(
+        "EnergyProfile {profile_name}: {} batch sizes measured, meter {}{last_attempt}{}{}",
+        table.rows.len(),
+        table.meter,
+        unpinned_gpu_note(is, observed.profile.as_ref()),
+        reprofiling
+            .map(|j| {
+                // Its pod stuck (the service's own pods holding every GPU, say): why.
+                let waiting = observed
+                    .job
+                    .as_ref()
+                    .filter(|o| o.name == j)
+                    .and_then(|o| o.waiting.as_deref())
+                    .map(|w| format!(" (it waits: {w}{})", built_for_another(is, observed)))
+                    .or_else(|| planned.queue.as_ref().map(|q| format!(" (queued: {q})")))
+                    .unwrap_or_default();
+                format!("; re-profiling with Job {j}{waiting}")
+            })
+            .unwrap_or_default()
+    );
+    conds.set(
+        PROFILED,
+        ConditionStatus::True,
+        if reprofiling.is_some() {
+            "Reprofiling"
+        } else {
+            "ProfileComplete"
+        },
+        profiled_msg,
+    );
+    if reprofiling.is_some() && planned.job.is_some() {
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "ProfilingStarted",
+            note: format!("re-profiling EnergyProfile {profile_name}"),
+        });
+    }
+    if old.profile_ref.as_deref() != Some(profile_name)
+        && planned.job.is_none()
+        && reprofiling.is_none()
+    {
+        events.push(PlannedEvent {
+            warning: false,
+            reason: "ProfileReused",
+            note: format!("using the existing EnergyProfile {profile_name}"),
+        });
     }
 }
 
