@@ -579,16 +579,17 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
 
     let mut serving = Serving::Keep;
     let requeue;
+    let planned_so_far = PlannedObjects {
+        profile: &planned_profile,
+        job: &planned_job,
+        replace_job: &planned_replacement,
+        queue: &planned_queue,
+    };
     match state {
         ProfileState::Starting { job } | ProfileState::Measuring { job } => {
             requeue = while_profiling(
                 job,
-                &PlannedObjects {
-                    profile: &planned_profile,
-                    job: &planned_job,
-                    replace_job: &planned_replacement,
-                    queue: &planned_queue,
-                },
+                &planned_so_far,
                 is,
                 &valid,
                 &profile_name,
@@ -647,12 +648,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 reprofiling.as_deref(),
                 last_failure,
                 &profile_name,
-                &PlannedObjects {
-                    profile: &planned_profile,
-                    job: &planned_job,
-                    replace_job: &planned_replacement,
-                    queue: &planned_queue,
-                },
+                &planned_so_far,
                 is,
                 observed,
                 &old,
