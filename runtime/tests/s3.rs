@@ -376,3 +376,44 @@ fn keys_come_from_a_web_identity_or_a_container_endpoint() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_s3_store_with_a_private_ca_is_trusted_through_the_ca_file_only() {
+    let model = PathBuf::from(fixture("tiny_cnn.pt"));
+    let digest = greenbatch_tests::workspace::file_digest(&model);
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = greenbatch_tests::pki::Pki::generate(&pki_dir).unwrap();
+    let Some(store) = S3Store::start_tls(&model, "vision/tiny.pt", &pki) else {
+        eprintln!("skipped: moto is not installed (scripts/setup-s3-test.sh)");
+        return;
+    };
+    assert!(store.endpoint.starts_with("https://"), "{}", store.endpoint);
+    let json = dir.path().join("profile.json");
+    let ca = pki.ca_cert.to_str().unwrap().to_string();
+    let env = [
+        ("AWS_ENDPOINT_URL_S3", store.endpoint.as_str()),
+        ("AWS_REGION", store.region.as_str()),
+        ("AWS_ACCESS_KEY_ID", store.access_key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", store.secret_access_key.as_str()),
+    ];
+    let with_ca = [env.as_slice(), &[("GREENBATCH_MODEL_CA_FILE", ca.as_str())]].concat();
+    let o = profile(
+        &store.uri(),
+        &digest,
+        &dir.path().join("a"),
+        &json,
+        &with_ca,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Without the CA the store's certificate is not trusted: refused at once, nothing kept.
+    let o = profile(&store.uri(), &digest, &dir.path().join("b"), &json, &env);
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(
+        stderr.contains("certificate") && !stderr.contains("tries"),
+        "{stderr}"
+    );
+    assert!(dir_is_empty(&dir.path().join("b")));
+}

@@ -59,11 +59,26 @@ impl S3Store {
     /// A store holding `file` at `key` (in bucket `models`); `None` without moto (see
     /// [`S3Store::python`]).
     pub fn start(file: &Path, key: &str) -> Option<Self> {
+        Self::start_with(file, key, &[])
+    }
+
+    /// The same store speaking https with `pki`'s serving certificate (SAN 127.0.0.1), signed by
+    /// its CA: a store with a private CA.
+    pub fn start_tls(file: &Path, key: &str, pki: &crate::pki::Pki) -> Option<Self> {
+        Self::start_with(
+            file,
+            key,
+            &[&pki.serving_cert, &pki.serving_key, &pki.ca_cert],
+        )
+    }
+
+    fn start_with(file: &Path, key: &str, tls: &[&Path]) -> Option<Self> {
         let python = Self::python()?;
         let mut child = Command::new(python)
             .arg(workspace_root().join("tests/fixtures/s3_store.py"))
             .arg(file)
             .arg(key)
+            .args(tls)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
