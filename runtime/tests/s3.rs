@@ -9,7 +9,7 @@
 mod common;
 use common::{FAST, dir_is_empty, fixture, output_text as text};
 use greenbatch_crds::{EnergyProfileStatus, ProfilePhase};
-use greenbatch_tests::s3_store::S3Store;
+use greenbatch_tests::s3_store::{S3Store, stand_in};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -178,45 +178,6 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
         "{}",
         text(&o)
     );
-}
-
-/// A stand-in for STS or a container credentials endpoint — a labelled test double: it checks the
-/// request the runtime makes and hands out keys moto issued (`S3Store::sts_response`), so the
-/// store itself checks the signature and session token made with them. `answer` gets the request
-/// (head and body) and returns the status and body. Its base URL.
-fn stand_in(answer: impl Fn(&str) -> (u16, String) + Send + 'static) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream);
-            let mut head = String::new();
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            let request = format!("{head}\r\n{}", String::from_utf8_lossy(&body));
-            let (status, reply) = answer(&request);
-            let mut stream = reader.into_inner();
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            );
-        }
-    });
-    url
 }
 
 /// The text of `<name>` in an XML body.

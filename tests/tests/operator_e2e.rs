@@ -15,7 +15,7 @@ use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, names, server};
 use greenbatch_tests::http::{get as http_get_at, get_local as http_get};
-use greenbatch_tests::s3_store::S3Store;
+use greenbatch_tests::s3_store::{S3Store, WEB_IDENTITY_TOKEN, stand_in};
 use greenbatch_tests::{
     Identity, OPERATOR, OPERATOR_NAMESPACE, TestCluster, TestClusterOptions, built_binary, chart,
     wait_for, workspace_root,
@@ -23,7 +23,7 @@ use greenbatch_tests::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Container, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -79,7 +79,25 @@ struct Agent {
     /// Pods whose container cannot be configured (a Secret or key missing), and why: tried again
     /// each tick, as the kubelet does, and reported when the reason changes.
     config_errors: HashMap<String, String>,
+    /// Once set, the EKS pod identity webhook's part too (a labelled test double): a pod whose
+    /// service account carries `eks.amazonaws.com/role-arn` gets the web identity environment.
+    irsa: Arc<Mutex<Option<Irsa>>>,
 }
+
+/// What the IRSA webhook stand-in gives pods: the token file, the region, and — this cluster's
+/// network, not the webhook's — where STS is and that the test's non-AWS store may get the keys.
+#[derive(Clone)]
+struct Irsa {
+    token_file: PathBuf,
+    region: String,
+    sts: String,
+}
+
+/// The annotation the EKS pod identity webhook reads on a service account.
+const ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+/// The role moto's store lets a web identity assume (`tests/fixtures/s3_store.py`), which the
+/// chart puts on the runtime service account here.
+const IRSA_ROLE: &str = "arn:aws:iam::123456789012:role/models-reader";
 
 /// A GPU product no node of this "cluster" has: the agent leaves pods pinned to it unscheduled,
 /// with the scheduler's condition.
@@ -195,7 +213,9 @@ impl Agent {
         };
         self.config_errors.remove(&uid);
         let mut cmd = tokio::process::Command::new(&self.bin);
-        cmd.args(&args).envs(env);
+        cmd.args(&args)
+            .envs(env)
+            .envs(self.web_identity_env(spec).await);
         let ip = addr.map_or_else(|| "127.0.0.1".to_string(), |a| a.ip().to_string());
         cmd.env("GREENBATCH_METER", "synthetic")
             // A serving pod that cannot load its model exits after reporting it (30 s by default).
@@ -290,6 +310,40 @@ impl Agent {
             }
         }
         Ok(env)
+    }
+
+    /// The environment the IRSA webhook gives a pod whose service account names a role (none
+    /// before the scenario sets the stand-in up).
+    async fn web_identity_env(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Vec<(String, String)> {
+        let Some(irsa) = self.irsa.lock().unwrap().clone() else {
+            return Vec::new();
+        };
+        let account = spec.service_account_name.as_deref().unwrap_or("default");
+        let role = Api::<ServiceAccount>::namespaced(self.client.clone(), NS)
+            .get_opt(account)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|sa| sa.metadata.annotations?.get(ROLE_ARN_ANNOTATION).cloned());
+        let Some(role) = role else {
+            return Vec::new();
+        };
+        [
+            ("AWS_ROLE_ARN", role),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                irsa.token_file.display().to_string(),
+            ),
+            ("AWS_REGION", irsa.region.clone()),
+            ("AWS_ENDPOINT_URL_STS", irsa.sts.clone()),
+            ("GREENBATCH_S3_SEND_POD_IDENTITY", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     async fn tick(&mut self) {
@@ -518,7 +572,9 @@ impl StatusStr for greenbatch_crds::Condition {
 async fn install_chart(cluster: &TestCluster) {
     let values = serde_json::json!({
         "replicaCount": 0,
-        "runtime": {"namespaces": [NS], "serviceAccountName": RUNTIME_SA},
+        "runtime": {"namespaces": [NS], "serviceAccountName": RUNTIME_SA,
+                    // IRSA: the role the runtime pods' AWS keys come from (scenario 5d).
+                    "serviceAccountAnnotations": {ROLE_ARN_ANNOTATION: IRSA_ROLE}},
         // The RBAC of pruning (delete on energyprofiles); the operator here prunes after 3 s.
         "controller": {"unusedProfileTtlSeconds": 3600},
     });
@@ -903,6 +959,7 @@ async fn operator_end_to_end() {
     let logs = cluster.dir().join("agent");
     std::fs::create_dir_all(&logs).expect("agent log dir");
     let skipped = Arc::new(Mutex::new(0u32));
+    let irsa: Arc<Mutex<Option<Irsa>>> = Arc::new(Mutex::new(None));
     let mut agent = Agent {
         client: admin.clone(),
         bin: bin.clone(),
@@ -917,6 +974,7 @@ async fn operator_end_to_end() {
         last_host: 1,
         unschedulable: Default::default(),
         config_errors: HashMap::new(),
+        irsa: irsa.clone(),
     };
     let agent_task = tokio::spawn(async move {
         loop {
@@ -1797,11 +1855,69 @@ async fn operator_end_to_end() {
                 status_of(&stored).0,
                 condition_message(&stored, "Profiled")
             ));
-            // Gone before its store is: its serving pod would fail without it.
+
+            // Scenario 5d: the same model read with the pods' own AWS identity (IRSA) instead of
+            // a Secret: the chart annotated the runtime service account with a role, and serving
+            // pods now run as it. A service sharing the profile above serves; its pod's keys come
+            // from STS (a stand-in replaying moto's answer for that role and token, so moto checks
+            // what they sign).
+            assert_eq!(store.role_arn, IRSA_ROLE, "the role the chart names");
+            let (sts_answer, role) = (store.sts_response.clone(), store.role_arn.clone());
+            let sts = stand_in(move |request| {
+                let arn = role.replace(':', "%3A").replace('/', "%2F");
+                if request.contains(&format!("RoleArn={arn}"))
+                    && request.contains(&format!("WebIdentityToken={WEB_IDENTITY_TOKEN}"))
+                {
+                    (200, sts_answer.clone())
+                } else {
+                    (
+                        403,
+                        "<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>"
+                            .into(),
+                    )
+                }
+            });
+            let token_file = cluster.dir().join("web-identity-token");
+            std::fs::write(&token_file, WEB_IDENTITY_TOKEN).expect("the token file");
+            *irsa.lock().unwrap() = Some(Irsa {
+                token_file,
+                region: store.region.clone(),
+                sts,
+            });
+            let mut svc = service_yaml("stored-irsa", &store.uri(), serde_json::json!({}));
+            svc.spec.model.source.digest =
+                Some(greenbatch_tests::workspace::file_digest(&s3_model));
+            svc.spec.model.source.s3 = Some(greenbatch_crds::S3Source {
+                endpoint: Some(store.endpoint.clone()),
+                region: Some(store.region.clone()),
+                credentials_secret: None,
+            });
             services
-                .delete("stored", &DeleteParams::default())
+                .create(&pp, &svc)
                 .await
-                .expect("delete the s3-model service");
+                .expect("create an s3-model service without a Secret");
+            if serve_supported {
+                let irsa_served = wait_service(
+                    &services,
+                    "stored-irsa",
+                    "the S3 model to be served with the pods' own AWS identity",
+                    Duration::from_secs(90),
+                    |is| status_of(is).0 == Some(Phase::Serving),
+                )
+                .await;
+                say(&format!(
+                    "stored-irsa: {}",
+                    condition_message(&irsa_served, "Ready")
+                ));
+            }
+            *irsa.lock().unwrap() = None;
+            // Gone before their store is: their serving pods would fail without it.
+            for name in ["stored", "stored-irsa"] {
+                services
+                    .delete(name, &DeleteParams::default())
+                    .await
+                    .expect("delete the s3-model services");
+            }
         }
     }
 
