@@ -318,6 +318,14 @@ impl<'a> ProfileState<'a> {
     }
 }
 
+/// What a plan writes as it goes, for the parts of it that write: the conditions, the status and
+/// the Events.
+struct Written<'a> {
+    conds: Conditions<'a>,
+    status: InferenceServiceStatus,
+    events: Vec<PlannedEvent>,
+}
+
 struct Conditions<'a> {
     now: &'a str,
     generation: Option<i64>,
@@ -585,6 +593,11 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         replace_job: &planned_replacement,
         queue: &planned_queue,
     };
+    let mut out = Written {
+        conds,
+        status,
+        events,
+    };
     match state {
         ProfileState::Starting { job } | ProfileState::Measuring { job } => {
             requeue = while_profiling(
@@ -596,40 +609,38 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 observed,
                 &old,
                 cfg,
-                &mut conds,
-                &mut status,
-                &mut events,
+                &mut out,
             );
         }
         ProfileState::Failed { reason, message } => {
             let msg = format!(
                 "profiling EnergyProfile {profile_name} failed: {reason}: {message}; set a new {REPROFILE_ANNOTATION} token to try again (or change what keys the profile: model, GPU product, precision)"
             );
-            conds.set(
+            out.conds.set(
                 PROFILED,
                 ConditionStatus::False,
                 "ProfilingFailed",
                 msg.clone(),
             );
-            conds.set(
+            out.conds.set(
                 SLO_ATTAINABLE,
                 ConditionStatus::Unknown,
                 "NotProfiled",
                 "the profile failed",
             );
-            conds.set(
+            out.conds.set(
                 READY,
                 ConditionStatus::False,
                 "ProfilingFailed",
                 msg.clone(),
             );
-            status.phase = Some(Phase::Failed);
-            status.selected = old.selected.clone();
-            status.replicas = kept_replicas(&old);
+            out.status.phase = Some(Phase::Failed);
+            out.status.selected = old.selected.clone();
+            out.status.replicas = kept_replicas(&old);
             if old.phase != Some(Phase::Failed)
                 || condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str())
             {
-                events.push(PlannedEvent {
+                out.events.push(PlannedEvent {
                     warning: true,
                     reason: "ProfilingFailed",
                     note: msg,
@@ -652,8 +663,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 is,
                 observed,
                 &old,
-                &mut conds,
-                &mut events,
+                &mut out,
             );
             let mode = valid.spec.mode;
             match choose(
@@ -671,26 +681,26 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                     let msg = format!(
                         "no configuration can be chosen from EnergyProfile {profile_name}: {e}"
                     );
-                    conds.set(
+                    out.conds.set(
                         SLO_ATTAINABLE,
                         ConditionStatus::Unknown,
                         "NoConfiguration",
                         msg.clone(),
                     );
-                    conds.set(
+                    out.conds.set(
                         READY,
                         ConditionStatus::False,
                         "NoConfiguration",
                         msg.clone(),
                     );
-                    status.phase = Some(Phase::Failed);
+                    out.status.phase = Some(Phase::Failed);
                     // A running Deployment is kept as it is (Serving::Keep): its configuration
                     // and replica count stay in status, so a later choice starts from them
                     // instead of `spec.replicas.min`.
-                    status.selected = old.selected.clone();
-                    status.replicas = kept_replicas(&old);
+                    out.status.selected = old.selected.clone();
+                    out.status.replicas = kept_replicas(&old);
                     if condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
-                        events.push(PlannedEvent {
+                        out.events.push(PlannedEvent {
                             warning: true,
                             reason: "NoConfiguration",
                             note: msg,
@@ -703,14 +713,14 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         selected_config(&sel, table, is.spec.slo.percentile, &profile_name);
                     let fixed = matches!(mode, CoreMode::Fixed(_));
                     if sel.slo_attainable {
-                        conds.set(
+                        out.conds.set(
                             SLO_ATTAINABLE,
                             ConditionStatus::True,
                             "SLOAttainable",
                             sel.reason.clone(),
                         );
                     } else {
-                        conds.set(
+                        out.conds.set(
                             SLO_ATTAINABLE,
                             ConditionStatus::False,
                             "SLOUnattainable",
@@ -758,13 +768,13 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         .map(|s| (s.batch_size, s.max_queue_delay_ms))
                         != Some((selected.batch_size, selected.max_queue_delay_ms));
                     if changed {
-                        events.push(PlannedEvent {
+                        out.events.push(PlannedEvent {
                             warning: false,
                             reason: "ConfigSelected",
                             note: format!("{}{}", if fixed { "fixed " } else { "" }, sel.reason),
                         });
                     }
-                    status.selected = Some(selected);
+                    out.status.selected = Some(selected);
                     // Any Job of the profile still active — measuring again, or the one that wrote
                     // this table while its pod finishes (or retries): a second would race it.
                     let profile_job_active = observed
@@ -772,7 +782,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                         .as_ref()
                         .is_some_and(|j| j.state == JobState::Active);
                     if let (Some(load), Some(seen)) =
-                        (observed.load.as_ref(), status.observed.as_mut())
+                        (observed.load.as_ref(), out.status.observed.as_mut())
                         && let Some(planned) = judge_observation(
                             is,
                             seen,
@@ -785,7 +795,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             (&profile_name, &namespace),
                             !profile_job_active && planned_profile.is_none(),
                             now,
-                            &mut events,
+                            &mut out.events,
                         )
                     {
                         planned_profile = Some(planned);
@@ -811,9 +821,14 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             });
                         match built {
                             Err(e) => {
-                                conds.set(READY, ConditionStatus::False, "BuildFailed", e.clone());
-                                status.phase = Some(Phase::Failed);
-                                status.replicas = kept_replicas(&old);
+                                out.conds.set(
+                                    READY,
+                                    ConditionStatus::False,
+                                    "BuildFailed",
+                                    e.clone(),
+                                );
+                                out.status.phase = Some(Phase::Failed);
+                                out.status.replicas = kept_replicas(&old);
                                 requeue = Requeue::AwaitChange;
                             }
                             Ok(_)
@@ -825,18 +840,18 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                 let msg = format!(
                                     "a Deployment named {name} exists and is not controlled by this InferenceService: rename one of them"
                                 );
-                                conds.set(
+                                out.conds.set(
                                     READY,
                                     ConditionStatus::False,
                                     "NameConflict",
                                     msg.clone(),
                                 );
-                                status.phase = Some(Phase::Failed);
-                                status.replicas = kept_replicas(&old);
+                                out.status.phase = Some(Phase::Failed);
+                                out.status.replicas = kept_replicas(&old);
                                 if condition(&old, READY).map(|c| c.reason.as_str())
                                     != Some("NameConflict")
                                 {
-                                    events.push(PlannedEvent {
+                                    out.events.push(PlannedEvent {
                                         warning: true,
                                         reason: "NameConflict",
                                         note: msg,
@@ -860,9 +875,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                                     observed,
                                     &old,
                                     cfg,
-                                    &mut conds,
-                                    &mut status,
-                                    &mut events,
+                                    &mut out,
                                 );
                             }
                         }
@@ -873,15 +886,18 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                             generation,
                             observed,
                             &old,
-                            &mut conds,
-                            &mut status,
-                            &mut events,
+                            &mut out,
                         );
                     }
                 }
             }
         }
     }
+    let Written {
+        conds,
+        mut status,
+        events,
+    } = out;
     status.conditions = conds.list;
     // The profile's Job waits (queued for a place, its pod stuck, being deleted): what moves it on
     // — another profile's Job ending, a pod scheduled — triggers no reconcile of this service, so
@@ -920,8 +936,7 @@ fn say_profiled(
     is: &InferenceService,
     observed: &Observed,
     old: &InferenceServiceStatus,
-    conds: &mut Conditions<'_>,
-    events: &mut Vec<PlannedEvent>,
+    out: &mut Written<'_>,
 ) {
     let last_attempt = last_failure.map(|m| format!("; {m}")).unwrap_or_default();
     let profiled_msg = format!(
@@ -944,7 +959,7 @@ fn say_profiled(
             })
             .unwrap_or_default()
     );
-    conds.set(
+    out.conds.set(
         PROFILED,
         ConditionStatus::True,
         if reprofiling.is_some() {
@@ -955,7 +970,7 @@ fn say_profiled(
         profiled_msg,
     );
     if reprofiling.is_some() && planned.job.is_some() {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: false,
             reason: "ProfilingStarted",
             note: format!("re-profiling EnergyProfile {profile_name}"),
@@ -965,7 +980,7 @@ fn say_profiled(
         && planned.job.is_none()
         && reprofiling.is_none()
     {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: false,
             reason: "ProfileReused",
             note: format!("using the existing EnergyProfile {profile_name}"),
@@ -1072,9 +1087,7 @@ fn while_profiling(
     observed: &Observed,
     old: &InferenceServiceStatus,
     cfg: &OperatorConfig,
-    conds: &mut Conditions<'_>,
-    status: &mut InferenceServiceStatus,
-    events: &mut Vec<PlannedEvent>,
+    out: &mut Written<'_>,
 ) -> Requeue {
     let starting = planned.job.is_some() || planned.profile.is_some();
     // Its pod stuck (no node with a free GPU, an image it cannot pull): say so, and look
@@ -1114,7 +1127,7 @@ fn while_profiling(
     if planned.queue.is_some()
         && condition(old, PROFILED).map(|c| c.reason.as_str()) != Some("ProfilingQueued")
     {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: false,
             reason: "ProfilingQueued",
             note: what.clone(),
@@ -1126,26 +1139,27 @@ fn while_profiling(
         && !deleting
         && condition(old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
     {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: true,
             reason: "ProfilingWaiting",
             note: what.clone(),
         });
     }
-    conds.set(PROFILED, ConditionStatus::False, reason, what.clone());
-    conds.set(
+    out.conds
+        .set(PROFILED, ConditionStatus::False, reason, what.clone());
+    out.conds.set(
         SLO_ATTAINABLE,
         ConditionStatus::Unknown,
         "NotProfiled",
         "waiting for the profile",
     );
-    conds.set(
+    out.conds.set(
         READY,
         ConditionStatus::False,
         reason,
         format!("{what}; the service is deployed once it is complete"),
     );
-    status.phase = Some(
+    out.status.phase = Some(
         if starting || waiting.is_some() || deleting || planned.queue.is_some() {
             Phase::Pending
         } else {
@@ -1153,7 +1167,7 @@ fn while_profiling(
         },
     );
     if planned.job.is_some() {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: false,
             reason: "ProfilingStarted",
             note: what,
@@ -1161,8 +1175,8 @@ fn while_profiling(
     }
     // A running Deployment serves on at its configuration while the profile is measured
     // (a new model digest, GPU product or runtime version): status says what serves.
-    status.selected = old.selected.clone();
-    status.replicas = kept_replicas(old);
+    out.status.selected = old.selected.clone();
+    out.status.replicas = kept_replicas(old);
     requeue
 }
 
@@ -1187,9 +1201,7 @@ fn roll_out(
     observed: &Observed,
     old: &InferenceServiceStatus,
     cfg: &OperatorConfig,
-    conds: &mut Conditions<'_>,
-    status: &mut InferenceServiceStatus,
-    events: &mut Vec<PlannedEvent>,
+    out: &mut Written<'_>,
 ) -> (Serving, Requeue) {
     let (deployment, svc) = built;
     let desired = planned.desired;
@@ -1215,13 +1227,13 @@ fn roll_out(
         && before > 0
         && before != desired
     {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: false,
             reason: "Scaled",
             note: format!("replicas {before} -> {desired}: {replica_reason}"),
         });
     }
-    status.replicas = Some(ReplicaStatus { ready, ..planned });
+    out.status.replicas = Some(ReplicaStatus { ready, ..planned });
 
     let config = format!(
         "batch {} with max queue delay {} ms on {desired} replica(s)",
@@ -1245,7 +1257,7 @@ fn roll_out(
         })
         .unwrap_or_default();
     if done || partly {
-        conds.set(
+        out.conds.set(
             READY,
             ConditionStatus::True,
             "DeploymentAvailable",
@@ -1262,13 +1274,13 @@ fn roll_out(
             .iter()
             .any(|c| c.type_ == READY && c.reason == "ServingPodsFailing");
         if failing && !was_failing {
-            events.push(PlannedEvent {
+            out.events.push(PlannedEvent {
                 warning: true,
                 reason: "ServingPodsFailing",
                 note: format!("rolling out {config}: {ready}/{desired} ready{pod_failure}"),
             });
         }
-        conds.set(
+        out.conds.set(
             READY,
             ConditionStatus::False,
             if failing {
@@ -1279,14 +1291,14 @@ fn roll_out(
             format!("rolling out {config}: {ready}/{desired} ready{pod_failure}"),
         );
     }
-    status.phase = Some(match (sel.slo_attainable, done || partly) {
+    out.status.phase = Some(match (sel.slo_attainable, done || partly) {
         (true, true) => Phase::Serving,
         (true, false) => Phase::Pending,
         (false, _) => Phase::Degraded,
     });
 
-    if done && status.phase != old.phase {
-        events.push(PlannedEvent {
+    if done && out.status.phase != old.phase {
+        out.events.push(PlannedEvent {
             warning: !sel.slo_attainable,
             reason: if sel.slo_attainable {
                 "Serving"
@@ -1313,16 +1325,13 @@ fn roll_out(
 /// The choice does not meet the SLO and the spec says not to serve then (DoNotServe): pods
 /// already serving this very spec serve on at their last configuration, Degraded; otherwise
 /// nothing is served.
-#[allow(clippy::too_many_arguments)]
 fn hold_unattainable(
     sel: &Selection,
     profile_name: &str,
     generation: Option<i64>,
     observed: &Observed,
     old: &InferenceServiceStatus,
-    conds: &mut Conditions<'_>,
-    status: &mut InferenceServiceStatus,
-    events: &mut Vec<PlannedEvent>,
+    out: &mut Written<'_>,
 ) -> (Serving, Requeue) {
     let mut serving = Serving::Keep;
     // Serving, and the spec did not change: the verdict comes from a new measurement (a drift
@@ -1357,7 +1366,7 @@ fn hold_unattainable(
     };
     match keep {
         Some((was, replicas)) => {
-            conds.set(
+            out.conds.set(
                 READY,
                 if pods_ready {
                     ConditionStatus::True
@@ -1367,20 +1376,20 @@ fn hold_unattainable(
                 "ServingPreviousConfig",
                 msg.clone(),
             );
-            status.selected = Some(was);
-            status.replicas = Some(replicas);
+            out.status.selected = Some(was);
+            out.status.replicas = Some(replicas);
             // Nothing new is served: no ConfigSelected for the unattainable
             // choice.
-            events.retain(|e| e.reason != "ConfigSelected");
+            out.events.retain(|e| e.reason != "ConfigSelected");
         }
         None => {
-            conds.set(
+            out.conds.set(
                 READY,
                 ConditionStatus::False,
                 "SLOUnattainable",
                 msg.clone(),
             );
-            status.replicas = Some(ReplicaStatus {
+            out.status.replicas = Some(ReplicaStatus {
                 desired: 0,
                 ready: 0,
                 reason: Some("not serving: the SLO is not attainable".into()),
@@ -1390,9 +1399,9 @@ fn hold_unattainable(
             serving = Serving::Remove;
         }
     }
-    status.phase = Some(Phase::Degraded);
+    out.status.phase = Some(Phase::Degraded);
     if old.phase != Some(Phase::Degraded) {
-        events.push(PlannedEvent {
+        out.events.push(PlannedEvent {
             warning: true,
             reason: "SLOUnattainable",
             note: msg,
