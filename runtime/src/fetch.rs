@@ -14,69 +14,23 @@
 mod aws;
 mod credentials;
 mod http_client;
+mod redact;
+mod remote;
 mod s3;
+mod settings;
 
 use crate::error::{Result, RuntimeError};
 pub use aws::CredentialSource;
 use aws::Credentials;
 use http_client::error_chain;
+use redact::{fetch_error, is_remote};
+pub use redact::{redacted, redacted_model};
+use remote::{Remote, client};
 pub use s3::DEFAULT_REGION;
-use s3::{S3Config, S3Object};
+pub use settings::{FetchSettings, default_cache_dir};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// How a model reference is made local.
-#[derive(Clone, Debug)]
-pub struct FetchSettings {
-    /// `sha256:<64 hex>`: the content the model file must have.
-    pub digest: Option<String>,
-    /// Where downloads are kept.
-    pub cache_dir: PathBuf,
-    /// A PEM file of extra CA certificates trusted for https (besides the bundled Mozilla roots).
-    pub ca_file: Option<PathBuf>,
-    /// The largest download accepted.
-    pub max_bytes: u64,
-    /// Tries per download: connection errors, 429 and 5xx are tried again, other answers are not.
-    pub attempts: u32,
-    /// Wait before the second try; doubled before each later one.
-    pub retry_backoff: Duration,
-    /// `http(s)://host[:port]` of an S3-compatible store for `s3://` models; `None`: AWS.
-    pub s3_endpoint: Option<String>,
-    /// The region `s3://` requests are signed for.
-    pub s3_region: String,
-    /// Where the keys for `s3://` models come from, or why the environment's are unusable —
-    /// an error only once an `s3://` model is asked for.
-    pub s3_credentials: std::result::Result<CredentialSource, String>,
-    /// Whether a non-AWS endpoint gets the pod's AWS identity too (`--s3-send-pod-identity`).
-    pub s3_send_pod_identity: bool,
-}
-
-impl FetchSettings {
-    pub const DEFAULT_MAX_MIB: u64 = 16 * 1024;
-
-    pub fn new(digest: Option<String>, cache_dir: PathBuf) -> Self {
-        FetchSettings {
-            digest,
-            cache_dir,
-            ca_file: None,
-            max_bytes: Self::DEFAULT_MAX_MIB * 1024 * 1024,
-            attempts: 3,
-            retry_backoff: Duration::from_secs(1),
-            s3_endpoint: None,
-            s3_region: DEFAULT_REGION.to_string(),
-            s3_credentials: Ok(CredentialSource::Anonymous),
-            s3_send_pod_identity: false,
-        }
-    }
-}
-
-/// The default download folder: `$TMPDIR/greenbatch-models` (`/tmp` is an emptyDir in the
-/// operator's pods, whose root filesystem is read-only).
-pub fn default_cache_dir() -> PathBuf {
-    std::env::temp_dir().join("greenbatch-models")
-}
 
 /// The hex part of a `sha256:<64 lowercase hex>` digest.
 fn digest_hex(digest: &str) -> Result<&str> {
@@ -91,52 +45,6 @@ fn digest_hex(digest: &str) -> Result<&str> {
             arg: "--model-digest",
             message: format!("{digest:?}: expected sha256:<64 lowercase hex digits>"),
         })
-}
-
-fn is_remote(model: &str) -> bool {
-    model.starts_with("http://") || model.starts_with("https://") || model.starts_with("s3://")
-}
-
-/// A URL fit for logs and errors: no credentials, query or fragment (a presigned URL carries its
-/// secret in the query).
-pub fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    if scheme == "s3" {
-        // A key may hold `?` and `#` (they are not a query here); only credentials some tools
-        // put before the bucket are hidden.
-        return match rest.split_once('/') {
-            Some((authority, key)) if authority.contains('@') => {
-                let bucket = authority.rsplit_once('@').map_or("", |(_, b)| b);
-                format!("s3://{bucket}/{key} (credentials hidden)")
-            }
-            None if rest.contains('@') => "s3://… (credentials hidden)".to_string(),
-            _ => url.to_string(),
-        };
-    }
-    let (kept, query) = match rest.find(['?', '#']) {
-        Some(i) => (&rest[..i], true),
-        None => (rest, false),
-    };
-    let (authority, path) = kept.split_once('/').unwrap_or((kept, ""));
-    let (host, credentials) = match authority.rsplit_once('@') {
-        Some((_, host)) => (host, true),
-        None => (authority, false),
-    };
-    let hidden = if query || credentials {
-        " (query or credentials hidden)"
-    } else {
-        ""
-    };
-    format!("{scheme}://{host}/{path}{hidden}")
-}
-
-/// A `--model` argument fit for titles and logs: a URL redacted, anything else as is.
-pub fn redacted_model(model: &str) -> String {
-    if is_remote(model) {
-        redacted(model)
-    } else {
-        model.to_string()
-    }
 }
 
 /// The local model reference for `model`: a builtin as is; a local file as is, once it has the
@@ -164,216 +72,6 @@ pub fn resolve(model: &str, settings: &FetchSettings) -> Result<String> {
     let remote = Remote::parse(model, settings)?;
     let path = download(&remote, expected, settings)?;
     Ok(path.to_string_lossy().into_owned())
-}
-
-/// What is downloaded: a URL as given, or an S3 object with where the keys its requests are
-/// signed with come from.
-// One per download: the S3 variant's size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Remote<'a> {
-    Http(&'a str),
-    S3 {
-        uri: &'a str,
-        object: S3Object,
-        config: S3Config,
-        source: CredentialSource,
-    },
-}
-
-/// Temporary keys are asked for again when this close to running out (a request signed with them
-/// may wait and then stream for minutes).
-const KEYS_REFRESH_MARGIN_MINUTES: i64 = 5;
-
-impl<'a> Remote<'a> {
-    fn parse(model: &'a str, s: &FetchSettings) -> Result<Self> {
-        if !model.starts_with("s3://") {
-            return Ok(Remote::Http(model));
-        }
-        let object = S3Object::parse(model).map_err(|message| fetch_error(model, message))?;
-        let endpoint = s
-            .s3_endpoint
-            .as_deref()
-            .map(s3::endpoint_base)
-            .transpose()
-            .map_err(|message| RuntimeError::Usage {
-                arg: "--s3-endpoint",
-                message,
-            })?;
-        let source = s
-            .s3_credentials
-            .clone()
-            .map_err(|message| fetch_error(model, message))?;
-        if let Some(problem) = s3::region_problem(&s.s3_region) {
-            return Err(RuntimeError::Usage {
-                arg: "--s3-region",
-                message: format!("{problem} (from the flag, AWS_REGION or AWS_DEFAULT_REGION)"),
-            });
-        }
-        // The pod's AWS identity is for AWS (its VPC endpoints included): another store (MinIO,
-        // R2, …) would refuse its keys, and should not be sent them.
-        let elsewhere = endpoint.as_deref().is_some_and(|e| !s3::is_aws_endpoint(e));
-        let source = if elsewhere && source.is_ambient() && !s.s3_send_pod_identity {
-            tracing::info!(
-                keys = source.kind(),
-                "the pod's AWS identity is not sent to a non-AWS S3 endpoint: give that store's keys by a Secret (credentialsSecret), or --s3-send-pod-identity"
-            );
-            CredentialSource::Anonymous
-        } else {
-            source
-        };
-        tracing::info!(uri = %redacted(model), keys = source.kind(), "reading the object");
-        Ok(Remote::S3 {
-            uri: model,
-            object,
-            config: S3Config {
-                endpoint,
-                region: s.s3_region.clone(),
-            },
-            source,
-        })
-    }
-
-    /// The keys to sign this try with: those held while they have time left, else asked for
-    /// (only now: a model already downloaded needs none).
-    fn keys(
-        &self,
-        held: &mut Option<Credentials>,
-        s: &FetchSettings,
-    ) -> Result<Option<Credentials>> {
-        let Remote::S3 { uri, source, .. } = self else {
-            return Ok(None);
-        };
-        let margin = chrono::Duration::minutes(KEYS_REFRESH_MARGIN_MINUTES);
-        if let Some(keys) = held
-            .as_ref()
-            .filter(|k| !k.expiring(chrono::Utc::now(), margin))
-        {
-            return Ok(Some(keys.clone()));
-        }
-        *held = credentials::resolve(
-            source,
-            &credentials::Asking {
-                region: &s.s3_region,
-                ca_file: s.ca_file.as_deref(),
-                attempts: s.attempts,
-                backoff: s.retry_backoff,
-            },
-        )
-        .map_err(|message| fetch_error(uri, format!("keys from {}: {message}", source.kind())))?;
-        Ok(held.clone())
-    }
-
-    /// The reference as given (a URL only redacted in messages).
-    fn reference(&self) -> &str {
-        match self {
-            Remote::Http(url) => url,
-            Remote::S3 { uri, .. } => uri,
-        }
-    }
-
-    /// What names the download in the cache when no digest does: an S3 object with the store
-    /// it came from (the same URI on another endpoint is another file).
-    fn cache_identity(&self) -> String {
-        match self {
-            Remote::Http(url) => url.to_string(),
-            Remote::S3 { uri, config, .. } => format!(
-                "{uri} {} {}",
-                config.endpoint.as_deref().unwrap_or("aws"),
-                config.region
-            ),
-        }
-    }
-
-    /// Whether the requests must stay on https.
-    fn https_only(&self) -> bool {
-        match self {
-            Remote::Http(url) => url.starts_with("https://"),
-            Remote::S3 { config, .. } => config
-                .endpoint
-                .as_deref()
-                .is_none_or(|e| e.starts_with("https://")),
-        }
-    }
-
-    /// One try's request; an S3 one signed now (a signature is good for 15 minutes, and a later
-    /// try may come after that).
-    fn request(
-        &self,
-        client: &reqwest::blocking::Client,
-        keys: Option<&Credentials>,
-    ) -> std::result::Result<reqwest::blocking::RequestBuilder, String> {
-        match self {
-            Remote::Http(url) => Ok(client.get(*url)),
-            Remote::S3 { object, config, .. } => {
-                let signed = s3::object_request(object, config, keys, chrono::Utc::now())?;
-                Ok(signed
-                    .headers
-                    .into_iter()
-                    .fold(client.get(signed.url), |r, (name, value)| {
-                        r.header(name, value)
-                    }))
-            }
-        }
-    }
-
-    /// Why the server refused, from its answer — S3 says it in an XML body (its code returned
-    /// too), and where the bucket is when the region was wrong. `signed`: the request carried
-    /// keys.
-    fn refusal(
-        &self,
-        response: reqwest::blocking::Response,
-        signed: bool,
-    ) -> (String, Option<String>) {
-        let status = response.status();
-        let Remote::S3 { config, .. } = self else {
-            return (format!("the server answered {status}"), None);
-        };
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let location = header("location");
-        let region_header = header("x-amz-bucket-region");
-        let mut body = String::new();
-        let _ = response.take(16 * 1024).read_to_string(&mut body);
-        // S3 says where the bucket is in a header, or (a wrongly signed region) in its body.
-        let bucket_region = region_header.or_else(|| aws::xml_element(&body, "Region"));
-        let mut message = format!("S3 answered {status}");
-        if let Some(summary) = aws::error_summary(&body) {
-            message.push_str(&format!(" ({summary})"));
-        }
-        if status.is_redirection()
-            && let Some(origin) = location
-                .as_deref()
-                .and_then(|l| reqwest::Url::parse(l).ok())
-                .map(|u| u.origin().ascii_serialization())
-        {
-            // An ingress sending http to https, a store behind another name: the endpoint to use.
-            message.push_str(&format!(
-                ": the store redirects to {origin} (--s3-endpoint, spec.model.source.s3.endpoint)"
-            ));
-        }
-        match bucket_region {
-            Some(region) if region != config.region => message.push_str(&format!(
-                ": the bucket is in region {region}, not {} (--s3-region, \
-                 spec.model.source.s3.region)",
-                config.region
-            )),
-            _ => {}
-        }
-        if status == reqwest::StatusCode::FORBIDDEN && !signed {
-            message.push_str(
-                ": no keys were given, so the object was read anonymously (give them by \
-                 spec.model.source.s3.credentialsSecret, or for AWS S3 the pod's identity: IRSA \
-                 or EKS Pod Identity on the runtime service account, in pods made after it was \
-                 set up; the node's instance role is not used)",
-            );
-        }
-        (message, aws::xml_element(&body, "Code"))
-    }
 }
 
 /// The sha256 of a file, hex.
@@ -418,14 +116,6 @@ fn cache_path(url: &str, expected: Option<&str>, dir: &Path) -> PathBuf {
         None => format!("url-{}.pt", &hex(&Sha256::digest(url.as_bytes()))[..16]),
     };
     dir.join(name)
-}
-
-/// `url` is redacted here: callers pass the reference as given.
-fn fetch_error(url: &str, message: impl Into<String>) -> RuntimeError {
-    RuntimeError::ModelFetch {
-        url: redacted(url),
-        message: message.into(),
-    }
 }
 
 fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Result<PathBuf> {
@@ -485,16 +175,6 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
             Err(Attempt::Fail(e)) => return Err(e),
         }
     }
-}
-
-fn client(remote: &Remote, s: &FetchSettings) -> Result<reqwest::blocking::Client> {
-    // A signed S3 request is good for its one URL: a redirect would need a new signature, and
-    // S3's own (a bucket in another region) is answered with where to sign for instead.
-    let redirects = match remote {
-        Remote::Http(_) => 5,
-        Remote::S3 { .. } => 0,
-    };
-    http_client::blocking_client(s.ca_file.as_deref(), remote.https_only(), redirects)
 }
 
 enum Attempt {
@@ -652,6 +332,7 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     /// A one-file HTTP/1.1 server on a loopback port, answering each connection from `answers`
     /// in turn (the last one repeats): status, and the body (or a Content-Length without a body).

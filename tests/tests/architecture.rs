@@ -170,8 +170,14 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
                 "serve::metrics",
                 "fetch::aws",
             ],
-            &["serve::v2_grpc", "fetch::s3", "fetch::http_client"],
-            &["fetch::credentials"],
+            &[
+                "serve::v2_grpc",
+                "fetch::s3",
+                "fetch::http_client",
+                "fetch::redact",
+            ],
+            &["fetch::credentials", "fetch::settings"],
+            &["fetch::remote"],
             &[
                 "device",
                 "fetch",
