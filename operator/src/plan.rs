@@ -665,232 +665,18 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 &old,
                 &mut out,
             );
-            let mode = valid.spec.mode;
-            match choose(
+            (serving, requeue) = serve_from_table(
                 table,
-                valid.spec.slo,
-                mode,
-                None,
-                valid.spec.replicas,
-                &Policy {
-                    target_utilisation: cfg.target_utilisation,
-                    ..Policy::default()
-                },
-            ) {
-                Err(e) => {
-                    let msg = format!(
-                        "no configuration can be chosen from EnergyProfile {profile_name}: {e}"
-                    );
-                    out.conds.set(
-                        SLO_ATTAINABLE,
-                        ConditionStatus::Unknown,
-                        "NoConfiguration",
-                        msg.clone(),
-                    );
-                    out.conds.set(
-                        READY,
-                        ConditionStatus::False,
-                        "NoConfiguration",
-                        msg.clone(),
-                    );
-                    out.status.phase = Some(Phase::Failed);
-                    // A running Deployment is kept as it is (Serving::Keep): its configuration
-                    // and replica count stay in status, so a later choice starts from them
-                    // instead of `spec.replicas.min`.
-                    out.status.selected = old.selected.clone();
-                    out.status.replicas = kept_replicas(&old);
-                    if condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
-                        out.events.push(PlannedEvent {
-                            warning: true,
-                            reason: "NoConfiguration",
-                            note: msg,
-                        });
-                    }
-                    requeue = Requeue::AwaitChange;
-                }
-                Ok(sel) => {
-                    let selected =
-                        selected_config(&sel, table, is.spec.slo.percentile, &profile_name);
-                    let fixed = matches!(mode, CoreMode::Fixed(_));
-                    if sel.slo_attainable {
-                        out.conds.set(
-                            SLO_ATTAINABLE,
-                            ConditionStatus::True,
-                            "SLOAttainable",
-                            sel.reason.clone(),
-                        );
-                    } else {
-                        out.conds.set(
-                            SLO_ATTAINABLE,
-                            ConditionStatus::False,
-                            "SLOUnattainable",
-                            sel.reason.clone(),
-                        );
-                    }
-                    let serve = sel.slo_attainable
-                        || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
-                    // The window before this one, when status holds it (not a reading kept
-                    // through a rollout or a leader change).
-                    let previous =
-                        previous_observation(old.observed.as_ref(), now, cfg.observe_interval);
-                    let Sizing {
-                        old_desired,
-                        count: replicas,
-                        reason: replica_reason,
-                        scale_down,
-                        measured_capacity,
-                    } = size_replicas(
-                        &sel,
-                        &valid,
-                        &profile_name,
-                        previous,
-                        observed,
-                        &old,
-                        cfg,
-                        now,
-                    );
-                    let settings = ServeSettings {
-                        spec_generation: generation,
-                        batch_size: sel.choice.batch_size,
-                        max_queue_delay_ms: sel.choice.max_queue_delay_ms,
-                        replicas,
-                        slo_ms: is.spec.slo.latency_ms,
-                        percentile: is.spec.slo.percentile,
-                        profile_json: serde_json::to_string(&EnergyProfileStatus::complete(
-                            table.clone(),
-                        ))
-                        .ok(),
-                    };
-                    let desired = if serve { replicas } else { 0 };
-                    let changed = old
-                        .selected
-                        .as_ref()
-                        .map(|s| (s.batch_size, s.max_queue_delay_ms))
-                        != Some((selected.batch_size, selected.max_queue_delay_ms));
-                    if changed {
-                        out.events.push(PlannedEvent {
-                            warning: false,
-                            reason: "ConfigSelected",
-                            note: format!("{}{}", if fixed { "fixed " } else { "" }, sel.reason),
-                        });
-                    }
-                    out.status.selected = Some(selected);
-                    // Any Job of the profile still active — measuring again, or the one that wrote
-                    // this table while its pod finishes (or retries): a second would race it.
-                    let profile_job_active = observed
-                        .job
-                        .as_ref()
-                        .is_some_and(|j| j.state == JobState::Active);
-                    if let (Some(load), Some(seen)) =
-                        (observed.load.as_ref(), out.status.observed.as_mut())
-                        && let Some(planned) = judge_observation(
-                            is,
-                            seen,
-                            load,
-                            table,
-                            &valid,
-                            &old,
-                            previous,
-                            observed,
-                            (&profile_name, &namespace),
-                            !profile_job_active && planned_profile.is_none(),
-                            now,
-                            &mut out.events,
-                        )
-                    {
-                        planned_profile = Some(planned);
-                    }
-                    if serve {
-                        let built = service_owner(is)
-                            .ok_or_else(|| "the InferenceService has no uid yet".to_string())
-                            .and_then(|owner| {
-                                let d = resources::deployment(
-                                    &name,
-                                    &namespace,
-                                    &is.spec.model,
-                                    PodPlacement {
-                                        gpu: &is.spec.gpu,
-                                        pod: &runtime_pod(is, cfg),
-                                    },
-                                    &settings,
-                                    owner.clone(),
-                                    cfg,
-                                )
-                                .map_err(|e| e.to_string())?;
-                                Ok((d, resources::service(&name, &namespace, owner)))
-                            });
-                        match built {
-                            Err(e) => {
-                                out.conds.set(
-                                    READY,
-                                    ConditionStatus::False,
-                                    "BuildFailed",
-                                    e.clone(),
-                                );
-                                out.status.phase = Some(Phase::Failed);
-                                out.status.replicas = kept_replicas(&old);
-                                requeue = Requeue::AwaitChange;
-                            }
-                            Ok(_)
-                                if observed
-                                    .deployment
-                                    .as_ref()
-                                    .is_some_and(|d| !d.controlled_by_us) =>
-                            {
-                                let msg = format!(
-                                    "a Deployment named {name} exists and is not controlled by this InferenceService: rename one of them"
-                                );
-                                out.conds.set(
-                                    READY,
-                                    ConditionStatus::False,
-                                    "NameConflict",
-                                    msg.clone(),
-                                );
-                                out.status.phase = Some(Phase::Failed);
-                                out.status.replicas = kept_replicas(&old);
-                                if condition(&old, READY).map(|c| c.reason.as_str())
-                                    != Some("NameConflict")
-                                {
-                                    out.events.push(PlannedEvent {
-                                        warning: true,
-                                        reason: "NameConflict",
-                                        note: msg,
-                                    });
-                                }
-                                requeue = Requeue::AwaitChange;
-                            }
-                            Ok(built) => {
-                                (serving, requeue) = roll_out(
-                                    built,
-                                    ReplicaStatus {
-                                        desired,
-                                        ready: 0,
-                                        reason: Some(replica_reason.clone()),
-                                        measured_capacity_per_replica: measured_capacity,
-                                        scale_down,
-                                    },
-                                    old_desired,
-                                    &settings,
-                                    &sel,
-                                    observed,
-                                    &old,
-                                    cfg,
-                                    &mut out,
-                                );
-                            }
-                        }
-                    } else {
-                        (serving, requeue) = hold_unattainable(
-                            &sel,
-                            &profile_name,
-                            generation,
-                            observed,
-                            &old,
-                            &mut out,
-                        );
-                    }
-                }
-            }
+                is,
+                &valid,
+                observed,
+                &old,
+                cfg,
+                now,
+                (&name, &namespace, &profile_name),
+                &mut planned_profile,
+                &mut out,
+            );
         }
     }
     let Written {
@@ -922,6 +708,225 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         events,
         requeue,
     }
+}
+
+/// The profile is complete: the configuration chosen from its table, sized to the load, and
+/// served (or not, when the SLO cannot be met and the spec says so); what the serving pods
+/// measure judged against it. `names`: the service's name, its namespace, the profile's name.
+#[allow(clippy::too_many_arguments)]
+fn serve_from_table(
+    table: &ProfileTable,
+    is: &InferenceService,
+    valid: &Valid,
+    observed: &Observed,
+    old: &InferenceServiceStatus,
+    cfg: &OperatorConfig,
+    now: &str,
+    names: (&str, &str, &str),
+    planned_profile: &mut Option<EnergyProfile>,
+    out: &mut Written<'_>,
+) -> (Serving, Requeue) {
+    let (name, namespace, profile_name) = names;
+    let generation = is.metadata.generation;
+    let mut serving = Serving::Keep;
+    let requeue;
+    let mode = valid.spec.mode;
+    match choose(
+        table,
+        valid.spec.slo,
+        mode,
+        None,
+        valid.spec.replicas,
+        &Policy {
+            target_utilisation: cfg.target_utilisation,
+            ..Policy::default()
+        },
+    ) {
+        Err(e) => {
+            let msg =
+                format!("no configuration can be chosen from EnergyProfile {profile_name}: {e}");
+            out.conds.set(
+                SLO_ATTAINABLE,
+                ConditionStatus::Unknown,
+                "NoConfiguration",
+                msg.clone(),
+            );
+            out.conds.set(
+                READY,
+                ConditionStatus::False,
+                "NoConfiguration",
+                msg.clone(),
+            );
+            out.status.phase = Some(Phase::Failed);
+            // A running Deployment is kept as it is (Serving::Keep): its configuration
+            // and replica count stay in status, so a later choice starts from them
+            // instead of `spec.replicas.min`.
+            out.status.selected = old.selected.clone();
+            out.status.replicas = kept_replicas(old);
+            if condition(old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
+                out.events.push(PlannedEvent {
+                    warning: true,
+                    reason: "NoConfiguration",
+                    note: msg,
+                });
+            }
+            requeue = Requeue::AwaitChange;
+        }
+        Ok(sel) => {
+            let selected = selected_config(&sel, table, is.spec.slo.percentile, profile_name);
+            let fixed = matches!(mode, CoreMode::Fixed(_));
+            if sel.slo_attainable {
+                out.conds.set(
+                    SLO_ATTAINABLE,
+                    ConditionStatus::True,
+                    "SLOAttainable",
+                    sel.reason.clone(),
+                );
+            } else {
+                out.conds.set(
+                    SLO_ATTAINABLE,
+                    ConditionStatus::False,
+                    "SLOUnattainable",
+                    sel.reason.clone(),
+                );
+            }
+            let serve = sel.slo_attainable
+                || is.spec.slo.when_unattainable == UnattainablePolicy::ServeClosest;
+            // The window before this one, when status holds it (not a reading kept
+            // through a rollout or a leader change).
+            let previous = previous_observation(old.observed.as_ref(), now, cfg.observe_interval);
+            let Sizing {
+                old_desired,
+                count: replicas,
+                reason: replica_reason,
+                scale_down,
+                measured_capacity,
+            } = size_replicas(&sel, valid, profile_name, previous, observed, old, cfg, now);
+            let settings = ServeSettings {
+                spec_generation: generation,
+                batch_size: sel.choice.batch_size,
+                max_queue_delay_ms: sel.choice.max_queue_delay_ms,
+                replicas,
+                slo_ms: is.spec.slo.latency_ms,
+                percentile: is.spec.slo.percentile,
+                profile_json: serde_json::to_string(&EnergyProfileStatus::complete(table.clone()))
+                    .ok(),
+            };
+            let desired = if serve { replicas } else { 0 };
+            let changed = old
+                .selected
+                .as_ref()
+                .map(|s| (s.batch_size, s.max_queue_delay_ms))
+                != Some((selected.batch_size, selected.max_queue_delay_ms));
+            if changed {
+                out.events.push(PlannedEvent {
+                    warning: false,
+                    reason: "ConfigSelected",
+                    note: format!("{}{}", if fixed { "fixed " } else { "" }, sel.reason),
+                });
+            }
+            out.status.selected = Some(selected);
+            // Any Job of the profile still active — measuring again, or the one that wrote
+            // this table while its pod finishes (or retries): a second would race it.
+            let profile_job_active = observed
+                .job
+                .as_ref()
+                .is_some_and(|j| j.state == JobState::Active);
+            if let (Some(load), Some(seen)) = (observed.load.as_ref(), out.status.observed.as_mut())
+                && let Some(planned) = judge_observation(
+                    is,
+                    seen,
+                    load,
+                    table,
+                    valid,
+                    old,
+                    previous,
+                    observed,
+                    (profile_name, namespace),
+                    !profile_job_active && planned_profile.is_none(),
+                    now,
+                    &mut out.events,
+                )
+            {
+                *planned_profile = Some(planned);
+            }
+            if serve {
+                let built = service_owner(is)
+                    .ok_or_else(|| "the InferenceService has no uid yet".to_string())
+                    .and_then(|owner| {
+                        let d = resources::deployment(
+                            name,
+                            namespace,
+                            &is.spec.model,
+                            PodPlacement {
+                                gpu: &is.spec.gpu,
+                                pod: &runtime_pod(is, cfg),
+                            },
+                            &settings,
+                            owner.clone(),
+                            cfg,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        Ok((d, resources::service(name, namespace, owner)))
+                    });
+                match built {
+                    Err(e) => {
+                        out.conds
+                            .set(READY, ConditionStatus::False, "BuildFailed", e.clone());
+                        out.status.phase = Some(Phase::Failed);
+                        out.status.replicas = kept_replicas(old);
+                        requeue = Requeue::AwaitChange;
+                    }
+                    Ok(_)
+                        if observed
+                            .deployment
+                            .as_ref()
+                            .is_some_and(|d| !d.controlled_by_us) =>
+                    {
+                        let msg = format!(
+                            "a Deployment named {name} exists and is not controlled by this InferenceService: rename one of them"
+                        );
+                        out.conds
+                            .set(READY, ConditionStatus::False, "NameConflict", msg.clone());
+                        out.status.phase = Some(Phase::Failed);
+                        out.status.replicas = kept_replicas(old);
+                        if condition(old, READY).map(|c| c.reason.as_str()) != Some("NameConflict")
+                        {
+                            out.events.push(PlannedEvent {
+                                warning: true,
+                                reason: "NameConflict",
+                                note: msg,
+                            });
+                        }
+                        requeue = Requeue::AwaitChange;
+                    }
+                    Ok(built) => {
+                        (serving, requeue) = roll_out(
+                            built,
+                            ReplicaStatus {
+                                desired,
+                                ready: 0,
+                                reason: Some(replica_reason.clone()),
+                                measured_capacity_per_replica: measured_capacity,
+                                scale_down,
+                            },
+                            old_desired,
+                            &settings,
+                            &sel,
+                            observed,
+                            old,
+                            cfg,
+                            out,
+                        );
+                    }
+                }
+            } else {
+                (serving, requeue) =
+                    hold_unattainable(&sel, profile_name, generation, observed, old, out);
+            }
+        }
+    }
+    (serving, requeue)
 }
 
 /// The profile is complete: the Profiled condition says what it holds (and a re-profile under
