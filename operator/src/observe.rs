@@ -161,6 +161,9 @@ pub struct DeploymentObservation {
     /// The service generation the Deployment was last applied for (its
     /// `greenbatch.dev/spec-generation` annotation); `None` on one applied before it existed.
     pub spec_generation: Option<i64>,
+    /// The digest of the pod template it was last applied with
+    /// (`greenbatch.dev/pod-template-hash`); `None` on one applied before it was recorded.
+    pub pod_template_hash: Option<String>,
 }
 
 /// Runtime exit codes (see the runtime's README section) in words, for conditions.
@@ -327,6 +330,8 @@ pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
             .as_ref()
             .and_then(|a| a.get(crate::names::SPEC_GENERATION_ANNOTATION))
             .and_then(|g| g.parse().ok()),
+        pod_template_hash: crate::resources::annotated_pod_template_hash(&d.metadata)
+            .map(str::to_string),
     }
 }
 

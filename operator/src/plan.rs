@@ -425,11 +425,20 @@ fn planned_args(planned: &Deployment) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Whether the observed Deployment's pod template is the planned one (the parts the plan sets that
-/// change between plans: the runtime's args and its profile).
+/// Whether the observed Deployment's pod template is the planned one: by the digest each records
+/// (any change: args, the model's keys, the account, resources), or on a Deployment applied
+/// before digests were recorded, by what changes between plans (the runtime's args, its profile).
 fn same_template(d: &DeploymentObservation, planned: &Deployment) -> bool {
-    d.args == planned_args(planned)
-        && d.profile_env == observe::container_env(planned, PROFILE_INLINE_ENV)
+    match (
+        d.pod_template_hash.as_deref(),
+        resources::annotated_pod_template_hash(&planned.metadata),
+    ) {
+        (Some(seen), Some(wanted)) => seen == wanted,
+        _ => {
+            d.args == planned_args(planned)
+                && d.profile_env == observe::container_env(planned, PROFILE_INLINE_ENV)
+        }
+    }
 }
 
 /// Whether the observed Deployment runs the planned pods, all of them available.

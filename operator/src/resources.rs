@@ -336,8 +336,12 @@ pub fn pod_template_hash(template: &PodTemplateSpec) -> String {
 
 /// The digest [`profiling_job`] records on a Job it built.
 pub fn recorded_pod_template_hash(job: &Job) -> Option<&str> {
-    job.metadata
-        .annotations
+    annotated_pod_template_hash(&job.metadata)
+}
+
+/// The pod-template digest recorded on an object the operator built (a Job, a Deployment).
+pub fn annotated_pod_template_hash(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
         .as_ref()?
         .get(POD_TEMPLATE_HASH_ANNOTATION)
         .map(String::as_str)
@@ -443,7 +447,7 @@ pub fn deployment(
     let mount = model_mount(&model.source, cfg.model_ca_config_map.as_deref())?;
     let (volumes, mounts) = volumes(&mount);
     let pod_labels = serving_labels(name);
-    Ok(Deployment {
+    let mut deployment = Deployment {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
@@ -531,7 +535,18 @@ pub fn deployment(
             ..Default::default()
         }),
         ..Default::default()
-    })
+    };
+    // On the Deployment: what the plan compares to tell whether the observed rollout is the
+    // planned one (any change of the pod template — args, the model's keys, the account, …).
+    if let Some(spec) = &deployment.spec {
+        let digest = pod_template_hash(&spec.template);
+        deployment
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(POD_TEMPLATE_HASH_ANNOTATION.to_string(), digest);
+    }
+    Ok(deployment)
 }
 
 /// The PodDisruptionBudget of the serving pods, owned by the InferenceService: a node drain

@@ -98,6 +98,8 @@ fn rolled_out_obs(p: &Plan) -> DeploymentObservation {
             .as_ref()
             .and_then(|a| a.get(SPEC_GENERATION_ANNOTATION))
             .and_then(|g| g.parse().ok()),
+        pod_template_hash: crate::resources::annotated_pod_template_hash(&objects.0.metadata)
+            .map(str::to_string),
     }
 }
 
@@ -416,6 +418,7 @@ fn the_flow_table() {
                     pod_failure: None,
                     replica_failure: None,
                     spec_generation: None,
+                    pod_template_hash: None,
                 });
                 o
             },
@@ -927,13 +930,20 @@ fn a_new_pod_template_rolls_out_while_a_missing_replica_keeps_serving() {
         phase: Some(Phase::Serving),
         ..Default::default()
     });
-    // Different args, or only a different profile (a re-profile): a rollout, so Pending until it
-    // is done, even for a service that was Serving.
-    let mut stale_args = rolled_out_obs(&p);
+    // Another pod template — other args, only another profile (a re-profile), or only what its
+    // digest covers besides (the Secret its keys come from, the account) — is a rollout, so
+    // Pending until it is done, even for a service that was Serving. A Deployment applied before
+    // digests were recorded is judged by its args and profile.
+    let mut other_digest = rolled_out_obs(&p);
+    other_digest.pod_template_hash = Some("0123456789abcdef".into());
+    let mut stale_args = other_digest.clone();
     stale_args.args.push("--stale".into());
-    let mut stale_profile = rolled_out_obs(&p);
+    let mut stale_profile = other_digest.clone();
     stale_profile.profile_env = Some("{}".into());
-    for obs in [stale_args, stale_profile] {
+    let mut unrecorded = rolled_out_obs(&p);
+    unrecorded.pod_template_hash = None;
+    unrecorded.args.push("--stale".into());
+    for obs in [other_digest, stale_args, stale_profile, unrecorded] {
         o.deployment = Some(obs);
         let p = plan(&is, &o, &cfg(), NOW);
         assert_eq!(p.status.phase, Some(Phase::Pending));
