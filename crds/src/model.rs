@@ -83,7 +83,8 @@ pub struct ModelSource {
         regex(pattern = r"^(file|pvc|https?|s3)://.+")
     )]
     pub uri: Option<String>,
-    /// Where an `s3://` object is and the keys to read it with (AWS, anonymously, when unset).
+    /// Where an `s3://` object is and the keys to read it with (unset: AWS, with the pod's AWS
+    /// identity when it has one, else anonymously).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Source>,
     /// A built-in architecture with random weights (for demos and measurements).

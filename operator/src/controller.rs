@@ -596,6 +596,10 @@ async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Actio
     let result = match result {
         Err(e) if conflicts > 0 && conflicts <= CONFLICTS_RETRIED => {
             tracing::info!(service = %key, conflicts, error = %e, "the cluster changed under this reconcile: looking again");
+            // A reconcile all the same (in the count and the durations), not a failed one.
+            ctx.operator
+                .metrics
+                .reconciled(&key, started.elapsed(), None);
             return Ok(Action::requeue(CONFLICT_RETRY));
         }
         result => result,

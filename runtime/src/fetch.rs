@@ -147,7 +147,8 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
         )
     })?;
     let client = client(remote, s)?;
-    let mut keys = None;
+    let mut keys: Option<Credentials> = None;
+    let mut asked_again = false;
     let mut tries = 0;
     let mut backoff = s.retry_backoff;
     loop {
@@ -166,10 +167,14 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
             Err(Attempt::Retry(message)) => {
                 return Err(fetch_error(url, format!("{message} (after {tries} tries)")));
             }
-            // Temporary keys that ran out sooner than they said: asked for again, once.
-            Err(Attempt::Expired(message)) if tries < s.attempts.max(1) && keys.is_some() => {
+            // Temporary keys that ran out sooner than they said: asked for again, once. Static
+            // keys (an expired session token in a Secret) would come back the same.
+            Err(Attempt::Expired(message))
+                if !asked_again && keys.as_ref().is_some_and(|k| k.expires_at.is_some()) =>
+            {
                 tracing::warn!(url = %redacted(url), tries, "the keys expired, asking for new ones: {message}");
                 keys = None;
+                asked_again = true;
             }
             Err(Attempt::Expired(message)) => return Err(fetch_error(url, message)),
             Err(Attempt::Fail(e)) => return Err(e),
@@ -349,6 +354,8 @@ mod tests {
         CutAfter(Vec<u8>, usize),
         /// The body, then the connection closes: no Content-Length to refuse it by.
         Unsized(Vec<u8>),
+        /// A status with a body (S3's XML error, a credentials endpoint's JSON).
+        Body(u16, String),
     }
 
     fn serve(answers: Vec<Answer>) -> TestServer {
@@ -373,6 +380,9 @@ mod tests {
                         .and_then(|()| stream.write_all(&body)),
                     Answer::Status(code) => stream.write_all(
                         format!("HTTP/1.1 {code} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+                    ),
+                    Answer::Body(code, body) => stream.write_all(
+                        format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes(),
                     ),
                     Answer::ClaimsLength(n) => stream.write_all(
                         format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -599,5 +609,91 @@ mod tests {
             redacted("s3://AKIA1:s3cr3t@models"),
             "s3://… (credentials hidden)"
         );
+    }
+
+    /// An S3 stand-in at `server`'s address (its path ignored): the endpoint and the model URI.
+    fn s3_at(server: &TestServer) -> (String, String) {
+        let base = server.url.trim_end_matches("/models/tiny.pt").to_string();
+        (base, "s3://models/tiny.pt".to_string())
+    }
+
+    const EXPIRED: &str = "<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>";
+
+    #[test]
+    fn expired_temporary_keys_are_asked_for_again_once_and_static_ones_fail_at_once() {
+        let body = b"model bytes".to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        // Static keys (an expired session token in a Secret): refused at once, one request.
+        let store = serve(vec![Answer::Body(400, EXPIRED.into())]);
+        let (endpoint, uri) = s3_at(&store);
+        let keys = Credentials {
+            access_key_id: "ASIA1".into(),
+            secret_access_key: "s".into(),
+            session_token: Some("t".into()),
+            expires_at: None,
+        };
+        let s = FetchSettings {
+            s3_endpoint: Some(endpoint),
+            s3_credentials: Ok(CredentialSource::Static(keys)),
+            ..settings(Some(digest_of(&body)), dir.path())
+        };
+        let err = resolve(&uri, &s).unwrap_err();
+        assert!(err.to_string().contains("ExpiredToken"), "{err}");
+        assert_eq!(*store.requests.lock().unwrap(), 1);
+
+        // Keys from a credentials endpoint that S3 finds expired: asked for again, once, and the
+        // download goes on with the new ones.
+        let agent = serve(vec![Answer::Body(
+            200,
+            r#"{"AccessKeyId":"ASIA2","SecretAccessKey":"s","Token":"t","Expiration":"2999-01-01T00:00:00Z"}"#.into(),
+        )]);
+        let store = serve(vec![
+            Answer::Body(400, EXPIRED.into()),
+            Answer::Ok(body.clone()),
+        ]);
+        let (endpoint, uri) = s3_at(&store);
+        let s = FetchSettings {
+            s3_endpoint: Some(endpoint),
+            s3_credentials: Ok(CredentialSource::Container(aws::ContainerEndpoint {
+                url: agent.url.clone(),
+                token_file: None,
+                token: None,
+            })),
+            s3_send_pod_identity: true,
+            ..settings(Some(digest_of(&body)), dir.path())
+        };
+        let path = resolve(&uri, &s).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), body);
+        assert_eq!(*store.requests.lock().unwrap(), 2);
+        assert_eq!(
+            *agent.requests.lock().unwrap(),
+            2,
+            "asked again after ExpiredToken"
+        );
+
+        // Expired again with the new keys: not a loop.
+        let agent = serve(vec![Answer::Body(
+            200,
+            r#"{"AccessKeyId":"ASIA3","SecretAccessKey":"s","Token":"t","Expiration":"2999-01-01T00:00:00Z"}"#.into(),
+        )]);
+        let store = serve(vec![Answer::Body(400, EXPIRED.into())]);
+        let (endpoint, uri) = s3_at(&store);
+        let s = FetchSettings {
+            s3_endpoint: Some(endpoint),
+            s3_credentials: Ok(CredentialSource::Container(aws::ContainerEndpoint {
+                url: agent.url.clone(),
+                token_file: None,
+                token: None,
+            })),
+            s3_send_pod_identity: true,
+            ..settings(None, &dir.path().join("again"))
+        };
+        assert!(
+            resolve(&uri, &s)
+                .unwrap_err()
+                .to_string()
+                .contains("ExpiredToken")
+        );
+        assert_eq!(*store.requests.lock().unwrap(), 2);
     }
 }

@@ -41,16 +41,25 @@ pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credent
                 http_client::agent_client(ask.ca_file, endpoint.url.starts_with("https://"))
                     .map_err(|e| e.to_string())?;
             let shown = endpoint.shown();
+            // Checked here, not dropped: a request without it would only say 401.
+            let authorization = token
+                .as_deref()
+                .map(|t| {
+                    reqwest::header::HeaderValue::from_str(t).map_err(|_| {
+                        "the container authorization token holds characters an HTTP header \
+                         cannot carry"
+                            .to_string()
+                    })
+                })
+                .transpose()?
+                .map(|mut value| {
+                    value.set_sensitive(true);
+                    value
+                });
             let body = ask_with_tries(ask, &client, &shown, |client| {
                 let request = client.get(&endpoint.url);
-                match token
-                    .as_deref()
-                    .and_then(|t| reqwest::header::HeaderValue::from_str(t).ok())
-                {
-                    Some(mut value) => {
-                        value.set_sensitive(true);
-                        request.header(reqwest::header::AUTHORIZATION, value)
-                    }
+                match &authorization {
+                    Some(value) => request.header(reqwest::header::AUTHORIZATION, value.clone()),
                     None => request,
                 }
             })

@@ -21,6 +21,8 @@ pub enum Remote<'a> {
         object: S3Object,
         config: S3Config,
         source: CredentialSource,
+        /// The pod's AWS identity was there but not sent (a non-AWS endpoint).
+        identity_withheld: bool,
     },
 }
 
@@ -56,7 +58,8 @@ impl<'a> Remote<'a> {
         // The pod's AWS identity is for AWS (its VPC endpoints included): another store (MinIO,
         // R2, …) would refuse its keys, and should not be sent them.
         let elsewhere = endpoint.as_deref().is_some_and(|e| !s3::is_aws_endpoint(e));
-        let source = if elsewhere && source.is_ambient() && !s.s3_send_pod_identity {
+        let identity_withheld = elsewhere && source.is_ambient() && !s.s3_send_pod_identity;
+        let source = if identity_withheld {
             tracing::info!(
                 keys = source.kind(),
                 "the pod's AWS identity is not sent to a non-AWS S3 endpoint: give that store's keys by a Secret (credentialsSecret), or --s3-send-pod-identity"
@@ -74,6 +77,7 @@ impl<'a> Remote<'a> {
                 region: s.s3_region.clone(),
             },
             source,
+            identity_withheld,
         })
     }
 
@@ -169,7 +173,12 @@ impl<'a> Remote<'a> {
         signed: bool,
     ) -> (String, Option<String>) {
         let status = response.status();
-        let Remote::S3 { config, .. } = self else {
+        let Remote::S3 {
+            config,
+            identity_withheld,
+            ..
+        } = self
+        else {
             return (format!("the server answered {status}"), None);
         };
         let header = |name: &str| {
@@ -208,7 +217,13 @@ impl<'a> Remote<'a> {
             )),
             _ => {}
         }
-        if status == reqwest::StatusCode::FORBIDDEN && !signed {
+        if status == reqwest::StatusCode::FORBIDDEN && !signed && *identity_withheld {
+            message.push_str(
+                ": read anonymously — the pod's AWS identity is not sent to a non-AWS endpoint; \
+                 give this store's keys by spec.model.source.s3.credentialsSecret \
+                 (or --s3-send-pod-identity, for a store that takes AWS's keys)",
+            );
+        } else if status == reqwest::StatusCode::FORBIDDEN && !signed {
             message.push_str(
                 ": no keys were given, so the object was read anonymously (give them by \
                  spec.model.source.s3.credentialsSecret, or for AWS S3 the pod's identity: IRSA \
