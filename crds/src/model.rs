@@ -157,6 +157,22 @@ pub fn s3_bucket_problem(name: &str) -> Option<String> {
     })
 }
 
+/// The bucket and the key of `s3://<bucket>/<key>`, or what is wrong with it (without echoing
+/// the URI: `s3://KEY:SECRET@bucket/…` would show its secret).
+pub fn split_s3_uri(uri: &str) -> Result<(&str, &str), String> {
+    let rest = uri.strip_prefix("s3://").ok_or("not an s3:// URI")?;
+    let (bucket, key) = rest
+        .split_once('/')
+        .ok_or("names no object: expected s3://<bucket>/<key>")?;
+    if let Some(problem) = s3_bucket_problem(bucket) {
+        return Err(problem);
+    }
+    if let Some(problem) = s3_key_problem(key) {
+        return Err(format!("the object key {problem}"));
+    }
+    Ok((bucket, key))
+}
+
 /// Why `key` cannot be the object key of an `s3://` model, if it cannot (taken literally, as
 /// the AWS CLI takes it).
 pub fn s3_key_problem(key: &str) -> Option<&'static str> {
@@ -173,6 +189,16 @@ pub fn s3_key_problem(key: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Why `region` is not a region name as AWS writes them (`eu-west-1`), if it is not.
+pub fn s3_region_problem(region: &str) -> Option<String> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (!ok).then(|| format!("{region:?}: expected a region name such as eu-west-1"))
 }
 
 /// Why `endpoint` is not `http(s)://host[:port]` (a port in 1..=65535, an optional trailing

@@ -3,7 +3,7 @@
 //! path syntax the API server uses (`spec.batching.batchSize`).
 
 use crate::inference_service::{BatchingMode, InferenceServiceSpec, MAX_BATCH_SIZE};
-use crate::model::{S3Source, s3_bucket_problem, s3_endpoint_problem, s3_key_problem};
+use crate::model::{S3Source, s3_endpoint_problem, s3_region_problem, split_s3_uri};
 use crate::runtime_pod::dns_subdomain;
 use greenbatch_core::{BatchingMode as CoreMode, ReplicaRange, Slo};
 
@@ -35,17 +35,8 @@ fn check_s3(s3: &S3Source, uri: Option<&str>, errors: &mut Vec<FieldError>) {
     if let Some(problem) = s3.endpoint.as_deref().and_then(s3_endpoint_problem) {
         errors.push(err("spec.model.source.s3.endpoint", problem));
     }
-    if let Some(region) = &s3.region
-        && (region.is_empty()
-            || region.len() > 32
-            || !region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
-    {
-        errors.push(err(
-            "spec.model.source.s3.region",
-            format!("{region:?}: expected a region name such as eu-west-1"),
-        ));
+    if let Some(problem) = s3.region.as_deref().and_then(s3_region_problem) {
+        errors.push(err("spec.model.source.s3.region", problem));
     }
     if let Some(secret) = &s3.credentials_secret
         && !dns_subdomain(secret)
@@ -108,23 +99,8 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
             }
         }
         (Some(uri), None) if uri.starts_with("s3://") => {
-            match uri["s3://".len()..].split_once('/') {
-                // Not echoed: `s3://KEY:SECRET@bucket` would show its secret.
-                None => errors.push(err(
-                    "spec.model.source.uri",
-                    "names no object: expected s3://<bucket>/<key>",
-                )),
-                Some((bucket, key)) => {
-                    if let Some(problem) = s3_bucket_problem(bucket) {
-                        errors.push(err("spec.model.source.uri", problem));
-                    }
-                    if let Some(problem) = s3_key_problem(key) {
-                        errors.push(err(
-                            "spec.model.source.uri",
-                            format!("the object key {problem}"),
-                        ));
-                    }
-                }
+            if let Err(problem) = split_s3_uri(uri) {
+                errors.push(err("spec.model.source.uri", problem));
             }
             if source.digest.is_none() {
                 errors.push(digest_required("an s3 uri"));

@@ -8,6 +8,7 @@ use super::redact::{fetch_error, redacted};
 use super::s3::{self, S3Config, S3Object};
 use super::settings::FetchSettings;
 use crate::error::{Result, RuntimeError};
+use greenbatch_crds::model::s3_region_problem;
 use std::io::Read;
 
 /// What is downloaded: a URL as given, or an S3 object with where the keys its requests are
@@ -49,7 +50,7 @@ impl<'a> Remote<'a> {
             .s3_credentials
             .clone()
             .map_err(|message| fetch_error(model, message))?;
-        if let Some(problem) = s3::region_problem(&s.s3_region) {
+        if let Some(problem) = s3_region_problem(&s.s3_region) {
             return Err(RuntimeError::Usage {
                 arg: "--s3-region",
                 message: format!("{problem} (from the flag, AWS_REGION or AWS_DEFAULT_REGION)"),
