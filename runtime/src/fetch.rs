@@ -641,59 +641,47 @@ mod tests {
         assert!(err.to_string().contains("ExpiredToken"), "{err}");
         assert_eq!(*store.requests.lock().unwrap(), 1);
 
-        // Keys from a credentials endpoint that S3 finds expired: asked for again, once, and the
-        // download goes on with the new ones.
-        let agent = serve(vec![Answer::Body(
-            200,
-            r#"{"AccessKeyId":"ASIA2","SecretAccessKey":"s","Token":"t","Expiration":"2999-01-01T00:00:00Z"}"#.into(),
-        )]);
-        let store = serve(vec![
-            Answer::Body(400, EXPIRED.into()),
-            Answer::Ok(body.clone()),
-        ]);
-        let (endpoint, uri) = s3_at(&store);
-        let s = FetchSettings {
-            s3_endpoint: Some(endpoint),
-            s3_credentials: Ok(CredentialSource::Container(aws::ContainerEndpoint {
-                url: agent.url.clone(),
-                token_file: None,
-                token: None,
-            })),
-            s3_send_pod_identity: true,
-            ..settings(Some(digest_of(&body)), dir.path())
+        // Keys from a credentials endpoint (a stand-in handing out keys good for ages), to
+        // a store (a stand-in answering `answers`) with the `digest` given.
+        let through_agent = |answers: Vec<Answer>, digest: Option<String>, cache: &Path| {
+            let agent = serve(vec![Answer::Body(
+                200,
+                r#"{"AccessKeyId":"ASIA2","SecretAccessKey":"s","Token":"t","Expiration":"2999-01-01T00:00:00Z"}"#.into(),
+            )]);
+            let store = serve(answers);
+            let (endpoint, uri) = s3_at(&store);
+            let s = FetchSettings {
+                s3_endpoint: Some(endpoint),
+                s3_credentials: Ok(CredentialSource::Container(aws::ContainerEndpoint {
+                    url: agent.url.clone(),
+                    token_file: None,
+                    token: None,
+                })),
+                s3_send_pod_identity: true,
+                ..settings(digest, cache)
+            };
+            (resolve(&uri, &s), store, agent)
         };
-        let path = resolve(&uri, &s).unwrap();
-        assert_eq!(std::fs::read(path).unwrap(), body);
+        // S3 finds them expired: asked for again, once, and the download goes on with new ones.
+        let (path, store, agent) = through_agent(
+            vec![Answer::Body(400, EXPIRED.into()), Answer::Ok(body.clone())],
+            Some(digest_of(&body)),
+            dir.path(),
+        );
+        assert_eq!(std::fs::read(path.unwrap()).unwrap(), body);
         assert_eq!(*store.requests.lock().unwrap(), 2);
         assert_eq!(
             *agent.requests.lock().unwrap(),
             2,
             "asked again after ExpiredToken"
         );
-
         // Expired again with the new keys: not a loop.
-        let agent = serve(vec![Answer::Body(
-            200,
-            r#"{"AccessKeyId":"ASIA3","SecretAccessKey":"s","Token":"t","Expiration":"2999-01-01T00:00:00Z"}"#.into(),
-        )]);
-        let store = serve(vec![Answer::Body(400, EXPIRED.into())]);
-        let (endpoint, uri) = s3_at(&store);
-        let s = FetchSettings {
-            s3_endpoint: Some(endpoint),
-            s3_credentials: Ok(CredentialSource::Container(aws::ContainerEndpoint {
-                url: agent.url.clone(),
-                token_file: None,
-                token: None,
-            })),
-            s3_send_pod_identity: true,
-            ..settings(None, &dir.path().join("again"))
-        };
-        assert!(
-            resolve(&uri, &s)
-                .unwrap_err()
-                .to_string()
-                .contains("ExpiredToken")
+        let (err, store, _) = through_agent(
+            vec![Answer::Body(400, EXPIRED.into())],
+            None,
+            &dir.path().join("again"),
         );
+        assert!(err.unwrap_err().to_string().contains("ExpiredToken"));
         assert_eq!(*store.requests.lock().unwrap(), 2);
     }
 }
