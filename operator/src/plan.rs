@@ -565,8 +565,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let key = profile_key(is, cfg);
     let profile_name = key.object_name();
     status.profile_ref = Some(profile_name.clone());
-    let (mut planned_profile, mut planned_job, mut planned_replacement, mut planned_queue) =
-        (None, None, None, None);
+    let mut planned = Planned::default();
 
     let state = profile_state(
         is,
@@ -576,14 +575,9 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         &namespace,
         observed,
         cfg,
-        Planned {
-            profile: &mut planned_profile,
-            job: &mut planned_job,
-            replacement: &mut planned_replacement,
-            queue: &mut planned_queue,
-        },
+        &mut planned,
     );
-    if let Some(r) = &planned_replacement {
+    if let Some(r) = &planned.replacement {
         events.push(PlannedEvent {
             warning: false,
             reason: "ProfilingJobReplaced",
@@ -596,12 +590,6 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
 
     let mut serving = Serving::Keep;
     let requeue;
-    let planned_so_far = PlannedObjects {
-        profile: &planned_profile,
-        job: &planned_job,
-        replace_job: &planned_replacement,
-        queue: &planned_queue,
-    };
     let mut out = Written {
         conds,
         status,
@@ -611,7 +599,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         ProfileState::Starting { job } | ProfileState::Measuring { job } => {
             requeue = while_profiling(
                 job,
-                &planned_so_far,
+                &planned,
                 is,
                 &valid,
                 &profile_name,
@@ -668,7 +656,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 reprofiling.as_deref(),
                 last_failure,
                 &profile_name,
-                &planned_so_far,
+                &planned,
                 is,
                 observed,
                 &old,
@@ -683,7 +671,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
                 cfg,
                 now,
                 (&name, &namespace, &profile_name),
-                &mut planned_profile,
+                &mut planned.profile,
                 &mut out,
             );
         }
@@ -697,7 +685,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     // The profile's Job waits (queued for a place, its pod stuck, being deleted): what moves it on
     // — another profile's Job ending, a pod scheduled — triggers no reconcile of this service, so
     // it looks again, whatever the rest of the plan waits for.
-    let job_waits = planned_queue.is_some()
+    let job_waits = planned.queue.is_some()
         || observed
             .job
             .as_ref()
@@ -708,10 +696,10 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         requeue
     };
     Plan {
-        profile: planned_profile,
-        job: planned_job,
+        profile: planned.profile,
+        job: planned.job,
         job_record,
-        replace_job: planned_replacement,
+        replace_job: planned.replacement,
         serving,
         status,
         events,
@@ -946,7 +934,7 @@ fn say_profiled(
     reprofiling: Option<&str>,
     last_failure: Option<String>,
     profile_name: &str,
-    planned: &PlannedObjects<'_>,
+    planned: &Planned,
     is: &InferenceService,
     observed: &Observed,
     old: &InferenceServiceStatus,
@@ -1094,7 +1082,7 @@ struct Sizing {
 #[allow(clippy::too_many_arguments)]
 fn while_profiling(
     job: String,
-    planned: &PlannedObjects<'_>,
+    planned: &Planned,
     is: &InferenceService,
     valid: &Valid,
     profile_name: &str,
@@ -1128,7 +1116,7 @@ fn while_profiling(
             ),
         ),
         (Some(q), _) => ("ProfilingQueued", format!("{what}; it is queued: {q}")),
-        (None, Some(w)) if planned.replace_job.is_some() => (
+        (None, Some(w)) if planned.replacement.is_some() => (
             "ProfilingWaiting",
             format!("{what}; it waits: {w}; it is made anew with the pod settings asked for now"),
         ),
@@ -1149,7 +1137,7 @@ fn while_profiling(
     }
     // Said once per reason it waits for; not for a Job being replaced (its own Event).
     if waiting.is_some()
-        && planned.replace_job.is_none()
+        && planned.replacement.is_none()
         && !deleting
         && condition(old, PROFILED).map(|c| c.message.as_str()) != Some(what.as_str())
     {
@@ -1192,14 +1180,6 @@ fn while_profiling(
     out.status.selected = old.selected.clone();
     out.status.replicas = kept_replicas(old);
     requeue
-}
-
-/// What the plan has decided to create or remove so far, for the parts that word it.
-struct PlannedObjects<'a> {
-    profile: &'a Option<EnergyProfile>,
-    job: &'a Option<Job>,
-    replace_job: &'a Option<JobReplacement>,
-    queue: &'a Option<String>,
 }
 
 /// The serving objects applied (`built`): the replicas planned (`planned`, its `ready` filled
@@ -1612,13 +1592,15 @@ fn built_for_another(is: &InferenceService, observed: &Observed) -> String {
         .unwrap_or_default()
 }
 
-/// What [`profile_state`] plans beside the state it returns.
-struct Planned<'p> {
-    profile: &'p mut Option<EnergyProfile>,
-    job: &'p mut Option<Job>,
-    replacement: &'p mut Option<JobReplacement>,
+/// What the plan decides to create or remove about the profile, beside the state
+/// [`profile_state`] returns; the parts that word the conditions read it.
+#[derive(Default)]
+struct Planned {
+    profile: Option<EnergyProfile>,
+    job: Option<Job>,
+    replacement: Option<JobReplacement>,
     /// Why the Job the profile needs is not created yet (`--max-profiling-jobs` reached).
-    queue: &'p mut Option<String>,
+    queue: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1630,7 +1612,7 @@ fn profile_state<'a>(
     namespace: &str,
     observed: &'a Observed,
     cfg: &OperatorConfig,
-    planned: Planned<'_>,
+    planned: &mut Planned,
 ) -> ProfileState<'a> {
     let Planned {
         profile: planned_profile,
