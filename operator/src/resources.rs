@@ -918,15 +918,7 @@ mod tests {
     #[test]
     fn profiling_and_serving_pods_of_an_s3_model_get_its_keys() {
         let mut is = service("svc");
-        is.spec.model.source = greenbatch_crds::ModelSource {
-            uri: Some("s3://models/r50.pt".into()),
-            digest: Some(format!("sha256:{}", "ef".repeat(32))),
-            s3: Some(greenbatch_crds::S3Source {
-                credentials_secret: Some("model-store".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        is.spec.model.source = crate::testutil::s3_source("model-store", "ef");
         let env_names = |c: &Container| -> Vec<String> {
             c.env.iter().flatten().map(|e| e.name.clone()).collect()
         };

@@ -6,6 +6,19 @@ use greenbatch_crds::{
     BuiltinModel, InferenceService, InferenceServiceSpec, InputSpec, ModelSource, ModelSpec,
 };
 
+/// An `s3://` model on AWS read with the keys of `secret`, its digest `sha256:<hex_pair x 32>`.
+pub fn s3_source(secret: &str, hex_pair: &str) -> ModelSource {
+    ModelSource {
+        uri: Some("s3://models/r50.pt".into()),
+        digest: Some(format!("sha256:{}", hex_pair.repeat(32))),
+        s3: Some(greenbatch_crds::S3Source {
+            credentials_secret: Some(secret.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn service(name: &str) -> InferenceService {
     let mut s = InferenceService::new(
         name,

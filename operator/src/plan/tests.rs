@@ -1429,15 +1429,7 @@ fn secrets_read(job: &k8s_openapi::api::batch::v1::Job) -> Vec<String> {
 #[test]
 fn a_profiling_job_reads_the_model_as_its_service_says_and_is_remade_when_that_is_fixed() {
     let mut is = service("svc");
-    is.spec.model.source = greenbatch_crds::ModelSource {
-        uri: Some("s3://models/r50.pt".into()),
-        digest: Some(format!("sha256:{}", "ab".repeat(32))),
-        s3: Some(greenbatch_crds::S3Source {
-            credentials_secret: Some("old-keys".into()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    is.spec.model.source = crate::testutil::s3_source("old-keys", "ab");
     let mut o = job(&is, JobState::Active);
     if let Some(j) = o.job.as_mut() {
         j.waiting =
