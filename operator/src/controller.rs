@@ -9,7 +9,8 @@
 use crate::apply;
 use crate::config::OperatorConfig;
 use crate::error::{OperatorError, ReconcileError};
-use crate::load::{self, LoadObservation, Snapshot};
+use crate::load::{self, LoadObservation};
+use crate::memory::ServiceMemory;
 use crate::metrics::Metrics;
 use crate::names::*;
 use crate::observe::{self, JobObservation, Observed};
@@ -17,7 +18,7 @@ use crate::plan::{self, Requeue, Serving};
 use crate::pruner;
 use crate::resources;
 use crate::scrape::Scraper;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use greenbatch_crds::{EnergyProfile, InferenceService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -31,7 +32,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::{Predicate, WatchStreamExt, predicates};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -96,14 +96,11 @@ struct Context {
     config: OperatorConfig,
     recorder: Recorder,
     operator: Arc<Operator>,
-    /// Consecutive failures per service, for the error backoff.
-    failures: Mutex<HashMap<String, u32>>,
-    /// Consecutive 409 Conflicts per service: looked at again without backoff, up to a few.
-    conflicts: Mutex<HashMap<String, u32>>,
+    /// Failure and conflict streaks, and each serving service's last snapshot of its pods'
+    /// counters (the start of the next window). In memory: a new leader starts afresh and
+    /// observes after two scrapes.
+    memory: Arc<ServiceMemory>,
     scraper: Scraper,
-    /// Each serving service's last snapshot of its pods' counters (the start of the next window).
-    /// In memory: a new leader starts afresh and observes after two scrapes.
-    snapshots: Mutex<HashMap<String, Snapshot>>,
     /// The monotonic clock snapshots are stamped with.
     origin: Instant,
     /// The PodDisruptionBudget API the cluster serves (`policy/v1`, or `v1beta1` before 1.21);
@@ -248,9 +245,12 @@ impl Operator {
         // Status writes bump resourceVersion but not generation: filtered out here, so the
         // controller's own status patches never trigger another reconcile. Annotations pass (the
         // re-profile request is one).
+        let memory = Arc::new(ServiceMemory::default());
+        let (forgetting, existing, operator) = (memory.clone(), reader.clone(), self.clone());
         let trigger = watcher(services, watcher::Config::default())
             .default_backoff()
             .reflect(writer)
+            .inspect_ok(move |event| forget_gone(&forgetting, &operator.metrics, &existing, event))
             .applied_objects()
             .predicate_filter(
                 predicates::generation.combine(predicates::annotations),
@@ -273,10 +273,8 @@ impl Operator {
             config: settings.config.clone(),
             recorder,
             operator: self.clone(),
-            failures: Mutex::new(HashMap::new()),
-            conflicts: Mutex::new(HashMap::new()),
+            memory: memory.clone(),
             scraper: Scraper::new(SCRAPE_TIMEOUT).map_err(OperatorError::ScrapeClient)?,
-            snapshots: Mutex::new(HashMap::new()),
             origin: Instant::now(),
             disruption_budgets: disruption_budget_api(&client).await,
             profiling_jobs: settings.scope.api::<Job>(&client),
@@ -358,6 +356,48 @@ impl Operator {
         tracing::info!("controller stopped");
         Ok(())
     }
+}
+
+/// Forgets what the controller remembers of services that are gone: one deleted, or — after a
+/// watch restart, whose fresh list tells no deletions — every one the store no longer holds.
+fn forget_gone(
+    memory: &ServiceMemory,
+    metrics: &Metrics,
+    store: &Store<InferenceService>,
+    event: &watcher::Event<InferenceService>,
+) {
+    match event {
+        watcher::Event::Delete(is) => forget(memory, metrics, &service_key(is)),
+        watcher::Event::InitDone => {
+            let exists = |key: &str| {
+                key.split_once('/')
+                    .is_some_and(|(ns, name)| store.get(&ObjectRef::new(name).within(ns)).is_some())
+            };
+            memory.keep_only(exists);
+            metrics.keep_services(exists);
+        }
+        _ => {}
+    }
+}
+
+/// Forgets `is` if it went while being reconciled: its deletion event came before what the
+/// reconcile (or its error) counted.
+fn forget_if_gone(ctx: &Context, is: &InferenceService) {
+    if let Some(store) = ctx.operator.store.get()
+        && store.get(&ObjectRef::from_obj(is)).is_none()
+    {
+        forget(&ctx.memory, &ctx.operator.metrics, &service_key(is));
+    }
+}
+
+fn forget(memory: &ServiceMemory, metrics: &Metrics, gone: &str) {
+    memory.keep_only(|key| key != gone);
+    metrics.keep_services(|key| key != gone);
+}
+
+/// `namespace/name`: what the controller's memory and logs know a service by.
+fn service_key(is: &InferenceService) -> String {
+    format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any())
 }
 
 /// The services whose status names `profile` in `namespace`.
@@ -542,11 +582,7 @@ async fn observe_load(
 ) -> Option<LoadObservation> {
     let interval = ctx.config.observe_interval.as_secs_f64();
     let now = || ctx.origin.elapsed().as_secs_f64();
-    let last = ctx
-        .snapshots
-        .lock()
-        .ok()
-        .and_then(|s| s.get(key).map(|s| s.at_seconds));
+    let last = ctx.memory.snapshot_taken_at(key);
     // Reconciles come in bursts (rollouts, status events): a window shorter than the interval
     // would be noise. The 10% slack lets the periodic requeue itself through.
     if last.is_some_and(|at| now() - at < 0.9 * interval) {
@@ -564,35 +600,32 @@ async fn observe_load(
     ctx.operator
         .metrics
         .scraped(snapshot.pods.len(), snapshot.unanswered);
-    let at = snapshot.at_seconds;
-    let mut snapshots = ctx.snapshots.lock().ok()?;
-    // Services deleted (or no longer serving) long ago leave no state behind.
-    snapshots.retain(|_, s| at - s.at_seconds < 10.0 * interval);
-    let before = snapshots.insert(key.to_string(), snapshot.clone())?;
+    let before = ctx
+        .memory
+        .replace_snapshot(key, snapshot.clone(), 10.0 * interval)?;
     load::observe(&before, &snapshot, 0.5 * interval)
 }
 
 async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let result = reconcile_counted(&is, &ctx).await;
+    // Deleted while it ran (a conflict is often that): what it just counted would stay for good.
+    forget_if_gone(&ctx, &is);
+    result
+}
+
+async fn reconcile_counted(is: &InferenceService, ctx: &Context) -> Result<Action, ReconcileError> {
     let started = Instant::now();
-    let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
-    let result = reconcile_inner(&is, &ctx).await;
+    let key = service_key(is);
+    let result = reconcile_inner(is, ctx).await;
     // A conflict is a race (the object changed or went between read and write): looked at again
     // at once, neither counted nor backing off — unless it keeps coming back, which is a failure.
-    let conflicts = ctx
-        .conflicts
-        .lock()
-        .map(|mut c| match &result {
-            Err(e) if e.is_conflict() => {
-                let n = c.entry(key.clone()).or_default();
-                *n = n.saturating_add(1);
-                *n
-            }
-            _ => {
-                c.remove(&key);
-                0
-            }
-        })
-        .unwrap_or(0);
+    let conflicts = match &result {
+        Err(e) if e.is_conflict() => ctx.memory.conflicted(&key),
+        _ => {
+            ctx.memory.no_conflict(&key);
+            0
+        }
+    };
     let result = match result {
         Err(e) if conflicts > 0 && conflicts <= CONFLICTS_RETRIED => {
             tracing::info!(service = %key, conflicts, error = %e, "the cluster changed under this reconcile: looking again");
@@ -609,10 +642,8 @@ async fn reconcile(is: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Actio
         started.elapsed(),
         result.as_ref().err().map(ReconcileError::kind),
     );
-    if result.is_ok()
-        && let Ok(mut f) = ctx.failures.lock()
-    {
-        f.remove(&key);
+    if result.is_ok() {
+        ctx.memory.succeeded(&key);
     }
     result
 }
@@ -678,8 +709,8 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         .is_some_and(|d| d.controlled_by_us)
     {
         observed.load = observe_load(ctx, &pods, &key, &name).await;
-    } else if let Ok(mut s) = ctx.snapshots.lock() {
-        s.remove(&key);
+    } else {
+        ctx.memory.drop_snapshot(&key);
     }
 
     // Plan; a profile created (or annotated) by the plan is applied first and the plan made again
@@ -895,16 +926,9 @@ const CONFLICTS_RETRIED: u32 = 5;
 
 /// Exponential backoff per service: 1 s, 2 s, 4 s ... capped at 5 minutes; reset by a success.
 fn error_policy(is: Arc<InferenceService>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", is.namespace().unwrap_or_default(), is.name_any());
-    let n = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let n = f.entry(key.clone()).or_default();
-            *n = n.saturating_add(1);
-            *n
-        })
-        .unwrap_or(1);
+    let key = service_key(&is);
+    let n = ctx.memory.failed(&key);
+    forget_if_gone(&ctx, &is);
     let delay =
         Duration::from_secs(1u64 << n.min(9).saturating_sub(1)).min(Duration::from_secs(300));
     tracing::warn!(service = %key, failures = n, retry_in = ?delay, error = %error, "reconcile failed");

@@ -19,6 +19,7 @@ pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod load;
+pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod observe;

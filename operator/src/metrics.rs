@@ -1,7 +1,8 @@
 //! Prometheus metrics of the operator: its own work (reconciles, errors, scrapes, leadership), and
 //! per service the numbers it decided from and on, read from the services' status at scrape time
 //! (one series per service and number, like kube-state-metrics; a deleted service's series go with
-//! it). The in-process reconcile counter per service is for tests and logs only.
+//! it). The in-process reconcile counter per service is for tests and logs only (forgotten with
+//! the service).
 
 use greenbatch_crds::{InferenceService, Phase};
 use prometheus_client::encoding::text::encode;
@@ -383,6 +384,13 @@ impl Metrics {
             .lock()
             .map(|m| m.get(key).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// Forgets the reconciles of services gone: `exists` says which still are.
+    pub fn keep_services(&self, exists: impl Fn(&str) -> bool) {
+        if let Ok(mut m) = self.per_service.lock() {
+            m.retain(|key, _| exists(key));
+        }
     }
 
     pub fn reconciles_total(&self) -> u64 {

@@ -140,6 +140,7 @@ fn the_operator_s_pure_modules_never_reach_its_io() {
             &["resources::model_mount"],
             &["resources"],
             &["load"],
+            &["memory"],
             &["observe"],
             &["sizing"],
             &["plan"],

@@ -1966,6 +1966,18 @@ async fn operator_end_to_end() {
         profiles.get_opt(&profile_name).await.unwrap().is_some(),
         "the shared profile stays"
     );
+    // Nor does the operator keep counting a deleted service in memory.
+    wait_for(
+        "the operator to forget alpha",
+        Duration::from_secs(10),
+        || async {
+            match operator.metrics.reconciles_of("e2e/alpha") {
+                0 => Ok(()),
+                n => Err(format!("{n} reconciles still remembered")),
+            }
+        },
+    )
+    .await;
 
     // Events on transitions, published under the operator's RBAC.
     let events: Api<K8sEvent> = Api::namespaced(admin.clone(), NS);
@@ -2087,8 +2099,7 @@ async fn operator_end_to_end() {
     let total = operator.metrics.reconciles_total();
     let errors = operator.metrics.errors_total();
     say(&format!(
-        "reconciles: total {total}, errors {errors}; per service: alpha {}, beta {}, broken {}, invalid {}; serving pods skipped: {}; took {:.1}s",
-        operator.metrics.reconciles_of("e2e/alpha"),
+        "reconciles: total {total}, errors {errors}; per service: beta {}, broken {}, invalid {}; serving pods skipped: {}; took {:.1}s",
         operator.metrics.reconciles_of("e2e/beta"),
         operator.metrics.reconciles_of("e2e/broken"),
         operator.metrics.reconciles_of("e2e/invalid"),
