@@ -18,6 +18,7 @@ mod redact;
 mod remote;
 mod s3;
 mod settings;
+mod tries;
 
 use crate::error::{Result, RuntimeError};
 pub use aws::CredentialSource;
@@ -31,6 +32,7 @@ pub use settings::{FetchSettings, default_cache_dir};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use tries::Tries;
 
 /// The hex part of a `sha256:<64 lowercase hex>` digest.
 fn digest_hex(digest: &str) -> Result<&str> {
@@ -149,30 +151,28 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
     let client = client(remote, s)?;
     let mut keys: Option<Credentials> = None;
     let mut asked_again = false;
-    let mut tries = 0;
-    let mut backoff = s.retry_backoff;
+    let mut tries = Tries::new(s.attempts, s.retry_backoff);
     loop {
-        tries += 1;
+        let try_number = tries.start();
         let signing = remote.keys(&mut keys, s)?;
         match download_once(&client, remote, signing.as_ref(), expected, s, &target) {
             Ok(bytes) => {
-                tracing::info!(url = %redacted(url), path = %target.display(), bytes, tries, "model downloaded");
+                tracing::info!(url = %redacted(url), path = %target.display(), bytes, tries = try_number, "model downloaded");
                 return Ok(target);
             }
-            Err(Attempt::Retry(message)) if tries < s.attempts.max(1) => {
-                tracing::warn!(url = %redacted(url), tries, "model download failed, trying again in {backoff:?}: {message}");
-                std::thread::sleep(backoff);
-                backoff = backoff.saturating_mul(2);
-            }
-            Err(Attempt::Retry(message)) => {
-                return Err(fetch_error(url, format!("{message} (after {tries} tries)")));
-            }
+            Err(Attempt::Retry(message)) => match tries.next_wait() {
+                Some(wait) => {
+                    tracing::warn!(url = %redacted(url), tries = try_number, "model download failed, trying again in {wait:?}: {message}");
+                    std::thread::sleep(wait);
+                }
+                None => return Err(fetch_error(url, tries.gave_up(&message))),
+            },
             // Temporary keys that ran out sooner than they said: asked for again, once. Static
             // keys (an expired session token in a Secret) would come back the same.
             Err(Attempt::Expired(message))
                 if !asked_again && keys.as_ref().is_some_and(|k| k.expires_at.is_some()) =>
             {
-                tracing::warn!(url = %redacted(url), tries, "the keys expired, asking for new ones: {message}");
+                tracing::warn!(url = %redacted(url), tries = try_number, "the keys expired, asking for new ones: {message}");
                 keys = None;
                 asked_again = true;
             }

@@ -170,6 +170,7 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
                 "serve::batcher",
                 "serve::metrics",
                 "fetch::aws",
+                "fetch::tries",
             ],
             &[
                 "serve::v2_grpc",

@@ -4,6 +4,7 @@
 
 use super::aws::{self, CredentialSource, Credentials};
 use super::http_client::{self, error_chain};
+use super::tries::Tries;
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
@@ -87,11 +88,9 @@ fn ask_with_tries(
     shown: &str,
     build: impl Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
 ) -> Result<String, String> {
-    let attempts = ask.attempts.max(1);
-    let mut backoff = ask.backoff;
-    let mut tries = 0;
+    let mut tries = Tries::new(ask.attempts, ask.backoff);
     loop {
-        tries += 1;
+        let try_number = tries.start();
         let (transient, message) = match build(client).send() {
             Err(e) => (http_client::is_transient(&e), error_chain(&e.without_url())),
             Ok(response) => {
@@ -115,19 +114,14 @@ fn ask_with_tries(
                 )
             }
         };
-        if !transient || tries >= attempts {
-            return Err(if tries > 1 {
-                format!("{message} (after {tries} tries)")
-            } else {
-                message
-            });
-        }
+        let Some(wait) = tries.next_wait().filter(|_| transient) else {
+            return Err(tries.gave_up(&message));
+        };
         tracing::warn!(
             endpoint = shown,
-            tries,
-            "asking for keys failed, trying again in {backoff:?}: {message}"
+            tries = try_number,
+            "asking for keys failed, trying again in {wait:?}: {message}"
         );
-        std::thread::sleep(backoff);
-        backoff = backoff.saturating_mul(2);
+        std::thread::sleep(wait);
     }
 }
