@@ -2,7 +2,8 @@
 //! (`greenbatch_tests::s3_store`, installed by `scripts/setup-s3-test.sh`), which checks SigV4
 //! signatures as AWS does. The runtime downloads the object signed with keys from its
 //! environment, checks its digest and profiles it; a wrong key, a missing object, no keys, or half
-//! a key pair each end in a clear message, exit code 13, and nothing kept.
+//! a key pair each end in a clear message, exit code 13, and nothing kept. With no keys, an object
+//! anyone may read is read unsigned (moto with its checks off standing in for a public bucket).
 //! Without moto the test says so and passes, unless `GREENBATCH_REQUIRE_S3_STORE` is set (as
 //! `scripts/test.sh` does), so CI cannot silently skip it.
 
@@ -178,6 +179,36 @@ fn an_s3_model_is_downloaded_signed_checked_and_profiled() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn a_public_object_is_read_anonymously() {
+    let model = PathBuf::from(fixture("tiny_cnn.pt"));
+    let digest = greenbatch_tests::workspace::file_digest(&model);
+    let Some(store) = S3Store::start_public(&model, "vision/tiny.pt") else {
+        eprintln!("skipped: moto is not installed (scripts/setup-s3-test.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("profile.json");
+    let env = [
+        ("AWS_ENDPOINT_URL_S3", store.endpoint.as_str()),
+        ("AWS_REGION", store.region.as_str()),
+        ("GREENBATCH_LOG", "info"),
+        ("GREENBATCH_LOG_FORMAT", "text"),
+    ];
+    let o = profile(&store.uri(), &digest, dir.path(), &json, &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            r#"reading the object uri=s3://models/vision/tiny.pt keys="none (anonymous)""#
+        ),
+        "the read says it was anonymous: {}",
+        text(&o)
+    );
+    let status: EnergyProfileStatus =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(status.phase, Some(ProfilePhase::Complete));
 }
 
 /// The text of `<name>` in an XML body.

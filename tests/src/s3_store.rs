@@ -63,7 +63,13 @@ impl S3Store {
     /// A store holding `file` at `key` (in bucket `models`); `None` without moto (see
     /// [`S3Store::python`]).
     pub fn start(file: &Path, key: &str) -> Option<Self> {
-        Self::start_with(file, key, &[])
+        Self::start_with(file, key, &[], false)
+    }
+
+    /// A store that checks no signature — a labelled stand-in for a public-read bucket (moto's
+    /// authentication refuses every unsigned request, bucket policies notwithstanding).
+    pub fn start_public(file: &Path, key: &str) -> Option<Self> {
+        Self::start_with(file, key, &[], true)
     }
 
     /// The same store speaking https with `pki`'s serving certificate (SAN 127.0.0.1), signed by
@@ -73,12 +79,14 @@ impl S3Store {
             file,
             key,
             &[&pki.serving_cert, &pki.serving_key, &pki.ca_cert],
+            false,
         )
     }
 
-    fn start_with(file: &Path, key: &str, tls: &[&Path]) -> Option<Self> {
+    fn start_with(file: &Path, key: &str, tls: &[&Path], public: bool) -> Option<Self> {
         let python = Self::python()?;
         let mut child = Command::new(python)
+            .env("S3_STORE_PUBLIC", if public { "1" } else { "0" })
             .arg(workspace_root().join("tests/fixtures/s3_store.py"))
             .arg(file)
             .arg(key)
