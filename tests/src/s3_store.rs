@@ -31,8 +31,9 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// The Python that has moto: `$GREENBATCH_S3_PYTHON`, else the setup script's venv; `None`
-    /// when it has not been installed (a panic instead when [`REQUIRE_ENV`] is set).
+    /// The Python that has moto: `$GREENBATCH_S3_PYTHON`, else the setup script's venv; `None`,
+    /// saying the test is skipped, when it has not been installed (a panic instead when
+    /// [`REQUIRE_ENV`] is set).
     pub fn python() -> Option<PathBuf> {
         let python = std::env::var_os("GREENBATCH_S3_PYTHON")
             .map(PathBuf::from)
@@ -56,6 +57,9 @@ impl S3Store {
                 "{REQUIRE_ENV} is set but {} cannot import moto: run scripts/setup-s3-test.sh",
                 python.display()
             );
+        }
+        if !has_moto {
+            eprintln!("skipped: moto is not installed (scripts/setup-s3-test.sh)");
         }
         has_moto.then_some(python)
     }
