@@ -806,8 +806,14 @@ fn serve_from_table(
                 replicas,
                 slo_ms: is.spec.slo.latency_ms,
                 percentile: is.spec.slo.percentile,
-                profile_json: serde_json::to_string(&EnergyProfileStatus::complete(table.clone()))
-                    .ok(),
+                precision: is.spec.profiling.precision,
+                // Fixed mode serves at the size asked for: without the profile, a pod's adaptive
+                // batching (which would choose among all sizes) stays off.
+                profile_json: (!fixed)
+                    .then(|| {
+                        serde_json::to_string(&EnergyProfileStatus::complete(table.clone())).ok()
+                    })
+                    .flatten(),
             };
             let desired = if serve { replicas } else { 0 };
             let changed = old

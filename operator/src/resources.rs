@@ -6,7 +6,7 @@ use crate::config::OperatorConfig;
 use crate::names::*;
 use greenbatch_crds::energy_profile::EnergyProfileSpec;
 use greenbatch_crds::inference_service::GpuSpec;
-use greenbatch_crds::{EnergyProfile, ModelSpec, RuntimePodSpec};
+use greenbatch_crds::{EnergyProfile, ModelSpec, Precision, RuntimePodSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -355,8 +355,11 @@ pub struct ServeSettings {
     pub replicas: u32,
     pub slo_ms: f64,
     pub percentile: u32,
+    /// The precision the profile measured (`spec.profiling.precision`): the pods serve at it.
+    pub precision: Precision,
     /// The profile (EnergyProfile status JSON) the pods' own adaptive batching works from: within
     /// the batch cap above, each pod adjusts its max queue delay (and cap) to the rate it sees.
+    /// `None` in fixed mode: the pods keep the batch size and delay they are given.
     pub profile_json: Option<String>,
     /// The service's `metadata.generation` this Deployment is applied for
     /// ([`SPEC_GENERATION_ANNOTATION`]): whether what runs still answers the current spec.
@@ -377,6 +380,8 @@ pub fn serve_args(
         &shape_arg(model),
         "--dtype",
         &dtype_arg(model),
+        "--precision",
+        s.precision.as_str(),
         "--device",
         device_arg(gpu),
         "--name",
@@ -815,6 +820,7 @@ mod tests {
             replicas: 2,
             slo_ms: 50.0,
             percentile: 95,
+            precision: Precision::Fp32,
             profile_json: Some("{\"table\":{}}".into()),
             spec_generation: Some(3),
         };
@@ -902,7 +908,7 @@ mod tests {
         );
         assert_eq!(
             c.args.clone().unwrap().join(" "),
-            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --device cpu --name svc --port 8080 --grpc-port 8081 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
+            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cpu --name svc --port 8080 --grpc-port 8081 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
         );
         // The profile for the pod's own adaptive batching, by environment.
         let env = c.env.clone().unwrap_or_default();
@@ -949,6 +955,7 @@ mod tests {
             replicas: 1,
             slo_ms: 50.0,
             percentile: 99,
+            precision: Precision::Fp32,
             profile_json: Some("{}".into()),
             spec_generation: None,
         };

@@ -1567,6 +1567,7 @@ async fn the_serving_objects_the_operator_builds_fit_the_api_schemas_of_kubernet
         replicas: 2,
         slo_ms: 50.0,
         percentile: 99,
+        precision: greenbatch_crds::Precision::Fp32,
         profile_json: Some("{}".into()),
         spec_generation: Some(4),
     };

@@ -7,7 +7,7 @@ use crate::observe::{DeploymentObservation, JobObservation, JobState, Observed};
 use crate::testutil::{service, table};
 use greenbatch_core::energy_model::predict_config;
 use greenbatch_crds::inference_service::BatchingMode;
-use greenbatch_crds::{EnergyProfileStatus, InferenceService};
+use greenbatch_crds::{EnergyProfileStatus, InferenceService, Precision};
 
 const NOW: &str = "2025-01-01T00:00:00Z";
 
@@ -347,7 +347,21 @@ fn the_flow_table() {
                 assert_eq!(flag(&args(p), "--max-batch-size"), "2");
                 let reason = &p.status.selected.as_ref().unwrap().reason;
                 assert!(reason.contains("the best feasible batch size"), "{reason}");
+                // Without the profile a pod's adaptive batching stays off: it keeps batch 2.
+                let env = container(p).env.clone().unwrap_or_default();
+                assert!(
+                    !env.iter().any(|e| e.name == PROFILE_INLINE_ENV),
+                    "{env:?}"
+                );
             },
+        },
+        Case {
+            what: "a bf16 profile is served at bf16",
+            edit: |s| s.spec.profiling.precision = Precision::Bf16,
+            observe: done,
+            phase: Phase::Pending,
+            ready_reason: "DeploymentNotAvailable",
+            check: |p| assert_eq!(flag(&args(p), "--precision"), "bf16"),
         },
         Case {
             what: "fixed size the profile lacks: a condition, no loop",
