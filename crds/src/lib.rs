@@ -29,7 +29,9 @@ pub use energy_profile::{
 pub use inference_service::{
     InferenceService, InferenceServiceSpec, InferenceServiceStatus, Phase,
 };
-pub use model::{BuiltinModel, Dtype, InputSpec, ModelSource, ModelSpec, Precision, S3Source};
+pub use model::{
+    BuiltinModel, Dtype, InputSpec, ModelFormat, ModelSource, ModelSpec, Precision, S3Source,
+};
 pub use runtime_pod::RuntimePodSpec;
 
 pub const GROUP: &str = "greenbatch.dev";

@@ -93,7 +93,7 @@ pub struct ModelSource {
     /// Content digest of the model file (`sha256:<hex>`). Keys the shared EnergyProfile, and the
     /// runtime checks the file against it before loading (a pod whose file differs fails instead
     /// of measuring or serving another model). Without it the URI stands in, so a changed file at
-    /// the same URI needs a new digest or a re-profile. Required for http(s) URIs.
+    /// the same URI needs a new digest or a re-profile. Required for http(s) and s3 URIs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: Option<String>,
@@ -296,10 +296,22 @@ impl Precision {
     }
 }
 
+/// How a model file is stored. TorchScript (`torch.jit.save`) is the one format the runtime reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    #[default]
+    Torchscript,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelSpec {
     pub source: ModelSource,
+    /// The format of the file `source.uri` names: `torchscript`, the only one read (the default;
+    /// optional). Not for a `builtin` model, which is built, not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ModelFormat>,
     pub input: InputSpec,
 }
 

@@ -138,6 +138,12 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
     if let Some(s3) = &source.s3 {
         check_s3(s3, source.uri.as_deref(), &mut errors);
     }
+    if spec.model.format.is_some() && source.builtin.is_some() {
+        errors.push(err(
+            "spec.model.format",
+            "a builtin model is built, not read from a file: remove format (it is for source.uri)",
+        ));
+    }
     if let Some(d) = &source.digest {
         let hex = d.strip_prefix("sha256:").unwrap_or("");
         if hex.len() != 64

@@ -41,8 +41,8 @@ pub struct OperatorConfig {
     /// asked for meanwhile); up at once. Zero: down at the first observation that allows it.
     pub scale_down_delay: std::time::Duration,
     /// ConfigMap (key `ca.crt`, in each service's namespace) of CA certificates that runtime pods
-    /// trust for https model downloads besides the public roots; mounted only into pods of
-    /// services whose model is a URL.
+    /// trust for https and s3 model downloads besides the public roots; mounted only into pods of
+    /// services whose model is an http(s) or s3 URI.
     pub model_ca_config_map: Option<String>,
     /// Scheduling and resources of runtime pods (profiling and serving) for services whose
     /// `spec.pod` leaves a field out: the platform's GPU-node tolerations, a default memory

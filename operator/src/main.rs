@@ -42,7 +42,7 @@ struct Args {
     )]
     runtime_service_account: String,
     /// ConfigMap (key `ca.crt`, in each service's namespace) of CA certificates runtime pods trust
-    /// for https model downloads, besides the public roots (a model store with a private CA).
+    /// for https and s3 model downloads, besides the public roots (a model store with a private CA).
     #[arg(long, env = "GREENBATCH_MODEL_CA_CONFIGMAP", value_parser = config_map_name)]
     model_ca_configmap: Option<String>,
     /// Scheduling and resources of runtime pods (profiling and serving) where a service's

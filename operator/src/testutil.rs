@@ -28,6 +28,7 @@ pub fn service(name: &str) -> InferenceService {
                     builtin: Some(BuiltinModel::Resnet50),
                     ..Default::default()
                 },
+                format: None,
                 input: InputSpec {
                     shape: vec![3, 224, 224],
                     dtype: Default::default(),

@@ -386,6 +386,13 @@ fn inference_service_cases() -> Vec<Case> {
             structured: true,
         },
         Case {
+            what: "a model format the runtime cannot read",
+            mutate: |v| set(v, "/spec/model/format", json!("onnx")),
+            field: "spec.model.format",
+            says: "Unsupported value: \"onnx\"",
+            structured: true,
+        },
+        Case {
             what: "unknown whenUnattainable",
             mutate: |v| set(v, "/spec/slo/whenUnattainable", json!("Ignore")),
             field: "spec.slo.whenUnattainable",

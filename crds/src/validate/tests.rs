@@ -11,6 +11,7 @@ fn valid() -> InferenceServiceSpec {
                 builtin: Some(BuiltinModel::Resnet50),
                 ..Default::default()
             },
+            format: None,
             input: InputSpec {
                 shape: vec![3, 224, 224],
                 dtype: Dtype::Float32,
@@ -45,6 +46,21 @@ fn a_valid_spec_becomes_core_terms() {
     assert_eq!(v.mode, CoreMode::Auto);
     assert_eq!((v.replicas.min(), v.replicas.max()), (1, 4));
     assert_eq!(v.candidates, vec![1, 2, 4, 8, 16, 32, 64, 128, 256]);
+}
+
+#[test]
+fn a_model_file_may_say_it_is_torchscript() {
+    let mut s = valid();
+    s.model.source.builtin = None;
+    s.model.source.uri = Some("pvc://models/resnet50.pt".into());
+    s.model.format = Some(crate::ModelFormat::Torchscript);
+    assert!(validate_spec(&s).is_ok());
+    let json = serde_json::to_value(&s.model).unwrap();
+    assert_eq!(json["format"], "torchscript");
+    // Any other format is refused by the schema's enum, and by serde here.
+    let other = serde_json::json!({"source": {"uri": "pvc://m/r.onnx"}, "format": "onnx",
+        "input": {"shape": [3]}});
+    assert!(serde_json::from_value::<crate::ModelSpec>(other).is_err());
 }
 
 #[test]
@@ -90,6 +106,10 @@ fn each_bad_field_is_named() {
             "spec.model.source",
         ),
         (|s| s.model.source.builtin = None, "spec.model.source"),
+        (
+            |s| s.model.format = Some(crate::ModelFormat::Torchscript),
+            "spec.model.format",
+        ),
         (
             |s| {
                 s.model.source.builtin = None;

@@ -349,10 +349,7 @@ fn the_flow_table() {
                 assert!(reason.contains("the best feasible batch size"), "{reason}");
                 // Without the profile a pod's adaptive batching stays off: it keeps batch 2.
                 let env = container(p).env.clone().unwrap_or_default();
-                assert!(
-                    !env.iter().any(|e| e.name == PROFILE_INLINE_ENV),
-                    "{env:?}"
-                );
+                assert!(!env.iter().any(|e| e.name == PROFILE_INLINE_ENV), "{env:?}");
             },
         },
         Case {
