@@ -168,7 +168,7 @@ pub struct LoadgenArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// `builtin:<name>` (random weights, e.g. builtin:resnet50), a TorchScript file path, or an
-    /// http(s):// URL or s3://<bucket>/<key> of one (downloaded into --model-cache; give
+    /// http(s):// URL or `s3://<bucket>/<key>` of one (downloaded into --model-cache; give
     /// --model-digest to verify it).
     #[arg(long, env = "GREENBATCH_MODEL")]
     pub model: String,
