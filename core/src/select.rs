@@ -21,6 +21,10 @@ use crate::slo::{Slo, fmt_ms};
 /// absurd input.
 const MAX_REPLICAS_ENUMERATED: u32 = 4096;
 
+/// The longest max queue delay chosen, and the longest the runtime takes: a minute for a batch to
+/// fill is already more than any service waits for; a longer SLO leaves the rest unused.
+pub const MAX_QUEUE_DELAY_MS: f64 = 60_000.0;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Policy {
     /// Share of the SLO held back for effects the profile does not measure, in [0, 0.9].
@@ -264,7 +268,7 @@ impl Ctx<'_> {
         let delay = if p.batch_size <= 1 {
             0.0
         } else {
-            headroom.max(0.0)
+            headroom.clamp(0.0, MAX_QUEUE_DELAY_MS)
         };
         let cost = match self.basis {
             EnergyBasis::Measured => p.joules_per_inference.unwrap_or(f64::INFINITY),
@@ -297,7 +301,8 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for replicas in self.replicas.min..=hi {
             let per_replica = rate / f64::from(replicas);
-            let fill_s = f64::from(cap.batch_size) / per_replica - cap.exec_s;
+            let fill_s = (f64::from(cap.batch_size) / per_replica - cap.exec_s)
+                .min(MAX_QUEUE_DELAY_MS / 1000.0);
             let delays: &[f64] = if fill_s > 0.0 && fill_s.is_finite() {
                 &[0.0, fill_s]
             } else {

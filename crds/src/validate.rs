@@ -3,7 +3,9 @@
 //! path syntax the API server uses (`spec.batching.batchSize`).
 
 use crate::inference_service::{BatchingMode, InferenceServiceSpec, MAX_BATCH_SIZE};
-use crate::model::{S3Source, s3_endpoint_problem, s3_region_problem, split_s3_uri};
+use crate::model::{
+    Dtype, Precision, S3Source, s3_endpoint_problem, s3_region_problem, split_s3_uri,
+};
 use crate::runtime_pod::dns_subdomain;
 use greenbatch_core::{BatchingMode as CoreMode, ReplicaRange, Slo};
 
@@ -24,6 +26,45 @@ fn digest_required(with: &str) -> FieldError {
              EnergyProfile (what a URL serves can change)"
         ),
     )
+}
+
+/// What the runtime can serve and run: the v2 server takes FP32, INT64, INT32 and UINT8 tensors
+/// (half precision is the model's, chosen by `profiling.precision`, with float32 inputs), and
+/// half precision runs on a GPU, for float inputs. Refused here, not after a profiling Job.
+fn check_dtype_and_precision(spec: &InferenceServiceSpec, errors: &mut Vec<FieldError>) {
+    let dtype = spec.model.input.dtype;
+    if matches!(dtype, Dtype::Float16 | Dtype::Bfloat16) {
+        errors.push(err(
+            "spec.model.input.dtype",
+            format!(
+                "{} inputs cannot be served (the v2 server takes FP32, INT64, INT32 and UINT8): \
+                 use float32, with spec.profiling.precision fp16 or bf16 to run the model in half precision",
+                dtype.v2_name()
+            ),
+        ));
+    }
+    let precision = spec.profiling.precision;
+    if precision != Precision::Fp32 {
+        if spec.gpu.count == 0 {
+            errors.push(err(
+                "spec.profiling.precision",
+                format!(
+                    "{} runs on a GPU only, and spec.gpu.count is 0: use fp32",
+                    precision.as_str()
+                ),
+            ));
+        }
+        if matches!(dtype, Dtype::Int64 | Dtype::Int32 | Dtype::Uint8) {
+            errors.push(err(
+                "spec.profiling.precision",
+                format!(
+                    "{} is for float inputs; {} inputs (indices, raw bytes) stay as they are: use fp32",
+                    precision.as_str(),
+                    dtype.v2_name()
+                ),
+            ));
+        }
+    }
 }
 
 /// `spec.model.source.s3`: only beside an `s3://` URI, an endpoint that is a plain origin, a
@@ -157,6 +198,8 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
             ));
         }
     }
+
+    check_dtype_and_precision(spec, &mut errors);
 
     let shape = &spec.model.input.shape;
     if shape.is_empty() {

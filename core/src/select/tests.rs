@@ -396,3 +396,26 @@ proptest! {
         prop_assert!(s.choice.replicas >= min && s.choice.replicas <= min + extra);
     }
 }
+
+#[test]
+fn a_long_slo_never_asks_for_more_than_a_minute_of_queue_delay() {
+    // Two minutes of SLO (batch work): the budget would be 108 s of waiting.
+    let slow = p95(120_000.0);
+    let s = pick("resnet50", slow);
+    assert!(s.slo_attainable);
+    assert_eq!(s.choice.max_queue_delay_ms, MAX_QUEUE_DELAY_MS, "{s:?}");
+    // At a trickle the delay that would fill the cap is clamped the same way.
+    let at_rate = choose(
+        &h200("resnet50"),
+        slow,
+        BatchingMode::Auto,
+        Some(0.01),
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert!(
+        at_rate.choice.max_queue_delay_ms <= MAX_QUEUE_DELAY_MS,
+        "{at_rate:?}"
+    );
+}

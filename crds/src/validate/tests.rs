@@ -111,6 +111,29 @@ fn each_bad_field_is_named() {
             "spec.model.format",
         ),
         (
+            |s| s.model.input.dtype = Dtype::Float16,
+            "spec.model.input.dtype",
+        ),
+        (
+            |s| s.model.input.dtype = Dtype::Bfloat16,
+            "spec.model.input.dtype",
+        ),
+        (
+            |s| {
+                s.profiling.precision = crate::Precision::Fp16;
+                s.gpu.count = 0;
+                s.gpu.product = None;
+            },
+            "spec.profiling.precision",
+        ),
+        (
+            |s| {
+                s.profiling.precision = crate::Precision::Bf16;
+                s.model.input.dtype = Dtype::Int64;
+            },
+            "spec.profiling.precision",
+        ),
+        (
             |s| {
                 s.model.source.builtin = None;
                 s.model.source.uri = Some("http://x/m.pt".into())

@@ -353,6 +353,17 @@ fn the_flow_table() {
             },
         },
         Case {
+            what: "a two-minute SLO asks the pods for no more delay than they take",
+            edit: |s| s.spec.slo.latency_ms = 120_000.0,
+            observe: done,
+            phase: Phase::Pending,
+            ready_reason: "DeploymentNotAvailable",
+            check: |p| {
+                let delay: f64 = flag(&args(p), "--max-queue-delay-ms").parse().unwrap();
+                assert_eq!(delay, greenbatch_core::select::MAX_QUEUE_DELAY_MS);
+            },
+        },
+        Case {
             what: "a bf16 profile is served at bf16",
             edit: |s| s.spec.profiling.precision = Precision::Bf16,
             observe: done,
