@@ -72,9 +72,10 @@ pub struct ServeArgs {
     /// Longest time the oldest request waits for its batch to fill.
     #[arg(long, default_value_t = 2.0, env = "GREENBATCH_MAX_QUEUE_DELAY_MS")]
     pub max_queue_delay_ms: f64,
-    /// Items the queue holds before refusing with 429.
-    #[arg(long, default_value_t = 1024, env = "GREENBATCH_QUEUE_CAPACITY")]
-    pub queue_capacity: usize,
+    /// Items the queue holds before refusing with 429: at least --max-batch-size (a smaller queue
+    /// could never hold a full batch). Default: 1024, or twice --max-batch-size when that is more.
+    #[arg(long, env = "GREENBATCH_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
     /// Request bodies above this are refused with 413.
     #[arg(long, default_value_t = 64 * 1024 * 1024, env = "GREENBATCH_MAX_BODY_BYTES")]
     pub max_body_bytes: usize,

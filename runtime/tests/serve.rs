@@ -502,12 +502,12 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
-    // Batches of 64 never fill and the delay is long, so requests pile up to the 4-item capacity.
+    // Three items wait for a batch of 4 (the delay is long); a queue of 4 has no room for two more.
     let s = start(
         &fixture("tiny_cnn.pt"),
         &[
             "--max-batch-size",
-            "64",
+            "4",
             "--max-queue-delay-ms",
             "3000",
             "--queue-capacity",
@@ -516,13 +516,13 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
     )
     .await;
     wait_ready(&s.base, true).await;
-    let tasks = spawn_single_item_requests(&s.base, 4, "q");
+    let tasks = spawn_single_item_requests(&s.base, 3, "q");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(metric(&s.base, "greenbatch_queue_depth").await, 4.0);
+    assert_eq!(metric(&s.base, "greenbatch_queue_depth").await, 3.0);
     let (code, out, headers) = post(
         &s.base,
         "tiny_cnn",
-        request(1, "overflow").to_string().into_bytes(),
+        request(2, "overflow").to_string().into_bytes(),
         &[],
     )
     .await;
@@ -533,7 +533,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
     );
     assert!(out["error"].as_str().unwrap().contains("queue is full"));
     // Counted as refused for capacity (what the operator learns a pod's real capacity from).
-    assert_eq!(metric(&s.base, "greenbatch_refused_items_total").await, 1.0);
+    assert_eq!(metric(&s.base, "greenbatch_refused_items_total").await, 2.0);
     for t in tasks {
         assert_eq!(
             t.await.unwrap().0,
@@ -541,6 +541,48 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
             "queued requests are served when their delay expires"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_whose_client_left_is_not_run_and_frees_its_room() {
+    // One request waits for a batch of 4 (3 s at most); its client gives up after 300 ms.
+    let s = start(
+        &fixture("tiny_cnn.pt"),
+        &[
+            "--max-batch-size",
+            "4",
+            "--max-queue-delay-ms",
+            "3000",
+            "--queue-capacity",
+            "4",
+        ],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .post(format!("{}/v2/models/tiny_cnn/infer", s.base))
+        .body(request(3, "impatient").to_string())
+        .send()
+        .await;
+    assert!(impatient.is_err_and(|e| e.is_timeout()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Its 3 items would leave no room for 2 more; gone, they do not count.
+    let (code, out, _) = post(
+        &s.base,
+        "tiny_cnn",
+        request(2, "patient").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(
+        metric(&s.base, "greenbatch_abandoned_requests_total").await,
+        1.0
+    );
+    assert_eq!(metric(&s.base, "greenbatch_inferences_total").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,6 +103,22 @@ impl<R> BatchQueue<R> {
         Poll::Dispatch(self.take(policy.max_batch))
     }
 
+    /// Drops the queued requests nobody waits for any more (`gone`: their client left) and says
+    /// how many: they would hold queue room, and model time, for answers nobody reads.
+    pub fn discard(&mut self, gone: impl Fn(&R) -> bool) -> usize {
+        let before = self.queue.len();
+        let mut freed = 0usize;
+        self.queue.retain(|q| {
+            let keep = !gone(&q.request);
+            if !keep {
+                freed += q.items as usize;
+            }
+            keep
+        });
+        self.queued_items -= freed;
+        before - self.queue.len()
+    }
+
     /// Everything still queued, in batches (for draining on shutdown).
     pub fn drain_all(&mut self, policy: &BatchPolicy) -> Vec<Vec<R>> {
         let mut batches = Vec::new();
@@ -202,6 +218,23 @@ mod tests {
         // Serving frees room again.
         assert!(matches!(q.poll(MS(0), &p), Poll::Dispatch(b) if b.len() == 4));
         q.push(10, 1, MS(0), &p).unwrap();
+    }
+
+    #[test]
+    fn requests_whose_callers_left_are_dropped_and_free_their_room() {
+        let mut q = BatchQueue::new(8);
+        let p = policy(4, 1000);
+        for (id, items) in [(1, 2), (2, 1), (3, 2)] {
+            q.push((id, items), items, Duration::ZERO, &p).unwrap();
+        }
+        assert_eq!(q.discard(|&(id, _)| id == 2), 1);
+        assert_eq!(q.queued_items(), 4);
+        // Full again without it: 2 + 2 items at the cap of 4, in arrival order.
+        assert_eq!(
+            q.poll(Duration::ZERO, &p),
+            Poll::Dispatch(vec![(1, 2), (3, 2)])
+        );
+        assert_eq!(q.discard(|_| true), 0);
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub struct Shared {
     /// The model failed [`BROKEN_AFTER_FAILED_BATCHES`] batches in a row: not ready, not live
     /// (a sticky CUDA error leaves every later batch failing; a restart gets a fresh context).
     pub broken: AtomicBool,
-    /// Items accepted into the queue (arrivals), for the adaptive controller.
+    /// Items offered to the queue — accepted, or refused because it was full — for the adaptive
+    /// controller: the demand, which accepted items alone would cap at what the current
+    /// configuration serves.
     pub arrivals: AtomicU64,
     pub metrics: Metrics,
     pub busy: BusyTime,
@@ -141,11 +143,19 @@ impl Shared {
             return Err(Rejected::Draining);
         }
         // A refused job is dropped here: its caller answers from the `Rejected` reason.
-        q.push(job, items, self.now(), &policy)
-            .map_err(|(_, why)| why)?;
+        let mut pushed = q.push(job, items, self.now(), &policy);
+        // Full, maybe of requests whose clients left since the model thread last looked.
+        if let Err((job, Rejected::Full { .. })) = pushed {
+            let abandoned = q.discard(|job| job.respond.is_closed());
+            self.metrics.abandoned_requests.inc_by(abandoned as u64);
+            pushed = q.push(job, items, self.now(), &policy);
+        }
         self.metrics.queue_depth.set(q.queued_items() as i64);
         drop(q);
-        self.arrivals.fetch_add(u64::from(items), Ordering::Relaxed);
+        if matches!(pushed, Ok(()) | Err((_, Rejected::Full { .. }))) {
+            self.arrivals.fetch_add(u64::from(items), Ordering::Relaxed);
+        }
+        pushed.map_err(|(_, why)| why)?;
         self.wake.notify_one();
         Ok(())
     }
@@ -155,6 +165,13 @@ impl Shared {
 fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     loop {
+        // A client that left (its connection closed, its gRPC deadline passed) drops its reply's
+        // receiver: its request goes before it takes room in a batch.
+        let abandoned = q.discard(|job| job.respond.is_closed());
+        if abandoned > 0 {
+            shared.metrics.abandoned_requests.inc_by(abandoned as u64);
+            shared.metrics.queue_depth.set(q.queued_items() as i64);
+        }
         let policy = shared.policy();
         let draining = shared.draining.load(Ordering::Relaxed);
         // Draining: no new requests arrive, so waiting for a batch to fill would only delay them.
@@ -442,8 +459,8 @@ mod tests {
             crate::cli::PadBatches::Off,
         );
         let job = |id: &str| {
-            let (tx, _rx) = tokio::sync::oneshot::channel();
-            Job {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job = Job {
                 request: crate::serve::v2::InferRequest {
                     id: Some(id.into()),
                     items: 1,
@@ -453,17 +470,61 @@ mod tests {
                 },
                 arrived: std::time::Instant::now(),
                 respond: tx,
-            }
+            };
+            (job, rx)
         };
-        assert!(shared.submit(job("before"), 4).is_ok());
+        let (before, _waiting) = job("before");
+        assert!(shared.submit(before, 4).is_ok());
+        // A caller that leaves while queued: dropped unrun, counted, its room freed.
+        let (left, gone) = job("left");
+        assert!(shared.submit(left, 4).is_ok());
+        drop(gone);
         shared.draining.store(true, Ordering::Relaxed);
         assert!(matches!(
-            shared.submit(job("after"), 4),
+            shared.submit(job("after").0, 4),
             Err(Rejected::Draining)
         ));
         // What was queued before is still taken, then the thread stops.
         assert_eq!(next_batch(&shared).map(|b| b.len()), Some(1));
+        assert_eq!(shared.metrics.abandoned_requests.get(), 1);
+        assert_eq!(shared.queue.lock().unwrap().queued_items(), 0);
         assert!(next_batch(&shared).is_none());
+    }
+
+    #[test]
+    fn the_demand_counts_items_refused_for_a_full_queue() {
+        let shared = Shared::new(
+            BatchPolicy {
+                max_batch: 2,
+                max_queue_delay: Duration::from_secs(10),
+            },
+            2,
+            crate::cli::PadBatches::Off,
+        );
+        let mut receivers = Vec::new();
+        let mut submit = |items: u32| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            receivers.push(rx);
+            shared.submit(
+                Job {
+                    request: crate::serve::v2::InferRequest {
+                        id: None,
+                        items,
+                        data: crate::serve::v2::TensorData::F32(vec![0.0; items as usize]),
+                        outputs: vec![],
+                        binary_outputs: false,
+                    },
+                    arrived: std::time::Instant::now(),
+                    respond: tx,
+                },
+                2,
+            )
+        };
+        assert!(submit(2).is_ok());
+        assert!(matches!(submit(1), Err(Rejected::Full { .. })));
+        // Never servable: not demand.
+        assert!(matches!(submit(3), Err(Rejected::TooLarge { .. })));
+        assert_eq!(shared.arrivals.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub requested_items: Counter,
     /// Items refused because the batch queue was full (429): the server past its capacity.
     pub refused_items: Counter,
+    /// Requests dropped from the queue unrun because their client had left.
+    pub abandoned_requests: Counter,
     pub batches: Counter,
     pub batch_size: Histogram,
     pub queue_wait: Histogram,
@@ -76,6 +78,7 @@ impl Metrics {
             inferences: Counter::default(),
             requested_items: Counter::default(),
             refused_items: Counter::default(),
+            abandoned_requests: Counter::default(),
             batches: Counter::default(),
             batch_size: Histogram::new((0..=12).map(|i| f64::from(1u32 << i))),
             queue_wait: Histogram::new(latency_buckets()),
@@ -113,6 +116,11 @@ impl Metrics {
             "refused_items",
             "Items refused because the batch queue was full (429)",
             m.refused_items.clone(),
+        );
+        registry.register(
+            "abandoned_requests",
+            "Requests dropped from the queue unrun because their client had left",
+            m.abandoned_requests.clone(),
         );
         registry.register("batches", "Batches executed", m.batches.clone());
         registry.register(

@@ -23,6 +23,7 @@ use crate::error::{Result, RuntimeError};
 use adaptive::{AdaptiveConfig, AdaptiveController};
 use batcher::BatchPolicy;
 use executor::Shared;
+use greenbatch_core::select::MAX_QUEUE_DELAY_MS;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,6 +42,25 @@ fn usage(arg: &'static str, message: impl Into<String>) -> RuntimeError {
     }
 }
 
+/// Items the queue holds: as asked, never less than one full batch (a batch is dispatched when
+/// the queue holds `max_batch` items: a smaller queue would make every batch wait its whole delay
+/// and refuse the largest requests for ever).
+fn queue_capacity(asked: Option<usize>, max_batch: u32) -> Result<usize> {
+    let batch = max_batch as usize;
+    match asked {
+        None => Ok(DEFAULT_QUEUE_CAPACITY.max(2 * batch)),
+        Some(asked) if asked < batch => Err(usage(
+            "--queue-capacity",
+            format!(
+                "{asked} is below --max-batch-size {batch}: the queue could never hold a full batch"
+            ),
+        )),
+        Some(asked) => Ok(asked),
+    }
+}
+
+const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
 pub fn run(args: &ServeArgs) -> Result<()> {
     if !(1..=greenbatch_crds::inference_service::MAX_BATCH_SIZE).contains(&args.max_batch_size) {
         return Err(usage(
@@ -48,11 +68,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             format!("{} is outside 1..=4096", args.max_batch_size),
         ));
     }
-    if !(args.max_queue_delay_ms.is_finite() && (0.0..=60_000.0).contains(&args.max_queue_delay_ms))
+    if !(args.max_queue_delay_ms.is_finite()
+        && (0.0..=MAX_QUEUE_DELAY_MS).contains(&args.max_queue_delay_ms))
     {
         return Err(usage(
             "--max-queue-delay-ms",
-            format!("{} is outside 0..=60000", args.max_queue_delay_ms),
+            format!(
+                "{} is outside 0..={MAX_QUEUE_DELAY_MS}",
+                args.max_queue_delay_ms
+            ),
         ));
     }
     let dtype = crate::setup::parse_dtype(&args.model.exec.dtype)?;
@@ -106,7 +130,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| model_name(&args.model.model));
-    let shared = Arc::new(Shared::new(policy, args.queue_capacity, args.pad_batches));
+    let shared = Arc::new(Shared::new(
+        policy,
+        queue_capacity(args.queue_capacity, args.max_batch_size)?,
+        args.pad_batches,
+    ));
     let app = Arc::new(inference::App {
         shared: shared.clone(),
         model_name: name.clone(),
@@ -354,6 +382,20 @@ async fn adapt(shared: Arc<Shared>, mut controller: AdaptiveController) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_queue_always_holds_a_full_batch() {
+        use super::queue_capacity;
+        assert_eq!(queue_capacity(None, 8).unwrap(), 1024);
+        // Batch sizes the API allows beyond 1024 (to 4096) still fill.
+        assert_eq!(queue_capacity(None, 2048).unwrap(), 4096);
+        assert_eq!(queue_capacity(Some(64), 64).unwrap(), 64);
+        let err = queue_capacity(Some(1024), 2048).unwrap_err().to_string();
+        assert!(
+            err.contains("--queue-capacity") && err.contains("2048"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn model_names_come_from_the_model_argument() {
         assert_eq!(super::model_name("builtin:resnet50"), "resnet50");
