@@ -807,6 +807,7 @@ fn serve_from_table(
                 slo_ms: is.spec.slo.latency_ms,
                 percentile: is.spec.slo.percentile,
                 precision: is.spec.profiling.precision,
+                target_utilisation: cfg.target_utilisation,
                 // Fixed mode serves at the size asked for: without the profile, a pod's adaptive
                 // batching (which would choose among all sizes) stays off.
                 profile_json: (!fixed)

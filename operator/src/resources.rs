@@ -357,6 +357,8 @@ pub struct ServeSettings {
     pub percentile: u32,
     /// The precision the profile measured (`spec.profiling.precision`): the pods serve at it.
     pub precision: Precision,
+    /// The operator's `--target-utilisation`: the pods' adaptive batching judges by the same.
+    pub target_utilisation: f64,
     /// The profile (EnergyProfile status JSON) the pods' own adaptive batching works from: within
     /// the batch cap above, each pod adjusts its max queue delay (and cap) to the rate it sees.
     /// `None` in fixed mode: the pods keep the batch size and delay they are given.
@@ -398,6 +400,8 @@ pub fn serve_args(
         &fmt_num(s.slo_ms),
         "--percentile",
         &s.percentile.to_string(),
+        "--target-utilisation",
+        &fmt_num(s.target_utilisation),
     ];
     args.extend(rest.into_iter().map(str::to_string));
     args
@@ -821,6 +825,7 @@ mod tests {
             slo_ms: 50.0,
             percentile: 95,
             precision: Precision::Fp32,
+            target_utilisation: 0.8,
             profile_json: Some("{\"table\":{}}".into()),
             spec_generation: Some(3),
         };
@@ -908,7 +913,7 @@ mod tests {
         );
         assert_eq!(
             c.args.clone().unwrap().join(" "),
-            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cpu --name svc --port 8080 --grpc-port 8081 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95"
+            "serve --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cpu --name svc --port 8080 --grpc-port 8081 --max-batch-size 8 --max-queue-delay-ms 3.625 --slo-ms 50 --percentile 95 --target-utilisation 0.8"
         );
         // The profile for the pod's own adaptive batching, by environment.
         let env = c.env.clone().unwrap_or_default();
@@ -956,6 +961,7 @@ mod tests {
             slo_ms: 50.0,
             percentile: 99,
             precision: Precision::Fp32,
+            target_utilisation: 0.8,
             profile_json: Some("{}".into()),
             spec_generation: None,
         };

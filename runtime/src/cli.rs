@@ -113,6 +113,10 @@ pub struct ServeArgs {
     pub slo_ms: Option<f64>,
     #[arg(long, default_value_t = 99, env = "GREENBATCH_SLO_PERCENTILE")]
     pub percentile: u32,
+    /// Adaptive batching keeps the model busy at most this share of the time at the observed
+    /// rate, in (0, 1] (the operator passes its own --target-utilisation).
+    #[arg(long, default_value_t = greenbatch_core::Policy::default().target_utilisation, env = "GREENBATCH_TARGET_UTILISATION")]
+    pub target_utilisation: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

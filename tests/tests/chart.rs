@@ -1568,6 +1568,7 @@ async fn the_serving_objects_the_operator_builds_fit_the_api_schemas_of_kubernet
         slo_ms: 50.0,
         percentile: 99,
         precision: greenbatch_crds::Precision::Fp32,
+        target_utilisation: 0.8,
         profile_json: Some("{}".into()),
         spec_generation: Some(4),
     };

@@ -19,6 +19,9 @@ pub struct AdaptiveConfig {
     pub rate_band: f64,
     pub min_gain: f64,
     pub min_interval: Duration,
+    /// The decision core's policy: the operator's own (`serve --target-utilisation`), so a pod
+    /// judges the configuration it was given by the rule it was chosen by.
+    pub policy: Policy,
 }
 
 impl Default for AdaptiveConfig {
@@ -27,6 +30,7 @@ impl Default for AdaptiveConfig {
             rate_band: 0.2,
             min_gain: 0.05,
             min_interval: Duration::from_secs(5),
+            policy: Policy::default(),
         }
     }
 }
@@ -82,7 +86,7 @@ impl AdaptiveController {
             mode,
             Some(rate),
             ReplicaRange::single(),
-            &Policy::default(),
+            &self.config.policy,
         )
         .ok()
     }
@@ -91,7 +95,7 @@ impl AdaptiveController {
     /// cap) is predicted to do at `rate`: whether it meets the SLO budget and utilisation target,
     /// and its joules per inference. `None` when no profiled batch size fits under the cap.
     fn assess_current(&self, rate: f64) -> Option<(bool, Option<f64>)> {
-        let policy = Policy::default();
+        let policy = &self.config.policy;
         let (points, _) = energy_model::operating_points(&self.profile.rows, self.slo.percentile());
         let cap = points
             .iter()
@@ -283,6 +287,33 @@ mod tests {
             .observe(S(10), 1000.0)
             .expect("an over-budget delay must be replaced");
         assert_eq!(a.policy, best);
+    }
+
+    #[test]
+    fn judges_utilisation_by_the_target_it_was_given() {
+        // Batch 1 runs 1.05 ms: at 850 req/s the model is busy 89% of the time.
+        let with_target = |target_utilisation: f64| {
+            AdaptiveController::new(
+                profile(),
+                Slo::new(50.0, Percentile::P99).unwrap(),
+                64,
+                BatchPolicy {
+                    max_batch: 1,
+                    max_queue_delay: Duration::ZERO,
+                },
+                AdaptiveConfig {
+                    policy: Policy {
+                        target_utilisation,
+                        ..Policy::default()
+                    },
+                    ..AdaptiveConfig::default()
+                },
+            )
+            .assess_current(850.0)
+            .map(|(ok, _)| ok)
+        };
+        assert_eq!(with_target(0.8), Some(false));
+        assert_eq!(with_target(0.95), Some(true));
     }
 
     #[test]

@@ -108,20 +108,47 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 .ok_or_else(|| usage(arg, "the profile has no table"))?;
             let slo = greenbatch_core::Slo::from_parts(slo_ms, args.percentile)
                 .map_err(|e| usage("--slo-ms", e.to_string()))?;
-            tracing::info!(
-                source = arg,
-                batch_sizes = table.rows.len(),
-                slo_ms,
-                percentile = args.percentile,
-                "adaptive batching from the profile"
-            );
-            Some(AdaptiveController::new(
-                table,
-                slo,
-                args.max_batch_size,
-                policy,
-                AdaptiveConfig::default(),
-            ))
+            if !(args.target_utilisation > 0.0 && args.target_utilisation <= 1.0) {
+                return Err(usage(
+                    "--target-utilisation",
+                    format!("{} is outside (0, 1]", args.target_utilisation),
+                ));
+            }
+            let usable = table
+                .rows
+                .iter()
+                .filter(|r| r.batch_size <= args.max_batch_size)
+                .count();
+            if usable == 0 {
+                tracing::warn!(
+                    source = arg,
+                    max_batch_size = args.max_batch_size,
+                    "no profiled batch size is within --max-batch-size: adaptive batching stays off"
+                );
+                None
+            } else {
+                tracing::info!(
+                    source = arg,
+                    batch_sizes = usable,
+                    slo_ms,
+                    percentile = args.percentile,
+                    target_utilisation = args.target_utilisation,
+                    "adaptive batching from the profile"
+                );
+                Some(AdaptiveController::new(
+                    table,
+                    slo,
+                    args.max_batch_size,
+                    policy,
+                    AdaptiveConfig {
+                        policy: greenbatch_core::Policy {
+                            target_utilisation: args.target_utilisation,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                ))
+            }
         }
         (Some((_, arg)), None) => return Err(usage(arg, "adaptive batching needs --slo-ms too")),
         _ => None,
