@@ -60,6 +60,9 @@ pub const GRPC_PORT_NAME: &str = "grpc";
 /// The serving pods' environment variable carrying the profile (`greenbatch-runtime serve
 /// --profile-json`).
 pub const PROFILE_INLINE_ENV: &str = "GREENBATCH_PROFILE_INLINE";
+/// The node a profiling pod runs on, from the downward API; the runtime records it in
+/// `measuredOn.host`.
+pub const NODE_NAME_ENV: &str = "NODE_NAME";
 /// The binary inside the runtime image.
 pub const RUNTIME_BINARY: &str = "greenbatch-runtime";
 /// `gpu.product` stands for the key of CPU-only profiles (`gpu.count: 0`).

@@ -10,10 +10,10 @@ use greenbatch_crds::{EnergyProfile, ModelSpec, Precision, RuntimePodSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -137,6 +137,22 @@ fn runtime_container(
         // its last log lines become the container's termination message, which the service's
         // conditions quote.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+/// `NODE_NAME`, the node the pod runs on (downward API): the profile records it as where it was
+/// measured (`measuredOn.host`), a name that outlives the Job's pod.
+fn node_name_env() -> EnvVar {
+    EnvVar {
+        name: NODE_NAME_ENV.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -292,7 +308,7 @@ pub fn profiling_job(
                 pod,
                 profile_args(profile_name, namespace, spec, gpu, &model),
                 mounts,
-                model.env.clone(),
+                model.env.iter().cloned().chain([node_name_env()]).collect(),
             )],
             ..Default::default()
         }),
@@ -401,7 +417,8 @@ pub fn serve_args(
         "--percentile",
         &s.percentile.to_string(),
         "--target-utilisation",
-        &fmt_num(s.target_utilisation),
+        // In full: a share, where three decimals could round a small target to 0.
+        &s.target_utilisation.to_string(),
     ];
     args.extend(rest.into_iter().map(str::to_string));
     args
@@ -927,6 +944,34 @@ mod tests {
     }
 
     #[test]
+    fn a_small_utilisation_target_reaches_the_pods_unrounded() {
+        let is = service("svc");
+        let s = ServeSettings {
+            batch_size: 8,
+            max_queue_delay_ms: 4.0,
+            replicas: 1,
+            slo_ms: 50.0,
+            percentile: 99,
+            precision: Precision::Fp32,
+            target_utilisation: 0.0001,
+            profile_json: None,
+            spec_generation: None,
+        };
+        let args = serve_args(
+            "svc",
+            &is.spec.model,
+            &is.spec.gpu,
+            &ModelMount::default(),
+            &s,
+        );
+        let i = args
+            .iter()
+            .position(|a| a == "--target-utilisation")
+            .unwrap();
+        assert_eq!(args[i + 1], "0.0001");
+    }
+
+    #[test]
     fn profiling_and_serving_pods_of_an_s3_model_get_its_keys() {
         let mut is = service("svc");
         is.spec.model.source = crate::testutil::s3_source("model-store", "ef");
@@ -953,7 +998,9 @@ mod tests {
         )
         .unwrap();
         let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
-        assert_eq!(env_names(c), keys);
+        let mut want = keys.map(String::from).to_vec();
+        want.push(NODE_NAME_ENV.to_string());
+        assert_eq!(env_names(c), want);
         let settings = ServeSettings {
             batch_size: 8,
             max_queue_delay_ms: 4.0,

@@ -37,6 +37,8 @@ const NS: &str = "e2e";
 const RUNTIME_SA: &str = "greenbatch-runtime";
 const RUNTIME_IDENTITY: &str = "runtime";
 const IMAGE: &str = "greenbatch-runtime:e2e";
+/// The node the test kubelet plays (`spec.nodeName` in the downward API).
+const TEST_NODE: &str = "e2e-node";
 
 fn say(line: &str) {
     use std::io::Write;
@@ -278,6 +280,14 @@ impl Agent {
         for e in c.env.iter().flatten() {
             if let Some(v) = &e.value {
                 env.push((e.name.clone(), v.clone()));
+                continue;
+            }
+            // The one pod field the operator asks for: the node this agent plays.
+            if let Some(field) = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()) {
+                match field.field_path.as_str() {
+                    "spec.nodeName" => env.push((e.name.clone(), TEST_NODE.to_string())),
+                    other => return Err(format!("unsupported fieldRef {other}")),
+                }
                 continue;
             }
             let Some(r) = e
@@ -1119,6 +1129,14 @@ async fn operator_end_to_end() {
         vec![1, 2, 4]
     );
     assert_eq!(table.meter, greenbatch_core::MeterKind::Synthetic);
+    // Where it was measured: the node (downward API), not the Job's short-lived pod.
+    assert_eq!(
+        ep_status
+            .measured_on
+            .as_ref()
+            .and_then(|m| m.host.as_deref()),
+        Some(TEST_NODE)
+    );
     assert!(
         ep.metadata.owner_references.is_none(),
         "profiles are shared, not owned"
