@@ -713,6 +713,35 @@ async fn sigterm_reports_not_ready_serves_on_for_the_delay_then_drains_and_exits
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bad_input_fails_its_own_request_not_the_batch_it_shared() {
+    // poisoned.pt raises for any batch holding a value above 1000; four requests fill one batch.
+    let s = start(
+        &fixture("poisoned.pt"),
+        &["--max-batch-size", "4", "--max-queue-delay-ms", "2000"],
+    )
+    .await;
+    wait_ready(&s.base, true).await;
+    let send = |value: f32| {
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&json!({"inputs": [{"name": "input__0",
+                "datatype": "FP32", "shape": [1, 3, 16, 16], "data": vec![value; 768]}]}))
+            .unwrap();
+            post(&base, "poisoned", body, &[]).await
+        })
+    };
+    let answers: Vec<_> = [0.5, 5000.0, 0.25, 0.75].into_iter().map(send).collect();
+    let mut codes = Vec::new();
+    for a in answers {
+        codes.push(a.await.unwrap().0);
+    }
+    assert_eq!(codes, [200, 500, 200, 200]);
+    // They did run as one batch first (4 items), then one by one.
+    assert_eq!(metric(&s.base, "greenbatch_inferences_total").await, 3.0);
+    assert_eq!(metric(&s.base, "greenbatch_batches_total").await, 5.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_failing_batch_after_batch_is_not_live_only_when_its_own_input_fails_too() {
     // serve::executor::BROKEN_AFTER_FAILED_BATCHES (the runtime is a binary: no crate to import).

@@ -328,6 +328,21 @@ fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: 
                 let _ = job.respond.send(reply);
             }
         }
+        // One request's input can fail the model (a value it asserts on, an id out of range):
+        // the requests batched with it are run again one by one, so only those at fault fail.
+        // (A device that fails everything fails each of them too, and counts towards broken.)
+        Err(e) if jobs.len() > 1 => {
+            tracing::warn!(
+                items,
+                requests = jobs.len(),
+                "batch failed, running its requests one at a time: {e}"
+            );
+            metrics.add_stage_time("respond", respond_started);
+            for job in jobs {
+                run_batch(model, staging, shared, vec![job]);
+            }
+            return;
+        }
         Err(e) => {
             tracing::error!(items, "batch failed: {e}");
             let failed = shared.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
