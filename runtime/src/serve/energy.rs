@@ -1,8 +1,8 @@
 //! Energy accounting while serving: every `tick` the meter's cumulative joules are read; the delta
 //! goes to `greenbatch_energy_joules_total`, power to `greenbatch_power_watts`; over a rolling window
 //! (default 10 s) energy / inferences gives `greenbatch_joules_per_inference` (idle share included,
-//! which is what a request really costs at the current load); a tick with no batch executed updates
-//! `greenbatch_idle_power_watts`.
+//! which is what a request really costs at the current load); a tick in which no batch finished
+//! and none was running at its end (so none ran in it) updates `greenbatch_idle_power_watts`.
 
 use super::executor::Shared;
 use crate::clock::{Clock, SystemClock};
@@ -67,12 +67,14 @@ pub fn run(shared: Arc<Shared>, choice: MeterChoice, device: tch::Device, tick: 
         let t = clock.now().as_secs_f64();
         let inferences = shared.metrics.inferences.get();
         let batches = shared.metrics.batches.get();
+        let running = shared.executing.load(Ordering::Relaxed);
         if let Some((t0, j0, b0)) = last {
             let (dj, dt) = (j - j0, t - t0);
             if dj >= 0.0 && dt > 0.0 {
                 shared.metrics.energy.inc_by(dj);
                 shared.metrics.power.set(dj / dt);
-                if batches == b0 && dj > 0.0 {
+                // A batch longer than the tick neither finished in it nor left it idle.
+                if batches == b0 && !running && dj > 0.0 {
                     shared.metrics.idle_power.set(dj / dt);
                 }
             }

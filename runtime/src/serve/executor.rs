@@ -55,6 +55,9 @@ pub struct Shared {
     pub arrivals: AtomicU64,
     pub metrics: Metrics,
     pub busy: BusyTime,
+    /// A batch is on the model now (a batch can run longer than an energy tick: a tick with no
+    /// batch finished is idle only when none is running either).
+    pub executing: AtomicBool,
     pub origin: Instant,
     /// One item's output shape, known once the model has loaded.
     pub output_item_shape: Mutex<Option<Vec<i64>>>,
@@ -102,6 +105,7 @@ impl Shared {
             arrivals: AtomicU64::new(0),
             metrics,
             busy: BusyTime::default(),
+            executing: AtomicBool::new(false),
             origin: Instant::now(),
             output_item_shape: Mutex::new(None),
             max_batch: policy.max_batch,
@@ -244,7 +248,24 @@ fn to_model_input(host: Tensor, model: &LoadedModel) -> Tensor {
     }
 }
 
+/// Sets a flag for as long as it lives (whatever way the batch ends).
+struct Raised<'a>(&'a AtomicBool);
+
+impl<'a> Raised<'a> {
+    fn new(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Raised(flag)
+    }
+}
+
+impl Drop for Raised<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 fn run_batch(model: &LoadedModel, staging: &mut Staging, shared: &Shared, jobs: Vec<Job>) {
+    let _executing = Raised::new(&shared.executing);
     let items: u32 = jobs.iter().map(|j| j.request.items).sum();
     let run_size = if shared.pad.load(Ordering::Relaxed) {
         padded_size(items, shared.max_batch)
