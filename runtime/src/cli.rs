@@ -64,7 +64,9 @@ pub struct ServeArgs {
     /// the same model, queue and metrics as HTTP. Off when unset.
     #[arg(long, env = "GREENBATCH_GRPC_PORT")]
     pub grpc_port: Option<u16>,
-    #[arg(long, default_value = "0.0.0.0", env = "GREENBATCH_BIND")]
+    /// Address to listen on (HTTP and gRPC). `::` (the default): every address, IPv6 and IPv4
+    /// (IPv4 only where the host has no IPv6); `0.0.0.0`: IPv4 only.
+    #[arg(long, default_value = "::", env = "GREENBATCH_BIND")]
     pub bind: std::net::IpAddr,
     /// Largest batch the server forms (and the largest request it accepts, in items).
     #[arg(long, default_value_t = 8, env = "GREENBATCH_MAX_BATCH_SIZE")]

@@ -586,6 +586,56 @@ async fn a_request_whose_client_left_is_not_run_and_frees_its_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_server_answers_on_ipv4_and_ipv6() {
+    // A pod in an IPv6-only cluster is probed and scraped at its IPv6 address; elsewhere at IPv4.
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greenbatch-runtime"))
+        .args([
+            "serve",
+            "--model",
+            &fixture("tiny_cnn.pt"),
+            "--shape",
+            "3,16,16",
+        ])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--threads",
+            "1",
+            "--meter",
+            "none",
+        ])
+        .env("GREENBATCH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let has_ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let mut hosts = vec!["127.0.0.1".to_string()];
+    if has_ipv6 {
+        hosts.push("[::1]".to_string());
+    } else {
+        eprintln!("no IPv6 loopback here: IPv4 only checked");
+    }
+    for host in hosts {
+        let url = format!("http://{host}:{port}/v2/health/live");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match reqwest::get(&url).await {
+                Ok(r) => {
+                    assert_eq!(r.status().as_u16(), 200, "{url}");
+                    break;
+                }
+                Err(e) if Instant::now() > deadline => panic!("{url}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_fails_to_load_is_not_ready_and_says_why() {
     // 0: the server stays up, not ready (the default reports for 30 s, then exits: below).
     let mut s = start(

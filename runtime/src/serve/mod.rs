@@ -24,6 +24,7 @@ use adaptive::{AdaptiveConfig, AdaptiveController};
 use batcher::BatchPolicy;
 use executor::Shared;
 use greenbatch_core::select::MAX_QUEUE_DELAY_MS;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,6 +41,49 @@ fn usage(arg: &'static str, message: impl Into<String>) -> RuntimeError {
         arg,
         message: message.into(),
     }
+}
+
+/// A listening socket on `addr` (within the tokio runtime), and the address it listens on. On
+/// `::` (the default) one dual-stack socket takes IPv6 and IPv4 alike, whatever the host's
+/// `net.ipv6.bindv6only` says, so pods answer their kubelet and the operator in IPv6-only and
+/// IPv4 clusters alike; where the host has no IPv6 it falls back to `0.0.0.0`.
+fn listen(
+    addr: SocketAddr,
+) -> std::result::Result<(tokio::net::TcpListener, SocketAddr), (SocketAddr, std::io::Error)> {
+    let std_listener = if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        match dual_stack(addr) {
+            Ok(l) => Ok((l, addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err((addr, e)),
+            Err(e) => {
+                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+                tracing::info!(error = %e, "no IPv6 here: listening on IPv4 only");
+                std::net::TcpListener::bind(v4)
+                    .map(|l| (l, v4))
+                    .map_err(|e| (v4, e))
+            }
+        }
+    } else {
+        std::net::TcpListener::bind(addr)
+            .map(|l| (l, addr))
+            .map_err(|e| (addr, e))
+    }?;
+    let (l, at) = std_listener;
+    l.set_nonblocking(true).map_err(|e| (at, e))?;
+    // The actual port when 0 was asked for.
+    let at = l.local_addr().unwrap_or(at);
+    tokio::net::TcpListener::from_std(l)
+        .map(|l| (l, at))
+        .map_err(|e| (at, e))
+}
+
+fn dual_stack(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// Items the queue holds: as asked, never less than one full batch (a batch is dispatched when
@@ -183,10 +227,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             message: e.to_string(),
         })?;
     rt.block_on(async move {
-        let addr = std::net::SocketAddr::from((args.bind, args.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| RuntimeError::Output { path: format!("listen {addr}"), message: e.to_string() })?;
+        let (listener, addr) = listen(std::net::SocketAddr::from((args.bind, args.port)))
+            .map_err(|(addr, e)| RuntimeError::Output { path: format!("listen {addr}"), message: e.to_string() })?;
         tracing::info!(%addr, model = %name, max_batch = policy.max_batch, max_queue_delay_ms = args.max_queue_delay_ms, "listening");
         // gRPC beside HTTP: it stops taking calls when the drain starts (as HTTP does) and
         // answers the ones in flight.
@@ -194,10 +236,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let grpc = match args.grpc_port {
             None => None,
             Some(port) => {
-                let addr = std::net::SocketAddr::from((args.bind, port));
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| RuntimeError::Output { path: format!("listen {addr} (gRPC)"), message: e.to_string() })?;
+                let (listener, addr) = listen(std::net::SocketAddr::from((args.bind, port)))
+                    .map_err(|(addr, e)| RuntimeError::Output { path: format!("listen {addr} (gRPC)"), message: e.to_string() })?;
                 tracing::info!(%addr, "listening (KServe v2 gRPC)");
                 let service = grpc::InferenceService::new(app.clone());
                 let mut stopped = grpc_stopped.clone();
