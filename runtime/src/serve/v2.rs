@@ -479,6 +479,7 @@ pub fn decode(
     })
 }
 
+#[derive(Clone)]
 pub struct OutputTensor {
     pub name: String,
     pub shape: Vec<i64>,
@@ -531,6 +532,21 @@ impl InferResponse {
     /// The body as the protocol lays it out: binary outputs' bytes (little-endian, row-major) follow
     /// the JSON in the order the outputs are listed.
     pub fn encode(&self) -> Result<EncodedResponse, V2Error> {
+        // JSON has no NaN or infinity (serde_json would write null, read back as a missing
+        // number); binary outputs carry them as they are.
+        if let Some(o) = self
+            .outputs
+            .iter()
+            .find(|o| !o.binary && o.data.iter().any(|x| !x.is_finite()))
+        {
+            return Err(V2Error {
+                status: 500,
+                message: format!(
+                    "output {} holds NaN or infinite values, which JSON cannot carry: ask for it as binary data (parameters.binary_data_output: true, or over gRPC)",
+                    o.name
+                ),
+            });
+        }
         let outputs = self
             .outputs
             .iter()

@@ -151,6 +151,28 @@ fn responses_encode_as_json_or_as_a_header_followed_by_bytes() {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     assert_eq!(values, vec![1.5, -2.0, 0.1]);
+
+    // A masked log-probability (-inf) or a NaN: binary carries it, JSON says why it cannot.
+    let with = |binary: bool, x: f32| InferResponse {
+        outputs: vec![OutputTensor {
+            data: vec![0.0, x, 1.0],
+            ..response(binary).outputs[0].clone()
+        }],
+        ..response(binary)
+    };
+    for x in [f32::NEG_INFINITY, f32::NAN] {
+        let err = with(false, x).encode().unwrap_err();
+        assert_eq!(err.status, 500);
+        assert!(
+            err.message.contains("binary_data_output"),
+            "{}",
+            err.message
+        );
+        let bin = with(true, x).encode().unwrap();
+        let n = bin.json_len.unwrap();
+        let got = f32::from_le_bytes(bin.body[n + 4..n + 8].try_into().unwrap());
+        assert!(got.to_bits() == x.to_bits(), "{got}");
+    }
 }
 
 #[test]
