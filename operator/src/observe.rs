@@ -462,6 +462,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_exit_code_a_job_stops_at_has_words() {
+        for code in crate::resources::PERMANENT_EXIT_CODES {
+            assert!(runtime_exit_reason(code).is_some(), "exit code {code}");
+        }
+    }
+
+    #[test]
     fn a_job_is_observed_with_its_owner_template_digest_age_and_deletion() {
         let job: Job = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p-1a2b3c4d", "resourceVersion": "42",

@@ -8,7 +8,10 @@ use greenbatch_crds::energy_profile::EnergyProfileSpec;
 use greenbatch_crds::inference_service::GpuSpec;
 use greenbatch_crds::{EnergyProfile, ModelSpec, Precision, RuntimePodSpec};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
@@ -138,6 +141,41 @@ fn runtime_container(
         // conditions quote.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
+    }
+}
+
+/// The runtime's exit codes no retry can change (`runtime/src/error.rs`): a bad argument, the
+/// model missing, corrupt, not matching its input, an unknown builtin, nothing measurable,
+/// unsupported on this device, bad candidates, the store refusing the download (after the
+/// runtime's own retries), another digest. Not: the meter (7), writing the output (9), the API
+/// server (10) — those may pass.
+pub const PERMANENT_EXIT_CODES: [i32; 10] = [2, 3, 4, 5, 6, 8, 11, 12, 13, 14];
+
+/// A profiling Job fails at the first pod that exits with a permanent code, instead of running
+/// the same failure `backoffLimit` more times (each downloading the model, waiting for a GPU);
+/// a pod evicted or preempted (`DisruptionTarget`) does not count against the limit. Kubernetes
+/// 1.26 and later act on it; earlier servers drop the field and retry every failure as before.
+fn profiling_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER_NAME.into()),
+                    operator: "In".into(),
+                    values: PERMANENT_EXIT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+            },
+        ],
     }
 }
 
@@ -327,6 +365,7 @@ pub fn profiling_job(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(cfg.job_backoff_limit),
+            pod_failure_policy: Some(profiling_failure_policy()),
             active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
             ttl_seconds_after_finished: cfg.job_ttl_seconds_after_finished,
             template,
@@ -941,6 +980,35 @@ mod tests {
         let svc = service_obj();
         let port = &svc.spec.unwrap().ports.unwrap()[0];
         assert_eq!((port.port, port.name.as_deref()), (8080, Some("http")));
+    }
+
+    #[test]
+    fn a_profiling_job_stops_at_a_permanent_failure_and_forgives_evictions() {
+        let is = service("svc");
+        let job = profiling_job(
+            "j",
+            "p",
+            "ns",
+            &cpu_profile_spec(&is),
+            PodPlacement {
+                gpu: &is.spec.gpu,
+                pod: &RuntimePodSpec::default(),
+            },
+            owner(),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        let rules = job.spec.unwrap().pod_failure_policy.unwrap().rules;
+        let codes = rules[0].on_exit_codes.as_ref().unwrap();
+        assert_eq!(rules[0].action, "FailJob");
+        assert_eq!(codes.container_name.as_deref(), Some(CONTAINER_NAME));
+        // A wrong digest fails at once; the API server being away (10) is tried again.
+        assert!(codes.values.contains(&14) && !codes.values.contains(&10));
+        assert_eq!(rules[1].action, "Ignore");
+        assert_eq!(
+            rules[1].on_pod_conditions.as_ref().unwrap()[0].type_,
+            "DisruptionTarget"
+        );
     }
 
     #[test]
