@@ -982,14 +982,13 @@ mod tests {
         assert_eq!((port.port, port.name.as_deref()), (8080, Some("http")));
     }
 
-    #[test]
-    fn a_profiling_job_stops_at_a_permanent_failure_and_forgives_evictions() {
-        let is = service("svc");
-        let job = profiling_job(
+    /// The profiling Job of `is`'s CPU profile with the default pod settings and configuration.
+    fn default_job(is: &InferenceService) -> Job {
+        profiling_job(
             "j",
             "p",
             "ns",
-            &cpu_profile_spec(&is),
+            &cpu_profile_spec(is),
             PodPlacement {
                 gpu: &is.spec.gpu,
                 pod: &RuntimePodSpec::default(),
@@ -997,7 +996,12 @@ mod tests {
             owner(),
             &OperatorConfig::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_profiling_job_stops_at_a_permanent_failure_and_forgives_evictions() {
+        let job = default_job(&service("svc"));
         let rules = job.spec.unwrap().pod_failure_policy.unwrap().rules;
         let codes = rules[0].on_exit_codes.as_ref().unwrap();
         assert_eq!(rules[0].action, "FailJob");
@@ -1051,20 +1055,7 @@ mod tests {
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
         ];
-        let spec = cpu_profile_spec(&is);
-        let job = profiling_job(
-            "j",
-            "p",
-            "ns",
-            &spec,
-            PodPlacement {
-                gpu: &is.spec.gpu,
-                pod: &RuntimePodSpec::default(),
-            },
-            owner(),
-            &OperatorConfig::default(),
-        )
-        .unwrap();
+        let job = default_job(&is);
         let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
         let mut want = keys.map(String::from).to_vec();
         want.push(NODE_NAME_ENV.to_string());

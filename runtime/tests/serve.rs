@@ -500,9 +500,8 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics on request");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
-    // Three items wait for a batch of 4 (the delay is long); a queue of 4 has no room for two more.
+/// A ready server whose batches of 4 wait up to 3 s to fill, in a queue of 4 items.
+async fn start_waiting_for_4() -> Server {
     let s = start(
         &fixture("tiny_cnn.pt"),
         &[
@@ -516,6 +515,13 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
     )
     .await;
     wait_ready(&s.base, true).await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
+    // Three items wait for a batch of 4 (the delay is long); a queue of 4 has no room for two more.
+    let s = start_waiting_for_4().await;
     let tasks = spawn_single_item_requests(&s.base, 3, "q");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(metric(&s.base, "greenbatch_queue_depth").await, 3.0);
@@ -546,19 +552,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_whose_client_left_is_not_run_and_frees_its_room() {
     // One request waits for a batch of 4 (3 s at most); its client gives up after 300 ms.
-    let s = start(
-        &fixture("tiny_cnn.pt"),
-        &[
-            "--max-batch-size",
-            "4",
-            "--max-queue-delay-ms",
-            "3000",
-            "--queue-capacity",
-            "4",
-        ],
-    )
-    .await;
-    wait_ready(&s.base, true).await;
+    let s = start_waiting_for_4().await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
