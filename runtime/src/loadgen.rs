@@ -59,6 +59,28 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
     Some((counters.inferences, counters.energy_joules.unwrap_or(0.0)))
 }
 
+/// A scrape taken just after the server's energy counter moved. The server adds energy once per
+/// meter tick (250 ms) but counts inferences at once: read at an arbitrary moment, the energy
+/// would lag the run's edges by up to a tick, swapping busy joules at the end for idle ones
+/// before the start. Aligned at both edges, the energy covers the whole run (and at most one
+/// tick after it). A server without a meter (its energy never moves) is read as it is.
+async fn scrape_at_energy_tick(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
+    let first = scrape(client, url).await?;
+    let deadline = Instant::now() + ENERGY_TICK_WAIT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match scrape(client, url).await {
+            Some(now) if now.1 != first.1 => return Some(now),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    Some(first)
+}
+
+/// Longest wait for the server's energy counter to move (its meter ticks every 250 ms).
+const ENERGY_TICK_WAIT: Duration = Duration::from_millis(600);
+
 /// A request body in the binary tensor extension (JSON header + raw little-endian tensor bytes),
 /// as perf_analyzer sends it: decoding it costs the server far less than JSON numbers.
 struct Body {
@@ -188,21 +210,25 @@ impl Target {
     async fn send(&self) -> Outcome {
         match self {
             Target::Http { client, url, body } => {
-                let status = client
+                let label = |e: reqwest::Error| {
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "connection"
+                    }
+                    .to_string()
+                };
+                let response = client
                     .post(url)
                     .header("Inference-Header-Content-Length", body.header_len)
                     .body(body.bytes.clone())
                     .send()
                     .await
-                    .map_err(|e| {
-                        if e.is_timeout() {
-                            "timeout"
-                        } else {
-                            "connection"
-                        }
-                        .to_string()
-                    })?
-                    .status();
+                    .map_err(label)?;
+                let status = response.status();
+                // The whole answer, as gRPC's is: a request is done when its outputs are in
+                // (and the connection goes back to the pool for the next).
+                response.bytes().await.map_err(label)?;
                 if status.as_u16() == 200 {
                     Ok(())
                 } else {
@@ -324,10 +350,11 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
 
 type Outcomes = Arc<Mutex<Vec<(Outcome, f64)>>>;
 
-async fn one(target: Target, out: Outcomes) {
-    let start = Instant::now();
+/// One request, its latency counted from `due`: the moment the schedule said to send it, so a
+/// client that falls behind (busy threads, a late timer) does not hide the wait in its numbers.
+async fn one(target: Target, out: Outcomes, due: Instant) {
     let outcome = target.send().await;
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let ms = due.elapsed().as_secs_f64() * 1000.0;
     out.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((outcome, ms));
@@ -365,7 +392,7 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
             }
         }
     };
-    let before = scrape(&client, &base).await;
+    let before = scrape_at_energy_tick(&client, &base).await;
     let outcomes: Outcomes = Arc::new(Mutex::new(Vec::new()));
     let duration = Duration::from_secs_f64(args.duration_seconds);
     let start = Instant::now();
@@ -377,7 +404,11 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
             let mut next = Duration::ZERO;
             while next < duration {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(start + next)).await;
-                tasks.push(tokio::spawn(one(target.clone(), outcomes.clone())));
+                tasks.push(tokio::spawn(one(
+                    target.clone(),
+                    outcomes.clone(),
+                    start + next,
+                )));
                 next += Duration::from_secs_f64(exp.sample(&mut rng));
             }
         }
@@ -386,7 +417,7 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
                 let (target, out) = (target.clone(), outcomes.clone());
                 tasks.push(tokio::spawn(async move {
                     while start.elapsed() < duration {
-                        one(target.clone(), out.clone()).await;
+                        one(target.clone(), out.clone(), Instant::now()).await;
                     }
                 }));
             }
@@ -402,7 +433,7 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
         let _ = t.await;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let after = scrape(&client, &base).await;
+    let after = scrape_at_energy_tick(&client, &base).await;
     let outcomes = outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let ok_lat: Vec<f64> = outcomes
         .iter()
@@ -456,6 +487,36 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_sent_late_counts_its_wait() {
+        // A server that answers at once, and a request due 100 ms ago (the client fell behind).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/infer", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await;
+        });
+        let target = Target::Http {
+            client: reqwest::Client::new(),
+            url,
+            body: Arc::new(Body {
+                bytes: bytes::Bytes::from_static(b"{}"),
+                header_len: 2,
+            }),
+        };
+        let out: Outcomes = Arc::default();
+        let due = Instant::now() - Duration::from_millis(100);
+        one(target, out.clone(), due).await;
+        let (outcome, ms) = out.lock().unwrap()[0].clone();
+        assert_eq!(outcome, Ok(()));
+        assert!(ms >= 100.0, "{ms} ms");
+    }
 
     #[test]
     fn grpc_errors_are_told_apart_from_the_servers_answers() {
