@@ -103,7 +103,7 @@ pub struct BatchRow {
     pub latency_ms: LatencyMs,
     /// Inferences (items, not batches) per second while running back-to-back batches.
     pub throughput_per_second: f64,
-    /// Mean board power over the measurement windows; null without a meter.
+    /// Board power: the median over windows of each window's mean; null without a meter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_watts: Option<f64>,
     /// Median over windows of joules per inference (total board energy, idle included); null without a meter.

@@ -56,7 +56,9 @@ pub trait Observer {
 }
 
 struct Window {
-    items: u64,
+    /// Inferences the window's energy paid for: whole batches, and the share of the last one the
+    /// meter's reading covers (see [`Protocol::window`]).
+    items: f64,
     seconds: f64,
     joules: Option<f64>,
 }
@@ -186,6 +188,10 @@ impl Protocol<'_> {
     ) -> Result<Window, ForwardError> {
         let edge = self.await_tick();
         let t0 = edge.map_or_else(|| self.clock.now(), |e| e.1);
+        let period = self
+            .meter
+            .as_deref()
+            .map_or(Duration::ZERO, |m| m.update_period());
         let mut batches = 0u64;
         // The reading when the window's minimum length was reached; the window ends at the next change.
         let mut at_min_length: Option<f64> = None;
@@ -204,23 +210,35 @@ impl Protocol<'_> {
             let Ok(j) = meter.joules() else { break None };
             match at_min_length {
                 None => at_min_length = Some(j),
-                Some(previous) if j != previous => break Some((j - j0, e)),
+                Some(previous) if j != previous => {
+                    let moved = moved_within(s, e, period);
+                    let share = if e > s {
+                        (moved - s).as_secs_f64() / (e - s).as_secs_f64()
+                    } else {
+                        1.0
+                    };
+                    break Some((j - j0, moved, share));
+                }
                 // The meter stopped moving: use what it says if it moved at all in the window.
                 Some(_) if e - t0 >= self.config.window + self.config.edge_timeout => {
-                    break (j != j0).then_some((j - j0, e));
+                    break (j != j0).then_some((j - j0, e, 1.0));
                 }
                 Some(_) => {}
             }
         };
-        let items = batches * u64::from(b);
+        let whole = (batches * u64::from(b)) as f64;
         Ok(match end {
-            Some((joules, t_end)) => Window {
-                items,
-                seconds: (t_end - t0).as_secs_f64(),
-                joules: Some(joules),
-            },
+            Some((joules, t_end, last_share)) => {
+                // The reading covers the work up to `t_end`: the batches before the last, and
+                // the share of the last one run by then.
+                Window {
+                    items: whole - f64::from(b) * (1.0 - last_share),
+                    seconds: (t_end - t0).as_secs_f64(),
+                    joules: Some(joules),
+                }
+            }
             None => Window {
-                items,
+                items: whole,
                 seconds: (self.clock.now() - t0).as_secs_f64(),
                 joules: None,
             },
@@ -238,33 +256,51 @@ impl Protocol<'_> {
             workload.run(b)?;
             warm_batches += 1;
         }
-        let mut windows = Vec::new();
-        let mut latencies = Vec::new();
+        // Each round is judged, and kept, on its own: pooled with an earlier round's outlier the
+        // spread could never come back under the limit. When every round is wide, the row is the
+        // tightest one's (its spread says it is wide).
         let mut rounds = 0;
+        let mut tightest: Option<(f64, BatchRow)> = None;
         loop {
             rounds += 1;
+            let mut windows = Vec::new();
+            let mut latencies = Vec::new();
             for _ in 0..self.config.windows.max(1) {
                 windows.push(self.window(workload, b, &mut latencies)?);
             }
-            let jpi: Vec<f64> = windows
-                .iter()
-                .filter_map(|w| w.joules.map(|j| j / w.items as f64))
-                .collect();
-            let spread = relative_spread(&jpi);
-            let wide = spread.is_some_and(|s| s > self.config.max_spread);
-            if !wide || rounds >= self.config.max_rounds {
-                return Ok((summarise(b, &windows, &latencies), rounds));
+            let row = summarise(b, &windows, &latencies);
+            let spread = row.joules_spread;
+            if spread.is_none_or(|s| s <= self.config.max_spread) {
+                return Ok((row, rounds));
+            }
+            let spread = spread.unwrap_or(f64::INFINITY);
+            if tightest.as_ref().is_none_or(|(s, _)| spread < *s) {
+                tightest = Some((spread, row));
+            }
+            if rounds >= self.config.max_rounds {
+                let (_, row) = tightest.expect("a wide round was kept");
+                return Ok((row, rounds));
             }
         }
     }
 }
 
+/// When a reading that moves every `period` last moved, given that it moved while the batch
+/// `[s, e]` ran: somewhere in the batch's last `period` (all of it when shorter), so the middle of
+/// that. Counting the whole batch instead (as if the reading covered it all) under-counts energy
+/// per inference by up to a batch's share of the window — a bias towards large batches, whose
+/// batches are long; the middle leaves an error of either sign that the windows' median evens out.
+/// A meter that moves at every read (`period` zero) covered the whole batch.
+fn moved_within(s: Duration, e: Duration, period: Duration) -> Duration {
+    e - period.min(e - s) / 2
+}
+
 fn summarise(b: u32, windows: &[Window], latencies: &[f64]) -> BatchRow {
-    let items: u64 = windows.iter().map(|w| w.items).sum();
+    let items: f64 = windows.iter().map(|w| w.items).sum();
     let seconds: f64 = windows.iter().map(|w| w.seconds).sum();
     let jpi: Vec<f64> = windows
         .iter()
-        .filter_map(|w| w.joules.map(|j| j / w.items as f64))
+        .filter_map(|w| w.joules.map(|j| j / w.items))
         .collect();
     let watts: Vec<f64> = windows
         .iter()
@@ -279,11 +315,7 @@ fn summarise(b: u32, windows: &[Window], latencies: &[f64]) -> BatchRow {
             p95: quantile(latencies, 0.95).unwrap_or(f64::NAN),
             p99: quantile(latencies, 0.99),
         },
-        throughput_per_second: if seconds > 0.0 {
-            items as f64 / seconds
-        } else {
-            0.0
-        },
+        throughput_per_second: if seconds > 0.0 { items / seconds } else { 0.0 },
         avg_watts: if complete { median(&watts) } else { None },
         joules_per_inference: if complete { median(&jpi) } else { None },
         joules_spread: if complete {

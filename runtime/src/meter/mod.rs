@@ -22,6 +22,12 @@ pub trait EnergyMeter {
     fn note(&self) -> Option<String> {
         None
     }
+    /// How often the reading moves (zero: at every read). A change seen after a batch then
+    /// happened somewhere in the last `update_period` of it, which the protocol's window edge
+    /// accounts for.
+    fn update_period(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// What the user asked for on the command line (`--meter`).
