@@ -29,6 +29,9 @@ struct TorchWorkload<'a> {
 impl Workload for TorchWorkload<'_> {
     fn run(&mut self, batch: u32) -> std::result::Result<(), ForwardError> {
         if !self.inputs.contains_key(&batch) {
+            // Sizes are measured in ascending order, never again: an earlier size's input would
+            // only hold device memory the larger one may need.
+            self.inputs.clear();
             let input = self.model.example_input(batch)?;
             self.inputs.insert(batch, input);
         }

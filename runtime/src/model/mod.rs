@@ -271,6 +271,7 @@ fn classify(msg: &str) -> ForwardError {
     let short = torch_message(&msg);
     if msg.contains("out of memory")
         || msg.contains("CUBLAS_STATUS_ALLOC_FAILED")
+        || msg.contains("CUDNN_STATUS_ALLOC_FAILED")
         || msg.contains("DefaultCPUAllocator: can't allocate")
     {
         ForwardError::OutOfMemory(short)
@@ -466,6 +467,11 @@ mod tests {
     fn classifies_out_of_memory() {
         assert!(matches!(
             classify("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            ForwardError::OutOfMemory(_)
+        ));
+        // cuDNN's workspace allocation for a large batch fails this way.
+        assert!(matches!(
+            classify("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
             ForwardError::OutOfMemory(_)
         ));
         assert!(matches!(
