@@ -19,7 +19,10 @@ pub struct OperatingPoint {
     pub batch_size: u32,
     /// Median execution time of one batch, seconds.
     pub exec_s: f64,
-    /// Execution time at the SLO percentile, milliseconds.
+    /// Execution time at the SLO percentile, milliseconds: the most of this batch size's and every
+    /// smaller one's, since a batcher capped at this size also runs smaller batches (at low load,
+    /// mostly) — a table whose percentile falls with the batch size (launch-bound small batches,
+    /// noise) would otherwise promise a latency the smaller batches miss.
     pub exec_pct_ms: f64,
     /// Measured joules per inference at full batches (idle power included).
     pub joules_per_inference: Option<f64>,
@@ -71,6 +74,11 @@ pub fn operating_points(
         });
     }
     points.sort_by_key(|p| p.batch_size);
+    let mut slowest = 0.0f64;
+    for p in &mut points {
+        slowest = slowest.max(p.exec_pct_ms);
+        p.exec_pct_ms = slowest;
+    }
     (points, dropped)
 }
 
@@ -125,9 +133,17 @@ pub fn predict_at_rate(
     let exec_s = interpolate(&below_cap, realised, |p| p.exec_s);
     let utilisation = per_replica * exec_s / realised;
     let joules = if below_cap.iter().all(|p| p.joules_per_inference.is_some()) {
-        let dynamic = interpolate(&below_cap, realised, |p| {
-            p.dynamic_joules_per_inference(idle_watts).unwrap_or(0.0)
-        });
+        let dynamic_of =
+            |p: &OperatingPoint| p.dynamic_joules_per_inference(idle_watts).unwrap_or(0.0);
+        let first = &below_cap[0];
+        let dynamic = if realised < f64::from(first.batch_size) {
+            // Below the smallest measured size a batch is taken to cost what that size's does
+            // (the same time, as `exec_s` above): per item, more the fewer items share it.
+            // Priced per item as if full, waiting to fill would look no cheaper than not waiting.
+            dynamic_of(first) * f64::from(first.batch_size) / realised
+        } else {
+            interpolate(&below_cap, realised, dynamic_of)
+        };
         Some(f64::from(replicas) * idle_watts / rate + dynamic)
     } else {
         None
