@@ -127,7 +127,9 @@ pub struct Selection {
     pub choice: Choice,
     pub slo_attainable: bool,
     pub energy_basis: EnergyBasis,
-    /// Measured joules per inference at batch 1: what the choice saves against.
+    /// Joules per inference at batch 1, what the choice saves against: measured at full batches
+    /// without a rate; with one, batch 1 predicted at that rate as the choice is (idle share
+    /// included), so the two compare like for like.
     pub batch1_joules_per_inference: Option<f64>,
     /// In fixed mode: the best feasible automatic choice, for comparison.
     pub best_alternative: Option<Choice>,
@@ -214,10 +216,18 @@ pub fn choose(
             .flat_map(|p| ctx.load_candidates(p, rate))
             .collect(),
     };
-    let batch1_joules = points
-        .iter()
-        .find(|p| p.batch_size == 1)
-        .and_then(|p| p.joules_per_inference);
+    let batch1_joules = match rate {
+        None => points
+            .iter()
+            .find(|p| p.batch_size == 1)
+            .and_then(|p| p.joules_per_inference),
+        Some(_) => {
+            let batch1: Vec<&Candidate> = all.iter().filter(|c| c.choice.batch_size == 1).collect();
+            best(batch1.iter().copied())
+                .or_else(|| (!batch1.is_empty()).then(|| closest(batch1.iter().copied())))
+                .and_then(|c| c.choice.joules_per_inference)
+        }
+    };
 
     let (pool, best_alternative): (Vec<&Candidate>, Option<Choice>) = match mode {
         BatchingMode::Auto => (all.iter().collect(), None),
@@ -397,6 +407,17 @@ fn fmt_joules(j: f64) -> String {
     }
 }
 
+/// An arrival rate with the digits that matter (0.01/s is not "0").
+fn fmt_rate(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else if r >= 1.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.3}")
+    }
+}
+
 fn explain(
     picked: &Candidate,
     slo: &Slo,
@@ -408,7 +429,8 @@ fn explain(
     let c = &picked.choice;
     let load = match (rate, c.utilisation, c.realised_batch) {
         (Some(r), Some(u), Some(rb)) => format!(
-            " at {r:.0} inferences/s on {} replica(s) (~{rb:.1} items per batch, {:.0}% busy)",
+            " at {} inferences/s on {} replica(s) (~{rb:.1} items per batch, {:.0}% busy)",
+            fmt_rate(r),
             c.replicas,
             u * 100.0
         ),
@@ -416,9 +438,24 @@ fn explain(
     };
     let energy = match (c.joules_per_inference, ctx.basis) {
         (Some(j), _) => {
+            let at_rate = if rate.is_some() { " at this rate" } else { "" };
             let saving = batch1_joules
                 .filter(|b1| *b1 > 0.0 && j > 0.0 && c.batch_size != 1)
-                .map(|b1| format!(", {:.1}x less than batch 1 ({})", b1 / j, fmt_joules(b1)))
+                .map(|b1| {
+                    if b1 >= j {
+                        format!(
+                            ", {:.1}x less than batch 1{at_rate} ({})",
+                            b1 / j,
+                            fmt_joules(b1)
+                        )
+                    } else {
+                        // Cheaper but not chosen: it does not fit the SLO or the load.
+                        format!(
+                            "; batch 1{at_rate} would take {} but is not feasible",
+                            fmt_joules(b1)
+                        )
+                    }
+                })
                 .unwrap_or_default();
             format!("{} per inference{saving}", fmt_joules(j))
         }
@@ -464,6 +501,20 @@ fn explain(
                 ctx.policy.headroom_fraction * 100.0
             ),
         };
+        // Fixed mode: the size asked for misses, but another meets the SLO — say so, or the
+        // service reads as if its SLO could not be met at all.
+        if let Some(alt) = alternative.filter(|a| a.batch_size != c.batch_size) {
+            let cost = alt
+                .joules_per_inference
+                .map(|j| format!(", {} per inference", fmt_joules(j)))
+                .unwrap_or_default();
+            return format!(
+                "the fixed {head} does not meet {slo}: it {why}; batch {} would (expected {} {} ms{cost}); {energy}",
+                alt.batch_size,
+                slo.percentile(),
+                fmt_ms(alt.expected_latency_ms),
+            );
+        }
         format!(
             "SLO {slo} is not attainable; the closest configuration is {head}, which {why}; {energy}"
         )

@@ -180,6 +180,11 @@ fn at_a_known_rate_idle_power_and_capacity_drive_the_choice() {
         high.choice
     );
     assert!(high.choice.utilisation.unwrap() <= 0.8);
+    // The saving is against batch 1 at the same rate (idle share included in both), never a
+    // "less" that is more: batch 1 at 100 req/s costs ~1.14 J.
+    let saving = low.saving_vs_batch1().unwrap();
+    assert!(saving >= 1.0, "{saving}: {}", low.reason);
+    assert!(low.batch1_joules_per_inference.unwrap() > j_low);
     // batch 1 alone cannot carry 2000 req/s on 4 replicas (288 inferences/s each).
     let fixed1 = choose(
         &profile,
@@ -466,4 +471,21 @@ fn pick_from(t: &ProfileTable, slo: Slo, rate: Option<f64>) -> Selection {
         &Policy::default(),
     )
     .unwrap()
+}
+
+#[test]
+fn a_fixed_size_that_misses_says_which_size_would_meet_the_slo() {
+    // Nothing fits a 5 ms p95 (batch 1 alone takes 5.38 ms): plainly unattainable.
+    let s = fixed("resnet50", p95(5.0), 1).unwrap();
+    assert!(!s.slo_attainable);
+    assert!(s.reason.contains("not attainable"), "{}", s.reason);
+    // 6.5 ms: batch 64 (9.55 ms) misses, smaller caps fit — the reason names one.
+    let s = fixed("resnet50", p95(6.5), 64).unwrap();
+    assert!(!s.slo_attainable);
+    assert!(
+        s.reason.contains("the fixed batch 64") && s.reason.contains(" would (expected p95"),
+        "{}",
+        s.reason
+    );
+    assert!(!s.reason.contains("not attainable"), "{}", s.reason);
 }
