@@ -101,6 +101,35 @@ fn went_back(before: &ServerCounters, after: &ServerCounters) -> bool {
         || matches!((before.refused_items, after.refused_items), (Some(b), Some(a)) if a < b)
 }
 
+/// Cumulative histograms of pods summed over the union of their bounds. Pods of two runtime
+/// versions (mid-rollout) can have different bounds: at a bound only some pods have, each other
+/// pod counts what it had at its own largest bound below (all it knows to be that fast) — summing
+/// only the pods that have the bound would make the cumulative counts dip, and the percentiles
+/// jump.
+fn merge_histograms(pods: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let mut bounds: Vec<f64> = pods.iter().flatten().map(|(le, _)| *le).collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    bounds
+        .into_iter()
+        .map(|le| {
+            let count = pods
+                .iter()
+                .map(|own| {
+                    own.iter()
+                        .take_while(|(l, _)| *l <= le)
+                        .last()
+                        .map_or(0.0, |(_, c)| *c)
+                })
+                .sum();
+            (le, count)
+        })
+        .collect()
+}
+
+/// The share of its asked items a pod must refuse to count as at its capacity.
+const REFUSING_SHARE: f64 = 0.02;
+
 /// What the pods served between `before` and `after`. `None` when no pod was measured twice at
 /// least `min_window_seconds` apart. A pod read twice in quick succession (its first answer came
 /// late, its second early) is left out, and the window is then partial: one batch in a 50 ms gap
@@ -114,7 +143,8 @@ pub fn observe(
     let (mut refused_rate, mut refusing, mut busiest) = (0.0, Vec::new(), 0.0_f64);
     // Energy over the inferences of the pods that measure it: a pod without a meter adds none.
     let (mut metered_inferences, mut energy) = (0.0, 0.0);
-    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    // Each pod's latency histogram over the window (cumulative counts by bound).
+    let mut pod_buckets: Vec<Vec<(f64, f64)>> = Vec::new();
     let (mut pods, mut window) = (0u32, 0.0);
     let (mut cap, mut delays) = (None::<f64>, Vec::new());
     // The model's time and the rows it ran, over the pods that export them.
@@ -144,7 +174,12 @@ pub fn observe(
             && a > b
         {
             refused_rate += (a - b) / dt;
-            refusing.push(served / dt);
+            // A pod that turned away a sliver of what it was asked (a burst on one connection)
+            // was not at its capacity: counted in, its light load would pull the learnt
+            // capacity down, and the extra replicas it brings would keep it down.
+            if a - b >= REFUSING_SHARE * asked {
+                refusing.push(served / dt);
+            }
         }
         // A pod without a meter exports no energy series, or one that stays at 0 (the runtime's);
         // a pod with one always moves it (idle power alone does).
@@ -154,18 +189,20 @@ pub fn observe(
             energy += a - b;
             metered_inferences += served;
         }
-        for &(le, count) in &a.latency_buckets {
-            let earlier = b
-                .latency_buckets
-                .iter()
-                .find(|(l, _)| *l == le)
-                .map_or(0.0, |(_, c)| *c);
-            let delta = (count - earlier).max(0.0);
-            match buckets.iter_mut().find(|(l, _)| *l == le) {
-                Some(bucket) => bucket.1 += delta,
-                None => buckets.push((le, delta)),
-            }
-        }
+        let mut own: Vec<(f64, f64)> = a
+            .latency_buckets
+            .iter()
+            .map(|&(le, count)| {
+                let earlier = b
+                    .latency_buckets
+                    .iter()
+                    .find(|(l, _)| *l == le)
+                    .map_or(0.0, |(_, c)| *c);
+                (le, (count - earlier).max(0.0))
+            })
+            .collect();
+        own.sort_by(|x, y| x.0.total_cmp(&y.0));
+        pod_buckets.push(own);
         if let (Some(ab), Some(bb), Some(af), Some(bf)) =
             (a.batches, b.batches, a.forward_seconds, b.forward_seconds)
             && ab >= bb
@@ -210,7 +247,7 @@ pub fn observe(
     if pods == 0 {
         return None;
     }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let buckets = merge_histograms(&pod_buckets);
     Some(LoadObservation {
         requests_per_second: requests_rate,
         inferences_per_second: arrivals_rate,

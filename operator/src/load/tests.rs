@@ -120,6 +120,65 @@ fn the_arrival_rate_counts_refused_items_and_each_pod_its_own_window() {
 }
 
 #[test]
+fn pods_with_different_histogram_bounds_merge_without_a_dip() {
+    // Mid-rollout: an old pod (bounds 0.02, 0.05, 0.1) answered 100 requests in 15 ms, a new one
+    // (denser bounds) 100 in 60 ms. The true p99 is in the 50-75 ms bucket of the new pod.
+    let inf = f64::INFINITY;
+    let old = |n: f64| counters(n, 0.0, &[(0.02, n), (0.05, n), (0.1, n), (inf, n)]);
+    let new = |n: f64| {
+        counters(
+            n,
+            0.0,
+            &[
+                (0.02, 0.0),
+                (0.03, 0.0),
+                (0.04, 0.0),
+                (0.05, 0.0),
+                (0.075, n),
+                (0.1, n),
+                (inf, n),
+            ],
+        )
+    };
+    let before = snapshot(0.0, &[("old", old(0.0)), ("new", new(0.0))]);
+    let after = snapshot(10.0, &[("old", old(100.0)), ("new", new(100.0))]);
+    let o = observe(&before, &after, 0.0).unwrap();
+    // Cumulative counts never fall as the bound grows.
+    for pair in o.latency_buckets.windows(2) {
+        assert!(pair[1].1 >= pair[0].1, "{:?}", o.latency_buckets);
+    }
+    // 198th of 200 in the 50-75 ms bucket (100 at or below 50 ms, 200 at 75 ms): 74.5 ms.
+    let p99 = o.latency_ms(0.99).unwrap();
+    assert!((p99 - 74.5).abs() < 1e-6, "{p99}");
+}
+
+#[test]
+fn a_pod_refusing_a_sliver_of_its_load_does_not_set_the_capacity() {
+    let with_asked = |served: f64, asked: f64| ServerCounters {
+        requested_items: Some(asked),
+        refused_items: Some(asked - served),
+        ..counters(served / 2.0, 0.0, &[])
+    };
+    let before = snapshot(
+        0.0,
+        &[("a", with_asked(0.0, 0.0)), ("b", with_asked(0.0, 0.0))],
+    );
+    // `a` at its capacity (serves 500/s, refuses 1000/s); `b` lightly loaded, one item in a
+    // hundred turned away in a burst.
+    let after = snapshot(
+        10.0,
+        &[
+            ("a", with_asked(5000.0, 15000.0)),
+            ("b", with_asked(1000.0, 1010.0)),
+        ],
+    );
+    let o = observe(&before, &after, 0.0).unwrap();
+    assert_eq!(o.refusing_pod_served_per_second, Some(500.0));
+    // Its refusals still count as demand.
+    assert!((o.refused_per_second - 1001.0).abs() < 1e-9, "{o:?}");
+}
+
+#[test]
 fn restarted_new_vanished_and_unanswered_pods_make_a_partial_window() {
     let c = |r| counters(r, 0.0, &[]);
     let before = snapshot(0.0, &[("a", c(100.0)), ("b", c(100.0)), ("gone", c(5.0))]);
