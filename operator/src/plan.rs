@@ -1039,6 +1039,7 @@ fn size_replicas(
         count: decided_replicas,
         reason: decided_reason,
         measured_capacity,
+        at_least,
     } = replicas_for(
         valid.spec.replicas,
         sel,
@@ -1062,6 +1063,7 @@ fn size_replicas(
         valid.spec.replicas.max(),
         old.replicas.as_ref().and_then(|r| r.scale_down.as_ref()),
         observed.load.as_ref().is_some_and(|l| l.complete),
+        at_least,
         now,
         cfg.scale_down_delay,
     );

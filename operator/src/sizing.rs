@@ -308,6 +308,7 @@ pub fn stabilise_scale_down(
     max: u32,
     pending: Option<&PendingScaleDown>,
     fresh: bool,
+    at_least: Option<u32>,
     now: &str,
     delay: std::time::Duration,
 ) -> Stabilised {
@@ -331,9 +332,18 @@ pub fn stabilise_scale_down(
         return pass(reason);
     }
     if decided == current {
-        // The whole load measured and asking for what runs: a wait ends. Not measured: it goes on.
+        // The whole load measured and asking for what runs: a wait ends. Not measured: it goes on,
+        // down to no fewer than a partial window's lower bound asked for meanwhile ("the most
+        // the load asked for"), and ends if that is what runs.
         return match pending.filter(|p| !fresh && p.to < current) {
-            Some(p) => wait(current, p.to, p.since.clone(), &reason),
+            Some(p) => {
+                let to = p.to.max(at_least.unwrap_or(0));
+                if to >= current {
+                    pass(reason)
+                } else {
+                    wait(current, to, p.since.clone(), &reason)
+                }
+            }
             None => pass(reason),
         };
     }
@@ -382,6 +392,9 @@ pub struct ReplicaDecision {
     pub count: u32,
     pub reason: String,
     pub measured_capacity: Option<f64>,
+    /// What a partial observation's rate (a lower bound) asks for, when it did not raise the
+    /// count: a pending scale-down must not go below it.
+    pub at_least: Option<u32>,
 }
 
 /// How many serving replicas, and why. Sized from the observed arrival rate when this reconcile
@@ -442,6 +455,7 @@ pub fn replicas_for(
         count,
         reason,
         measured_capacity: measured,
+        at_least: None,
     };
     if min == max {
         return decision(min, format!("{min}: spec.replicas fixes the count"));
@@ -490,13 +504,16 @@ pub fn replicas_for(
                 );
                 decision(up, sized(up, rate, what))
             } else {
-                decision(
-                    kept,
-                    format!(
-                        "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting, restarting or not answering)",
-                        load.pods
-                    ),
-                )
+                ReplicaDecision {
+                    at_least: Some(up),
+                    ..decision(
+                        kept,
+                        format!(
+                            "kept at {kept}: the last observation measured {} pod(s) twice, not all of them (pods starting, restarting or not answering)",
+                            load.pods
+                        ),
+                    )
+                }
             }
         }
         // Between observations the count and its reason stand (no status write for nothing new).
@@ -561,6 +578,20 @@ mod tests {
     fn a_scale_down_waits_unless_the_range_or_a_zero_delay_imposes_it() {
         let five_min = std::time::Duration::from_secs(300);
         let at = "2025-01-01T00:10:00Z";
+        let go_partial =
+            |at_least: Option<u32>, decided, current, pending: Option<PendingScaleDown>| {
+                stabilise_scale_down(
+                    decided,
+                    "r".into(),
+                    current,
+                    8,
+                    pending.as_ref(),
+                    false,
+                    at_least,
+                    at,
+                    five_min,
+                )
+            };
         let go_when = |fresh, decided, current, max, pending: Option<PendingScaleDown>, delay| {
             stabilise_scale_down(
                 decided,
@@ -569,6 +600,7 @@ mod tests {
                 max,
                 pending.as_ref(),
                 fresh,
+                None,
                 at,
                 delay,
             )
@@ -617,6 +649,16 @@ mod tests {
             go_when(true, 6, Some(6), 8, on.clone(), five_min).pending,
             None
         );
+        // A partial window meanwhile (one pod unanswered) whose rate alone asks for 5: the wait
+        // goes on towards 5, not 2 — a burst that hit partial windows is not forgotten...
+        let s = go_partial(Some(5), 6, Some(6), on.clone());
+        assert_eq!(
+            (s.count, s.pending),
+            (6, waiting(5, "2025-01-01T00:06:00Z"))
+        );
+        // ...and one asking for what runs ends the wait.
+        assert_eq!(go_partial(Some(6), 6, Some(6), on.clone()).pending, None);
+        assert_eq!(go_partial(Some(1), 6, Some(6), on.clone()).pending, on);
         // Scaled below the wait's target meanwhile (kubectl scale): never a "scale-down" up.
         let s = go(1, Some(3), 8, waiting(4, "2025-01-01T00:05:00Z"), five_min);
         assert_eq!(s.count, 3);
