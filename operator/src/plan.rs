@@ -1019,12 +1019,22 @@ fn size_replicas(
         .as_ref()
         .filter(|d| d.controlled_by_us && d.replicas > 0)
         .and_then(|d| u32::try_from(d.replicas).ok());
-    let old_replicas = old.replicas.clone().map(|mut r| {
-        if let Some(n) = running {
+    // Without a count in status (lost, or a status written by an older operator) the running
+    // Deployment's count still stands: sizing from `min` would drop it without the delay.
+    let old_replicas = match (old.replicas.clone(), running) {
+        (Some(mut r), Some(n)) => {
             r.desired = n;
+            Some(r)
         }
-        r
-    });
+        (None, Some(n)) => Some(ReplicaStatus {
+            desired: n,
+            ready: 0,
+            reason: None,
+            measured_capacity_per_replica: None,
+            scale_down: None,
+        }),
+        (r, None) => r,
+    };
     // A capacity measured with this profile at this batch size still holds; with
     // another model, GPU or batch size it does not.
     let measured = old

@@ -2406,3 +2406,25 @@ fn a_queued_re_profile_serves_on_from_the_table_and_is_looked_at_again() {
         Requeue::After(cfg().observe_interval)
     );
 }
+
+#[test]
+fn without_a_count_in_status_the_running_deployment_s_count_stands() {
+    // Six pods run; the status lost its replica count (a failed write, an older operator). A
+    // partial observation asking for little must not drop them to `min` without the delay.
+    let mut is = service("svc");
+    is.spec.replicas.min = 1;
+    is.spec.replicas.max = 8;
+    let mut o = serving(&mut is);
+    if let Some(d) = o.deployment.as_mut() {
+        d.replicas = 6;
+        d.ready_replicas = 6;
+        d.available_replicas = 6;
+        d.updated_replicas = 6;
+    }
+    if let Some(status) = is.status.as_mut() {
+        status.replicas = None;
+    }
+    o.load = Some(load(10.0, false));
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(desired(&p).0, 6, "{:?}", desired(&p));
+}
