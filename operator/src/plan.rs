@@ -1455,9 +1455,13 @@ fn judge_observation(
         .as_ref()
         .and_then(|p| p.status.as_ref())
         .and_then(|s| s.finished_at.clone());
+    // A drift judged against another table (before a re-profile) is not this one's: a new
+    // table that still drifts is said again.
     if let Some(note) = drift_note(
         seen,
-        old.observed.as_ref(),
+        old.observed
+            .as_ref()
+            .filter(|before| before.profile_measured_at == seen.profile_measured_at),
         load,
         profile_name,
         reprofiles_on_drift,

@@ -1034,9 +1034,16 @@ fn observations_are_checked_against_the_profiles_prediction() {
         drift.note
     );
     is.status = Some(p.status);
-    // ...once, not on every window that follows.
+    // ...once, not on every window that follows...
     let p = plan(&is, &o, &cfg(), NOW);
     assert!(event(&p, "PredictionDrift").is_none());
+    // ...unless the profile was measured again since and the new table drifts too.
+    let mut remeasured = o.clone();
+    if let Some(status) = remeasured.profile.as_mut().and_then(|p| p.status.as_mut()) {
+        status.finished_at = Some("2099-01-01T00:00:00Z".into());
+    }
+    let p = plan(&is, &remeasured, &cfg(), NOW);
+    assert!(event(&p, "PredictionDrift").is_some());
 
     // Without the batching the pods ran (an older runtime's metrics), nothing is predicted.
     o.load = Some(LoadObservation {
