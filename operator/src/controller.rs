@@ -74,7 +74,8 @@ pub enum Role {
     Sole,
     /// Waits for the lease, held by `holder` (`None`: not known yet); reads it fine.
     Standby { holder: Option<String> },
-    /// Waits for the lease but cannot read or write it (API unreachable, RBAC): could not take over.
+    /// Waits for the lease but has not read it yet, or cannot read or write it (API unreachable,
+    /// RBAC): could not take over, so not ready (a rollout must not count on it).
     StandbyLeaseUnreadable,
     /// Holds the lease and runs the controller.
     Leader,

@@ -289,6 +289,51 @@ impl Elector {
     }
 }
 
+/// After a renewal attempt: the lease still ours (renewed, or a failure with time left to retry),
+/// or lost.
+enum Renewal {
+    Held,
+    Lost(String),
+}
+
+/// One renewal, bounded by what is left of the renew deadline; `last_renewed` moves to the
+/// moment it began when it succeeds.
+async fn renew(elector: &Elector, lease: &LeaseSettings, last_renewed: &mut Instant) -> Renewal {
+    let began = Instant::now();
+    let left = lease.renew_deadline.saturating_sub(last_renewed.elapsed());
+    match elector.attempt(left.max(Duration::from_millis(1))).await {
+        Ok(Attempt::Leading) => {
+            *last_renewed = began;
+            Renewal::Held
+        }
+        // Includes a 409 on renewal: while our lease is valid nobody else may write it, so a
+        // concurrent write means someone judged it expired — step down.
+        Ok(Attempt::Standby { holder }) => {
+            Renewal::Lost(format!("the lease was taken over (holder {holder:?})"))
+        }
+        Err(e) if last_renewed.elapsed() >= lease.renew_deadline => {
+            Renewal::Lost(format!("no renewal within {:?}: {e}", lease.renew_deadline))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "renewing the lease failed; retrying");
+            Renewal::Held
+        }
+    }
+}
+
+/// Hands the lease over, waiting no longer than `limit` (a hung API server would otherwise hold
+/// the shutdown until the kubelet kills the pod; the lease then simply expires).
+async fn release_within(elector: &Elector, limit: Duration) -> Result<(), OperatorError> {
+    tokio::time::timeout(limit, elector.release())
+        .await
+        .unwrap_or_else(|_| {
+            Err(OperatorError::LeaseTimeout {
+                lease: elector.settings.name.clone(),
+                after: limit,
+            })
+        })
+}
+
 enum Ended {
     Shutdown,
     Controller(Result<Result<(), OperatorError>, tokio::task::JoinError>),
@@ -306,8 +351,10 @@ pub async fn run_elected(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     lease.validate()?;
-    // Not leading until the lease says so (the default role, Sole, would count as leading).
-    operator.set_role(Role::Standby { holder: None });
+    // Not leading until the lease says so (the default role, Sole, would count as leading), and
+    // not ready until it has been read: a new pod in a rollout that cannot read it must not let
+    // the old leader go with nobody able to take over.
+    operator.set_role(Role::StandbyLeaseUnreadable);
     // A missing CRD is reported by every replica, not only by the one that becomes leader.
     check_crds(&client).await?;
     let elector = Elector::new(client.clone(), lease.clone());
@@ -343,27 +390,26 @@ pub async fn run_elected(
     let mut controller = tokio::spawn(operator.clone().run(client, settings, async move {
         let _ = stop_rx.await;
     }));
+    // When the lease was last known renewed: the moment before the write that renewed it (its
+    // renewTime is stamped then, so the write's own latency does not extend our term).
     let mut last_renewed = Instant::now();
     let mut ticker = tokio::time::interval(lease.renew_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate: we just wrote the lease
     let ended = loop {
+        let deadline = tokio::time::Instant::from_std(last_renewed + lease.renew_deadline);
         tokio::select! {
             _ = &mut shutdown => break Ended::Shutdown,
             r = &mut controller => break Ended::Controller(r),
+            // Not only at the next tick: a renewal that failed fast just before the deadline
+            // would otherwise leave us leading up to an interval past it.
+            _ = tokio::time::sleep_until(deadline) => {
+                break Ended::Lost(format!("no renewal within {:?}", lease.renew_deadline));
+            }
             _ = ticker.tick() => {
-                let left = lease.renew_deadline.saturating_sub(last_renewed.elapsed());
-                match elector.attempt(left.max(Duration::from_millis(1))).await {
-                    Ok(Attempt::Leading) => last_renewed = Instant::now(),
-                    // Includes a 409 on renewal: while our lease is valid nobody else may write
-                    // it, so a concurrent write means someone judged it expired — step down.
-                    Ok(Attempt::Standby { holder }) => {
-                        break Ended::Lost(format!("the lease was taken over (holder {holder:?})"));
-                    }
-                    Err(e) if last_renewed.elapsed() >= lease.renew_deadline => {
-                        break Ended::Lost(format!("no renewal within {:?}: {e}", lease.renew_deadline));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
+                match renew(&elector, &lease, &mut last_renewed).await {
+                    Renewal::Held => {}
+                    Renewal::Lost(why) => break Ended::Lost(why),
                 }
             }
         }
@@ -374,17 +420,38 @@ pub async fn run_elected(
     match ended {
         Ended::Shutdown => {
             let _ = stop_tx.send(());
-            // Reconciles in flight finish while we still hold the lease; then hand it over.
-            let result = join(controller.await);
+            // Reconciles in flight finish while we still hold the lease — renewing it meanwhile,
+            // and no longer than the renew deadline — then hand it over.
+            let drained = tokio::time::Instant::now() + lease.renew_deadline;
+            let result = loop {
+                let deadline = tokio::time::Instant::from_std(last_renewed + lease.renew_deadline);
+                tokio::select! {
+                    r = &mut controller => break join(r),
+                    _ = tokio::time::sleep_until(drained.min(deadline)) => {
+                        tracing::warn!("the controller did not stop in time: stopping it");
+                        controller.abort();
+                        let _ = (&mut controller).await;
+                        break Ok(());
+                    }
+                    _ = ticker.tick() => {
+                        if let Renewal::Lost(why) = renew(&elector, &lease, &mut last_renewed).await {
+                            tracing::warn!(%why, "lost the lease while stopping: stopping the controller");
+                            controller.abort();
+                            let _ = (&mut controller).await;
+                            break Ok(());
+                        }
+                    }
+                }
+            };
             operator.set_role(Role::Stopped);
-            if let Err(e) = elector.release().await {
+            if let Err(e) = release_within(&elector, lease.renew_interval).await {
                 tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");
             }
             result
         }
         Ended::Controller(r) => {
             operator.set_role(Role::Stopped);
-            if let Err(e) = elector.release().await {
+            if let Err(e) = release_within(&elector, lease.renew_interval).await {
                 tracing::warn!(error = %e, "could not release the lease");
             }
             join(r)
@@ -393,14 +460,10 @@ pub async fn run_elected(
             operator.set_role(Role::Stopped);
             tracing::error!(identity = %lease.identity, %reason, "lost the lease: stopping the controller");
             let _ = stop_tx.send(());
-            // Bounded: the new leader may already be reconciling; in-flight reconciles are short
-            // and their server-side applies are idempotent, but do not linger past the deadline.
-            if tokio::time::timeout(lease.renew_deadline, controller)
-                .await
-                .is_err()
-            {
-                tracing::warn!("the controller did not stop within the renew deadline");
-            }
+            // At once: the new leader may already be reconciling, and two writers must not
+            // overlap (dropping the handle would not stop the task).
+            controller.abort();
+            let _ = controller.await;
             Err(OperatorError::LeadershipLost {
                 lease: format!("{}/{}", lease.namespace, lease.name),
                 reason,

@@ -48,9 +48,10 @@ pub async fn run(
     }
     tracing::info!(ttl = ?ttl, every = ?cfg.prune_interval, "pruning EnergyProfiles no service uses");
     loop {
-        // The controller stops a moment after leadership is lost; deletions stop at once.
+        // Leadership is checked before the pass and before each of its writes: a pass under way
+        // when the lease is lost makes no more.
         if leading() {
-            match pass(&profiles, &services, &cfg, ttl, &recorder).await {
+            match pass(&profiles, &services, &cfg, ttl, &recorder, &leading).await {
                 Ok(p) => done(p),
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning pass failed; trying again next interval")
@@ -67,6 +68,7 @@ async fn pass(
     cfg: &OperatorConfig,
     ttl: Duration,
     recorder: &Recorder,
+    leading: &impl Fn() -> bool,
 ) -> Result<Pass, kube::Error> {
     let listed = api
         .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
@@ -83,6 +85,9 @@ async fn pass(
     // there are listed from the API server itself, and a profile one of them uses stays.
     let mut live_used: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     for a in actions {
+        if !leading() {
+            break;
+        }
         if matches!(a.action, Action::Delete { .. }) {
             let now_used = match live_used.get(&a.namespace) {
                 Some(u) => u,

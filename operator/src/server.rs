@@ -142,7 +142,9 @@ async fn readyz(State(op): State<Arc<Operator>>) -> impl IntoResponse {
             "ok: standby (lease held by {})",
             holder.as_deref().unwrap_or("unknown")
         ),
-        (Role::StandbyLeaseUnreadable, _) => "not ready: standby cannot read the lease".into(),
+        (Role::StandbyLeaseUnreadable, _) => {
+            "not ready: standby has not read the lease (yet, or cannot)".into()
+        }
         (Role::Stopped, _) => "not ready: stopping".into(),
         (Role::Sole | Role::Leader, false) => {
             "not ready: CRDs not found yet or services not cached".into()
