@@ -1491,7 +1491,7 @@ fn judge_observation(
             profile_name,
             namespace,
             profile.spec.clone(),
-            honoured_tokens(profile),
+            profile,
             &token,
         );
         reprofile = Some(planned);
@@ -1556,9 +1556,10 @@ fn reprofile_request(
     profile_name: &str,
     namespace: &str,
     spec: EnergyProfileSpec,
-    mut honoured: Vec<String>,
+    read: &EnergyProfile,
     token: &str,
 ) -> (EnergyProfile, String) {
+    let mut honoured = honoured_tokens(read);
     let job = job_name(profile_name, Some(token));
     honoured.push(token.to_string());
     let skip = honoured.len().saturating_sub(TOKENS_KEPT);
@@ -1569,7 +1570,11 @@ fn reprofile_request(
             honoured[skip..].join(","),
         ),
     ]);
-    let profile = resources::energy_profile(profile_name, namespace, spec, annotations);
+    let mut profile = resources::energy_profile(profile_name, namespace, spec, annotations);
+    // Written only over the profile as read: two services asking at once (their reconciles run
+    // side by side) would otherwise each name its own Job, the later write hiding the earlier's
+    // running measurement and token. The second gets a 409 and plans again from the first's.
+    profile.metadata.resource_version = read.metadata.resource_version.clone();
     (profile, job)
 }
 
@@ -1762,7 +1767,7 @@ fn profile_state<'a>(
             profile_name,
             namespace,
             profile_spec(is, valid, key),
-            tokens,
+            profile,
             t,
         );
         *planned_profile = Some(planned);

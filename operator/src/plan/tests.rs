@@ -2435,3 +2435,18 @@ fn without_a_count_in_status_the_running_deployment_s_count_stands() {
     let p = plan(&is, &o, &cfg(), NOW);
     assert_eq!(desired(&p).0, 6, "{:?}", desired(&p));
 }
+
+#[test]
+fn a_re_profile_request_is_written_only_over_the_profile_as_read() {
+    // Two services asking at once must not each name their own Job: the request carries the
+    // resourceVersion it was planned from, so the later write gets a 409 and plans again.
+    let mut is = service("svc");
+    let mut o = done(&is);
+    if let Some(p) = o.profile.as_mut() {
+        p.metadata.resource_version = Some("42".into());
+    }
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let p = plan(&is, &o, &cfg(), NOW);
+    let planned = p.profile.expect("a re-profile request");
+    assert_eq!(planned.metadata.resource_version.as_deref(), Some("42"));
+}
