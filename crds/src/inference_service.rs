@@ -292,6 +292,11 @@ pub struct InferenceServiceStatus {
     pub replicas: Option<ReplicaStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedServing>,
+    /// The last `greenbatch.dev/reprofile` token honoured for this service: never honoured again,
+    /// even once the profile's own list of tokens (the last 16, shared by every service using
+    /// it and by drift re-profiles) has let it go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprofile_token: Option<String>,
 }
 
 /// The configuration greenbatch serves at, with the numbers it was chosen on.

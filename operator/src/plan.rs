@@ -547,6 +547,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             status.selected = old.selected.clone();
             status.replicas = kept_replicas(&old);
             status.profile_ref = old.profile_ref.clone();
+            status.reprofile_token = old.reprofile_token.clone();
             status.conditions = conds.list;
             if condition(&old, READY).map(|c| (&c.reason, &c.message))
                 != Some((&"InvalidSpec".to_string(), &message))
@@ -565,6 +566,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     let key = profile_key(is, cfg);
     let profile_name = key.object_name();
     status.profile_ref = Some(profile_name.clone());
+    status.reprofile_token = old.reprofile_token.clone();
     let mut planned = Planned::default();
 
     let state = profile_state(
@@ -577,6 +579,17 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         cfg,
         &mut planned,
     );
+    // The service's token, once the profile as read records it (the controller plans again
+    // after applying a request, so this is the written one, not merely a planned one), is this
+    // service's for good: the profile keeps only the last 16.
+    if let Some(t) = &valid.reprofile_token
+        && observed
+            .profile
+            .as_ref()
+            .is_some_and(|p| honoured_tokens(p).contains(t))
+    {
+        status.reprofile_token = Some(t.clone());
+    }
     if let Some(r) = &planned.replacement {
         events.push(PlannedEvent {
             warning: false,
@@ -1753,7 +1766,11 @@ fn profile_state<'a>(
     let running = job_obs
         .filter(|j| j.state == JobState::Active)
         .map(|j| j.name.clone());
-    if let Some(t) = token.filter(|t| !tokens.iter().any(|x| x == t)) {
+    let already_ours = is
+        .status
+        .as_ref()
+        .and_then(|s| s.reprofile_token.as_deref());
+    if let Some(t) = token.filter(|t| !tokens.iter().any(|x| x == t) && already_ours != Some(*t)) {
         // A new request while a measurement runs waits for it: two Jobs would race to write the
         // profile's table, the older one possibly last. Honoured on the reconcile after it ends.
         if let Some(job) = running {

@@ -2450,3 +2450,42 @@ fn a_re_profile_request_is_written_only_over_the_profile_as_read() {
     let planned = p.profile.expect("a re-profile request");
     assert_eq!(planned.metadata.resource_version.as_deref(), Some("42"));
 }
+
+#[test]
+fn a_token_the_profile_has_let_go_is_not_honoured_again() {
+    // The service's token t1 was honoured; 16 newer tokens (other services', daily drift
+    // re-profiles') have since pushed it out of the profile's list. It must not run again.
+    let mut is = service("svc");
+    is.metadata.annotations = Some([(REPROFILE_ANNOTATION.to_string(), "t1".to_string())].into());
+    let mut o = done(&is);
+    let first = plan(&is, &o, &cfg(), NOW);
+    let requested = first.profile.expect("t1 is asked for");
+    // Recorded for the service once the profile as read holds it (the controller plans again
+    // after applying the request).
+    o.profile = Some(applied(&requested, o.profile.as_ref().unwrap()));
+    let after = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(after.status.reprofile_token.as_deref(), Some("t1"));
+    is.status = Some(after.status);
+    // t1's Job ran to its end.
+    let profile_name = o.profile.as_ref().unwrap().metadata.name.clone().unwrap();
+    o.job = Some(JobObservation {
+        owner_uid: Some("ep-uid".into()),
+        name: job_name(&profile_name, Some("t1")),
+        state: JobState::Succeeded,
+        waiting: None,
+        ..job_extra()
+    });
+    let newer: Vec<String> = (0..TOKENS_KEPT).map(|i| format!("drift-{i}")).collect();
+    if let Some(p) = o.profile.as_mut() {
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(REPROFILE_TOKENS_ANNOTATION.to_string(), newer.join(","));
+    }
+    let again = plan(&is, &o, &cfg(), NOW);
+    assert!(
+        again.profile.is_none() && again.job.is_none(),
+        "t1 ran again"
+    );
+    assert_eq!(again.status.reprofile_token.as_deref(), Some("t1"));
+}
