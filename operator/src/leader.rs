@@ -171,6 +171,54 @@ pub enum Attempt {
 pub struct Elector {
     api: Api<Lease>,
     settings: LeaseSettings,
+    /// Another holder's lease record as last read, and since when (our monotonic clock) it has
+    /// read so: its expiry is judged by how long *we* have seen it unchanged, as client-go does,
+    /// so replicas' wall clocks need not agree.
+    seen: std::sync::Mutex<Option<(LeaseRecord, Instant)>>,
+}
+
+/// What changes when a holder renews (or another takes over).
+type LeaseRecord = (
+    Option<String>,
+    Option<MicroTime>,
+    Option<MicroTime>,
+    Option<i32>,
+);
+
+/// Judges another holder's lease by how long it has been seen unchanged (`unchanged_for`), not by
+/// its renewTime against our wall clock: expired once that reaches its duration. Other decisions
+/// pass as they are.
+pub fn judged_by_observation(
+    decision: Decision,
+    spec: Option<&LeaseSpec>,
+    unchanged_for: Duration,
+    now: Timestamp,
+    fallback_secs: i32,
+) -> Decision {
+    let held_by_other = matches!(
+        decision,
+        Decision::Wait { .. } | Decision::TakeOver(TakeOver::Expired)
+    );
+    let (Some(spec), true) = (spec, held_by_other) else {
+        return decision;
+    };
+    let Some(holder) = spec.holder_identity.clone().filter(|h| !h.is_empty()) else {
+        return decision;
+    };
+    let secs = spec
+        .lease_duration_seconds
+        .filter(|s| *s > 0)
+        .unwrap_or(fallback_secs);
+    let duration = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    match duration.checked_sub(unchanged_for) {
+        Some(left) if !left.is_zero() => Decision::Wait {
+            holder,
+            expires: now
+                .checked_add(SignedDuration::try_from(left).unwrap_or(SignedDuration::ZERO))
+                .unwrap_or(now),
+        },
+        _ => Decision::TakeOver(TakeOver::Expired),
+    }
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -183,11 +231,34 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, &settings.namespace),
             settings,
+            seen: std::sync::Mutex::new(None),
         }
     }
 
     pub fn settings(&self) -> &LeaseSettings {
         &self.settings
+    }
+
+    /// How long the lease has read as it does now (zero the first time it reads so).
+    fn unchanged_for(&self, spec: Option<&LeaseSpec>) -> Duration {
+        let record: LeaseRecord = spec.map_or((None, None, None, None), |s| {
+            (
+                s.holder_identity.clone(),
+                s.renew_time.clone(),
+                s.acquire_time.clone(),
+                s.lease_transitions,
+            )
+        });
+        let Ok(mut seen) = self.seen.lock() else {
+            return Duration::ZERO;
+        };
+        match seen.as_ref() {
+            Some((last, since)) if *last == record => since.elapsed(),
+            _ => {
+                *seen = Some((record, Instant::now()));
+                Duration::ZERO
+            }
+        }
     }
 
     fn err(&self, action: &str) -> impl FnOnce(kube::Error) -> OperatorError {
@@ -204,7 +275,13 @@ impl Elector {
         let current = self.api.get_opt(&s.name).await.map_err(self.err("get"))?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
         let now = Timestamp::now();
-        let decision = decide(spec, &s.identity, now, s.duration_secs());
+        let decision = judged_by_observation(
+            decide(spec, &s.identity, now, s.duration_secs()),
+            spec,
+            self.unchanged_for(spec),
+            now,
+            s.duration_secs(),
+        );
         let Some(next) = next_spec(&decision, spec, s, now) else {
             let holder = match decision {
                 Decision::Wait { holder, .. } => Some(holder),
@@ -500,6 +577,44 @@ mod tests {
             renew_interval: Duration::from_secs(2),
             renew_deadline: Duration::from_secs(10),
         }
+    }
+
+    #[test]
+    fn another_holder_s_lease_expires_by_how_long_we_saw_it_unchanged() {
+        // Renewed "an hour ago" by our clock (a skewed holder clock, or ours): seen changing a
+        // second ago, it is alive.
+        let held = spec(Some("other"), Some(-3600), Some(15));
+        let by_clock = decide(Some(&held), "me", t(0), 15);
+        assert_eq!(by_clock, Decision::TakeOver(TakeOver::Expired));
+        let judged = |unchanged: u64| {
+            judged_by_observation(
+                by_clock.clone(),
+                Some(&held),
+                Duration::from_secs(unchanged),
+                t(0),
+                15,
+            )
+        };
+        assert!(
+            matches!(judged(1), Decision::Wait { ref holder, expires } if holder == "other" && expires == t(14)),
+            "{:?}",
+            judged(1)
+        );
+        // Unchanged for its whole duration: expired, whatever its renewTime says.
+        assert_eq!(judged(15), Decision::TakeOver(TakeOver::Expired));
+        // Renewed "in the future" by our clock: still only its duration from when we saw it.
+        let ahead = spec(Some("other"), Some(3600), Some(15));
+        let wait = decide(Some(&ahead), "me", t(0), 15);
+        assert_eq!(
+            judged_by_observation(wait, Some(&ahead), Duration::from_secs(20), t(0), 15),
+            Decision::TakeOver(TakeOver::Expired)
+        );
+        // Ours, released, or absent: as decided.
+        let ours = spec(Some("me"), Some(0), Some(15));
+        assert_eq!(
+            judged_by_observation(Decision::Renew, Some(&ours), Duration::ZERO, t(0), 15),
+            Decision::Renew
+        );
     }
 
     #[test]
