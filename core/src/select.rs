@@ -407,14 +407,21 @@ fn fmt_joules(j: f64) -> String {
     }
 }
 
-/// An arrival rate with the digits that matter (0.01/s is not "0").
-fn fmt_rate(r: f64) -> String {
+/// A rate for people, with the digits that matter: whole numbers from 100 up, one decimal from
+/// 10, else up to three (0.01/s is not "0").
+pub fn fmt_rate(r: f64) -> String {
     if r >= 100.0 {
         format!("{r:.0}")
-    } else if r >= 1.0 {
+    } else if r >= 10.0 {
         format!("{r:.1}")
     } else {
-        format!("{r:.3}")
+        let s = format!("{r:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() || s == "-0" {
+            "0".to_string()
+        } else {
+            s.to_string()
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use crate::load::LoadObservation;
 use crate::names::REPROFILE_ANNOTATION;
 use crate::resources;
 use greenbatch_core::energy_model::{predict_config, resize_replicas, size_replicas};
+use greenbatch_core::select::fmt_rate;
 use greenbatch_core::{ProfileTable, ReplicaRange, Selection};
 use greenbatch_crds::inference_service::{ObservedServing, PendingScaleDown, ReplicaStatus};
 
@@ -219,17 +220,6 @@ pub fn slo_note(
         load.max_queue_delay_ms
             .map_or("?".to_string(), resources::fmt_num),
     ))
-}
-
-/// A rate for people: whole numbers from 100 up, one decimal from 10, else up to three.
-fn fmt_rate(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        resources::fmt_num(x)
-    }
 }
 
 /// A pod's model thread is read for its capacity only when busy at least this share of the window

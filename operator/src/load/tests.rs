@@ -19,6 +19,15 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> ServerCounter
     }
 }
 
+/// A pod's counters having been asked for `asked` items and served `served` (the rest refused).
+fn with_asked(served: f64, asked: f64) -> ServerCounters {
+    ServerCounters {
+        requested_items: Some(asked),
+        refused_items: Some(asked - served),
+        ..counters(served / 2.0, 0.0, &[])
+    }
+}
+
 fn snapshot(at: f64, pods: &[(&str, ServerCounters)]) -> Snapshot {
     Snapshot {
         at_seconds: at,
@@ -90,11 +99,6 @@ fn two_scrapes_give_rates_energy_latency_and_batching_summed_over_pods() {
 
 #[test]
 fn the_arrival_rate_counts_refused_items_and_each_pod_its_own_window() {
-    let with_asked = |served: f64, asked: f64| ServerCounters {
-        requested_items: Some(asked),
-        refused_items: Some(asked - served),
-        ..counters(served / 2.0, 0.0, &[])
-    };
     let before = snapshot(
         0.0,
         &[("a", with_asked(0.0, 0.0)), ("b", with_asked(0.0, 0.0))],
@@ -154,11 +158,6 @@ fn pods_with_different_histogram_bounds_merge_without_a_dip() {
 
 #[test]
 fn a_pod_refusing_a_sliver_of_its_load_does_not_set_the_capacity() {
-    let with_asked = |served: f64, asked: f64| ServerCounters {
-        requested_items: Some(asked),
-        refused_items: Some(asked - served),
-        ..counters(served / 2.0, 0.0, &[])
-    };
     let before = snapshot(
         0.0,
         &[("a", with_asked(0.0, 0.0)), ("b", with_asked(0.0, 0.0))],
