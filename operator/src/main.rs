@@ -364,11 +364,21 @@ async fn run(args: Args) -> Result<(), OperatorError> {
         None => operator.run(client, settings, stop).await,
     };
     let _ = stop_http_tx.send(());
-    if let Ok(Err(e)) = http.await {
-        tracing::warn!(error = %e, "HTTP server");
+    // Bounded: a connection that opened and never sent a request (a TCP health check, a port
+    // scan) counts as busy to the graceful shutdown, which would wait for it until the kubelet
+    // kills the pod.
+    match tokio::time::timeout(HTTP_SHUTDOWN_GRACE, http).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(grace = ?HTTP_SHUTDOWN_GRACE, "HTTP connections still open at exit: closed")
+        }
     }
     result
 }
+
+/// How long open HTTP connections may hold the exit once the operator has stopped.
+const HTTP_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args = Args::parse();

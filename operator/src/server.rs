@@ -57,6 +57,9 @@ fn text(code: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// How long a plot waits for each API read.
+const PLOT_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// GET `/plots/{namespace}/{name}`: 200 SVG; 400 for what is not a Kubernetes name; 404 with the
 /// reason when there is no such service or nothing measured yet; 429 when `PLOTS_AT_ONCE` are being
 /// drawn; 502 when the API server cannot be read; 503 without a client.
@@ -82,40 +85,67 @@ async fn plot(
             format!("{PLOTS_AT_ONCE} plots are being drawn; try again"),
         );
     };
+    // Each read is bounded (a stalled API connection would hold every plot slot) and its error
+    // logged, not shown: it can name the operator's service account and the API server.
+    let unreadable = |what: String, e: String| {
+        tracing::warn!(object = %what, error = %e, "plot: cannot read the API server");
+        text(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot read {what} from the API server (the operator's log says why)"),
+        )
+    };
     let services: Api<InferenceService> = Api::namespaced(client.clone(), &namespace);
-    let service = match services.get_opt(&name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => {
+    let service = match tokio::time::timeout(PLOT_READ_TIMEOUT, services.get_opt(&name)).await {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => {
             return text(
                 StatusCode::NOT_FOUND,
                 format!("no InferenceService {namespace}/{name}"),
             );
         }
-        Err(e) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                format!("reading InferenceService {namespace}/{name}: {e}"),
+        Ok(Err(e)) => {
+            return unreadable(
+                format!("InferenceService {namespace}/{name}"),
+                e.to_string(),
+            );
+        }
+        Err(_) => {
+            return unreadable(
+                format!("InferenceService {namespace}/{name}"),
+                "timed out".into(),
             );
         }
     };
     let profile_name = service.status.as_ref().and_then(|s| s.profile_ref.clone());
     let profile = match profile_name {
         None => None,
-        Some(p) => match Api::<EnergyProfile>::namespaced(client, &namespace)
-            .get_opt(&p)
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("reading EnergyProfile {namespace}/{p}: {e}"),
-                );
+        Some(p) => {
+            let read = Api::<EnergyProfile>::namespaced(client, &namespace);
+            match tokio::time::timeout(PLOT_READ_TIMEOUT, read.get_opt(&p)).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    return unreadable(format!("EnergyProfile {namespace}/{p}"), e.to_string());
+                }
+                Err(_) => {
+                    return unreadable(format!("EnergyProfile {namespace}/{p}"), "timed out".into());
+                }
             }
-        },
+        }
     };
     match service_plot(&service, profile.as_ref()) {
-        Ok(svg) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        Ok(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                // An image, never a page: no scripts, no sniffing it into HTML.
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            svg,
+        )
+            .into_response(),
         Err(e @ ServicePlotError::NotMeasured(_)) => text(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ ServicePlotError::Draw(_)) => {
             tracing::warn!(service = %format!("{namespace}/{name}"), error = %e, "plot");

@@ -790,6 +790,8 @@ async fn bad_values_fail_naming_the_key_and_render_nothing() {
             "runtime.modelCAConfigMap",
         ),
         (json!({"crds": {"install": "yes"}}), "crds.install"),
+        // Unquoted, '#x' rendered as a YAML comment and vanished.
+        (json!({"priorityClassName": "#x"}), "priorityClassName"),
         (
             json!({"runtime": {"pod": {"tolerations": [{"key": "gpu", "operator": "In"}]}}}),
             "runtime.pod.tolerations",
