@@ -90,6 +90,9 @@ pub struct Operator {
     ready: AtomicBool,
     store: OnceLock<Store<InferenceService>>,
     role: Mutex<Role>,
+    /// The one namespace the operator watches (`--namespace`), if any: the HTTP side answers
+    /// for nothing outside it.
+    watched_namespace: OnceLock<String>,
 }
 
 struct Context {
@@ -207,6 +210,18 @@ impl Operator {
             Role::Standby { .. } => true,
             Role::StandbyLeaseUnreadable | Role::Stopped => false,
         }
+    }
+
+    /// Confines what the operator answers for over HTTP to `namespace` (set once, at start).
+    pub fn watch_only(&self, namespace: &str) {
+        let _ = self.watched_namespace.set(namespace.to_string());
+    }
+
+    /// Whether `namespace` is within the operator's scope.
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.watched_namespace
+            .get()
+            .is_none_or(|only| only == namespace)
     }
 
     /// This replica's leader-election role.

@@ -343,6 +343,9 @@ async fn run(args: Args) -> Result<(), OperatorError> {
         Some(lease)
     };
     let operator = Arc::new(Operator::default());
+    if let Scope::Namespace(ns) = &settings.scope {
+        operator.watch_only(ns);
+    }
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_ctl_tx, stop_ctl_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr, http) = server::bind(args.listen, operator.clone(), Some(client.clone()), async {

@@ -73,6 +73,14 @@ async fn plot(
             "usage: /plots/{namespace}/{name} with Kubernetes names (lowercase letters, digits, '-', '.')".into(),
         );
     }
+    // Outside the operator's scope there is nothing of its own to show (and its port has no
+    // authentication): answered before any API read.
+    if !state.op.watches(&namespace) {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no InferenceService {namespace}/{name} in the operator's scope"),
+        );
+    }
     let Some(client) = state.client else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -127,7 +135,10 @@ async fn plot(
                     return unreadable(format!("EnergyProfile {namespace}/{p}"), e.to_string());
                 }
                 Err(_) => {
-                    return unreadable(format!("EnergyProfile {namespace}/{p}"), "timed out".into());
+                    return unreadable(
+                        format!("EnergyProfile {namespace}/{p}"),
+                        "timed out".into(),
+                    );
                 }
             }
         }
@@ -267,6 +278,22 @@ mod tests {
         for (path, want) in [
             ("/plots/vision/..%2Fsecrets", StatusCode::BAD_REQUEST),
             ("/plots/Vision/resnet50", StatusCode::BAD_REQUEST),
+            ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), want, "{path}");
+        }
+        // Watching one namespace: another's plots are not there, before any API read (no client
+        // here: a request let through would answer 503).
+        let op = Arc::new(Operator::default());
+        op.watch_only("vision");
+        let app = router(op, None);
+        for (path, want) in [
+            ("/plots/other/resnet50", StatusCode::NOT_FOUND),
             ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
         ] {
             let response = app
