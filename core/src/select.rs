@@ -415,13 +415,19 @@ pub fn fmt_rate(r: f64) -> String {
     } else if r >= 10.0 {
         format!("{r:.1}")
     } else {
-        let s = format!("{r:.3}");
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s.is_empty() || s == "-0" {
-            "0".to_string()
-        } else {
-            s.to_string()
-        }
+        fmt_num(r)
+    }
+}
+
+/// A number with at most three decimals and no trailing zeros (`3.625`, `50`, `0.0001` → `0`):
+/// how numbers go into arguments and messages.
+pub fn fmt_num(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
     }
 }
 

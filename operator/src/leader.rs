@@ -355,14 +355,21 @@ impl Elector {
 
     /// One attempt bounded by `limit`; a slow API server counts as a failed attempt.
     async fn attempt(&self, limit: Duration) -> Result<Attempt, OperatorError> {
-        tokio::time::timeout(limit, self.try_acquire_or_renew())
-            .await
-            .unwrap_or_else(|_| {
-                Err(OperatorError::LeaseTimeout {
-                    lease: self.settings.name.clone(),
-                    after: limit,
-                })
+        self.within(limit, self.try_acquire_or_renew()).await
+    }
+
+    /// `call` on the lease, or a [`OperatorError::LeaseTimeout`] once `limit` has passed.
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = Result<T, OperatorError>>,
+    ) -> Result<T, OperatorError> {
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(OperatorError::LeaseTimeout {
+                lease: self.settings.name.clone(),
+                after: limit,
             })
+        })
     }
 }
 
@@ -401,14 +408,7 @@ async fn renew(elector: &Elector, lease: &LeaseSettings, last_renewed: &mut Inst
 /// Hands the lease over, waiting no longer than `limit` (a hung API server would otherwise hold
 /// the shutdown until the kubelet kills the pod; the lease then simply expires).
 async fn release_within(elector: &Elector, limit: Duration) -> Result<(), OperatorError> {
-    tokio::time::timeout(limit, elector.release())
-        .await
-        .unwrap_or_else(|_| {
-            Err(OperatorError::LeaseTimeout {
-                lease: elector.settings.name.clone(),
-                after: limit,
-            })
-        })
+    elector.within(limit, elector.release()).await
 }
 
 enum Ended {

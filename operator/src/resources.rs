@@ -60,15 +60,7 @@ fn dtype_arg(model: &ModelSpec) -> String {
 }
 
 /// Numbers as the runtime's flags read them: no exponent, no trailing zeros.
-pub fn fmt_num(x: f64) -> String {
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-0" {
-        "0".to_string()
-    } else {
-        s.to_string()
-    }
-}
+pub use greenbatch_core::select::fmt_num;
 
 fn device_arg(gpu: &GpuSpec) -> &'static str {
     // Explicit, so a GPU pod that lands without a visible GPU fails loudly instead of measuring

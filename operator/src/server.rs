@@ -273,35 +273,36 @@ mod tests {
         use axum::body::Body;
         use axum::http::Request;
         use tower::ServiceExt;
+        let answers = |app: Router, cases: Vec<(&'static str, StatusCode)>| async move {
+            for (path, want) in cases {
+                let response = app
+                    .clone()
+                    .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), want, "{path}");
+            }
+        };
         // No client: a request that got past validation would answer 503, not 400.
-        let app = router(Arc::new(Operator::default()), None);
-        for (path, want) in [
-            ("/plots/vision/..%2Fsecrets", StatusCode::BAD_REQUEST),
-            ("/plots/Vision/resnet50", StatusCode::BAD_REQUEST),
-            ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
-        ] {
-            let response = app
-                .clone()
-                .oneshot(Request::get(path).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            assert_eq!(response.status(), want, "{path}");
-        }
-        // Watching one namespace: another's plots are not there, before any API read (no client
-        // here: a request let through would answer 503).
+        answers(
+            router(Arc::new(Operator::default()), None),
+            vec![
+                ("/plots/vision/..%2Fsecrets", StatusCode::BAD_REQUEST),
+                ("/plots/Vision/resnet50", StatusCode::BAD_REQUEST),
+                ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
+            ],
+        )
+        .await;
+        // Watching one namespace: another's plots are not there, before any API read.
         let op = Arc::new(Operator::default());
         op.watch_only("vision");
-        let app = router(op, None);
-        for (path, want) in [
-            ("/plots/other/resnet50", StatusCode::NOT_FOUND),
-            ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
-        ] {
-            let response = app
-                .clone()
-                .oneshot(Request::get(path).body(Body::empty()).unwrap())
-                .await
-                .unwrap();
-            assert_eq!(response.status(), want, "{path}");
-        }
+        answers(
+            router(op, None),
+            vec![
+                ("/plots/other/resnet50", StatusCode::NOT_FOUND),
+                ("/plots/vision/resnet50", StatusCode::SERVICE_UNAVAILABLE),
+            ],
+        )
+        .await;
     }
 }
