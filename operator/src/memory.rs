@@ -89,8 +89,9 @@ impl ServiceMemory {
         }
     }
 
-    /// The services anything is remembered about, sorted (for tests and logs).
-    pub fn remembered(&self) -> Vec<String> {
+    /// The services anything is remembered about, sorted.
+    #[cfg(test)]
+    fn remembered(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for streaks in [&self.failures, &self.conflicts] {
             if let Ok(m) = streaks.lock() {
