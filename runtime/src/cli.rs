@@ -155,6 +155,11 @@ pub struct LoadgenArgs {
     pub concurrency: Option<usize>,
     #[arg(long, default_value_t = 10.0)]
     pub duration_seconds: f64,
+    /// How long requests still open when the run's time is up may take before they are cut off
+    /// and counted as `unfinished` (one hung request would otherwise stretch the run, its
+    /// throughput and its energy, to the 60 s request timeout).
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_seconds: f64,
     /// Items per request.
     #[arg(long, default_value_t = 1)]
     pub items: u32,

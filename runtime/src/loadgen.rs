@@ -350,14 +350,29 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
 
 type Outcomes = Arc<Mutex<Vec<(Outcome, f64)>>>;
 
+/// Requests sent and the last moment one finished: what a run that ended with requests still
+/// open is measured by.
+#[derive(Default)]
+struct Progress {
+    sent: std::sync::atomic::AtomicUsize,
+    last_done: Mutex<Option<Instant>>,
+}
+
 /// One request, its latency counted from `due`: the moment the schedule said to send it, so a
 /// client that falls behind (busy threads, a late timer) does not hide the wait in its numbers.
-async fn one(target: Target, out: Outcomes, due: Instant) {
+async fn one(target: Target, out: Outcomes, due: Instant, progress: Arc<Progress>) {
+    progress
+        .sent
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let outcome = target.send().await;
-    let ms = due.elapsed().as_secs_f64() * 1000.0;
+    let done = Instant::now();
+    let ms = (done - due).as_secs_f64() * 1000.0;
     out.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((outcome, ms));
+    if let Ok(mut last) = progress.last_done.lock() {
+        *last = Some(last.map_or(done, |l| l.max(done)));
+    }
 }
 
 async fn drive(args: &LoadgenArgs) -> Result<Report> {
@@ -394,6 +409,7 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
     };
     let before = scrape_at_energy_tick(&client, &base).await;
     let outcomes: Outcomes = Arc::new(Mutex::new(Vec::new()));
+    let progress = Arc::new(Progress::default());
     let duration = Duration::from_secs_f64(args.duration_seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -408,16 +424,23 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
                     target.clone(),
                     outcomes.clone(),
                     start + next,
+                    progress.clone(),
                 )));
                 next += Duration::from_secs_f64(exp.sample(&mut rng));
             }
         }
         (None, Some(c)) => {
             for _ in 0..c {
-                let (target, out) = (target.clone(), outcomes.clone());
+                let (target, out, progress) = (target.clone(), outcomes.clone(), progress.clone());
                 tasks.push(tokio::spawn(async move {
                     while start.elapsed() < duration {
-                        one(target.clone(), out.clone(), Instant::now()).await;
+                        one(
+                            target.clone(),
+                            out.clone(),
+                            Instant::now(),
+                            progress.clone(),
+                        )
+                        .await;
                     }
                 }));
             }
@@ -429,12 +452,28 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
             });
         }
     }
-    for t in tasks {
-        let _ = t.await;
+    let drain = Duration::try_from_secs_f64(args.drain_seconds.max(0.0)).unwrap_or(Duration::ZERO);
+    let cut_off_at = tokio::time::Instant::from_std(start + duration + drain);
+    for mut t in tasks {
+        if tokio::time::timeout_at(cut_off_at, &mut t).await.is_err() {
+            t.abort();
+        }
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    // The run ends at its last answer (or its scheduled end): not at a cut-off straggler's.
+    let ended = progress
+        .last_done
+        .lock()
+        .ok()
+        .and_then(|l| *l)
+        .map_or(start + duration, |l| l.max(start + duration));
+    let elapsed = (ended - start).as_secs_f64();
     let after = scrape_at_energy_tick(&client, &base).await;
-    let outcomes = outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut outcomes = outcomes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let sent = progress.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let cut_off_ms = (duration + drain).as_secs_f64() * 1000.0;
+    for _ in outcomes.len()..sent {
+        outcomes.push((Err("unfinished".to_string()), cut_off_ms));
+    }
     let ok_lat: Vec<f64> = outcomes
         .iter()
         .filter(|(o, _)| o.is_ok())
@@ -488,6 +527,76 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
 mod tests {
     use super::*;
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_still_open_after_the_drain_are_cut_off_as_unfinished() {
+        use clap::Parser;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A server whose metadata and metrics answer, and whose inference never does.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let body = if head.starts_with("GET /v2/models/m ") {
+                        r#"{"name":"m","inputs":[{"name":"x","datatype":"FP32","shape":[-1,2]}]}"#
+                    } else if head.starts_with("GET /metrics") {
+                        "greenbatch_inferences_total 0\n"
+                    } else {
+                        // Inference: hold the connection open, answer nothing.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    };
+                    let _ = socket
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                });
+            }
+        });
+        let cli = crate::cli::Cli::try_parse_from([
+            "greenbatch-runtime",
+            "loadgen",
+            "--url",
+            &url,
+            "--model",
+            "m",
+            "--rate",
+            "20",
+            "--duration-seconds",
+            "0.3",
+            "--drain-seconds",
+            "0.5",
+            "--slo-ms",
+            "100",
+        ])
+        .unwrap();
+        let crate::cli::Command::Loadgen(args) = cli.command else {
+            panic!("not loadgen");
+        };
+        let started = Instant::now();
+        let report = drive(&args).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for the stragglers"
+        );
+        assert!(report.requests > 0 && report.ok == 0, "{report:?}");
+        assert_eq!(report.errors.get("unfinished"), Some(&report.requests));
+        assert_eq!(report.slo_attainment, Some(0.0));
+        // The run ends at its scheduled end when nothing finished, not at the cut-off.
+        assert!(report.duration_seconds < 0.4, "{}", report.duration_seconds);
+    }
+
     #[tokio::test]
     async fn a_request_sent_late_counts_its_wait() {
         // A server that answers at once, and a request due 100 ms ago (the client fell behind).
@@ -512,7 +621,7 @@ mod tests {
         };
         let out: Outcomes = Arc::default();
         let due = Instant::now() - Duration::from_millis(100);
-        one(target, out.clone(), due).await;
+        one(target, out.clone(), due, Arc::default()).await;
         let (outcome, ms) = out.lock().unwrap()[0].clone();
         assert_eq!(outcome, Ok(()));
         assert!(ms >= 100.0, "{ms} ms");
