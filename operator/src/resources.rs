@@ -974,6 +974,21 @@ mod tests {
         assert_eq!((port.port, port.name.as_deref()), (8080, Some("http")));
     }
 
+    /// Serving settings at batch 8, 4 ms, one replica, p99 <= 50 ms, with a profile.
+    fn serve_settings() -> ServeSettings {
+        ServeSettings {
+            batch_size: 8,
+            max_queue_delay_ms: 4.0,
+            replicas: 1,
+            slo_ms: 50.0,
+            percentile: 99,
+            precision: Precision::Fp32,
+            target_utilisation: 0.8,
+            profile_json: Some("{}".into()),
+            spec_generation: None,
+        }
+    }
+
     /// The profiling Job of `is`'s CPU profile with the default pod settings and configuration.
     fn default_job(is: &InferenceService) -> Job {
         profiling_job(
@@ -1011,15 +1026,9 @@ mod tests {
     fn a_small_utilisation_target_reaches_the_pods_unrounded() {
         let is = service("svc");
         let s = ServeSettings {
-            batch_size: 8,
-            max_queue_delay_ms: 4.0,
-            replicas: 1,
-            slo_ms: 50.0,
-            percentile: 99,
-            precision: Precision::Fp32,
             target_utilisation: 0.0001,
             profile_json: None,
-            spec_generation: None,
+            ..serve_settings()
         };
         let args = serve_args(
             "svc",
@@ -1052,17 +1061,7 @@ mod tests {
         let mut want = keys.map(String::from).to_vec();
         want.push(NODE_NAME_ENV.to_string());
         assert_eq!(env_names(c), want);
-        let settings = ServeSettings {
-            batch_size: 8,
-            max_queue_delay_ms: 4.0,
-            replicas: 1,
-            slo_ms: 50.0,
-            percentile: 99,
-            precision: Precision::Fp32,
-            target_utilisation: 0.8,
-            profile_json: Some("{}".into()),
-            spec_generation: None,
-        };
+        let settings = serve_settings();
         let d = serving_deployment(&is, &settings);
         let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
         let mut want = keys.map(String::from).to_vec();
