@@ -765,7 +765,9 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             apply::delete_version_foreground(&jobs, &stuck.name, stuck.resource_version.as_deref())
                 .await
                 .map_err(api_err("delete", "Job", &ns, &stuck.name))?;
-        if deleted {
+        if deleted && stuck.orphaned {
+            tracing::info!(service = %name, namespace = %ns, job = %stuck.name, "deleted an orphaned profiling Job, to make the profile's own");
+        } else if deleted {
             tracing::info!(service = %name, namespace = %ns, job = %stuck.name, waiting = %stuck.waiting, "deleted a profiling Job that could not run, to make it anew with the current pod settings");
         } else {
             tracing::debug!(job = %stuck.name, "the stuck profiling Job changed or went before its replacement; looking again");

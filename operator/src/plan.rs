@@ -87,6 +87,8 @@ pub struct JobReplacement {
     pub resource_version: Option<String>,
     /// Why its pod does not run.
     pub waiting: String,
+    /// No owner at all (orphaned by hand), rather than stuck: deleted for that.
+    pub orphaned: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -591,13 +593,21 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         status.reprofile_token = Some(t.clone());
     }
     if let Some(r) = &planned.replacement {
+        let note = if r.orphaned {
+            format!(
+                "profiling Job {} has no owner (an EnergyProfile of this name was deleted leaving it, e.g. with --cascade=orphan): it is deleted and this profile's own made",
+                r.name
+            )
+        } else {
+            format!(
+                "profiling Job {} does not run ({}) and the operator makes it otherwise now (spec.pod, the model source's access, the operator's runtime image or pod defaults): it is deleted and made anew",
+                r.name, r.waiting
+            )
+        };
         events.push(PlannedEvent {
             warning: false,
             reason: "ProfilingJobReplaced",
-            note: format!(
-                "profiling Job {} does not run ({}) and the operator makes it otherwise now (spec.pod, the model source's access, the operator's runtime image or pod defaults): it is deleted and made anew",
-                r.name, r.waiting
-            ),
+            note,
         });
     }
 
@@ -1690,10 +1700,20 @@ fn profile_state<'a>(
     let current_job = observed_job_name(profile_name, Some(profile));
 
     let job_obs = observed.job.as_ref().filter(|j| j.name == current_job);
-    if job_obs.is_some_and(|j| j.owner_uid != profile.metadata.uid) {
+    if let Some(j) = job_obs.filter(|j| j.owner_uid != profile.metadata.uid) {
         // A Job of a profile of the same name deleted a moment ago (by hand, or pruned), not yet
         // garbage-collected: neither its end nor its absence is this profile's. Its deletion
-        // (the Job watch) brings the next reconcile, which creates this profile's own.
+        // (the Job watch) brings the next reconcile, which creates this profile's own. One with
+        // no owner at all was orphaned (`--cascade=orphan`): nothing would ever delete it but
+        // its TTL, so it is deleted here.
+        if j.owner_uid.is_none() && !j.deleting {
+            *planned_replacement = Some(JobReplacement {
+                name: j.name.clone(),
+                resource_version: j.resource_version.clone(),
+                waiting: "no owner".into(),
+                orphaned: true,
+            });
+        }
         return ProfileState::Starting { job: current_job };
     }
     // Measures what the profile's spec says (the settings of the service that created it or last
@@ -1757,6 +1777,7 @@ fn profile_state<'a>(
                 name: j.name.clone(),
                 resource_version: j.resource_version.clone(),
                 waiting: waiting.clone(),
+                orphaned: false,
             });
             return ProfileState::while_measuring(complete_table, current_job, |job| {
                 ProfileState::Starting { job }

@@ -1550,10 +1550,22 @@ fn a_profiling_job_is_replaced_only_when_stuck_made_otherwise_and_by_the_service
     })));
     // Built before Jobs recorded for whom: whoever looks first.
     assert!(replaced(&with(|j| j.built_for = None)));
-    // A Job of a deleted profile of the same name is not this profile's to replace.
+    // A Job of a deleted profile of the same name is not this profile's to replace: its garbage
+    // collection is under way.
     assert!(!replaced(&with(
         |j| j.owner_uid = Some("another-uid".into())
     )));
+    // One with no owner at all was orphaned: nothing but its TTL would remove it, and the
+    // service would wait till then — deleted, and said so.
+    let orphan = with(|j| j.owner_uid = None);
+    let p = plan(&is, &orphan, &cfg(), NOW);
+    assert!(
+        p.replace_job.as_ref().is_some_and(|r| r.orphaned),
+        "{:?}",
+        p.replace_job
+    );
+    let note = &event(&p, "ProfilingJobReplaced").expect("an Event").note;
+    assert!(note.contains("has no owner"), "{note}");
     // Being deleted already.
     assert!(!replaced(&with(|j| j.deleting = true)));
 }
