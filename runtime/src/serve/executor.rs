@@ -131,6 +131,16 @@ impl Shared {
         self.wake.notify_all();
     }
 
+    /// Drops the queued requests whose clients left (their connection closed, their gRPC call
+    /// cancelled: the reply's receiver is gone) before they take room in a batch, and counts them.
+    fn drop_abandoned(&self, q: &mut BatchQueue<Job>) {
+        let abandoned = q.discard(|job| job.respond.is_closed());
+        if abandoned > 0 {
+            self.metrics.abandoned_requests.inc_by(abandoned as u64);
+            self.metrics.queue_depth.set(q.queued_items() as i64);
+        }
+    }
+
     /// Queues a job or says why not. The batch cap used for "too large" is the configured maximum,
     /// not the adaptive one, so a request valid at start stays valid.
     pub fn submit(&self, job: Job, hard_max_batch: u32) -> Result<(), Rejected> {
@@ -150,8 +160,7 @@ impl Shared {
         let mut pushed = q.push(job, items, self.now(), &policy);
         // Full, maybe of requests whose clients left since the model thread last looked.
         if let Err((job, Rejected::Full { .. })) = pushed {
-            let abandoned = q.discard(|job| job.respond.is_closed());
-            self.metrics.abandoned_requests.inc_by(abandoned as u64);
+            self.drop_abandoned(&mut q);
             pushed = q.push(job, items, self.now(), &policy);
         }
         self.metrics.queue_depth.set(q.queued_items() as i64);
@@ -169,13 +178,7 @@ impl Shared {
 fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     loop {
-        // A client that left (its connection closed, its gRPC deadline passed) drops its reply's
-        // receiver: its request goes before it takes room in a batch.
-        let abandoned = q.discard(|job| job.respond.is_closed());
-        if abandoned > 0 {
-            shared.metrics.abandoned_requests.inc_by(abandoned as u64);
-            shared.metrics.queue_depth.set(q.queued_items() as i64);
-        }
+        shared.drop_abandoned(&mut q);
         let policy = shared.policy();
         let draining = shared.draining.load(Ordering::Relaxed);
         // Draining: no new requests arrive, so waiting for a batch to fill would only delay them.
@@ -482,6 +485,28 @@ pub fn run(load: impl FnOnce() -> Result<LoadedModel, String>, shared: Arc<Share
 mod tests {
     use super::*;
 
+    /// A job of `items` zeros, and the receiver its answer goes to (dropped: the client left).
+    fn job(
+        items: u32,
+    ) -> (
+        Job,
+        tokio::sync::oneshot::Receiver<Result<JobOutput, V2Error>>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            request: crate::serve::v2::InferRequest {
+                id: None,
+                items,
+                data: crate::serve::v2::TensorData::F32(vec![0.0; items as usize]),
+                outputs: vec![],
+                binary_outputs: false,
+            },
+            arrived: std::time::Instant::now(),
+            respond: tx,
+        };
+        (job, rx)
+    }
+
     #[test]
     fn once_the_drain_began_nothing_more_is_queued() {
         // The model thread stops at the first empty queue it sees draining; a job queued after
@@ -494,30 +519,15 @@ mod tests {
             64,
             crate::cli::PadBatches::Off,
         );
-        let job = |id: &str| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let job = Job {
-                request: crate::serve::v2::InferRequest {
-                    id: Some(id.into()),
-                    items: 1,
-                    data: crate::serve::v2::TensorData::F32(vec![0.0]),
-                    outputs: vec![],
-                    binary_outputs: false,
-                },
-                arrived: std::time::Instant::now(),
-                respond: tx,
-            };
-            (job, rx)
-        };
-        let (before, _waiting) = job("before");
+        let (before, _waiting) = job(1);
         assert!(shared.submit(before, 4).is_ok());
         // A caller that leaves while queued: dropped unrun, counted, its room freed.
-        let (left, gone) = job("left");
+        let (left, gone) = job(1);
         assert!(shared.submit(left, 4).is_ok());
         drop(gone);
         shared.draining.store(true, Ordering::Relaxed);
         assert!(matches!(
-            shared.submit(job("after").0, 4),
+            shared.submit(job(1).0, 4),
             Err(Rejected::Draining)
         ));
         // What was queued before is still taken, then the thread stops.
@@ -539,22 +549,9 @@ mod tests {
         );
         let mut receivers = Vec::new();
         let mut submit = |items: u32| {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            receivers.push(rx);
-            shared.submit(
-                Job {
-                    request: crate::serve::v2::InferRequest {
-                        id: None,
-                        items,
-                        data: crate::serve::v2::TensorData::F32(vec![0.0; items as usize]),
-                        outputs: vec![],
-                        binary_outputs: false,
-                    },
-                    arrived: std::time::Instant::now(),
-                    respond: tx,
-                },
-                2,
-            )
+            let (job, waiting) = job(items);
+            receivers.push(waiting);
+            shared.submit(job, 2)
         };
         assert!(submit(2).is_ok());
         assert!(matches!(submit(1), Err(Rejected::Full { .. })));
