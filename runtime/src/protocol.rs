@@ -269,11 +269,9 @@ impl Protocol<'_> {
                 windows.push(self.window(workload, b, &mut latencies)?);
             }
             let row = summarise(b, &windows, &latencies);
-            let spread = row.joules_spread;
-            if spread.is_none_or(|s| s <= self.config.max_spread) {
+            let Some(spread) = row.joules_spread.filter(|s| *s > self.config.max_spread) else {
                 return Ok((row, rounds));
-            }
-            let spread = spread.unwrap_or(f64::INFINITY);
+            };
             if tightest.as_ref().is_none_or(|(s, _)| spread < *s) {
                 tightest = Some((spread, row));
             }
