@@ -63,7 +63,8 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
 /// meter tick (250 ms) but counts inferences at once: read at an arbitrary moment, the energy
 /// would lag the run's edges by up to a tick, swapping busy joules at the end for idle ones
 /// before the start. Aligned at both edges, the energy covers the whole run (and at most one
-/// tick after it). A server without a meter (its energy never moves) is read as it is.
+/// tick after it). A server without a meter (its energy never moves) is read as it was, after
+/// waiting out [`ENERGY_TICK_WAIT`].
 async fn scrape_at_energy_tick(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
     let first = scrape(client, url).await?;
     let deadline = Instant::now() + ENERGY_TICK_WAIT;
