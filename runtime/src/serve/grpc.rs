@@ -131,8 +131,13 @@ impl InferenceService {
         })
     }
 
-    async fn model_infer(&self, r: ModelInferRequest) -> Result<ModelInferResponse, Status> {
-        let arrived = Instant::now();
+    /// `arrived`: when the request's headers came in, before its message was read — the moment
+    /// the HTTP endpoint counts from, so both protocols' latencies mean the same.
+    async fn model_infer(
+        &self,
+        r: ModelInferRequest,
+        arrived: Instant,
+    ) -> Result<ModelInferResponse, Status> {
         let result = self.model_infer_inner(r, arrived).await;
         self.app
             .record(result.as_ref().map_or_else(|f| f.status, |_| 200), arrived);
@@ -193,11 +198,13 @@ impl Decoder for ReceivedBytes {
 
 /// One unary method: the request decoded, handled, the response encoded. `counted` methods
 /// (inference) count a request refused for its message in `greenbatch_requests_total`, as the
-/// HTTP endpoint counts a body it cannot parse; `reached` says whether tonic handed it over.
+/// HTTP endpoint counts a body it cannot parse; `reached` says whether tonic handed it over;
+/// `arrived` is when the request's headers came in (its latency counts from there, as HTTP's does).
 struct Unary<Req, F> {
     service: InferenceService,
     handler: F,
     counted: bool,
+    arrived: Instant,
     reached: Arc<AtomicBool>,
     request: PhantomData<fn() -> Req>,
 }
@@ -206,7 +213,7 @@ impl<Req, Resp, F, Fut> UnaryService<Bytes> for Unary<Req, F>
 where
     Req: prost::Message + Default + Send + 'static,
     Resp: Send + 'static,
-    F: Fn(InferenceService, Req) -> Fut + Clone + Send + 'static,
+    F: Fn(InferenceService, Req, Instant) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
 {
     type Response = Resp;
@@ -214,10 +221,13 @@ where
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.reached.store(true, Ordering::Relaxed);
-        let (service, handler, counted) =
-            (self.service.clone(), self.handler.clone(), self.counted);
+        let (service, handler, counted, arrived) = (
+            self.service.clone(),
+            self.handler.clone(),
+            self.counted,
+            self.arrived,
+        );
         Box::pin(async move {
-            let arrived = Instant::now();
             let request = match Req::decode(request.into_inner()) {
                 Ok(r) => r,
                 Err(e) => {
@@ -233,7 +243,9 @@ where
                     )));
                 }
             };
-            handler(service, request).await.map(tonic::Response::new)
+            handler(service, request, arrived)
+                .await
+                .map(tonic::Response::new)
         })
     }
 }
@@ -267,7 +279,7 @@ fn unary<Req, Resp, F, Fut>(
 where
     Req: prost::Message + Default + Send + 'static,
     Resp: prost::Message + Send + 'static,
-    F: Fn(InferenceService, Req) -> Fut + Clone + Send + 'static,
+    F: Fn(InferenceService, Req, Instant) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<Resp, Status>> + Send + 'static,
 {
     let limit = service.app.max_body_bytes;
@@ -278,6 +290,7 @@ where
             service: service.clone(),
             handler,
             counted,
+            arrived,
             reached: reached.clone(),
             request: PhantomData,
         };
@@ -312,38 +325,26 @@ impl Service<http::Request<Body>> for InferenceService {
             .unwrap_or(path)
             .to_string();
         match method.as_str() {
-            "ServerLive" => unary(
-                service,
-                request,
-                false,
-                |s, r| async move { s.server_live(r) },
-            ),
-            "ServerReady" => unary(
-                service,
-                request,
-                false,
-                |s, r| async move { s.server_ready(r) },
-            ),
-            "ModelReady" => unary(
-                service,
-                request,
-                false,
-                |s, r| async move { s.model_ready(r) },
-            ),
-            "ServerMetadata" => unary(service, request, false, |s, r| async move {
+            "ServerLive" => unary(service, request, false, |s, r, _| async move {
+                s.server_live(r)
+            }),
+            "ServerReady" => unary(service, request, false, |s, r, _| async move {
+                s.server_ready(r)
+            }),
+            "ModelReady" => unary(service, request, false, |s, r, _| async move {
+                s.model_ready(r)
+            }),
+            "ServerMetadata" => unary(service, request, false, |s, r, _| async move {
                 s.server_metadata(r)
             }),
-            "ModelMetadata" => unary(service, request, false, |s, r| async move {
+            "ModelMetadata" => unary(service, request, false, |s, r, _| async move {
                 s.model_metadata(r)
             }),
-            "ModelConfig" => unary(
-                service,
-                request,
-                false,
-                |s, r| async move { s.model_config(r) },
-            ),
-            "ModelInfer" => unary(service, request, true, |s, r| async move {
-                s.model_infer(r).await
+            "ModelConfig" => unary(service, request, false, |s, r, _| async move {
+                s.model_config(r)
+            }),
+            "ModelInfer" => unary(service, request, true, |s, r, arrived| async move {
+                s.model_infer(r, arrived).await
             }),
             _ => Box::pin(async move {
                 Ok(Status::unimplemented(format!(
@@ -358,6 +359,76 @@ impl Service<http::Request<Body>> for InferenceService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_counts_from_its_headers_not_from_when_its_message_was_in() {
+        // The HTTP endpoint counts a request's latency from its headers, before its body is
+        // read; gRPC's must too, or a slow upload would vanish from one protocol's latencies.
+        use crate::serve::batcher::BatchPolicy;
+        use crate::serve::executor::Shared;
+        use crate::serve::v2::{Datatype, Signature};
+        use std::time::Duration;
+        use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
+        const DELAY: Duration = Duration::from_millis(300);
+        let app = Arc::new(App {
+            shared: Arc::new(Shared::new(
+                BatchPolicy {
+                    max_batch: 1,
+                    max_queue_delay: Duration::from_millis(1),
+                },
+                4,
+                crate::cli::PadBatches::Off,
+            )),
+            model_name: "m".into(),
+            signature: Signature {
+                input_name: "input__0".into(),
+                datatype: Datatype::Fp32,
+                item_shape: vec![1],
+                max_batch: 1,
+            },
+            max_body_bytes: 1 << 20,
+        });
+        // The message (an empty ServerLiveRequest: a 5-byte gRPC frame) comes DELAY after the
+        // headers.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
+        tokio::spawn(async move {
+            tokio::time::sleep(DELAY).await;
+            let _ = tx.send(Ok(Bytes::from_static(&[0, 0, 0, 0, 0])));
+        });
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("/{}/ServerLive", v2_grpc::SERVICE))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Body::new(axum::body::Body::from_stream(
+                UnboundedReceiverStream::new(rx),
+            )))
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let seen_by = seen.clone();
+        let sent = Instant::now();
+        let response = unary(
+            InferenceService::new(app),
+            request,
+            false,
+            move |_, _: ServerLiveRequest, arrived| {
+                let seen = seen_by.clone();
+                async move {
+                    *seen.lock().unwrap() = Some(arrived);
+                    Ok(ServerLiveResponse { live: true })
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200);
+        let arrived = seen.lock().unwrap().expect("the handler ran");
+        assert!(
+            arrived < sent + DELAY / 2,
+            "counted from {:?} after the headers, not from them",
+            arrived - sent
+        );
+    }
 
     fn refused_with(code: Option<&str>) -> Option<u16> {
         let mut response = http::Response::new(Body::empty());
