@@ -102,18 +102,39 @@ where
     }
 }
 
-/// Deletes `name` if it exists; pods go with their owner in the background.
-pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool, kube::Error>
+/// Deletes `name` if it exists and the object of uid `owner_uid` controls it — exactly the
+/// object read (a uid precondition), not one made since under the same name; pods go with their
+/// owner in the background. Whether it deleted it: an object of that name someone else made is
+/// left alone.
+pub async fn delete_if_controlled_by<K>(
+    api: &Api<K>,
+    name: &str,
+    owner_uid: &str,
+) -> Result<bool, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
+    let Some(found) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    if !crate::observe::controlled_by(found.meta(), owner_uid) {
+        tracing::info!(
+            object = %name,
+            "not deleting an object of this name that another owner controls"
+        );
+        return Ok(false);
+    }
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: Some(Preconditions {
+            uid: found.meta().uid.clone(),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(name, &params).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -706,6 +706,27 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         .await
         .map_err(api_err("get", "Deployment", &ns, &name))?
         .map(|d| observe::deployment(&d, &uid));
+    // The Service and disruption budget serving would apply under the same name: someone else's
+    // are named in the status and never applied over (nor, below, deleted).
+    if services
+        .get_opt(&name)
+        .await
+        .map_err(api_err("get", "Service", &ns, &name))?
+        .is_some_and(|s| !observe::controlled_by(&s.metadata, &uid))
+    {
+        observed.foreign_namesakes.push("Service");
+    }
+    if let Some(ar) = &ctx.disruption_budgets {
+        let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
+        if budgets
+            .get_opt(&name)
+            .await
+            .map_err(api_err("get", "PodDisruptionBudget", &ns, &name))?
+            .is_some_and(|b| !observe::controlled_by(&b.metadata, &uid))
+        {
+            observed.foreign_namesakes.push("PodDisruptionBudget");
+        }
+    }
     if let Some(d) = observed.deployment.as_mut()
         && observe::short_of_ready(d)
     {
@@ -848,17 +869,19 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
                     .map_err(api_err("apply", "PodDisruptionBudget", &ns, &name))?;
             }
         }
+        // Only what this service made goes: an object of the same name someone else made (a
+        // hand-made Deployment the service is replacing) is left as it is.
         Serving::Remove => {
             if let Some(ar) = &ctx.disruption_budgets {
                 let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
-                apply::delete_if_exists(&budgets, &name)
+                apply::delete_if_controlled_by(&budgets, &name, &uid)
                     .await
                     .map_err(api_err("delete", "PodDisruptionBudget", &ns, &name))?;
             }
-            apply::delete_if_exists(&deployments, &name)
+            apply::delete_if_controlled_by(&deployments, &name, &uid)
                 .await
                 .map_err(api_err("delete", "Deployment", &ns, &name))?;
-            apply::delete_if_exists(&services, &name)
+            apply::delete_if_controlled_by(&services, &name, &uid)
                 .await
                 .map_err(api_err("delete", "Service", &ns, &name))?;
         }

@@ -17,6 +17,9 @@ pub struct Observed {
     pub job: Option<JobObservation>,
     /// The Deployment named after the service, if it exists.
     pub deployment: Option<DeploymentObservation>,
+    /// The kinds of the other objects the service would serve under its name (Service,
+    /// PodDisruptionBudget) that exist and are not its own: someone else's, never applied over.
+    pub foreign_namesakes: Vec<&'static str>,
     /// What the serving pods served since the previous scrape, when this reconcile scraped them.
     pub load: Option<LoadObservation>,
     /// The profiling Jobs running in the operator's scope (`namespace/name`): listed only when the
@@ -299,15 +302,19 @@ pub fn container_env(d: &Deployment, name: &str) -> Option<String> {
         .clone()
 }
 
+/// Whether the object with `meta` is controlled by the object of uid `owner_uid` (its
+/// controller owner reference): what the operator made for that service, and may change or delete.
+pub fn controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == owner_uid)
+}
+
 pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
     let status = d.status.clone().unwrap_or_default();
     DeploymentObservation {
-        controlled_by_us: d
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.uid == owner_uid),
+        controlled_by_us: controlled_by(&d.metadata, owner_uid),
         args: d
             .spec
             .as_ref()

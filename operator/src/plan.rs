@@ -896,22 +896,17 @@ fn serve_from_table(
                         .map_err(|e| e.to_string())?;
                         Ok((d, resources::service(name, namespace, owner)))
                     });
-                match built {
-                    Err(e) => {
+                match (built, name_taken_by(observed)) {
+                    (Err(e), _) => {
                         out.conds
                             .set(READY, ConditionStatus::False, "BuildFailed", e.clone());
                         out.status.phase = Some(Phase::Failed);
                         out.status.replicas = kept_replicas(old);
                         requeue = Requeue::AwaitChange;
                     }
-                    Ok(_)
-                        if observed
-                            .deployment
-                            .as_ref()
-                            .is_some_and(|d| !d.controlled_by_us) =>
-                    {
+                    (Ok(_), Some(kind)) => {
                         let msg = format!(
-                            "a Deployment named {name} exists and is not controlled by this InferenceService: rename one of them"
+                            "a {kind} named {name} exists and is not controlled by this InferenceService: rename one of them (the operator neither changes nor deletes it)"
                         );
                         out.conds
                             .set(READY, ConditionStatus::False, "NameConflict", msg.clone());
@@ -927,7 +922,7 @@ fn serve_from_table(
                         }
                         requeue = Requeue::AwaitChange;
                     }
-                    Ok(built) => {
+                    (Ok(built), None) => {
                         (serving, requeue) = roll_out(
                             built,
                             ReplicaStatus {
@@ -1356,6 +1351,17 @@ fn roll_out(
         Serving::Apply(Box::new((deployment, svc))),
         Requeue::After(cfg.observe_interval.min(RESYNC)),
     )
+}
+
+/// The kind of an object under the service's name that is someone else's (a Deployment, Service
+/// or PodDisruptionBudget it does not control), which serving would apply over.
+fn name_taken_by(observed: &Observed) -> Option<&'static str> {
+    observed
+        .deployment
+        .as_ref()
+        .filter(|d| !d.controlled_by_us)
+        .map(|_| "Deployment")
+        .or_else(|| observed.foreign_namesakes.first().copied())
 }
 
 /// The choice does not meet the SLO and the spec says not to serve then (DoNotServe): pods

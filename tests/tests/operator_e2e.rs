@@ -1954,6 +1954,64 @@ async fn operator_end_to_end() {
         "the invalid service was reconciled {n1} then {n2} times"
     );
 
+    // Scenario 5e: a service named like a hand-made Service (the one it is to replace) says so
+    // and leaves it as it is: neither applied over (its selector would send the other app's
+    // traffic to the model) nor, once the SLO is unattainable and nothing is served, deleted.
+    let handmade: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "handmade", "namespace": NS},
+        "spec": {"selector": {"app": "other"}, "ports": [{"port": 80}]},
+    }))
+    .expect("a Service");
+    svcs.create(&pp, &handmade)
+        .await
+        .expect("create the hand-made Service");
+    services
+        .create(&pp, &service_yaml("handmade", &uri, serde_json::json!({})))
+        .await
+        .expect("create handmade");
+    let unchanged = |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.selector.clone())
+            == Some([("app".to_string(), "other".to_string())].into())
+            && s.metadata.owner_references.is_none()
+    };
+    wait_service(
+        &services,
+        "handmade",
+        "handmade to report the name conflict",
+        Duration::from_secs(60),
+        |is| condition_message(is, "Ready").contains("NameConflict: a Service named handmade"),
+    )
+    .await;
+    assert!(unchanged(&svcs.get("handmade").await.unwrap()));
+    assert!(deployments.get_opt("handmade").await.unwrap().is_none());
+    services
+        .patch(
+            "handmade",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"slo": {"latencyMs": 0.001}}})),
+        )
+        .await
+        .expect("an unattainable SLO");
+    wait_service(
+        &services,
+        "handmade",
+        "handmade to stop serving for its unattainable SLO",
+        Duration::from_secs(60),
+        |is| condition_message(is, "Ready").contains("SLOUnattainable"),
+    )
+    .await;
+    let left = svcs
+        .get_opt("handmade")
+        .await
+        .unwrap()
+        .expect("the hand-made Service is not deleted");
+    assert!(unchanged(&left), "{left:?}");
+    services
+        .delete("handmade", &DeleteParams::default())
+        .await
+        .expect("delete handmade");
+
     // Scenario 6: deleting a service garbage-collects its objects; the shared profile stays.
     services
         .delete("alpha", &DeleteParams::default())

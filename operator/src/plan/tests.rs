@@ -448,6 +448,26 @@ fn the_flow_table() {
             ready_reason: "NameConflict",
             check: |p| assert_eq!(p.serving, Serving::Keep),
         },
+        Case {
+            what: "Service of the same name owned by someone else",
+            edit: |_| {},
+            observe: |is| {
+                let mut o = done(is);
+                o.foreign_namesakes = vec!["Service"];
+                o
+            },
+            phase: Phase::Failed,
+            ready_reason: "NameConflict",
+            check: |p| {
+                assert_eq!(p.serving, Serving::Keep);
+                let ready = cond(p, READY);
+                assert!(
+                    ready.message.starts_with("a Service named svc exists"),
+                    "{}",
+                    ready.message
+                );
+            },
+        },
     ];
     for c in cases {
         let mut is = service("svc");
