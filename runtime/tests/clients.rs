@@ -192,6 +192,17 @@ def raw_code(body):
     raise SystemExit("expected an error")
 status, message = raw_code(b"\xff\xff\xff\xff")
 assert status == grpcio.StatusCode.INVALID_ARGUMENT and "not a well-formed ModelInferRequest" in message, (status, message)
+# 500,000 empty `inputs` entries (1 MB; ~108 MB once decoded): refused as counted on the wire,
+# the server's peak memory (argv[3] is its pid) no higher for it.
+def peak_kib():
+    with open(f"/proc/{sys.argv[3]}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+peak = peak_kib()
+status, message = raw_code(b"\x0a\x08tiny_cnn" + b"\x2a\x00" * 500_000)
+assert status == grpcio.StatusCode.INVALID_ARGUMENT and "takes 1 input" in message and "got 500000" in message, (status, message)
+grown = peak_kib() - peak
+assert grown < 40 * 1024, f"the server's peak memory grew {grown} KiB for a 1 MB message"
+
 status, message = raw_code(bytes(2 * 1024 * 1024))
 assert status == grpcio.StatusCode.OUT_OF_RANGE and "too large" in message, (status, message)
 assert c.is_server_live(), "the server went down"
@@ -224,7 +235,7 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
         );
         return;
     };
-    let (_server, port, grpc_port) = start();
+    let (server, port, grpc_port) = start();
     let url = format!("127.0.0.1:{port}");
     let grpc_url = format!("127.0.0.1:{grpc_port}");
 
@@ -243,8 +254,9 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
     let before = |code| requests_with_code(port, code);
     let (not_found_before, invalid_before, too_large_before) =
         (before("404"), before("400"), before("413"));
+    let pid = server.0.id().to_string();
     let o = Command::new(&python)
-        .args(["-c", TRITONCLIENT_GRPC, &grpc_url, &url])
+        .args(["-c", TRITONCLIENT_GRPC, &grpc_url, &url, &pid])
         .output()
         .unwrap();
     assert!(
@@ -258,8 +270,9 @@ fn tritonclient_and_perf_analyzer_work_unmodified() {
         1.0,
         "the unknown model over gRPC is counted as a 404"
     );
-    // A wrong shape, a batch over the max, a malformed message; one message over the limit.
-    assert_eq!(requests_with_code(port, "400") - invalid_before, 3.0);
+    // A wrong shape, a batch over the max, a malformed message, one of 500,000 inputs; one
+    // message over the limit.
+    assert_eq!(requests_with_code(port, "400") - invalid_before, 4.0);
     assert_eq!(requests_with_code(port, "413") - too_large_before, 1.0);
 
     let dir = tempfile::tempdir().unwrap();

@@ -167,6 +167,7 @@ fn the_runtime_s_commands_build_on_shared_parts_and_never_on_each_other() {
                 "clock",
                 "table",
                 "serve::v2",
+                "serve::wire",
                 "serve::batcher",
                 "serve::metrics",
                 "fetch::aws",

@@ -8,6 +8,7 @@
 //! is refused by tonic's framing with OUT_OF_RANGE before it is read (counted 413).
 
 use super::inference::{App, Failure, OUTPUT_NAME};
+use super::v2::Signature;
 use super::v2_grpc::{
     self, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
     ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelOutputConfig,
@@ -203,6 +204,8 @@ impl Decoder for ReceivedBytes {
 struct Unary<Req, F> {
     service: InferenceService,
     handler: F,
+    /// Checked on the message as received, before it is decoded.
+    precheck: Precheck,
     counted: bool,
     arrived: Instant,
     reached: Arc<AtomicBool>,
@@ -221,14 +224,22 @@ where
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.reached.store(true, Ordering::Relaxed);
-        let (service, handler, counted, arrived) = (
+        let (service, handler, precheck, counted, arrived) = (
             self.service.clone(),
             self.handler.clone(),
+            self.precheck,
             self.counted,
             self.arrived,
         );
         Box::pin(async move {
-            let request = match Req::decode(request.into_inner()) {
+            let message = request.into_inner();
+            if let Err(f) = precheck(&message, &service.app.signature) {
+                if counted {
+                    service.app.record(f.status, arrived);
+                }
+                return Err(status(f));
+            }
+            let request = match Req::decode(message) {
                 Ok(r) => r,
                 Err(e) => {
                     if counted {
@@ -270,10 +281,17 @@ fn refused_before_the_service(response: &http::Response<Body>) -> Option<u16> {
     }
 }
 
+/// What a method checks on a message before decoding it.
+type Precheck = fn(&[u8], &Signature) -> Result<(), Failure>;
+
+fn no_precheck(_: &[u8], _: &Signature) -> Result<(), Failure> {
+    Ok(())
+}
+
 fn unary<Req, Resp, F, Fut>(
     service: InferenceService,
     request: http::Request<Body>,
-    counted: bool,
+    (counted, precheck): (bool, Precheck),
     handler: F,
 ) -> BoxFuture<http::Response<Body>, Infallible>
 where
@@ -289,6 +307,7 @@ where
         let method = Unary {
             service: service.clone(),
             handler,
+            precheck,
             counted,
             arrived,
             reached: reached.clone(),
@@ -325,27 +344,48 @@ impl Service<http::Request<Body>> for InferenceService {
             .unwrap_or(path)
             .to_string();
         match method.as_str() {
-            "ServerLive" => unary(service, request, false, |s, r, _| async move {
-                s.server_live(r)
-            }),
-            "ServerReady" => unary(service, request, false, |s, r, _| async move {
-                s.server_ready(r)
-            }),
-            "ModelReady" => unary(service, request, false, |s, r, _| async move {
-                s.model_ready(r)
-            }),
-            "ServerMetadata" => unary(service, request, false, |s, r, _| async move {
-                s.server_metadata(r)
-            }),
-            "ModelMetadata" => unary(service, request, false, |s, r, _| async move {
-                s.model_metadata(r)
-            }),
-            "ModelConfig" => unary(service, request, false, |s, r, _| async move {
-                s.model_config(r)
-            }),
-            "ModelInfer" => unary(service, request, true, |s, r, arrived| async move {
-                s.model_infer(r, arrived).await
-            }),
+            "ServerLive" => unary(
+                service,
+                request,
+                (false, no_precheck),
+                |s, r, _| async move { s.server_live(r) },
+            ),
+            "ServerReady" => unary(
+                service,
+                request,
+                (false, no_precheck),
+                |s, r, _| async move { s.server_ready(r) },
+            ),
+            "ModelReady" => unary(
+                service,
+                request,
+                (false, no_precheck),
+                |s, r, _| async move { s.model_ready(r) },
+            ),
+            "ServerMetadata" => unary(
+                service,
+                request,
+                (false, no_precheck),
+                |s, r, _| async move { s.server_metadata(r) },
+            ),
+            "ModelMetadata" => unary(
+                service,
+                request,
+                (false, no_precheck),
+                |s, r, _| async move { s.model_metadata(r) },
+            ),
+            "ModelConfig" => unary(
+                service,
+                request,
+                (false, no_precheck),
+                |s, r, _| async move { s.model_config(r) },
+            ),
+            "ModelInfer" => unary(
+                service,
+                request,
+                (true, v2_grpc::check_infer_bounds),
+                |s, r, arrived| async move { s.model_infer(r, arrived).await },
+            ),
             _ => Box::pin(async move {
                 Ok(Status::unimplemented(format!(
                     "{method:?} is not a method this server implements (KServe v2: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer; Triton's ModelConfig)"
@@ -366,7 +406,7 @@ mod tests {
         // read; gRPC's must too, or a slow upload would vanish from one protocol's latencies.
         use crate::serve::batcher::BatchPolicy;
         use crate::serve::executor::Shared;
-        use crate::serve::v2::{Datatype, Signature};
+        use crate::serve::v2::Datatype;
         use std::time::Duration;
         use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
         const DELAY: Duration = Duration::from_millis(300);
@@ -410,7 +450,7 @@ mod tests {
         let response = unary(
             InferenceService::new(app),
             request,
-            false,
+            (false, no_precheck),
             move |_, _: ServerLiveRequest, arrived| {
                 let seen = seen_by.clone();
                 async move {

@@ -17,6 +17,7 @@ pub mod server;
 pub mod staging;
 pub mod v2;
 pub mod v2_grpc;
+pub mod wire;
 
 use crate::cli::ServeArgs;
 use crate::error::{Result, RuntimeError};

@@ -8,6 +8,7 @@
 //! clients (`tritonclient.grpc`) speak a superset of the same service and messages.
 
 use super::v2::{self, Datatype, InferRequest, RequestedOutput, Signature, TensorData, V2Error};
+use super::wire::{Value, values_in};
 use std::collections::HashMap;
 
 /// The gRPC service name (its path prefix).
@@ -297,6 +298,113 @@ fn typed_contents(
     Ok(data)
 }
 
+/// At most this many parameters in a request, an input or a requested output.
+const MAX_PARAMETERS: usize = 64;
+/// At most this many requested outputs (the model has one).
+const MAX_OUTPUTS: usize = 16;
+/// At most this many dimensions in an input's shape.
+const MAX_DIMS: usize = 32;
+
+/// A ModelInfer message's repeated fields counted on the wire, before it is decoded: prost
+/// would build a 216-byte tensor for each 2-byte empty `inputs` entry and an 8-byte integer
+/// for each 1-byte varint, so a message within the size limit could take ~100 times its size
+/// in memory before any check ran. Refused here: more than one input or raw content, more
+/// parameters, outputs or shape dimensions than anyone sends, more contents than the largest
+/// request the model takes (`max_batch` items). A message that is not well-formed is left to
+/// the decoder to say why.
+pub fn check_infer_bounds(message: &[u8], sig: &Signature) -> Result<(), V2Error> {
+    let item_elements = sig
+        .item_shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?));
+    let max_elements = item_elements
+        .and_then(|n| n.checked_mul(sig.max_batch as usize))
+        .unwrap_or(usize::MAX);
+    let (mut inputs, mut outputs, mut raw, mut parameters) = (0usize, 0usize, 0usize, 0usize);
+    for field in super::wire::fields(message) {
+        let Ok((number, value)) = field else {
+            return Ok(());
+        };
+        match (number, value) {
+            (4, _) => parameters += 1,
+            (5, Value::Bytes(input)) => {
+                inputs += 1;
+                check_input_bounds(input, max_elements, &sig.input_name)?;
+            }
+            (5, _) => inputs += 1,
+            (6, Value::Bytes(output)) => {
+                outputs += 1;
+                let output_parameters = super::wire::fields(output)
+                    .filter(|f| matches!(f, Ok((2, _))))
+                    .count();
+                bounded(
+                    "parameters of a requested output",
+                    output_parameters,
+                    MAX_PARAMETERS,
+                )?;
+            }
+            (6, _) => outputs += 1,
+            (7, _) => raw += 1,
+            _ => {}
+        }
+    }
+    if inputs > 1 {
+        return Err(V2Error::bad(format!(
+            "the model takes 1 input ({:?}), got {inputs}",
+            sig.input_name
+        )));
+    }
+    if raw > 1 {
+        return Err(V2Error::bad(format!(
+            "{raw} raw_input_contents for 1 input"
+        )));
+    }
+    bounded("parameters", parameters, MAX_PARAMETERS)?;
+    bounded("requested outputs", outputs, MAX_OUTPUTS)
+}
+
+fn bounded(what: &str, count: usize, max: usize) -> Result<(), V2Error> {
+    if count > max {
+        return Err(V2Error::bad(format!(
+            "{count} {what}: at most {max} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// One `inputs` entry's shape, parameters and typed contents counted (see `check_infer_bounds`).
+fn check_input_bounds(input: &[u8], max_elements: usize, name: &str) -> Result<(), V2Error> {
+    let (mut dims, mut parameters, mut elements) = (0usize, 0usize, 0usize);
+    for field in super::wire::fields(input) {
+        let Ok((number, value)) = field else {
+            return Ok(());
+        };
+        match (number, value) {
+            (3, v) => dims += values_in(v, 0),
+            (4, _) => parameters += 1,
+            (5, Value::Bytes(contents)) => {
+                for typed in super::wire::fields(contents).map_while(Result::ok) {
+                    elements += match typed {
+                        // int, int64, uint: varints; fp32: 4 bytes each.
+                        (2..=4, v) => values_in(v, 0),
+                        (6, v) => values_in(v, 4),
+                        _ => 0,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+    bounded("shape dimensions", dims, MAX_DIMS)?;
+    bounded("parameters of an input", parameters, MAX_PARAMETERS)?;
+    if elements > max_elements {
+        return Err(V2Error::bad(format!(
+            "input {name:?} carries {elements} elements in its contents, more than the {max_elements} of the largest request the model takes"
+        )));
+    }
+    Ok(())
+}
+
 /// A gRPC infer request as the server's typed request, checked against the model's signature:
 /// one input, its name, datatype and shape, its contents raw (`raw_input_contents`) or typed,
 /// and as many elements as its shape says. Outputs come back raw whatever is asked.
@@ -444,6 +552,49 @@ mod tests {
         let bytes = request(vec![2, 3, 2], Some(le(&[1.0; 12])), None).encode_to_vec();
         let back = ModelInferRequest::decode(bytes.as_slice()).unwrap();
         assert_eq!(decode_infer(&back, &sig()).unwrap().items, 2);
+    }
+
+    #[test]
+    fn repeated_fields_are_counted_on_the_wire_before_anything_is_built() {
+        let refused = |message: &[u8], want: &str| {
+            let e = check_infer_bounds(message, &sig()).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(want), "{want}: {}", e.message);
+        };
+        // A million empty `inputs` entries in 2 MB (216 MB decoded).
+        refused(
+            &[0x2a, 0x00].repeat(1 << 20),
+            "takes 1 input (\"input__0\"), got 1048576",
+        );
+        refused(&[0x32, 0x00].repeat(17), "17 requested outputs");
+        refused(&[0x3a, 0x00].repeat(2), "2 raw_input_contents");
+        refused(&[0x22, 0x00].repeat(65), "65 parameters");
+        // One input whose packed shape holds a million 1-byte dims (8 MB decoded) ...
+        let input = |fields: Vec<u8>| {
+            let mut m = vec![0x2a];
+            prost::encoding::encode_varint(fields.len() as u64, &mut m);
+            m.extend(fields);
+            m
+        };
+        let packed = |tag: u8, values: Vec<u8>| {
+            let mut f = vec![tag];
+            prost::encoding::encode_varint(values.len() as u64, &mut f);
+            f.extend(values);
+            f
+        };
+        refused(
+            &input(packed(0x1a, vec![1; 1 << 20])),
+            "1048576 shape dimensions",
+        );
+        // ... or int64 contents beyond the largest request (4 items of 3x2 = 24 elements).
+        let contents = |values: Vec<u8>| packed(0x2a, packed(0x1a, values));
+        refused(&input(contents(vec![1; 25])), "25 elements");
+        refused(&input(contents([0x80, 1].repeat(25))), "25 elements");
+        check_infer_bounds(&input(contents(vec![1; 24])), &sig()).unwrap();
+        // A well-formed request passes; a malformed one is left to the decoder.
+        let ok = request(vec![4, 3, 2], None, Some(vec![1.0; 24])).encode_to_vec();
+        check_infer_bounds(&ok, &sig()).unwrap();
+        check_infer_bounds(&[0x2a, 0x05, 0x00], &sig()).unwrap();
     }
 
     #[test]
