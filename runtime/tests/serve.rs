@@ -1077,3 +1077,50 @@ async fn every_graph_preparation_computes_what_eager_pytorch_computes() {
         }
     }
 }
+
+/// The peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[tokio::test]
+async fn a_json_body_of_millions_of_values_costs_memory_in_proportion_to_its_size() {
+    // Read as a tree of JSON values, 16M zeros (32 MiB) took ~1 GiB before the element count
+    // was checked; read value by value into the element type, past the shape only counted.
+    let s = start(&fixture("tiny_cnn.pt"), &["--max-body-bytes", "40000000"]).await;
+    wait_ready(&s.base, true).await;
+    let values = 16 * 1024 * 1024;
+    let mut body =
+        br#"{"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3, 16, 16], "data": ["#
+            .to_vec();
+    body.extend("0,".repeat(values - 1).into_bytes());
+    body.extend(b"0]}]}");
+    let before = peak_kib(s.child.id());
+    let (status, answer, _) = post(&s.base, "tiny_cnn", body, &[]).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("needs 768 elements, got {values}"))),
+        "{answer}"
+    );
+    let grown = peak_kib(s.child.id()) - before;
+    // The body itself (32 MiB) is held while it is read.
+    assert!(
+        grown < 96 * 1024,
+        "the server's peak memory grew {grown} KiB for a 32 MiB body"
+    );
+    let (status, _, _) = post(
+        &s.base,
+        "tiny_cnn",
+        request(1, "after").to_string().into_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "the server serves on");
+}

@@ -15,6 +15,7 @@ pub mod inference;
 pub mod metrics;
 pub mod server;
 pub mod staging;
+pub mod tensor;
 pub mod v2;
 pub mod v2_grpc;
 pub mod wire;

@@ -8,106 +8,13 @@
 //! (`parameters.binary_data` on a requested output, or `parameters.binary_data_output` on the
 //! request): the response is then a JSON header followed by the raw output bytes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// Largest number of elements a declared shape may claim; beyond it a request is refused before any
-/// allocation (absurd shapes must not cost memory).
-pub const MAX_ELEMENTS: u64 = 1 << 28;
+mod json_data;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct V2Error {
-    pub status: u16,
-    pub message: String,
-}
-
-impl V2Error {
-    pub fn bad(message: impl Into<String>) -> Self {
-        V2Error {
-            status: 400,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for V2Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.message)
-    }
-}
-
-/// Element types the server accepts, by their v2 names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Datatype {
-    Fp32,
-    Int64,
-    Int32,
-    Uint8,
-}
-
-impl Datatype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Datatype::Fp32 => "FP32",
-            Datatype::Int64 => "INT64",
-            Datatype::Int32 => "INT32",
-            Datatype::Uint8 => "UINT8",
-        }
-    }
-    pub fn triton_config_name(self) -> &'static str {
-        match self {
-            Datatype::Fp32 => "TYPE_FP32",
-            Datatype::Int64 => "TYPE_INT64",
-            Datatype::Int32 => "TYPE_INT32",
-            Datatype::Uint8 => "TYPE_UINT8",
-        }
-    }
-    fn size(self) -> usize {
-        match self {
-            Datatype::Fp32 | Datatype::Int32 => 4,
-            Datatype::Int64 => 8,
-            Datatype::Uint8 => 1,
-        }
-    }
-    pub fn from_dtype(d: greenbatch_crds::Dtype) -> Option<Self> {
-        use greenbatch_crds::Dtype;
-        match d {
-            Dtype::Float32 => Some(Datatype::Fp32),
-            Dtype::Int64 => Some(Datatype::Int64),
-            Dtype::Int32 => Some(Datatype::Int32),
-            Dtype::Uint8 => Some(Datatype::Uint8),
-            Dtype::Float16 | Dtype::Bfloat16 => None,
-        }
-    }
-}
-
-/// What the served model takes: one input tensor of `item_shape` per item.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Signature {
-    pub input_name: String,
-    pub datatype: Datatype,
-    pub item_shape: Vec<i64>,
-    pub max_batch: u32,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum TensorData {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-    I32(Vec<i32>),
-    U8(Vec<u8>),
-}
-
-impl TensorData {
-    pub fn element_count(&self) -> usize {
-        match self {
-            TensorData::F32(v) => v.len(),
-            TensorData::I64(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-            TensorData::U8(v) => v.len(),
-        }
-    }
-}
+pub use super::tensor::{Datatype, MAX_ELEMENTS, Signature, TensorData, V2Error};
 
 /// A validated request: `items` items of the model's input, ready to batch.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,71 +99,6 @@ fn requested_output(o: &Value) -> Result<RequestedOutput, V2Error> {
     Ok(RequestedOutput {
         name: name.to_string(),
         binary: bool_param(o.get("parameters"), "binary_data", &what)?,
-    })
-}
-
-fn flatten(v: &Value, out: &mut Vec<Value>, depth: usize) -> Result<(), V2Error> {
-    if depth > 16 {
-        return Err(V2Error::bad("`data` is nested deeper than 16 levels"));
-    }
-    match v {
-        Value::Array(items) => items.iter().try_for_each(|x| flatten(x, out, depth + 1)),
-        other => {
-            out.push(other.clone());
-            Ok(())
-        }
-    }
-}
-
-fn json_data(values: &[Value], dt: Datatype, name: &str) -> Result<TensorData, V2Error> {
-    let bad = |i: usize, v: &Value| {
-        V2Error::bad(format!(
-            "input {name:?}: element {i} ({v}) is not a valid {}",
-            dt.name()
-        ))
-    };
-    Ok(match dt {
-        Datatype::Fp32 => TensorData::F32(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_f64()
-                        .map(|x| x as f32)
-                        .filter(|x| x.is_finite())
-                        .ok_or_else(|| bad(i, v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Datatype::Int64 => TensorData::I64(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| v.as_i64().ok_or_else(|| bad(i, v)))
-                .collect::<Result<_, _>>()?,
-        ),
-        Datatype::Int32 => TensorData::I32(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_i64()
-                        .and_then(|x| i32::try_from(x).ok())
-                        .ok_or_else(|| bad(i, v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        Datatype::Uint8 => TensorData::U8(
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    v.as_u64()
-                        .and_then(|x| u8::try_from(x).ok())
-                        .ok_or_else(|| bad(i, v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
     })
 }
 
@@ -358,6 +200,105 @@ pub fn check_input(
     Ok((items as u32, elements))
 }
 
+/// The fields of a request read, each left as its JSON text until wanted: only `data` may be
+/// large, and it is read into typed values directly (`json_data`). Unknown fields are skipped
+/// without being kept; a field given twice is refused.
+#[derive(Deserialize)]
+struct RequestFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    inputs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    outputs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct InputFields<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    datatype: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    shape: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    parameters: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Fields other than `data` are read whole, up to this size each.
+const SMALL_FIELD_BYTES: usize = 64 * 1024;
+
+/// `text` as the fields of a JSON object, or why not (`what` must be a JSON object; malformed
+/// JSON; a field twice).
+fn object<'a, T: Deserialize<'a>>(text: &'a str, what: &str) -> Result<T, V2Error> {
+    // Checked first: serde would also read an array as a struct's fields in order.
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => V2Error::bad(format!("{what} must be a JSON object")),
+            Err(e) => V2Error::bad(format!("malformed JSON: {e}")),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| V2Error::bad(format!("malformed JSON: {e}")))
+}
+
+/// A field that is not `data`, read whole: at most `SMALL_FIELD_BYTES` of JSON.
+fn small(field: Option<&RawValue>, what: &str) -> Result<Option<Value>, V2Error> {
+    let Some(raw) = field else {
+        return Ok(None);
+    };
+    if raw.get().len() > SMALL_FIELD_BYTES {
+        return Err(V2Error::bad(format!(
+            "{what} is {} bytes of JSON; at most {SMALL_FIELD_BYTES} are read",
+            raw.get().len()
+        )));
+    }
+    serde_json::from_str(raw.get())
+        .map(Some)
+        .map_err(|e| V2Error::bad(format!("malformed JSON in {what}: {e}")))
+}
+
+/// The first `keep` elements of a JSON array (as text) and how many it has, counted without
+/// keeping the rest; `None` when `raw` is not an array.
+fn array(raw: &RawValue, keep: usize) -> Option<Result<(Vec<&RawValue>, usize), V2Error>> {
+    struct FirstOf(usize);
+    impl<'de> serde::de::Visitor<'de> for FirstOf {
+        type Value = (Vec<&'de RawValue>, usize);
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut kept = Vec::new();
+            let mut count = 0;
+            while kept.len() < self.0 {
+                match seq.next_element::<&RawValue>()? {
+                    Some(e) => kept.push(e),
+                    None => return Ok((kept, count)),
+                }
+                count += 1;
+            }
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                count += 1;
+            }
+            Ok((kept, count))
+        }
+    }
+    if !raw.get().trim_start().starts_with('[') {
+        return None;
+    }
+    let mut parser = serde_json::Deserializer::from_str(raw.get());
+    Some(
+        serde::Deserializer::deserialize_seq(&mut parser, FirstOf(keep))
+            .map_err(|e| V2Error::bad(format!("malformed JSON: {e}"))),
+    )
+}
+
 /// Decodes and validates one infer request body. `json_len` is the value of the
 /// `Inference-Header-Content-Length` header when the binary extension is used.
 pub fn decode(
@@ -378,36 +319,37 @@ pub fn decode(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let json: Value =
-        serde_json::from_slice(head).map_err(|e| V2Error::bad(format!("malformed JSON: {e}")))?;
-    let obj = as_object(&json, "the request")?;
-    let id = match obj.get("id") {
+    let head = std::str::from_utf8(head)
+        .map_err(|e| V2Error::bad(format!("malformed JSON: not UTF-8: {e}")))?;
+    let obj: RequestFields = object(head, "the request")?;
+    let id = match small(obj.id, "`id`")? {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s),
         Some(other) => return Err(V2Error::bad(format!("`id` must be a string, got {other}"))),
     };
-    let inputs = obj
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| V2Error::bad("`inputs` must be a non-empty array"))?;
-    if inputs.len() != 1 {
+    let (inputs, count) = obj
+        .inputs
+        .and_then(|raw| array(raw, 1))
+        .ok_or_else(|| V2Error::bad("`inputs` must be a non-empty array"))??;
+    let (Some(input), 1) = (inputs.first(), count) else {
         return Err(V2Error::bad(format!(
-            "the model takes 1 input ({:?}), got {}",
-            sig.input_name,
-            inputs.len()
+            "the model takes 1 input ({:?}), got {count}",
+            sig.input_name
         )));
-    }
-    let input = as_object(&inputs[0], "inputs[0]")?;
-    let name = input
-        .get("name")
+    };
+    let input: InputFields = object(input.get(), "inputs[0]")?;
+    let name = small(input.name, "inputs[0].name")?;
+    let name = name
+        .as_ref()
         .and_then(Value::as_str)
         .ok_or_else(|| V2Error::bad("inputs[0].name must be a string"))?;
-    let datatype = input
-        .get("datatype")
+    let datatype = small(input.datatype, "inputs[0].datatype")?;
+    let datatype = datatype
+        .as_ref()
         .and_then(Value::as_str)
         .ok_or_else(|| V2Error::bad("inputs[0].datatype must be a string"))?;
-    let shape: Vec<i64> = input
-        .get("shape")
+    let shape: Vec<i64> = small(input.shape, "inputs[0].shape")?
+        .as_ref()
         .and_then(Value::as_array)
         .ok_or_else(|| V2Error::bad("inputs[0].shape must be an array of integers"))?
         .iter()
@@ -418,16 +360,14 @@ pub fn decode(
         })
         .collect::<Result<_, _>>()?;
     let (items, elements) = check_input(name, datatype, &shape, sig)?;
-    let params = input.get("parameters").and_then(Value::as_object);
+    let params = small(input.parameters, "inputs[0].parameters")?;
     let binary_size = params
+        .as_ref()
+        .and_then(Value::as_object)
         .and_then(|p| p.get("binary_data_size"))
         .and_then(Value::as_u64);
-    let data = match (input.get("data"), binary_size) {
-        (Some(d), None) => {
-            let mut flat = Vec::new();
-            flatten(d, &mut flat, 0)?;
-            json_data(&flat, sig.datatype, name)?
-        }
+    let data = match (input.data, binary_size) {
+        (Some(d), None) => json_data::read(d, sig.datatype, (name, &shape, elements))?,
         (None, Some(size)) => {
             let size =
                 usize::try_from(size).map_err(|_| V2Error::bad("binary_data_size too large"))?;
@@ -460,7 +400,7 @@ pub fn decode(
             data.element_count()
         )));
     }
-    let outputs = match obj.get("outputs") {
+    let outputs = match small(obj.outputs, "`outputs`")? {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(outs)) => outs
             .iter()
@@ -468,8 +408,9 @@ pub fn decode(
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(V2Error::bad("`outputs` must be an array")),
     };
+    let parameters = small(obj.parameters, "the request's parameters")?;
     let binary_outputs =
-        bool_param(obj.get("parameters"), "binary_data_output", "the request")?.unwrap_or(false);
+        bool_param(parameters.as_ref(), "binary_data_output", "the request")?.unwrap_or(false);
     Ok(InferRequest {
         id,
         items,

@@ -323,3 +323,109 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn data_is_read_into_the_element_type_as_parsed_and_never_past_the_shape() {
+    let with_data = |datatype: &str, data: &str| {
+        let sig = Signature {
+            datatype: match datatype {
+                "INT64" => Datatype::Int64,
+                "INT32" => Datatype::Int32,
+                "UINT8" => Datatype::Uint8,
+                _ => Datatype::Fp32,
+            },
+            ..sig()
+        };
+        let body = format!(
+            r#"{{"inputs": [{{"name": "input__0", "datatype": "{datatype}", "shape": [1, 2, 2], "data": {data}}}]}}"#
+        );
+        decode(body.as_bytes(), None, &sig)
+    };
+    let refused = |datatype: &str, data: &str, want: &str| {
+        let e = with_data(datatype, data).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains(want), "{data}: {}", e.message);
+    };
+    assert_eq!(
+        with_data("INT64", "[[-1, 2], [9007199254740993, 4]]")
+            .unwrap()
+            .data,
+        TensorData::I64(vec![-1, 2, 9007199254740993, 4])
+    );
+    assert_eq!(
+        with_data("UINT8", "[0, 255, 1, 2]").unwrap().data,
+        TensorData::U8(vec![0, 255, 1, 2])
+    );
+    refused(
+        "UINT8",
+        "[0, 256, 1, 2]",
+        "element 1 (256) is not a valid UINT8",
+    );
+    refused(
+        "UINT8",
+        "[0, -1, 1, 2]",
+        "element 1 (-1) is not a valid UINT8",
+    );
+    refused(
+        "INT32",
+        "[0, 1.5, 1, 2]",
+        "element 1 (1.5) is not a valid INT32",
+    );
+    refused("INT32", "[0, 1, 2147483648, 2]", "element 2 (2147483648)");
+    refused("INT64", "[0, 1, 2, 18446744073709551615]", "element 3");
+    refused(
+        "FP32",
+        "[1, null, 3, 4]",
+        "element 1 (null) is not a valid FP32",
+    );
+    refused("FP32", r#"[1, 2, {"a": 1}, 4]"#, "element 2 (an object)");
+    refused("FP32", "[1, 2, 3, true]", "element 3 (true)");
+    refused("FP32", "[1, 2, 3, 1e39]", "is not a valid FP32");
+    // Past the shape: counted, not kept, and named exactly.
+    refused("FP32", "[1, 2, 3, 4, 5, 6]", "needs 4 elements, got 6");
+    refused("FP32", "[]", "needs 4 elements, got 0");
+    let deep = format!("{}1, 2, 3, 4{}", "[".repeat(17), "]".repeat(17));
+    refused("FP32", &deep, "nested deeper than 16 levels");
+    let deep_enough = format!("{}1, 2, 3, 4{}", "[".repeat(16), "]".repeat(16));
+    assert!(with_data("FP32", &deep_enough).is_ok());
+}
+
+#[test]
+fn the_request_s_fields_are_read_only_as_far_as_needed() {
+    let body = |rest: &str| {
+        format!(
+            r#"{{"inputs": [{{"name": "input__0", "datatype": "FP32", "shape": [1, 2, 2], "data": [1, 2, 3, 4]}}]{rest}}}"#
+        )
+    };
+    // Unknown fields are skipped; a field given twice is refused.
+    assert!(
+        decode(
+            body(r#", "extra": {"deep": [1, 2]}"#).as_bytes(),
+            None,
+            &sig()
+        )
+        .is_ok()
+    );
+    let twice = decode(body(r#", "id": "a", "id": "b""#).as_bytes(), None, &sig()).unwrap_err();
+    assert!(
+        twice.message.contains("duplicate field `id`"),
+        "{}",
+        twice.message
+    );
+    // Many inputs are counted, not kept.
+    let many = format!(r#"{{"inputs": [{}]}}"#, vec!["{}"; 100_000].join(","));
+    let e = decode(many.as_bytes(), None, &sig()).unwrap_err();
+    assert!(e.message.contains("got 100000"), "{}", e.message);
+    // Fields other than `data` are read whole only up to 64 KiB.
+    let long_id = body(&format!(r#", "id": "{}""#, "x".repeat(70_000)));
+    let e = decode(long_id.as_bytes(), None, &sig()).unwrap_err();
+    assert!(e.message.contains("`id` is 70002 bytes"), "{}", e.message);
+    // A shape claiming far more than the text holds reserves room only for what it holds.
+    let claimed = r#"{"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [4, 2, 2], "data": [1]}]}"#;
+    let e = decode(claimed.as_bytes(), None, &sig()).unwrap_err();
+    assert!(
+        e.message.contains("needs 16 elements, got 1"),
+        "{}",
+        e.message
+    );
+}
