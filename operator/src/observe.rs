@@ -185,6 +185,7 @@ pub fn runtime_exit_reason(code: i32) -> Option<&'static str> {
         12 => "bad batch sizes",
         13 => "model download failed",
         14 => "model file does not have the digest asked for",
+        15 => "model store unreachable (may pass: the Job tries again with a new pod)",
         _ => return None,
     })
 }
@@ -472,6 +473,14 @@ mod tests {
     fn every_exit_code_a_job_stops_at_has_words() {
         for code in crate::resources::PERMANENT_EXIT_CODES {
             assert!(runtime_exit_reason(code).is_some(), "exit code {code}");
+        }
+        // What may pass is tried again by the Job's next pod.
+        for passing in [7, 9, 10, 15] {
+            assert!(
+                runtime_exit_reason(passing).is_some(),
+                "exit code {passing}"
+            );
+            assert!(!crate::resources::PERMANENT_EXIT_CODES.contains(&passing));
         }
     }
 

@@ -138,9 +138,9 @@ fn runtime_container(
 
 /// The runtime's exit codes no retry can change (`runtime/src/error.rs`): a bad argument, the
 /// model missing, corrupt, not matching its input, an unknown builtin, nothing measurable,
-/// unsupported on this device, bad candidates, the store refusing the download (after the
-/// runtime's own retries), another digest. Not: the meter (7), writing the output (9), the API
-/// server (10) — those may pass.
+/// unsupported on this device, bad candidates, the store refusing the download, another digest.
+/// Not: the meter (7), writing the output (9), the API server (10), the store unreachable through
+/// the runtime's own tries (15) — those may pass, and the Job's next pod tries again.
 pub const PERMANENT_EXIT_CODES: [i32; 10] = [2, 3, 4, 5, 6, 8, 11, 12, 13, 14];
 
 /// A profiling Job fails at the first pod that exits with a permanent code, instead of running

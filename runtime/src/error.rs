@@ -33,6 +33,8 @@ pub enum RuntimeError {
     Candidates(String),
     #[error("cannot download model {url}: {message}")]
     ModelFetch { url: String, message: String },
+    #[error("cannot download model {url}, the store could not be reached: {message}")]
+    ModelUnreachable { url: String, message: String },
     #[error("model {what} has digest {actual}, not the {expected} asked for")]
     DigestMismatch {
         what: String,
@@ -62,6 +64,7 @@ impl RuntimeError {
             RuntimeError::Candidates(_) => 12,
             RuntimeError::ModelFetch { .. } => 13,
             RuntimeError::DigestMismatch { .. } => 14,
+            RuntimeError::ModelUnreachable { .. } => 15,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::error::{Result, RuntimeError};
 pub use aws::CredentialSource;
 use aws::Credentials;
 use http_client::error_chain;
-use redact::{fetch_error, is_remote};
+use redact::{fetch_error, is_remote, unreachable_error};
 pub use redact::{redacted, redacted_model};
 use remote::{Remote, client};
 pub use s3::DEFAULT_REGION;
@@ -165,7 +165,7 @@ fn download(remote: &Remote, expected: Option<&str>, s: &FetchSettings) -> Resul
                     tracing::warn!(url = %redacted(url), tries = try_number, "model download failed, trying again in {wait:?}: {message}");
                     std::thread::sleep(wait);
                 }
-                None => return Err(fetch_error(url, tries.gave_up(&message))),
+                None => return Err(unreachable_error(url, tries.gave_up(&message))),
             },
             // Temporary keys that ran out sooner than they said: asked for again, once. Static
             // keys (an expired session token in a Secret) would come back the same.
@@ -356,6 +356,9 @@ mod tests {
         Unsized(Vec<u8>),
         /// A status with a body (S3's XML error, a credentials endpoint's JSON).
         Body(u16, String),
+        /// The request read, then the connection closed with no answer (a load balancer's
+        /// reset, a keep-alive connection the server had closed).
+        Hangup,
     }
 
     fn serve(answers: Vec<Answer>) -> TestServer {
@@ -393,6 +396,7 @@ mod tests {
                     Answer::Unsized(body) => stream
                         .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
                         .and_then(|()| stream.write_all(&body)),
+                    Answer::Hangup => Ok(()),
                 };
             }
         });
@@ -481,12 +485,25 @@ mod tests {
         assert!(err.to_string().contains("404"), "{err}");
         assert_eq!(*gone.requests.lock().unwrap(), 1);
 
+        // Still down after every try: trouble that may pass, told apart (exit code 15) from a
+        // refusal, so a profiling Job tries again with a new pod instead of failing for good.
         let down = serve(vec![Answer::Status(503)]);
         let err = resolve(&down.url, &settings(None, dir.path())).unwrap_err();
         assert!(
-            err.to_string().contains("503") && err.to_string().contains("after 3 tries"),
+            err.to_string().contains("503") && err.to_string().contains("after 6 tries"),
             "{err}"
         );
+        assert_eq!(err.exit_code(), 15, "{err}");
+    }
+
+    #[test]
+    fn a_connection_closed_before_the_answer_is_tried_again() {
+        let body = b"model".to_vec();
+        let server = serve(vec![Answer::Hangup, Answer::Ok(body.clone())]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = resolve(&server.url, &settings(Some(digest_of(&body)), dir.path())).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), body);
+        assert_eq!(*server.requests.lock().unwrap(), 2);
     }
 
     #[test]
@@ -504,10 +521,11 @@ mod tests {
         let cut = serve(vec![Answer::CutAfter(vec![7u8; 800], 300)]);
         let err = resolve(&cut.url, &s).unwrap_err();
         assert!(
-            err.to_string().contains("broke off") && err.to_string().contains("after 3 tries"),
+            err.to_string().contains("broke off") && err.to_string().contains("after 6 tries"),
             "{err}"
         );
-        assert_eq!(*cut.requests.lock().unwrap(), 3);
+        assert_eq!(err.exit_code(), 15, "{err}");
+        assert_eq!(*cut.requests.lock().unwrap(), 6);
         assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
         let refused = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -516,7 +534,7 @@ mod tests {
             url
         };
         let err = resolve(&refused, &s).unwrap_err();
-        assert_eq!(err.exit_code(), 13, "{err}");
+        assert_eq!(err.exit_code(), 15, "{err}");
     }
 
     #[test]
@@ -570,7 +588,7 @@ mod tests {
         let err = resolve(&refused, &settings(None, dir.path())).unwrap_err();
         let message = err.to_string();
         assert!(
-            message.contains("after 3 tries"),
+            message.contains("after 6 tries"),
             "connection refused is tried again: {message}"
         );
         assert!(
@@ -609,6 +627,37 @@ mod tests {
             redacted("s3://AKIA1:s3cr3t@models"),
             "s3://… (credentials hidden)"
         );
+        // Secrets holding `/`, `?` or `#` cut the authority short: still hidden, whole.
+        assert_eq!(
+            redacted("s3://AKIA1:se/cr3t@models/r50.pt"),
+            "s3://models/r50.pt (credentials hidden)"
+        );
+        assert_eq!(
+            redacted("https://u:pa/ss@h.example/m.pt"),
+            "https://h.example/m.pt (query or credentials hidden)"
+        );
+        assert_eq!(
+            redacted("https://u:p?ss@h.example/m.pt?sig=1"),
+            "https://h.example/m.pt (query or credentials hidden)"
+        );
+        assert_eq!(
+            redacted("https://u:p#ss@h.example/m.pt"),
+            "https://h.example/m.pt (query or credentials hidden)"
+        );
+        assert_eq!(
+            redacted("https://u:pa/ss"),
+            "https://… (credentials hidden)"
+        );
+        // Ports, IPv6 literals and an `@` in a path are no credentials.
+        for plain in [
+            "https://h.example:8443/m.pt",
+            "http://[::1]/m.pt",
+            "http://[::1]:8080/m.pt",
+            "https://h.example/models/v1@2.pt",
+            "s3://models/user@x.pt",
+        ] {
+            assert_eq!(redacted(plain), plain);
+        }
     }
 
     /// An S3 stand-in at `server`'s address (its path ignored): the endpoint and the model URI.

@@ -18,8 +18,25 @@ pub struct Asking<'a> {
     pub backoff: Duration,
 }
 
+/// Why there are no keys; `passing` when it may pass (the endpoint could not be reached, or
+/// answered 429/5xx/throttling, through every try).
+#[derive(Debug)]
+pub struct NoKeys {
+    pub message: String,
+    pub passing: bool,
+}
+
+impl From<String> for NoKeys {
+    fn from(message: String) -> Self {
+        NoKeys {
+            message,
+            passing: false,
+        }
+    }
+}
+
 /// The keys `source` gives (`None`: anonymous), or why there are none.
-pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credentials>, String> {
+pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credentials>, NoKeys> {
     match source {
         CredentialSource::Anonymous => Ok(None),
         CredentialSource::Static(keys) => Ok(Some(keys.clone())),
@@ -30,7 +47,7 @@ pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credent
             let client = http_client::blocking_client(ask.ca_file, url.starts_with("https://"), 0)
                 .map_err(|e| e.to_string())?;
             let body = ask_with_tries(ask, &client, &url, |client| client.post(&url).form(&form))?;
-            aws::parse_sts_credentials(&body).map(Some)
+            Ok(aws::parse_sts_credentials(&body).map(Some)?)
         }
         CredentialSource::Container(endpoint) => {
             // Read at each use: the agent rotates it.
@@ -64,11 +81,12 @@ pub fn resolve(source: &CredentialSource, ask: &Asking) -> Result<Option<Credent
                     None => request,
                 }
             })
-            .map_err(|message| {
+            .map_err(|e| NoKeys {
                 // The usual cause on EKS: the Pod Identity agent add-on is not installed.
-                format!("{message} (is the credentials agent running on the node? on EKS, the eks-pod-identity-agent add-on)")
+                message: format!("{} (is the credentials agent running on the node? on EKS, the eks-pod-identity-agent add-on)", e.message),
+                passing: e.passing,
             })?;
-            aws::parse_container_credentials(&body).map(Some)
+            Ok(aws::parse_container_credentials(&body).map(Some)?)
         }
     }
 }
@@ -87,7 +105,7 @@ fn ask_with_tries(
     client: &reqwest::blocking::Client,
     shown: &str,
     build: impl Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
-) -> Result<String, String> {
+) -> Result<String, NoKeys> {
     let mut tries = Tries::new(ask.attempts, ask.backoff);
     loop {
         let try_number = tries.start();
@@ -115,7 +133,10 @@ fn ask_with_tries(
             }
         };
         let Some(wait) = tries.next_wait().filter(|_| transient) else {
-            return Err(tries.gave_up(&message));
+            return Err(NoKeys {
+                message: tries.gave_up(&message),
+                passing: transient,
+            });
         };
         tracing::warn!(
             endpoint = shown,

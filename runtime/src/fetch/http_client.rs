@@ -86,10 +86,12 @@ fn client_with(
     })
 }
 
-/// Whether a request error may pass with another try: connection trouble (not an untrusted
-/// certificate, which would fail the same way again) or a timeout.
+/// Whether a request error may pass with another try: connection trouble — refused, reset,
+/// closed before the answer (a keep-alive connection the server had closed, a load balancer's
+/// reset); not an untrusted certificate, which would fail the same way again — or a timeout.
+/// Only idempotent requests (GETs, STS's AssumeRoleWithWebIdentity) are made here.
 pub fn is_transient(e: &reqwest::Error) -> bool {
-    (e.is_connect() && !is_certificate_error(e)) || e.is_timeout()
+    ((e.is_connect() || e.is_request()) && !is_certificate_error(e)) || e.is_timeout()
 }
 
 /// Whether TLS refused the server's certificate (somewhere in the error's causes).

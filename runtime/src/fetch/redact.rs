@@ -13,15 +13,29 @@ pub fn is_remote(model: &str) -> bool {
 /// secret in the query).
 pub fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // Credentials whose secret holds `/`, `?` or `#` (half of AWS secret keys hold a `/`) end
+    // the authority early: what is left of it then reads `user:secret-part`, no host or port.
+    // Everything up to the first `@` is theirs (a secret never holds one unencoded).
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let rest = if cut_credentials(&rest[..authority_end]) {
+        match rest.split_once('@') {
+            Some((_, after)) => after,
+            None => return format!("{scheme}://… (credentials hidden)"),
+        }
+    } else {
+        rest
+    };
+    let cut = rest.len() != url.len() - scheme.len() - 3;
     if scheme == "s3" {
-        // A key may hold `?` and `#` (they are not a query here); only credentials some tools
-        // put before the bucket are hidden.
+        // A key may hold `?`, `#` and `@` (they are not a query here); only credentials some
+        // tools put before the bucket are hidden.
         return match rest.split_once('/') {
             Some((authority, key)) if authority.contains('@') => {
                 let bucket = authority.rsplit_once('@').map_or("", |(_, b)| b);
                 format!("s3://{bucket}/{key} (credentials hidden)")
             }
             None if rest.contains('@') => "s3://… (credentials hidden)".to_string(),
+            _ if cut => format!("s3://{rest} (credentials hidden)"),
             _ => url.to_string(),
         };
     }
@@ -32,7 +46,7 @@ pub fn redacted(url: &str) -> String {
     let (authority, path) = kept.split_once('/').unwrap_or((kept, ""));
     let (host, credentials) = match authority.rsplit_once('@') {
         Some((_, host)) => (host, true),
-        None => (authority, false),
+        None => (authority, cut),
     };
     let hidden = if query || credentials {
         " (query or credentials hidden)"
@@ -42,12 +56,37 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{host}/{path}{hidden}")
 }
 
+/// Whether `authority` (a URL's text before its first `/`, `?` or `#`) is the start of
+/// credentials cut short by one of those: a `:` followed by what is no port (an S3 bucket holds
+/// no `:` at all; an IPv6 literal's are inside its brackets).
+fn cut_credentials(authority: &str) -> bool {
+    if authority.contains('@') {
+        return false;
+    }
+    let host_and_port = match authority.rsplit_once(']') {
+        Some((_, after)) => after,
+        None => authority,
+    };
+    host_and_port
+        .split_once(':')
+        .is_some_and(|(_, port)| port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A `--model` argument fit for titles and logs: a URL redacted, anything else as is.
 pub fn redacted_model(model: &str) -> String {
     if is_remote(model) {
         redacted(model)
     } else {
         model.to_string()
+    }
+}
+
+/// The store (or the keys' endpoint) could not be reached, or kept answering 429/5xx, through
+/// every try: trouble that may pass, unlike [`fetch_error`]'s. `url` is redacted here.
+pub fn unreachable_error(url: &str, message: impl Into<String>) -> RuntimeError {
+    RuntimeError::ModelUnreachable {
+        url: redacted(url),
+        message: message.into(),
     }
 }
 

@@ -4,7 +4,7 @@
 use super::aws::{self, CredentialSource, Credentials};
 use super::credentials;
 use super::http_client;
-use super::redact::{fetch_error, redacted};
+use super::redact::{fetch_error, redacted, unreachable_error};
 use super::s3::{self, S3Config, S3Object};
 use super::settings::FetchSettings;
 use crate::error::{Result, RuntimeError};
@@ -108,7 +108,14 @@ impl<'a> Remote<'a> {
                 backoff: s.retry_backoff,
             },
         )
-        .map_err(|message| fetch_error(uri, format!("keys from {}: {message}", source.kind())))?;
+        .map_err(|e| {
+            let message = format!("keys from {}: {}", source.kind(), e.message);
+            if e.passing {
+                unreachable_error(uri, message)
+            } else {
+                fetch_error(uri, message)
+            }
+        })?;
         Ok(held.clone())
     }
 

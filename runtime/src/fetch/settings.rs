@@ -41,7 +41,7 @@ impl FetchSettings {
             cache_dir,
             ca_file: None,
             max_bytes: Self::DEFAULT_MAX_MIB * 1024 * 1024,
-            attempts: 3,
+            attempts: 6,
             retry_backoff: Duration::from_secs(1),
             s3_endpoint: None,
             s3_region: DEFAULT_REGION.to_string(),
