@@ -322,12 +322,20 @@ impl ModelSpec {
             return b.name().to_string();
         }
         let uri = self.source.uri.as_deref().unwrap_or("model");
+        // A presigned URL's query (its signature) is no part of a name.
+        let uri = if uri.starts_with("s3://") {
+            uri
+        } else {
+            uri.split(['?', '#']).next().unwrap_or(uri)
+        };
         let file = uri.rsplit('/').next().unwrap_or(uri);
-        file.split('.')
+        let stem = file
+            .split('.')
             .next()
             .filter(|s| !s.is_empty())
-            .unwrap_or("model")
-            .to_string()
+            .unwrap_or("model");
+        // Short enough for a column and an object name.
+        stem.chars().take(63).collect()
     }
 
     /// The identity of the model's arithmetic for profile sharing: the digest when given, else the
@@ -341,5 +349,33 @@ impl ModelSpec {
             (None, None, None) => "unknown".to_string(),
         };
         format!("{what};input={}x{:?}", shape.join("x"), self.input.dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(uri: &str) -> String {
+        let spec: ModelSpec = serde_json::from_value(serde_json::json!({
+            "source": {"uri": uri}, "input": {"shape": [3]}
+        }))
+        .unwrap();
+        spec.display_name()
+    }
+
+    #[test]
+    fn a_model_s_name_is_its_file_s_stem_without_a_query_and_short() {
+        assert_eq!(named("pvc://models/vision/resnet50.pt"), "resnet50");
+        // A presigned URL: its signature is no part of the name.
+        let presigned = format!(
+            "https://b.s3.amazonaws.com/models/resnet?X-Amz-Signature={}",
+            "a".repeat(300)
+        );
+        assert_eq!(named(&presigned), "resnet");
+        assert_eq!(named("https://h/m/bert.pt#frag"), "bert");
+        // An S3 key's `?` is the key's.
+        assert_eq!(named("s3://b/models/a?b.pt"), "a?b");
+        assert_eq!(named(&format!("pvc://m/{}.pt", "x".repeat(100))).len(), 63);
     }
 }

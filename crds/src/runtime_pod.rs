@@ -151,6 +151,12 @@ fn resource_name(name: &str) -> Option<ResourceKind> {
     }
 }
 
+/// Whether `name` is a domain-prefixed extended resource (`nvidia.com/gpu`,
+/// `nvidia.com/mig-1g.10gb`): what a GPU is requested as.
+pub(crate) fn is_extended_resource(name: &str) -> bool {
+    resource_name(name) == Some(ResourceKind::Extended)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ResourceKind {
     Standard,
@@ -204,13 +210,18 @@ fn check_resources(
         }
     }
     for (name, request) in requests {
+        // The API server holds extended resources and hugepages to request = limit, and
+        // hugepages to a limit.
         let extended = resource_name(name) == Some(ResourceKind::Extended);
+        let hugepages = name.starts_with("hugepages-");
         let limit = limits.get(name);
-        if extended && limit.is_none_or(|l| quantity(&l.0) != quantity(&request.0)) {
-            errors.push(FieldError::new(
-                &format!("{at}.requests[{name:?}]"),
-                "an extended resource's request must equal its limit (or set only the limit)",
-            ));
+        if (extended || hugepages) && limit.is_none_or(|l| quantity(&l.0) != quantity(&request.0)) {
+            let rule = if hugepages {
+                "hugepages need a limit equal to the request"
+            } else {
+                "an extended resource's request must equal its limit (or set only the limit)"
+            };
+            errors.push(FieldError::new(&format!("{at}.requests[{name:?}]"), rule));
             continue;
         }
         let (Some(limit), Some(r)) = (limit, quantity(&request.0)) else {

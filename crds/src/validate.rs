@@ -163,13 +163,20 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
                         "spec.model.source.uri",
                         format!("{uri:?} has an empty path or a '..' segment"),
                     )),
-                Some(path)
-                    if uri.starts_with("pvc://") && !path.trim_start_matches('/').contains('/') =>
-                {
-                    errors.push(err(
-                        "spec.model.source.uri",
-                        format!("{uri:?} must be pvc://<claim>/<path-in-claim>"),
-                    ))
+                Some(path) if uri.starts_with("pvc://") => {
+                    // The operator mounts the claim and reads the file at the path in it.
+                    let (claim, file) = path.split_once('/').unwrap_or((path, ""));
+                    if !crate::runtime_pod::dns_subdomain(claim)
+                        || file.is_empty()
+                        || file.ends_with('/')
+                    {
+                        errors.push(err(
+                            "spec.model.source.uri",
+                            format!(
+                                "{uri:?} must be pvc://<claim>/<path-in-claim>: a claim name (lowercase letters, digits, '-', '.') and a file in it"
+                            ),
+                        ))
+                    }
                 }
                 Some(_) => {}
             }
@@ -252,7 +259,17 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
         ));
     }
     let mode = match (b.mode, b.batch_size) {
-        (BatchingMode::Auto, _) => Some(CoreMode::Auto),
+        (BatchingMode::Auto, None) => Some(CoreMode::Auto),
+        (BatchingMode::Auto, Some(size)) => {
+            // Ignored, it would look like the size served.
+            errors.push(err(
+                "spec.batching.batchSize",
+                format!(
+                    "{size} is only used with mode: fixed (mode auto chooses the size): set mode: fixed, or remove batchSize"
+                ),
+            ));
+            None
+        }
         (BatchingMode::Fixed, None) => {
             errors.push(err(
                 "spec.batching.batchSize",
@@ -287,10 +304,13 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
         })
         .ok();
 
-    if spec.gpu.count > 0 && spec.gpu.resource.trim().is_empty() {
+    if spec.gpu.count > 0 && !crate::runtime_pod::is_extended_resource(&spec.gpu.resource) {
         errors.push(err(
             "spec.gpu.resource",
-            "must name an extended resource when count > 0",
+            format!(
+                "{:?} must name an extended resource (a domain-prefixed name such as nvidia.com/gpu) when count > 0",
+                spec.gpu.resource
+            ),
         ));
     }
     if spec.gpu.count > 1 {

@@ -2,7 +2,7 @@
 //! the operator adds because of the objects it builds from a service (names that must be DNS labels,
 //! a profile key that fits the EnergyProfile schema, a well-formed re-profile token). Pure.
 
-use crate::names::{DRIFT_TOKEN_PREFIX, REPROFILE_ANNOTATION};
+use crate::names::{DRIFT_TOKEN_PREFIX, PAUSED_ANNOTATION, REPROFILE_ANNOTATION};
 use greenbatch_crds::InferenceService;
 use greenbatch_crds::validate::{FieldError, ValidatedSpec, describe, validate_spec};
 
@@ -82,6 +82,19 @@ pub fn validate(is: &InferenceService) -> Result<Valid, Vec<FieldError>> {
             format!(
                 "{t:?}: tokens starting with {DRIFT_TOKEN_PREFIX:?} are the operator's own (spec.onDrift: Reprofile)"
             ),
+        ));
+    }
+    if let Some(v) = is
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .filter(|v| !matches!(v.as_str(), "true" | "false"))
+    {
+        // "True" or "yes" would be read as not paused while the user thinks it is.
+        errors.push(field(
+            &format!("metadata.annotations[{PAUSED_ANNOTATION}]"),
+            format!("{v:?} must be \"true\" (or \"false\", or the annotation removed)"),
         ));
     }
     let identity = is.spec.model.identity();
@@ -175,6 +188,22 @@ mod tests {
                     );
                 },
                 Some("are the operator's own"),
+            ),
+            (
+                "paused with another word than true",
+                |s| {
+                    s.metadata.annotations =
+                        Some([(PAUSED_ANNOTATION.to_string(), "True".to_string())].into());
+                },
+                Some("metadata.annotations[greenbatch.dev/paused]"),
+            ),
+            (
+                "paused: false",
+                |s| {
+                    s.metadata.annotations =
+                        Some([(PAUSED_ANNOTATION.to_string(), "false".to_string())].into());
+                },
+                None,
             ),
             (
                 "huge uri",

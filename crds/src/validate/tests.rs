@@ -249,6 +249,27 @@ fn each_bad_field_is_named() {
             "spec.model.source.uri",
         ),
         (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("pvc://models/".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("pvc://models/dir/".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
+            |s| {
+                s.model.source.builtin = None;
+                s.model.source.uri = Some("pvc://Bad_Claim/m.pt".into())
+            },
+            "spec.model.source.uri",
+        ),
+        (
             |s| s.model.source.digest = Some("sha256:XYZ".into()),
             "spec.model.source.digest",
         ),
@@ -300,6 +321,24 @@ fn each_bad_field_is_named() {
             "spec.replicas",
         ),
         (|s| s.gpu.resource = " ".into(), "spec.gpu.resource"),
+        // Not an extended resource: refused by the API server in the pods, or (cpu, memory)
+        // overwriting the pod's own limit.
+        (|s| s.gpu.resource = "gpu".into(), "spec.gpu.resource"),
+        (|s| s.gpu.resource = "memory".into(), "spec.gpu.resource"),
+        // Ignored in auto mode, it would look like the size served.
+        (
+            |s| s.batching.batch_size = Some(8),
+            "spec.batching.batchSize",
+        ),
+        (
+            |s| {
+                s.pod = serde_json::from_value(serde_json::json!({"resources": {
+                    "requests": {"hugepages-2Mi": "1Gi", "memory": "1Gi"},
+                    "limits": {"hugepages-2Mi": "2Gi"}}}))
+                .unwrap();
+            },
+            "spec.pod.resources.requests[\"hugepages-2Mi\"]",
+        ),
         (|s| s.gpu.count = 2, "spec.gpu.count"),
         (
             |s| {

@@ -380,6 +380,7 @@ fn the_flow_table() {
             observe: |is| {
                 let mut is2 = is.clone();
                 is2.spec.batching.mode = BatchingMode::Auto;
+                is2.spec.batching.batch_size = None;
                 done(&is2)
             },
             phase: Phase::Failed,
