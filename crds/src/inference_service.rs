@@ -108,7 +108,8 @@ pub enum UnattainablePolicy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SloSpec {
-    #[schemars(range(min = 0, max = 3_600_000), extend("exclusiveMinimum" = true))]
+    /// Milliseconds, from 0.001 (a microsecond) to 3600000 (an hour).
+    #[schemars(range(min = 0.001, max = 3_600_000))]
     pub latency_ms: f64,
     #[serde(default = "default_percentile")]
     #[schemars(extend("enum" = [50, 95, 99]))]

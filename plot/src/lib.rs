@@ -116,6 +116,29 @@ fn span(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
         })
 }
 
+/// Widest span of values a log axis is drawn over (a ratio of 10^12): far beyond any table's,
+/// and within what plotters' log axis handles (over ~300 decades, or a subnormal or infinite end,
+/// it loops for ever computing its ticks).
+const MAX_DECADES: f64 = 12.0;
+
+/// A log axis from `lo * below` to `hi * above`, or why those values cannot be drawn.
+fn log_axis(
+    what: &str,
+    (lo, hi): (f64, f64),
+    below: f64,
+    above: f64,
+) -> Result<(f64, f64), PlotError> {
+    let (from, to) = (lo * below, hi * above);
+    if !(from.is_normal() && to.is_normal() && from > 0.0 && to > from)
+        || (to / from).log10() > MAX_DECADES
+    {
+        return Err(PlotError(format!(
+            "{what} from {lo} to {hi} cannot be drawn: beyond {MAX_DECADES} decades, or not a normal positive number"
+        )));
+    }
+    Ok((from, to))
+}
+
 pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
     let Plot {
         table,
@@ -182,7 +205,10 @@ pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
                         format!("energy per inference (meter: {})", table.meter),
                         ("sans-serif", 16),
                     )
-                    .build_cartesian_2d(x_range.clone(), (lo * 0.7..hi * 1.4).log_scale())
+                    .build_cartesian_2d(x_range.clone(), {
+                        let (from, to) = log_axis("energy per inference (mJ)", (lo, hi), 0.7, 1.4)?;
+                        (from..to).log_scale()
+                    })
                     .map_err(err)?;
                 axes(&mut chart, "mJ / inference")?;
                 curve(&mut chart, &energy, BLUE, "profiled".into())?;
@@ -234,7 +260,10 @@ pub fn render_svg(plot: &Plot) -> Result<String, PlotError> {
                 format!("{percentile} batch latency and the SLO"),
                 ("sans-serif", 16),
             )
-            .build_cartesian_2d(x_range, (lo * 0.5..hi * 1.6).log_scale())
+            .build_cartesian_2d(x_range, {
+                let (from, to) = log_axis("latency (ms)", (lo, hi), 0.5, 1.6)?;
+                (from..to).log_scale()
+            })
             .map_err(err)?;
         axes(&mut chart, "ms")?;
         let label = format!("{percentile} execution (profiled)");

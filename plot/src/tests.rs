@@ -117,3 +117,30 @@ fn an_empty_table_or_a_choice_outside_it_still_renders() {
         "no mark where there is no row"
     );
 }
+
+#[test]
+fn values_no_axis_can_hold_are_an_error_not_a_hang() {
+    // plotters' log axis loops for ever over an infinite, subnormal or ~300-decade range: an SLO
+    // of 1e308 (tune's argument) or a latency in a bad EnergyProfile (the operator's /plots).
+    let render = |t: &ProfileTable, slo_ms: f64| {
+        render_svg(&Plot {
+            table: t,
+            percentile: Percentile::P99,
+            slo_ms,
+            chosen_batch: 8,
+            title: "m",
+            observed: None,
+        })
+    };
+    let e = render(&table(true), 1e308).unwrap_err();
+    assert!(e.to_string().contains("latency (ms)"), "{e}");
+    let mut tiny = table(true);
+    tiny.rows[0].latency_ms.p99 = Some(1e-320);
+    assert!(render(&tiny, 20.0).is_err());
+    let mut costly = table(true);
+    costly.rows[0].joules_per_inference = Some(1e300);
+    let e = render(&costly, 20.0).unwrap_err();
+    assert!(e.to_string().contains("energy per inference"), "{e}");
+    // Wide but drawable.
+    assert!(render(&table(true), 1e6).is_ok());
+}

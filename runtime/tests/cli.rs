@@ -464,6 +464,30 @@ fn tune_picks_from_a_known_profile_and_draws_the_plot() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.json"));
+
+    // An SLO past an hour is a usage error (1e308 ms hung the plot), and no plot is left.
+    let absurd = dir.path().join("absurd.svg");
+    let mut child = bin()
+        .args(["tune", "--from-profile", profile.to_str().unwrap()])
+        .args(["--slo-ms", "1e308", "--percentile", "95"])
+        .args(["--plot", absurd.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tune --slo-ms 1e308 did not end in 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(2));
+    assert!(!absurd.exists());
 }
 
 #[test]
