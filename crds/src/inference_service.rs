@@ -108,8 +108,11 @@ pub enum UnattainablePolicy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SloSpec {
+    // The schema's bound below is `> 0`: API servers compare an integer value with an
+    // integer-cast minimum, so `minimum: 0.001` would let `0` in (1.20, tests/tests/api.rs); the
+    // operator's validation holds the microsecond (greenbatch_core::slo::MIN_SLO_MS).
     /// Milliseconds, from 0.001 (a microsecond) to 3600000 (an hour).
-    #[schemars(range(min = 0.001, max = 3_600_000))]
+    #[schemars(range(min = 0, max = 3_600_000), extend("exclusiveMinimum" = true))]
     pub latency_ms: f64,
     #[serde(default = "default_percentile")]
     #[schemars(extend("enum" = [50, 95, 99]))]
