@@ -26,6 +26,54 @@ fn profile(model: &str, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `c` run with its data segment (heap and private mappings) limited to `kib`: the CPU's stand-in
+/// for a GPU without room for the model.
+fn with_memory_limit(c: &mut Command, kib: u64) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: kib * 1024,
+        rlim_max: kib * 1024,
+    };
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn out_of_memory_while_loading_is_neither_a_panic_nor_a_wrong_input() {
+    // A builtin's weights (vgg16: 528 MB) panicked inside tch's layer builders (exit 101); an
+    // input too large for the memory was reported as the model rejecting it (exit 5, which
+    // sends a user to the shape). Both: exit 8, out of memory, what to try.
+    let cases: [(&[&str], u64); 2] = [
+        (
+            &["--model", "builtin:vgg16", "--shape", "3,32,32"],
+            1_000_000,
+        ),
+        (
+            &["--model", &fixture("tiny_cnn.pt"), "--shape", "3,9000,9000"],
+            1_500_000,
+        ),
+    ];
+    for (model, kib) in cases {
+        let mut c = bin();
+        c.arg("profile")
+            .args(model)
+            .args(["--device", "cpu", "--candidates", "1", "--meter", "none"])
+            .args(FAST);
+        let o = with_memory_limit(&mut c, kib).output().unwrap();
+        let said = text(&o);
+        assert!(!said.contains("panicked"), "{model:?}: {said}");
+        assert_eq!(o.status.code(), Some(8), "{model:?}: {said}");
+        assert!(said.contains("out of memory loading the model"), "{said}");
+    }
+}
+
 #[test]
 fn profiles_a_torchscript_model_into_the_energy_profile_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -169,9 +169,12 @@ fn load_script(path: &Path, config: &ModelConfig, kind: Kind) -> Result<ScriptMo
     };
     let load = |graph| {
         let loaded = ScriptModule::load(path, config.device, cast, graph, config.cuda_graphs)
-            .map_err(|e| RuntimeError::ModelCorrupt {
-                path: path.to_path_buf(),
-                message: torch_message(&e),
+            .map_err(|e| match classify(&e.to_string()) {
+                ForwardError::OutOfMemory(m) => out_of_memory_loading(&m),
+                ForwardError::Failed(_) => RuntimeError::ModelCorrupt {
+                    path: path.to_path_buf(),
+                    message: torch_message(&e),
+                },
             })?;
         if let Some(why) = &loaded.warning {
             tracing::warn!("{}", torch_message(why));
@@ -267,6 +270,15 @@ pub fn catch_torch<T>(f: impl FnOnce() -> T) -> std::result::Result<T, ForwardEr
     })
 }
 
+/// Out of memory while loading the model or running its first batches (exit code 8: nothing can
+/// be measured or served): not a corrupt model nor a wrong input, which the message would
+/// otherwise say.
+fn out_of_memory_loading(message: &str) -> RuntimeError {
+    RuntimeError::NothingMeasured(format!(
+        "out of memory loading the model or running its first batch: {message} (free the device's memory, or try a smaller --shape, or --precision fp16/bf16 on CUDA)"
+    ))
+}
+
 fn classify(msg: &str) -> ForwardError {
     let short = torch_message(&msg);
     if msg.contains("out of memory")
@@ -326,13 +338,24 @@ impl LoadedModel {
         let net = match &config.source {
             ModelSource::TorchScript(path) => Net::Script(load_script(path, &config, kind)?),
             ModelSource::Builtin(b) => {
-                let mut vars = nn::VarStore::new(config.device);
-                let net = build_native(*b, &vars.root());
-                match config.precision {
-                    Precision::Fp32 => {}
-                    Precision::Fp16 => vars.half(),
-                    Precision::Bf16 => vars.bfloat16(),
-                }
+                // tch's layer builders panic on a libtorch error (out of memory for the weights).
+                let built = catch_torch(|| {
+                    let mut vars = nn::VarStore::new(config.device);
+                    let net = build_native(*b, &vars.root());
+                    match config.precision {
+                        Precision::Fp32 => {}
+                        Precision::Fp16 => vars.half(),
+                        Precision::Bf16 => vars.bfloat16(),
+                    }
+                    (vars, net)
+                });
+                let (vars, net) = built.map_err(|e| match e {
+                    ForwardError::OutOfMemory(m) => out_of_memory_loading(&m),
+                    ForwardError::Failed(m) => RuntimeError::Unsupported(
+                        format!("builtin:{}", b.name()),
+                        format!("building it failed: {m}"),
+                    ),
+                })?;
                 Net::Native { _vars: vars, net }
             }
         };
@@ -342,13 +365,18 @@ impl LoadedModel {
             input_kind: kind,
             output_item_shape: vec![],
         };
+        // Out of memory is no mismatch: the declared input may be right and the device full.
+        let probe_failure = |model: &LoadedModel, e: ForwardError| match e {
+            ForwardError::OutOfMemory(m) => out_of_memory_loading(&m),
+            ForwardError::Failed(m) => model.mismatch(m),
+        };
         for batch in [1, 2] {
             let input = model
                 .example_input(batch)
-                .map_err(|e| model.mismatch(e.to_string()))?;
+                .map_err(|e| probe_failure(&model, e))?;
             let output = model
                 .forward(&input)
-                .map_err(|e| model.mismatch(e.to_string()))?;
+                .map_err(|e| probe_failure(&model, e))?;
             // Responses are split per request along the first dimension: it must be the batch.
             let leading = output.size().first().copied();
             if leading != Some(i64::from(batch)) {
