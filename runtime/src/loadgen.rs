@@ -319,7 +319,7 @@ pub fn run(args: &LoadgenArgs) -> Result<()> {
         .map_err(err)?;
     let report = rt.block_on(drive(args))?;
     let json = serde_json::to_string_pretty(&report).map_err(err)?;
-    println!("{json}");
+    crate::output::show(&format!("{json}\n"));
     if let Some(p) = &args.json {
         crate::output::JsonSink::prepare(p)?.commit(&json)?;
     }

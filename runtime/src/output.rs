@@ -8,6 +8,25 @@ use crate::error::{Result, RuntimeError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Prints `text` for a reader on standard output. A reader that went away (`| head -1`) is no
+/// failure of the run: what remains (files, the cluster's status) is still written, where
+/// `print!` would panic.
+pub fn show(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        tracing::debug!("standard output closed: {e}");
+    }
+}
+
+/// [`show`], or to standard error when standard output carries a result (`--json -`).
+pub fn show_beside(result_on_stdout: bool, text: &str) {
+    if !result_on_stdout {
+        return show(text);
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+}
+
 /// A destination opened early and written once. A file sink holds a temporary file beside the
 /// target until `commit` renames it into place; dropped uncommitted (an error on the way), the
 /// temporary file is removed, so nothing half-written stays behind.
@@ -42,8 +61,19 @@ fn out_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
 impl JsonSink {
     /// Opens a temporary file beside `path` now, so a missing directory or permission fails fast.
     pub fn prepare(path: &Path) -> Result<Self> {
-        if path.as_os_str() == "-" {
+        if ["-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"]
+            .iter()
+            .any(|s| path.as_os_str() == *s)
+        {
             return Ok(JsonSink::Stdout);
+        }
+        // A process's descriptors (`/dev/stderr`, `/proc/self/fd/N`): a pipe resolves to no
+        // path, and a redirect's file must be appended to, never replaced by a rename.
+        if path.starts_with("/proc")
+            || path.starts_with("/dev/fd")
+            || path == Path::new("/dev/stderr")
+        {
+            return Ok(JsonSink::InPlace(path.to_path_buf()));
         }
         // A symlink is followed: the file it points to is replaced, the link stays.
         let resolved;
@@ -66,12 +96,20 @@ impl JsonSink {
         let name = path
             .file_name()
             .ok_or_else(|| out_err(path, "not a file path"))?;
+        // A name of its own (two sinks of one run, a link left at the name, are never written
+        // through): made new, never truncated.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let tmp = dir.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{}-{}",
             name.to_string_lossy(),
-            std::process::id()
+            std::process::id(),
+            MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let file = std::fs::File::create(&tmp).map_err(|e| out_err(path, e))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| out_err(path, e))?;
         Ok(JsonSink::File(PendingFile {
             path: path.to_path_buf(),
             tmp,
@@ -91,11 +129,17 @@ impl JsonSink {
     pub fn commit(self, contents: &str) -> Result<()> {
         match self {
             JsonSink::Stdout => {
-                println!("{contents}");
-                Ok(())
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{contents}")
+                    .and_then(|()| out.flush())
+                    .map_err(|e| RuntimeError::Output {
+                        path: "-".into(),
+                        message: e.to_string(),
+                    })
             }
+            // Appended: a descriptor redirected to a file (`>> run.log`) keeps what it holds.
             JsonSink::InPlace(path) => std::fs::OpenOptions::new()
-                .write(true)
+                .append(true)
                 .open(&path)
                 .and_then(|mut f| f.write_all(contents.as_bytes()))
                 .map_err(|e| out_err(&path, e)),
@@ -160,6 +204,39 @@ mod tests {
             JsonSink::prepare(dir.path()).is_err(),
             "a directory is not a destination"
         );
+    }
+
+    #[test]
+    fn a_process_s_descriptors_are_its_output_or_appended_to() {
+        use std::os::fd::AsRawFd;
+        assert!(matches!(
+            JsonSink::prepare(Path::new("/dev/stdout")).unwrap(),
+            JsonSink::Stdout
+        ));
+        // `--json /proc/self/fd/N` where N is a file opened for appending (a `>> run.log`
+        // redirect): resolved and renamed over, the log's earlier lines were lost.
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("run.log");
+        std::fs::write(&log, "earlier line\n").unwrap();
+        let held = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let fd = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+        let sink = JsonSink::prepare(&fd).unwrap();
+        assert!(matches!(sink, JsonSink::InPlace(_)));
+        sink.commit("{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "earlier line\n{}");
+    }
+
+    #[test]
+    fn two_sinks_for_one_path_never_mix_their_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("same.out");
+        let (a, b) = (
+            JsonSink::prepare(&path).unwrap(),
+            JsonSink::prepare(&path).unwrap(),
+        );
+        a.commit(&"a".repeat(1000)).unwrap();
+        b.commit("b").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "b");
     }
 
     #[test]

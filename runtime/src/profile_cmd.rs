@@ -80,8 +80,12 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let to_stdout = matches!(sink, Some(JsonSink::Stdout));
     if !to_stdout {
         if let Some(t) = &status.table {
-            print!("{}", table::render(t));
+            crate::output::show(&table::render(t));
         }
+    }
+    // The local file first: a measurement that took minutes is kept when the cluster refuses it.
+    if let (Some(sink), false) = (sink, failed) {
+        sink.commit_json(&status)?;
     }
     if let Some(name) = &args.output_profile {
         publish::write_status(name, args.namespace.as_deref(), &status)?;
@@ -91,9 +95,6 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         return Err(RuntimeError::NothingMeasured(
             status.message.unwrap_or_default(),
         ));
-    }
-    if let Some(sink) = sink {
-        sink.commit_json(&status)?;
     }
     Ok(())
 }

@@ -67,9 +67,19 @@ pub fn run(args: &TuneArgs) -> Result<()> {
             message: "must be a positive number of inferences per second".into(),
         });
     }
+    if args.json.as_deref() == Some(args.plot.as_path()) {
+        return Err(RuntimeError::Usage {
+            arg: "--json",
+            message: format!("{} is --plot's file too: name another", args.plot.display()),
+        });
+    }
     // Fail on unwritable outputs now, not after minutes of measurement.
     let plot_sink = JsonSink::prepare(&args.plot)?;
     let json_sink = args.json.as_deref().map(JsonSink::prepare).transpose()?;
+    // With a result on standard output, what is said for a reader goes to standard error.
+    let result_on_stdout =
+        matches!(plot_sink, JsonSink::Stdout) || matches!(json_sink, Some(JsonSink::Stdout));
+    let say = |text: &str| crate::output::show_beside(result_on_stdout, text);
 
     let (status, title) = match (&args.from_profile, &args.model) {
         (Some(path), _) => (
@@ -112,7 +122,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
             ));
         }
     };
-    print!("{}", table::render(&table));
+    say(&table::render(&table));
     let selection = greenbatch_core::choose(
         &table,
         slo,
@@ -122,7 +132,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         &Policy::default(),
     )
     .map_err(|e| RuntimeError::NothingMeasured(e.to_string()))?;
-    print!("\n{}", report(&selection, &slo));
+    say(&format!("\n{}", report(&selection, &slo)));
     let svg = greenbatch_plot::render_svg(&greenbatch_plot::Plot {
         table: &table,
         percentile: slo.percentile(),
@@ -137,7 +147,7 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         message: e.to_string(),
     })?;
     plot_sink.commit(&svg)?;
-    println!("plot: {}", args.plot.display());
+    say(&format!("plot: {}\n", args.plot.display()));
     if let Some(sink) = json_sink {
         sink.commit_json(&status)?;
     }

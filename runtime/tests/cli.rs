@@ -539,6 +539,55 @@ fn tune_picks_from_a_known_profile_and_draws_the_plot() {
 }
 
 #[test]
+fn tune_s_json_on_standard_output_is_all_that_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = h200_resnet50_profile(dir.path());
+    let svg = dir.path().join("tune.svg");
+    let tune = |plot: &Path, json: &str| {
+        bin()
+            .args(["tune", "--from-profile", profile.to_str().unwrap()])
+            .args(["--slo-ms", "10", "--percentile", "95"])
+            .args(["--plot", plot.to_str().unwrap(), "--json", json])
+            .output()
+            .unwrap()
+    };
+    for json in ["-", "/dev/stdout"] {
+        let o = tune(&svg, json);
+        assert!(o.status.success(), "{}", text(&o));
+        let status: EnergyProfileStatus = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{json}: stdout is not the profile alone: {e}"));
+        assert_eq!(status.phase, Some(ProfilePhase::Complete));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("batch size        32"));
+    }
+    // One file for the plot and the JSON: refused before anything is written.
+    let same = dir.path().join("same.out");
+    let o = tune(&same, same.to_str().unwrap());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!same.exists());
+}
+
+#[test]
+fn a_reader_that_went_away_does_not_fail_the_run() {
+    // `tune ... | head -1`: printing to the closed pipe panicked (exit 101) before the plot.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = h200_resnet50_profile(dir.path());
+    let svg = dir.path().join("tune.svg");
+    let mut child = bin()
+        .args(["tune", "--from-profile", profile.to_str().unwrap()])
+        .args(["--slo-ms", "10", "--percentile", "95"])
+        .args(["--plot", svg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    assert!(svg.exists());
+}
+
+#[test]
 fn tune_measures_locally_when_given_a_model() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("t.svg");
