@@ -49,7 +49,7 @@ pub fn select(arg: DeviceArg) -> Result<(Device, String)> {
     };
     match arg {
         DeviceArg::Cpu => Ok((Device::Cpu, "CPU requested".to_string())),
-        DeviceArg::Cuda(i) if available && (i as i64) < count => Ok((
+        DeviceArg::Cuda(i) if available && i64::try_from(i).is_ok_and(|i| i < count) => Ok((
             Device::Cuda(i),
             format!("cuda:{i} requested; {count} CUDA device(s) visible"),
         )),

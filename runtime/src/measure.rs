@@ -132,7 +132,11 @@ pub fn measure(model: &LoadedModel, protocol: &ProtocolArgs) -> Result<EnergyPro
     drop(workload);
 
     let (device_name, driver) = if device.is_cuda() {
-        let info = gpu_info(&GpuSelector::from_env()).unwrap_or_default();
+        let index = match device {
+            tch::Device::Cuda(i) => i,
+            _ => 0,
+        };
+        let info = gpu_info(&GpuSelector::for_cuda(index)).unwrap_or_default();
         (info.name, info.driver)
     } else {
         (cpu_model(), None)

@@ -195,7 +195,11 @@ pub fn open_meter(
     clock: Rc<dyn Clock>,
     busy: BusyTime,
 ) -> Result<Metering> {
-    let sel = GpuSelector::from_env();
+    // The GPU the model runs on (on CPU the NVML meters are not offered anyway).
+    let sel = GpuSelector::for_cuda(match device {
+        Device::Cuda(i) => i,
+        _ => 0,
+    });
     let fail = |kind: &str, e: crate::meter::MeterError| RuntimeError::Meter {
         kind: kind.into(),
         message: e.0,

@@ -24,17 +24,25 @@ pub enum GpuSelector {
 }
 
 impl GpuSelector {
-    pub fn from_env() -> Self {
-        let first = std::env::var("CUDA_VISIBLE_DEVICES")
-            .ok()
-            .and_then(|v| v.split(',').next().map(|s| s.trim().to_string()));
-        match first {
-            Some(s) if s.starts_with("GPU-") || s.starts_with("MIG-") => GpuSelector::Uuid(s),
+    /// The GPU CUDA calls `cuda:<index>`, as NVML names it, under `CUDA_VISIBLE_DEVICES`.
+    pub fn for_cuda(index: usize) -> Self {
+        Self::for_cuda_among(index, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref())
+    }
+
+    /// `cuda:<index>` is the index-th entry of `visible` (`CUDA_VISIBLE_DEVICES`: indices or
+    /// `GPU-`/`MIG-` UUIDs), or with no such list the index-th GPU. (CUDA orders GPUs fastest
+    /// first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`, NVML by bus: on a host of mixed GPUs, set it.)
+    pub fn for_cuda_among(index: usize, visible: Option<&str>) -> Self {
+        let entry = visible.and_then(|v| v.split(',').map(str::trim).nth(index));
+        match entry {
+            Some(s) if s.starts_with("GPU-") || s.starts_with("MIG-") => {
+                GpuSelector::Uuid(s.to_string())
+            }
             Some(s) => s
                 .parse()
                 .map(GpuSelector::Index)
                 .unwrap_or(GpuSelector::Index(0)),
-            None => GpuSelector::Index(0),
+            None => GpuSelector::Index(u32::try_from(index).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -165,6 +173,28 @@ impl Drop for NvmlPower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_s_device_n_is_the_n_th_visible_gpu_as_nvml_names_it() {
+        assert_eq!(GpuSelector::for_cuda_among(1, None), GpuSelector::Index(1));
+        assert_eq!(
+            GpuSelector::for_cuda_among(1, Some("3, 5")),
+            GpuSelector::Index(5)
+        );
+        assert_eq!(
+            GpuSelector::for_cuda_among(1, Some("GPU-a,GPU-b")),
+            GpuSelector::Uuid("GPU-b".into())
+        );
+        assert_eq!(
+            GpuSelector::for_cuda_among(0, Some("MIG-x")),
+            GpuSelector::Uuid("MIG-x".into())
+        );
+        // An entry that is neither a number nor a UUID: the first GPU.
+        assert_eq!(
+            GpuSelector::for_cuda_among(0, Some("")),
+            GpuSelector::Index(0)
+        );
+    }
 
     #[test]
     fn nvml_absence_is_a_clean_error() {
