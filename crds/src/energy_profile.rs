@@ -49,6 +49,11 @@ pub struct EnergyProfileSpec {
     /// GPU product the table is valid for; `cpu` for CPU-only profiles.
     #[schemars(length(min = 1, max = 63))]
     pub gpu_product: String,
+    /// The extended resource the GPU was requested as, when not a whole `nvidia.com/gpu`: a MIG
+    /// slice (`nvidia.com/mig-1g.10gb`) keeps its GPU's product label but not its speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub gpu_resource: Option<String>,
     #[schemars(length(min = 1, max = 63))]
     pub runtime_version: String,
     #[serde(default)]
@@ -173,6 +178,9 @@ pub struct ProfileKey {
     pub model_name: String,
     pub model_digest: String,
     pub gpu_product: String,
+    /// `None` for a whole `nvidia.com/gpu` (and the CPU): the names of such profiles do not
+    /// depend on it, as before it was part of the key.
+    pub gpu_resource: Option<String>,
     pub runtime_version: String,
     pub precision: Precision,
 }
@@ -189,6 +197,10 @@ impl ProfileKey {
             self.precision.as_str(),
         ] {
             h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        if let Some(resource) = &self.gpu_resource {
+            h.update(resource.as_bytes());
             h.update([0u8]);
         }
         let hex: String = h
@@ -227,6 +239,7 @@ mod tests {
             model_name: "ResNet_50".into(),
             model_digest: "builtin:resnet50;input=3x224x224xFloat32".into(),
             gpu_product: gpu.into(),
+            gpu_resource: None,
             runtime_version: "0.1.0".into(),
             precision: Precision::Fp32,
         }

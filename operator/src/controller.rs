@@ -122,14 +122,31 @@ struct Context {
 /// 1.21 and later), else `policy/v1beta1`.
 async fn disruption_budget_api(client: &Client) -> Option<ApiResource> {
     for version in ["v1", "v1beta1"] {
-        let served = client
-            .list_api_group_resources(&format!("policy/{version}"))
-            .await
-            .is_ok_and(|list| {
-                list.resources
-                    .iter()
-                    .any(|r| r.name == "poddisruptionbudgets")
-            });
+        // Asked again while the API server is unreachable or failing, as the CRD check is: one
+        // failed answer at start would leave every serving Deployment without a budget until
+        // the operator restarts.
+        let mut pause = Duration::from_secs(1);
+        let mut tries = 0;
+        let served = loop {
+            tries += 1;
+            match client
+                .list_api_group_resources(&format!("policy/{version}"))
+                .await
+            {
+                Ok(list) => {
+                    break list
+                        .resources
+                        .iter()
+                        .any(|r| r.name == "poddisruptionbudgets");
+                }
+                Err(e) if tries < DISCOVERY_TRIES && transient(&e) && !not_found(&e) => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "discovering policy/{version}: trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(_) => break false,
+            }
+        };
         if served {
             let gvk = GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
             return Some(ApiResource::from_gvk_with_plural(
@@ -149,6 +166,11 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 /// restarts (an upgrade, a control-plane node replaced) answers again within that, and a pod that
 /// exited instead would come back only after its restart back-off (up to 5 minutes).
 const DISCOVERY_TRIES: u32 = 7;
+
+/// The API group version is not served (an answer, not a failure).
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
 
 /// Whether a failed discovery is worth another try: the server unreachable, overloaded or
 /// failing; not a refusal (401, 403) or an answer.
@@ -826,7 +848,7 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
             Err(e) => match refusal(&e) {
                 Some(message) => {
                     tracing::warn!(service = %name, namespace = %ns, job = %jn, %message, "the API server refused the profiling Job");
-                    plan = plan::refused(plan, is, "profiling Job", &message, &now);
+                    plan = plan::refused(plan, is, plan::REFUSED_PROFILING_JOB, &message, &now);
                     false
                 }
                 None => return Err(api_err("create", "Job", &ns, &jn)(e)),

@@ -251,13 +251,14 @@ const PHASES: [Phase; 5] = [
 ];
 
 /// The reasons of the Profiled condition the planner sets (its tests check each they see is here).
-pub const PROFILED_REASONS: [&str; 6] = [
+pub const PROFILED_REASONS: [&str; 7] = [
     "Profiling",
     "ProfilingQueued",
     "ProfilingWaiting",
     "ProfileComplete",
     "Reprofiling",
     "ProfilingFailed",
+    "Refused",
 ];
 
 fn phase_name(p: Phase) -> &'static str {

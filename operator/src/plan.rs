@@ -129,8 +129,12 @@ impl Plan {
     }
 }
 
-/// The profile key of a valid service: model identity, GPU product (`cpu` for CPU-only),
-/// runtime version, precision.
+/// The extended resource a whole NVIDIA GPU is requested as.
+const DEFAULT_GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// The profile key of a valid service: model identity, GPU product (`cpu` for CPU-only) and the
+/// resource it is requested as when that is not a whole GPU (a MIG slice), runtime version,
+/// precision.
 pub fn profile_key(is: &InferenceService, cfg: &OperatorConfig) -> ProfileKey {
     let gpu = &is.spec.gpu;
     let product = if gpu.count == 0 {
@@ -144,6 +148,8 @@ pub fn profile_key(is: &InferenceService, cfg: &OperatorConfig) -> ProfileKey {
         model_name: is.spec.model.display_name(),
         model_digest: is.spec.model.identity(),
         gpu_product: product,
+        gpu_resource: (gpu.count > 0 && gpu.resource != DEFAULT_GPU_RESOURCE)
+            .then(|| gpu.resource.clone()),
         runtime_version: cfg.runtime_version.clone(),
         precision: is.spec.profiling.precision,
     }
@@ -332,6 +338,10 @@ struct Conditions<'a> {
     now: &'a str,
     generation: Option<i64>,
     list: Vec<Condition>,
+    /// The conditions as read: a transition is a change from these, however often a pass sets a
+    /// condition on its way (a plan that sets Ready True, then `refused` False, leaves a Ready
+    /// False as read with its time).
+    read: &'a [Condition],
 }
 
 impl Conditions<'_> {
@@ -342,6 +352,11 @@ impl Conditions<'_> {
         reason: &str,
         message: impl Into<String>,
     ) {
+        let last_transition_time = self
+            .read
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| self.now.to_string(), |c| c.last_transition_time.clone());
         set_condition(
             &mut self.list,
             Condition {
@@ -349,12 +364,15 @@ impl Conditions<'_> {
                 status,
                 reason: reason.to_string(),
                 message: message.into(),
-                last_transition_time: self.now.to_string(),
+                last_transition_time,
                 observed_generation: self.generation,
             },
         );
     }
 }
+
+/// What [`refused`] calls a refused profiling Job.
+pub const REFUSED_PROFILING_JOB: &str = "profiling Job";
 
 /// `plan` after the API server refused an object it creates or applies (`kind`): an admission
 /// webhook or policy, a quota, a field the validation here let through. The service says so in
@@ -369,24 +387,41 @@ pub fn refused(
     now: &str,
 ) -> Plan {
     let note = format!("the API server refused the {kind}: {message}");
-    let old_ready = is
+    // A refused re-measurement leaves what serves serving: it is the profile's trouble.
+    let serving = plan
+        .status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == ConditionStatus::True);
+    let which = if kind == REFUSED_PROFILING_JOB && serving {
+        PROFILED
+    } else {
+        READY
+    };
+    let old = is
         .status
         .as_ref()
-        .and_then(|s| condition(s, READY))
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == which))
         .map(|c| (c.reason.clone(), c.message.clone()));
-    if old_ready != Some(("Refused".to_string(), note.clone())) {
+    if old != Some(("Refused".to_string(), note.clone())) {
         plan.events.push(PlannedEvent {
             warning: true,
             reason: "Refused",
             note: note.clone(),
         });
     }
+    let read = is
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     let mut conds = Conditions {
         now,
         generation: is.metadata.generation,
         list: std::mem::take(&mut plan.status.conditions),
+        read: &read,
     };
-    conds.set(READY, ConditionStatus::False, "Refused", note);
+    conds.set(which, ConditionStatus::False, "Refused", note);
     plan.status.conditions = conds.list;
     plan.requeue = Requeue::After(RESYNC);
     plan
@@ -476,6 +511,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
         now,
         generation,
         list: old.conditions.clone(),
+        read: &old.conditions,
     };
     let mut status = InferenceServiceStatus {
         observed_generation: generation,
@@ -1570,6 +1606,7 @@ fn profile_spec(is: &InferenceService, valid: &Valid, key: &ProfileKey) -> Energ
         model_name: key.model_name.clone(),
         model_digest: key.model_digest.clone(),
         gpu_product: key.gpu_product.clone(),
+        gpu_resource: key.gpu_resource.clone(),
         runtime_version: key.runtime_version.clone(),
         precision: key.precision,
         model: is.spec.model.clone(),

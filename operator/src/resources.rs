@@ -336,10 +336,19 @@ pub fn profiling_job(
                 cfg,
                 gpu,
                 pod,
-                profile_args(profile_name, namespace, spec, gpu, &model),
+                profile_args(profile_name, namespace, spec, gpu, &model)
+                    .into_iter()
+                    .chain([
+                        "--time-limit-seconds".to_string(),
+                        measuring_time_limit(cfg.job_active_deadline_seconds).to_string(),
+                    ])
+                    .collect(),
                 mounts,
                 model.env.iter().cloned().chain([node_name_env()]).collect(),
             )],
+            // The time limit counts from the pod's start on a node: waiting for a GPU (on a full
+            // cluster, for hours) is no measurement running long, and must not fail it.
+            active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
             ..Default::default()
         }),
     };
@@ -358,13 +367,31 @@ pub fn profiling_job(
         spec: Some(JobSpec {
             backoff_limit: Some(cfg.job_backoff_limit),
             pod_failure_policy: Some(profiling_failure_policy()),
-            active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
+            // A backstop on the whole Job, waiting included: a Job that can never be scheduled
+            // (a GPU product the cluster lacks) ends, and frees its --max-profiling-jobs place.
+            active_deadline_seconds: Some(
+                cfg.job_active_deadline_seconds
+                    .saturating_add(PROFILING_JOB_WAIT_SECONDS),
+            ),
             ttl_seconds_after_finished: cfg.job_ttl_seconds_after_finished,
             template,
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+/// How long a profiling Job may wait for its pod to start (a GPU to free up), on top of the
+/// pod's own time limit: a day.
+pub const PROFILING_JOB_WAIT_SECONDS: i64 = 86_400;
+
+/// The runtime's own limit on a measurement, a minute inside the pod's deadline (at least half of
+/// it): it gives up with exit code 8 — which fails the Job at once — and says so in the
+/// EnergyProfile, where the deadline's kill would say nothing and be tried again.
+pub fn measuring_time_limit(pod_deadline_seconds: i64) -> i64 {
+    (pod_deadline_seconds - 60)
+        .max(pod_deadline_seconds / 2)
+        .max(1)
 }
 
 /// A digest of a pod template as the operator builds it (16 hex digits of the SHA-256 of its
@@ -649,17 +676,22 @@ pub fn service(name: &str, namespace: &str, owner: OwnerReference) -> Service {
         spec: Some(ServiceSpec {
             selector: Some(labels(&[(SERVICE_LABEL, name)])),
             // HTTP (KServe v2 REST, /metrics) and KServe v2 gRPC, each under its protocol's
-            // port name (service meshes tell the protocols apart by it).
+            // port name (Istio tells the protocols apart by it) and `appProtocol` (Gateway API
+            // implementations, Contour, GKE: gRPC is HTTP/2 without TLS, `kubernetes.io/h2c`).
             ports: Some(
-                [(HTTP_PORT_NAME, HTTP_PORT), (GRPC_PORT_NAME, GRPC_PORT)]
-                    .map(|(name, port)| ServicePort {
-                        name: Some(name.into()),
-                        port,
-                        target_port: Some(IntOrString::String(name.into())),
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    })
-                    .to_vec(),
+                [
+                    (HTTP_PORT_NAME, HTTP_PORT, "http"),
+                    (GRPC_PORT_NAME, GRPC_PORT, "kubernetes.io/h2c"),
+                ]
+                .map(|(name, port, app_protocol)| ServicePort {
+                    name: Some(name.into()),
+                    port,
+                    target_port: Some(IntOrString::String(name.into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: Some(app_protocol.into()),
+                    ..Default::default()
+                })
+                .to_vec(),
             ),
             ..Default::default()
         }),
@@ -693,6 +725,7 @@ mod tests {
             model_name: "m".into(),
             model_digest: "d".into(),
             gpu_product: "NVIDIA-H200".into(),
+            gpu_resource: None,
             runtime_version: "0.1.0".into(),
             precision: Default::default(),
             model: is.spec.model.clone(),
@@ -726,9 +759,22 @@ mod tests {
         .unwrap();
         let js = job.spec.unwrap();
         assert_eq!(js.backoff_limit, Some(3));
-        assert_eq!(js.active_deadline_seconds, Some(3600));
+        // The time limit is the pod's, counted from its start on a node: a Job waiting an hour
+        // for a GPU failed DeadlineExceeded before it measured anything, for good. The Job's own
+        // deadline allows a day of waiting on top.
+        assert_eq!(js.active_deadline_seconds, Some(3600 + 86_400));
         assert_eq!(js.ttl_seconds_after_finished, Some(86_400));
         let pod = js.template.spec.unwrap();
+        assert_eq!(pod.active_deadline_seconds, Some(3600));
+        // The runtime gives up a minute before, saying why (exit 8 fails the Job at once).
+        let args = pod.containers[0].args.clone().unwrap();
+        let limit = args
+            .iter()
+            .position(|a| a == "--time-limit-seconds")
+            .unwrap();
+        assert_eq!(args[limit + 1], "3540");
+        assert_eq!(measuring_time_limit(60), 30);
+        assert_eq!(measuring_time_limit(1), 1);
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
             pod.service_account_name.as_deref(),
@@ -779,7 +825,7 @@ mod tests {
         let a = c.args.clone().unwrap();
         assert_eq!(
             a.join(" "),
-            "profile --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cuda --candidates 1,8 --windows 5 --window-seconds 0.5 --warmup-seconds 1 --max-spread 0.1 --output-profile p --namespace ns"
+            "profile --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cuda --candidates 1,8 --windows 5 --window-seconds 0.5 --warmup-seconds 1 --max-spread 0.1 --output-profile p --namespace ns --time-limit-seconds 3540"
         );
     }
 
@@ -837,6 +883,7 @@ mod tests {
             model_name: "m".into(),
             model_digest: "d".into(),
             gpu_product: "cpu".into(),
+            gpu_resource: None,
             runtime_version: "0.1.0".into(),
             precision: Default::default(),
             model: is.spec.model.clone(),
@@ -937,6 +984,14 @@ mod tests {
             .map(|p| (p.name.clone(), p.port))
             .collect();
         assert_eq!(svc_ports, ports);
+        // Gateways and meshes that read appProtocol talk HTTP/2 without TLS to the gRPC port.
+        let app_protocols: Vec<Option<&str>> = svc
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.app_protocol.as_deref())
+            .collect();
+        assert_eq!(app_protocols, [Some("http"), Some("kubernetes.io/h2c")]);
         assert_eq!(
             c.readiness_probe
                 .as_ref()

@@ -300,6 +300,10 @@ pub struct ProfileArgs {
     /// Namespace of --output-profile (default: the client's default namespace).
     #[arg(long, env = "GREENBATCH_PROFILE_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Give up after this many seconds of loading and measuring: exit code 8, and with
+    /// --output-profile the profile says why. A bound on the GPU time one measurement takes.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub time_limit_seconds: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -45,6 +45,33 @@ pub fn failure_status(
     }
 }
 
+/// After `limit` seconds, whatever the measurement is doing (a CUDA call that never returns
+/// included): says why — in the EnergyProfile too, with `--output-profile` (a re-profile keeps
+/// its table) — and exits with code 8.
+fn give_up_after(limit: u64, args: &ProfileArgs, existing: Option<EnergyProfileStatus>) {
+    let output = args
+        .output_profile
+        .clone()
+        .map(|name| (name, args.namespace.clone()));
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(limit));
+        let why = format!(
+            "measuring took longer than the {limit} s time limit (--time-limit-seconds): measure fewer candidate batch sizes or shorter windows, or allow longer (the chart's controller.profilingJob.deadlineSeconds)"
+        );
+        tracing::error!("{why}");
+        if let Some((name, namespace)) = &output {
+            let failed = failure_status(existing.as_ref(), &why, &now_rfc3339());
+            if let Err(e) = publish::write_status(name, namespace.as_deref(), &failed) {
+                tracing::error!("could not record the failure in the cluster: {e}");
+            }
+        }
+        eprintln!("error: {why}");
+        std::process::exit(i32::from(
+            RuntimeError::NothingMeasured(String::new()).exit_code(),
+        ));
+    });
+}
+
 pub fn run(args: &ProfileArgs) -> Result<()> {
     // Check every destination before the measurement, which can take many minutes.
     check_candidates(&args.protocol.candidates)?;
@@ -54,6 +81,9 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         Some(name) => publish::preflight(name, args.namespace.as_deref())?,
         None => None,
     };
+    if let Some(limit) = args.time_limit_seconds {
+        give_up_after(limit, args, existing.clone());
+    }
     let outcome = load_model(&args.model.model, &args.model.exec)
         .and_then(|model| measure(&model, &args.protocol));
     let status = match outcome {

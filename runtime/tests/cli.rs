@@ -46,6 +46,37 @@ fn with_memory_limit(c: &mut Command, kib: u64) -> &mut Command {
 }
 
 #[test]
+fn a_measurement_past_its_time_limit_gives_up_saying_why() {
+    // Four sizes of 20 windows of half a second: ~40 s, limited to 2.
+    let started = std::time::Instant::now();
+    let o = bin()
+        .arg("profile")
+        .args(["--model", &fixture("tiny_cnn.pt"), "--shape", "3,16,16"])
+        .args([
+            "--device",
+            "cpu",
+            "--meter",
+            "synthetic",
+            "--candidates",
+            "1,2,4,8",
+        ])
+        .args([
+            "--windows",
+            "20",
+            "--window-seconds",
+            "0.5",
+            "--warmup-seconds",
+            "0",
+        ])
+        .args(["--time-limit-seconds", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    assert!(text(&o).contains("2 s time limit"), "{}", text(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
 fn out_of_memory_while_loading_is_neither_a_panic_nor_a_wrong_input() {
     // A builtin's weights (vgg16: 528 MB) panicked inside tch's layer builders (exit 101); an
     // input too large for the memory was reported as the model rejecting it (exit 5, which

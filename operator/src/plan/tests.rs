@@ -518,6 +518,13 @@ fn profile_keys() {
     assert_ne!(other_model.object_name(), k0.object_name());
     let fp16 = key(|s| s.spec.profiling.precision = greenbatch_crds::Precision::Fp16);
     assert_ne!(fp16.object_name(), k0.object_name());
+    // A MIG slice keeps its GPU's product label, not its speed: a profile of its own. A whole
+    // GPU named explicitly is the default's profile (names made before the resource was keyed).
+    let mig = key(|s| s.spec.gpu.resource = "nvidia.com/mig-1g.10gb".into());
+    assert_eq!(mig.gpu_resource.as_deref(), Some("nvidia.com/mig-1g.10gb"));
+    assert_ne!(mig.object_name(), k0.object_name());
+    assert_eq!(key(|s| s.spec.gpu.resource = "nvidia.com/gpu".into()), k0);
+    assert_eq!(k0.gpu_resource, None);
 }
 
 #[test]
@@ -2341,6 +2348,58 @@ fn an_object_the_api_server_refuses_is_said_in_the_ready_condition_once() {
             "Refused"
         )
         .is_none()
+    );
+}
+
+#[test]
+fn a_refusal_that_lasts_keeps_its_transition_time_and_a_refused_re_profile_leaves_ready() {
+    // Each pass planned Ready True, then the refusal set it False: the time moved to every
+    // resync's, and "Ready False for 15 minutes" never held.
+    let mut is = service("svc");
+    let o = serving(&mut is);
+    assert!(
+        is.status.as_ref().is_some_and(|s| s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == ConditionStatus::True)),
+        "serving"
+    );
+    let later = "2099-01-01T00:05:00Z";
+    let message = "admission webhook denied the request";
+    let first = refused(
+        plan(&is, &o, &cfg(), NOW),
+        &is,
+        "serving Deployment",
+        message,
+        NOW,
+    );
+    is.status = Some(first.status);
+    let again = refused(
+        plan(&is, &o, &cfg(), later),
+        &is,
+        "serving Deployment",
+        message,
+        later,
+    );
+    let ready = cond(&again, READY);
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert_eq!(ready.last_transition_time, NOW);
+
+    // A refused re-profile Job: the pods serve on, Ready stays; Profiled says it.
+    let mut is = service("svc");
+    let o = serving(&mut is);
+    let p = refused(
+        plan(&is, &o, &cfg(), later),
+        &is,
+        REFUSED_PROFILING_JOB,
+        message,
+        later,
+    );
+    assert_eq!(cond(&p, READY).status, ConditionStatus::True);
+    let profiled = cond(&p, PROFILED);
+    assert_eq!(
+        (profiled.status, profiled.reason.as_str()),
+        (ConditionStatus::False, "Refused")
     );
 }
 
