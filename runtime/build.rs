@@ -89,6 +89,13 @@ fn cuda_include_dirs(lib: &Path) -> Option<Vec<PathBuf>> {
     let root = lib.parent()?;
     let torch_cuda = libtorch_cuda_version(root);
     let mut sets: Vec<Vec<PathBuf>> = Vec::new();
+    // Built again when the CUDA wheels change: headers installed after a first build that found
+    // none (a download that failed once) would otherwise never be used by this cached build.
+    if let Some(site) = root.parent() {
+        let wheels = site.join("nvidia");
+        let watched = if wheels.is_dir() { wheels } else { site.to_path_buf() };
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
     if let Some(site) = root.parent()
         && let Ok(entries) = std::fs::read_dir(site.join("nvidia"))
     {

@@ -13,7 +13,7 @@ TORCHVISION_VERSION=0.26.0
 
 if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('$TORCH_VERSION')" 2>/dev/null; then
   command -v python3 >/dev/null || apt_install python3
-  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv  # Debian: venv without ensurepip fails
   log "creating $VENV with torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION (~2.5 GB download, once)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" \

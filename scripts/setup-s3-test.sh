@@ -11,6 +11,7 @@ ENV_FILE="$GREENBATCH_CACHE/s3-test.env"
 if ! "$VENV/bin/python" -c 'import moto.server, boto3' 2>/dev/null; then
   log "installing moto[s3,server] (an S3 API for the s3:// tests) into $VENV"
   rm -rf "$VENV"
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" 'moto[s3,server]==5.*' >&2
 fi

