@@ -93,7 +93,11 @@ fn cuda_include_dirs(lib: &Path) -> Option<Vec<PathBuf>> {
     // none (a download that failed once) would otherwise never be used by this cached build.
     if let Some(site) = root.parent() {
         let wheels = site.join("nvidia");
-        let watched = if wheels.is_dir() { wheels } else { site.to_path_buf() };
+        let watched = if wheels.is_dir() {
+            wheels
+        } else {
+            site.to_path_buf()
+        };
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     if let Some(site) = root.parent()

@@ -67,7 +67,30 @@ impl Default for OperatorConfig {
             target_utilisation: greenbatch_core::Policy::default().target_utilisation,
             scale_down_delay: std::time::Duration::from_secs(300),
             model_ca_config_map: None,
-            runtime_pod: Default::default(),
+            runtime_pod: baseline_runtime_pod(),
         }
+    }
+}
+
+/// What runtime pods request when neither the operator's `--runtime-pod-defaults` nor a
+/// service's `spec.pod` sets `resources`: a CPU and 4 GiB. Without requests a GPU pod is
+/// BestEffort — the first evicted under memory pressure, and measured with whatever CPU is
+/// left — while a CUDA context and a model's weights take gigabytes of host memory. No limit: a
+/// large model is not OOM-killed.
+pub fn baseline_runtime_pod() -> greenbatch_crds::RuntimePodSpec {
+    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    greenbatch_crds::RuntimePodSpec {
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_string(), Quantity("1".into())),
+                    ("memory".to_string(), Quantity("4Gi".into())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

@@ -47,7 +47,8 @@ struct Args {
     model_ca_configmap: Option<String>,
     /// Scheduling and resources of runtime pods (profiling and serving) where a service's
     /// `spec.pod` leaves a field out, as JSON: `{"resources": {"requests": {"memory": "8Gi"}},
-    /// "tolerations": [...], "nodeSelector": {...}, "priorityClassName": "..."}`.
+    /// "tolerations": [...], "nodeSelector": {...}, "priorityClassName": "..."}`. Without
+    /// `resources` here, runtime pods request a CPU and 4 GiB (`{"resources": {}}`: nothing).
     #[arg(long, env = "GREENBATCH_RUNTIME_POD_DEFAULTS", value_parser = runtime_pod_defaults)]
     runtime_pod_defaults: Option<RuntimePodSpec>,
     /// Pod retries of a profiling Job.
@@ -320,7 +321,10 @@ async fn run(args: Args) -> Result<(), OperatorError> {
             scale_down_delay: Duration::from_secs(args.scale_down_delay_seconds),
             target_utilisation: args.target_utilisation,
             model_ca_config_map: args.model_ca_configmap,
-            runtime_pod: args.runtime_pod_defaults.unwrap_or_default(),
+            runtime_pod: args
+                .runtime_pod_defaults
+                .unwrap_or_default()
+                .over(&greenbatch_operator::config::baseline_runtime_pod()),
         },
         scope: args.namespace.map(Scope::Namespace).unwrap_or(Scope::All),
         concurrency: args.concurrency,

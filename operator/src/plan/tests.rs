@@ -2581,3 +2581,44 @@ fn a_token_the_profile_has_let_go_is_not_honoured_again() {
     );
     assert_eq!(again.status.reprofile_token.as_deref(), Some("t1"));
 }
+
+#[test]
+fn runtime_pods_request_a_cpu_and_4_gib_unless_told_otherwise() {
+    // Without requests a GPU pod is BestEffort: the first evicted, measured with the CPU left.
+    let requests = |p: &Plan| {
+        let Serving::Apply(objects) = &p.serving else {
+            panic!("expected Apply, got {:?}", p.serving)
+        };
+        let pod = objects
+            .0
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .clone()
+            .unwrap();
+        pod.containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k != "nvidia.com/gpu")
+            .map(|(k, q)| (k, q.0))
+            .collect::<Vec<_>>()
+    };
+    let is = service("svc");
+    let p = plan(&is, &done(&is), &cfg(), NOW);
+    assert_eq!(
+        requests(&p),
+        [("cpu".into(), "1".into()), ("memory".into(), "4Gi".into())]
+    );
+    // A service's own resources replace them whole.
+    let mut is = service("svc");
+    is.spec.pod =
+        serde_json::from_value(serde_json::json!({"resources": {"requests": {"memory": "16Gi"}}}))
+            .unwrap();
+    let p = plan(&is, &done(&is), &cfg(), NOW);
+    assert_eq!(requests(&p), [("memory".into(), "16Gi".into())]);
+}
