@@ -489,15 +489,15 @@ fn explain(
             "{head}, meets {slo} (budget {} ms after headroom); {energy}",
             fmt_ms(ctx.budget_ms)
         );
-        if let Some(alt) = alternative.filter(|a| a.batch_size != c.batch_size) {
-            if let (Some(ja), Some(jc)) = (alt.joules_per_inference, c.joules_per_inference) {
-                s.push_str(&format!(
-                    "; the best feasible batch size, {}, would cost {} ({:.2}x less)",
-                    alt.batch_size,
-                    fmt_joules(ja),
-                    jc / ja
-                ));
-            }
+        if let Some(alt) = alternative.filter(|a| a.batch_size != c.batch_size)
+            && let (Some(ja), Some(jc)) = (alt.joules_per_inference, c.joules_per_inference)
+        {
+            s.push_str(&format!(
+                "; the best feasible batch size, {}, would cost {} ({:.2}x less)",
+                alt.batch_size,
+                fmt_joules(ja),
+                jc / ja
+            ));
         }
         s
     } else {

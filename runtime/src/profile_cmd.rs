@@ -108,10 +108,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         status
     };
     let to_stdout = matches!(sink, Some(JsonSink::Stdout));
-    if !to_stdout {
-        if let Some(t) = &status.table {
-            crate::output::show(&table::render(t));
-        }
+    if !to_stdout && let Some(t) = &status.table {
+        crate::output::show(&table::render(t));
     }
     // The local file first: a measurement that took minutes is kept when the cluster refuses it.
     if let (Some(sink), false) = (sink, failed) {

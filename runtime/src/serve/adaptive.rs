@@ -124,10 +124,10 @@ impl AdaptiveController {
         {
             return None;
         }
-        if let Some(prev) = self.decided_at_rate {
-            if ((rate - prev) / prev).abs() <= self.config.rate_band {
-                return None;
-            }
+        if let Some(prev) = self.decided_at_rate
+            && ((rate - prev) / prev).abs() <= self.config.rate_band
+        {
+            return None;
         }
         self.decided_at_rate = Some(rate);
         let best = self.predict(BatchingMode::Auto, rate)?;

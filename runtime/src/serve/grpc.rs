@@ -316,10 +316,11 @@ where
         let mut grpc = Grpc::new(DecodeInService::<Resp>(PhantomData))
             .apply_max_message_size_config(Some(limit), Some(usize::MAX));
         let response = grpc.unary(method, request).await;
-        if counted && !reached.load(Ordering::Relaxed) {
-            if let Some(code) = refused_before_the_service(&response) {
-                service.app.record(code, arrived);
-            }
+        if counted
+            && !reached.load(Ordering::Relaxed)
+            && let Some(code) = refused_before_the_service(&response)
+        {
+            service.app.record(code, arrived);
         }
         Ok(response)
     })

@@ -103,7 +103,7 @@ fn requested_output(o: &Value) -> Result<RequestedOutput, V2Error> {
 }
 
 pub fn binary_data(bytes: &[u8], dt: Datatype, name: &str) -> Result<TensorData, V2Error> {
-    if bytes.len() % dt.size() != 0 {
+    if !bytes.len().is_multiple_of(dt.size()) {
         return Err(V2Error::bad(format!(
             "input {name:?}: {} binary bytes is not a whole number of {}",
             bytes.len(),

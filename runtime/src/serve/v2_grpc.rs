@@ -810,12 +810,11 @@ mod tests {
             }
             mutated.truncate(cut % (mutated.len() + 1));
             for bytes in [arbitrary, mutated] {
-                if let Ok(r) = ModelInferRequest::decode(bytes.as_slice()) {
-                    if let Err(e) = decode_infer(&r, &sig()) {
+                if let Ok(r) = ModelInferRequest::decode(bytes.as_slice())
+                    && let Err(e) = decode_infer(&r, &sig()) {
                         proptest::prop_assert!((400..500).contains(&e.status), "{}", e.status);
                         proptest::prop_assert!(!e.message.is_empty());
                     }
-                }
             }
         }
     }
