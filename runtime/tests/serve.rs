@@ -403,6 +403,38 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
     .await;
     assert_eq!(code, 200, "the server must keep serving after bad input");
 
+    // A method an endpoint does not take: 405 with the endpoints' error body and `Allow`.
+    let r = reqwest::get(format!("{b}/v2/models/tiny_cnn/infer"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let out: Value = r.json().await.unwrap();
+    assert!(
+        out["error"].as_str().is_some_and(|e| e.contains("POST")),
+        "{out}"
+    );
+    // A body cut off by its client is no size over the limit: 400, not 413.
+    let cut = {
+        use std::io::{Read, Write};
+        let addr = b.trim_start_matches("http://").to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"POST /v2/models/tiny_cnn/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n{\"inputs\"")
+                .unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answer = String::new();
+            let _ = c.read_to_string(&mut answer);
+            answer
+        })
+        .await
+        .unwrap()
+    };
+    assert!(cut.starts_with("HTTP/1.1 400"), "{cut}");
+
     // Metrics: counts by code, the energy series, valid exposition format.
     let text = reqwest::get(format!("{b}/metrics"))
         .await
@@ -658,6 +690,18 @@ async fn a_model_that_fails_to_load_is_not_ready_and_says_why() {
     .await;
     assert_eq!(code, 503, "{out}");
     assert!(headers.contains_key("retry-after"));
+    // Its metadata cannot be told (its output shape is the model's): 503 saying why, not an
+    // output of shape [-1].
+    for what in ["", "/config"] {
+        let (code, body) = get(format!("{}/v2/models/corrupt{what}", s.base)).await;
+        assert_eq!(code, 503, "{what}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("model load failed")),
+            "{body}"
+        );
+    }
     assert!(s.child.try_wait().unwrap().is_none(), "still up");
 }
 

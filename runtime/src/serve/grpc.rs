@@ -103,7 +103,7 @@ impl InferenceService {
             outputs: vec![TensorMetadata {
                 name: OUTPUT_NAME.into(),
                 datatype: "FP32".into(),
-                shape: batched(&self.app.output_item_shape()),
+                shape: batched(&self.app.output_item_shape().map_err(status)?),
             }],
         })
     }
@@ -126,7 +126,7 @@ impl InferenceService {
                 output: vec![ModelOutputConfig {
                     name: OUTPUT_NAME.into(),
                     data_type: v2_grpc::TRITON_FP32,
-                    dims: self.app.output_item_shape(),
+                    dims: self.app.output_item_shape().map_err(status)?,
                 }],
             }),
         })

@@ -98,14 +98,21 @@ impl App {
         Ok(())
     }
 
-    /// The output's shape per item, once the model has run (empty before).
-    pub fn output_item_shape(&self) -> Vec<i64> {
+    /// The output's shape per item, known once the model has loaded and run; before, the model's
+    /// metadata cannot be told and a 503 says so (as Triton refuses a model not loaded).
+    pub fn output_item_shape(&self) -> Result<Vec<i64>, Failure> {
         self.shared
             .output_item_shape
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .unwrap_or_default()
+            .ok_or_else(|| {
+                let reason = self.shared.not_ready_reason().unwrap_or_default();
+                failure(
+                    503,
+                    format!("the model's metadata is known once it has loaded: {reason}"),
+                )
+            })
     }
 
     /// One decoded request through the batch queue: 400 for an output the model lacks or more

@@ -58,6 +58,12 @@ pub fn router(app: Arc<App>) -> Router {
             post(infer_versioned),
         )
         .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|| async {
+            error(
+                405,
+                "method not allowed on this endpoint (infer takes POST, the others GET)",
+            )
+        })
         .fallback(|| async { error(404, "no such endpoint") })
         .with_state(app)
 }
@@ -100,30 +106,34 @@ async fn server_metadata() -> Response {
     Json(json!({"name": "greenbatch-runtime", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]})).into_response()
 }
 
-fn metadata(app: &App) -> serde_json::Value {
+fn metadata(app: &App) -> Result<serde_json::Value, Failure> {
     let mut input_shape = vec![-1i64];
     input_shape.extend_from_slice(&app.signature.item_shape);
     let mut output_shape = vec![-1i64];
-    output_shape.extend(app.output_item_shape());
-    json!({
+    output_shape.extend(app.output_item_shape()?);
+    Ok(json!({
         "name": app.model_name,
         "versions": ["1"],
         "platform": "pytorch_libtorch",
         "inputs": [{"name": app.signature.input_name, "datatype": app.signature.datatype.name(), "shape": input_shape}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": output_shape}],
-    })
+    }))
+}
+
+/// `body` as a JSON answer, or the failure as one.
+fn answered(body: Result<serde_json::Value, Failure>) -> Response {
+    body.map_or_else(failed, |v| Json(v).into_response())
 }
 
 async fn model_metadata(State(app): AppState, Path(name): Path<String>) -> Response {
-    unknown_model(&app, &name, None).unwrap_or_else(|| Json(metadata(&app)).into_response())
+    unknown_model(&app, &name, None).unwrap_or_else(|| answered(metadata(&app)))
 }
 
 async fn model_metadata_versioned(
     State(app): AppState,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    unknown_model(&app, &name, Some(&version))
-        .unwrap_or_else(|| Json(metadata(&app)).into_response())
+    unknown_model(&app, &name, Some(&version)).unwrap_or_else(|| answered(metadata(&app)))
 }
 
 fn ready_response(app: &App) -> Response {
@@ -149,27 +159,27 @@ async fn model_ready_versioned(
 }
 
 /// Triton's model configuration extension: perf_analyzer needs `max_batch_size` to batch.
-fn config(app: &App) -> serde_json::Value {
-    let out_item = app.output_item_shape();
-    json!({
+fn config(app: &App) -> Result<serde_json::Value, Failure> {
+    let out_item = app.output_item_shape()?;
+    Ok(json!({
         "name": app.model_name,
         "platform": "pytorch_libtorch",
         "max_batch_size": app.signature.max_batch,
         "input": [{"name": app.signature.input_name, "data_type": app.signature.datatype.triton_config_name(), "dims": app.signature.item_shape}],
         "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": out_item}],
         "dynamic_batching": {"max_queue_delay_microseconds": app.shared.policy().max_queue_delay.as_micros() as u64},
-    })
+    }))
 }
 
 async fn model_config(State(app): AppState, Path(name): Path<String>) -> Response {
-    unknown_model(&app, &name, None).unwrap_or_else(|| Json(config(&app)).into_response())
+    unknown_model(&app, &name, None).unwrap_or_else(|| answered(config(&app)))
 }
 
 async fn model_config_versioned(
     State(app): AppState,
     Path((name, version)): Path<(String, String)>,
 ) -> Response {
-    unknown_model(&app, &name, Some(&version)).unwrap_or_else(|| Json(config(&app)).into_response())
+    unknown_model(&app, &name, Some(&version)).unwrap_or_else(|| answered(config(&app)))
 }
 
 /// OpenMetrics when the scraper asks for it (Prometheus does), the classic text format otherwise.
@@ -233,9 +243,22 @@ async fn infer_response(
     app.admit()?;
     let bytes: Bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
-        .map_err(|_| Failure {
-            status: 413,
-            message: format!("request body exceeds the {} byte limit", app.max_body_bytes),
+        .map_err(|e| {
+            // Over the limit is the client's size; anything else (a connection cut mid-body,
+            // broken chunked encoding) is no size at all.
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Failure {
+                    status: 413,
+                    message: format!("request body exceeds the {} byte limit", app.max_body_bytes),
+                }
+            } else {
+                Failure {
+                    status: 400,
+                    message: format!("the request body could not be read: {e}"),
+                }
+            }
         })?;
     let json_len = match headers
         .get("inference-header-content-length")
