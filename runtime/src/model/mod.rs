@@ -162,6 +162,14 @@ fn load_script(path: &Path, config: &ModelConfig, kind: Kind) -> Result<ScriptMo
             message: "not a regular file".into(),
         });
     }
+    // Unreadable (a file on a volume written by root with mode 0600, read as uid 65532): said
+    // as such, not as a corrupt model, which is what libtorch's failure would read as.
+    std::fs::File::open(path).map_err(|e| RuntimeError::ModelMissing {
+        path: path.to_path_buf(),
+        message: format!(
+            "cannot be read: {e} (the runtime runs as uid 65532: make the file readable to it)"
+        ),
+    })?;
     let cast = if config.precision == Precision::Fp32 {
         Kind::Float
     } else {
