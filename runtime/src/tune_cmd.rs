@@ -123,6 +123,21 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         }
     };
     say(&table::render(&table));
+    // A table without the SLO's percentile (reference sweeps record p50 and p95) is a question
+    // of the argument, not of the measurement.
+    if table
+        .rows
+        .iter()
+        .all(|r| r.latency_ms.at(slo.percentile()).is_none())
+    {
+        return Err(RuntimeError::Usage {
+            arg: "--percentile",
+            message: format!(
+                "the profile has no {} latencies: choose a percentile it has (95 or 50)",
+                slo.percentile()
+            ),
+        });
+    }
     let selection = greenbatch_core::choose(
         &table,
         slo,

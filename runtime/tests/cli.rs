@@ -544,6 +544,16 @@ fn tune_picks_from_a_known_profile_and_draws_the_plot() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.json"));
 
+    // The reference table has no p99: the default percentile is a usage error naming the flag
+    // (it read "no batch size could be measured", exit 8).
+    let o = bin()
+        .args(["tune", "--from-profile", profile.to_str().unwrap()])
+        .args(["--slo-ms", "10", "--plot", svg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--percentile"), "{}", text(&o));
+
     // An SLO past an hour is a usage error (1e308 ms hung the plot), and no plot is left.
     let absurd = dir.path().join("absurd.svg");
     let mut child = bin()
