@@ -496,10 +496,18 @@ fn partly_available(d: &DeploymentObservation, planned: &Deployment) -> bool {
 
 /// The replica status carried through a reconcile that does not size replicas: the count and
 /// what was measured stay; a scale-down wait does not (its clock would run on through the
-/// interruption and end at the first observation after it).
-fn kept_replicas(old: &InferenceServiceStatus) -> Option<ReplicaStatus> {
+/// interruption and end at the first observation after it); the ready count is the Deployment's
+/// as observed now (0 without one of ours), not the one last written — pods die while a service
+/// waits for a fix of its spec.
+fn kept_replicas(old: &InferenceServiceStatus, observed: &Observed) -> Option<ReplicaStatus> {
+    let ready = observed
+        .deployment
+        .as_ref()
+        .filter(|d| d.controlled_by_us)
+        .map_or(0, |d| u32::try_from(d.ready_replicas.max(0)).unwrap_or(0));
     old.replicas.clone().map(|r| ReplicaStatus {
         scale_down: None,
+        ready,
         ..r
     })
 }
@@ -515,12 +523,20 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
     };
     let mut status = InferenceServiceStatus {
         observed_generation: generation,
-        // A fresh observation replaces the last one; without one the last stays, with its time.
+        // A fresh observation replaces the last one; without one the last stays, with its time
+        // — while pods of this service run: with none (removed, a name taken) there is nothing
+        // served to have observed.
         observed: observed
             .load
             .as_ref()
             .map(|load| observed_serving(load, now))
-            .or_else(|| old.observed.clone()),
+            .or_else(|| {
+                observed
+                    .deployment
+                    .as_ref()
+                    .filter(|d| d.controlled_by_us)
+                    .and(old.observed.clone())
+            }),
         ..Default::default()
     };
     let mut events = Vec::new();
@@ -583,7 +599,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             status.phase = Some(Phase::Failed);
             // What was chosen before stays visible: a bad edit does not tear down a running service.
             status.selected = old.selected.clone();
-            status.replicas = kept_replicas(&old);
+            status.replicas = kept_replicas(&old, observed);
             status.profile_ref = old.profile_ref.clone();
             status.reprofile_token = old.reprofile_token.clone();
             status.conditions = conds.list;
@@ -692,7 +708,7 @@ pub fn plan(is: &InferenceService, observed: &Observed, cfg: &OperatorConfig, no
             );
             out.status.phase = Some(Phase::Failed);
             out.status.selected = old.selected.clone();
-            out.status.replicas = kept_replicas(&old);
+            out.status.replicas = kept_replicas(&old, observed);
             if old.phase != Some(Phase::Failed)
                 || condition(&old, READY).map(|c| c.message.as_str()) != Some(msg.as_str())
             {
@@ -818,7 +834,7 @@ fn serve_from_table(
             // and replica count stay in status, so a later choice starts from them
             // instead of `spec.replicas.min`.
             out.status.selected = old.selected.clone();
-            out.status.replicas = kept_replicas(old);
+            out.status.replicas = kept_replicas(old, observed);
             if condition(old, READY).map(|c| c.message.as_str()) != Some(msg.as_str()) {
                 out.events.push(PlannedEvent {
                     warning: true,
@@ -937,7 +953,7 @@ fn serve_from_table(
                         out.conds
                             .set(READY, ConditionStatus::False, "BuildFailed", e.clone());
                         out.status.phase = Some(Phase::Failed);
-                        out.status.replicas = kept_replicas(old);
+                        out.status.replicas = kept_replicas(old, observed);
                         requeue = Requeue::AwaitChange;
                     }
                     (Ok(_), Some(kind)) => {
@@ -947,7 +963,7 @@ fn serve_from_table(
                         out.conds
                             .set(READY, ConditionStatus::False, "NameConflict", msg.clone());
                         out.status.phase = Some(Phase::Failed);
-                        out.status.replicas = kept_replicas(old);
+                        out.status.replicas = kept_replicas(old, observed);
                         if condition(old, READY).map(|c| c.reason.as_str()) != Some("NameConflict")
                         {
                             out.events.push(PlannedEvent {
@@ -1251,7 +1267,7 @@ fn while_profiling(
     // A running Deployment serves on at its configuration while the profile is measured
     // (a new model digest, GPU product or runtime version): status says what serves.
     out.status.selected = old.selected.clone();
-    out.status.replicas = kept_replicas(old);
+    out.status.replicas = kept_replicas(old, observed);
     requeue
 }
 
@@ -1455,7 +1471,11 @@ fn hold_unattainable(
                 msg.clone(),
             );
             out.status.selected = Some(was);
-            out.status.replicas = Some(replicas);
+            out.status.replicas = Some(ReplicaStatus {
+                ready: deployment
+                    .map_or(0, |d| u32::try_from(d.ready_replicas.max(0)).unwrap_or(0)),
+                ..replicas
+            });
             // Nothing new is served: no ConfigSelected for the unattainable
             // choice.
             out.events.retain(|e| e.reason != "ConfigSelected");

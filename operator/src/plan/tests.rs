@@ -2622,3 +2622,28 @@ fn runtime_pods_request_a_cpu_and_4_gib_unless_told_otherwise() {
     let p = plan(&is, &done(&is), &cfg(), NOW);
     assert_eq!(requests(&p), [("memory".into(), "16Gi".into())]);
 }
+
+#[test]
+fn what_a_service_waiting_for_a_fix_shows_is_what_runs_now() {
+    // An invalid edit while serving keeps the replica count, but the ready count is the
+    // Deployment's now (it stayed at the last written while pods died), and an observation of
+    // pods that no longer run is not shown.
+    let mut is = service("svc");
+    let mut o = serving(&mut is);
+    is.spec.replicas.min = 3;
+    is.spec.replicas.max = 2;
+    is.metadata.generation = Some(2);
+    if let Some(d) = o.deployment.as_mut() {
+        d.ready_replicas = 0;
+    }
+    let p = plan(&is, &o, &cfg(), NOW);
+    assert_eq!(cond(&p, READY).reason, "InvalidSpec");
+    assert_eq!(p.status.replicas.as_ref().map(|r| r.ready), Some(0));
+    let mut was = is.status.clone().unwrap();
+    was.observed = Some(Default::default());
+    is.status = Some(was);
+    o.deployment = None;
+    assert_eq!(plan(&is, &o, &cfg(), NOW).status.observed, None);
+    o.deployment = serving(&mut service("svc")).deployment;
+    assert!(plan(&is, &o, &cfg(), NOW).status.observed.is_some());
+}
