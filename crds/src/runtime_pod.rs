@@ -28,6 +28,11 @@ pub struct RuntimePodSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub priority_class_name: Option<String>,
+    /// The pods' RuntimeClass, e.g. `nvidia` where the NVIDIA container runtime is not the nodes'
+    /// default (k3s, RKE2, some GPU operator installs): without it the container sees no GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub runtime_class_name: Option<String>,
 }
 
 /// `requests` and `limits` as maps of quantities: the container's ResourceRequirements without
@@ -66,6 +71,10 @@ impl RuntimePodSpec {
                 .priority_class_name
                 .clone()
                 .or_else(|| defaults.priority_class_name.clone()),
+            runtime_class_name: self
+                .runtime_class_name
+                .clone()
+                .or_else(|| defaults.runtime_class_name.clone()),
         }
     }
 }
@@ -74,11 +83,12 @@ impl RuntimePodSpec {
 const GPU_PRODUCT_LABEL: &str = "nvidia.com/gpu.product";
 
 /// The fields of [`RuntimePodSpec`] as JSON names: what a defaults document may hold.
-pub const FIELDS: [&str; 4] = [
+pub const FIELDS: [&str; 5] = [
     "resources",
     "tolerations",
     "nodeSelector",
     "priorityClassName",
+    "runtimeClassName",
 ];
 
 impl RuntimePodSpec {
@@ -123,6 +133,14 @@ impl RuntimePodSpec {
                 format!(
                     "{name:?} is not a PriorityClass name (dot-separated lowercase DNS labels)"
                 ),
+            ));
+        }
+        if let Some(name) = &self.runtime_class_name
+            && !dns_subdomain(name)
+        {
+            errors.push(FieldError::new(
+                &format!("{at}.runtimeClassName"),
+                format!("{name:?} is not a RuntimeClass name (dot-separated lowercase DNS labels)"),
             ));
         }
         errors
@@ -498,10 +516,18 @@ mod tests {
             }]),
             node_selector: Some(BTreeMap::from([("pool".into(), "inference".into())])),
             priority_class_name: Some("inference-high".into()),
+            runtime_class_name: Some("nvidia".into()),
         };
         assert_eq!(fields(&good), Vec::<String>::new());
 
         let cases: Vec<(RuntimePodSpec, &str)> = vec![
+            (
+                RuntimePodSpec {
+                    runtime_class_name: Some("NVIDIA Runtime".into()),
+                    ..Default::default()
+                },
+                "spec.pod.runtimeClassName",
+            ),
             (
                 RuntimePodSpec {
                     resources: Some(resources(&[("memory", "32Gi")], &[("memory", "16Gi")])),

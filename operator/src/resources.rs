@@ -331,6 +331,7 @@ pub fn profiling_job(
             node_selector: node_selector(gpu, pod),
             tolerations: pod.tolerations.clone(),
             priority_class_name: pod.priority_class_name.clone(),
+            runtime_class_name: pod.runtime_class_name.clone(),
             volumes: Some(volumes),
             containers: vec![runtime_container(
                 cfg,
@@ -564,6 +565,7 @@ pub fn deployment(
                     node_selector: node_selector(gpu, pod),
                     tolerations: pod.tolerations.clone(),
                     priority_class_name: pod.priority_class_name.clone(),
+                    runtime_class_name: pod.runtime_class_name.clone(),
                     // Replicas on different nodes where the scheduler can: one node drained or
                     // lost does not take every replica with it. A preference, never a reason to
                     // leave a pod Pending (GPU nodes are few).
@@ -870,6 +872,12 @@ mod tests {
             ..Default::default()
         };
         assert_ne!(digest("j", &placed, &cfg), first);
+        // A RuntimeClass (k3s, RKE2 need `nvidia` for the GPU): in the template, another digest.
+        let nvidia = RuntimePodSpec {
+            runtime_class_name: Some("nvidia".into()),
+            ..Default::default()
+        };
+        assert_ne!(digest("j", &nvidia, &cfg), first);
         let image = OperatorConfig {
             runtime_image: "registry.example/runtime:fixed".into(),
             ..Default::default()
