@@ -35,17 +35,17 @@ if ldd "$BIN" | grep -q libtorch_cuda.so; then echo "ok: $BIN links libtorch_cud
 
 for m in $MODELS; do
   step "trace $m"
-  timeout 120 python3 benchmarks/python_eager_sweep.py --model "$m" --trace-to "$WORK/$m.pt" || echo "FAIL trace $m"
+  timeout --foreground 120 python3 benchmarks/python_eager_sweep.py --model "$m" --trace-to "$WORK/$m.pt" || echo "FAIL trace $m"
 done
 for m in $MODELS; do
   step "python eager $m"
-  timeout 200 python3 benchmarks/python_eager_sweep.py --model "$m" --device cuda --out "$OUT/py-$m.json" 2>>"$OUT/log.txt" || echo "FAIL python $m"
+  timeout --foreground 200 python3 benchmarks/python_eager_sweep.py --model "$m" --device cuda --out "$OUT/py-$m.json" 2>>"$OUT/log.txt" || echo "FAIL python $m"
   # Each run is LABEL:FLAGS (FLAGS comma-separated). A pair LABEL1/LABEL2 is compared back to back.
   for run in $RUNS; do
     label=${run%%:*}; flags=${run#*:}
     step "rust profile $m $label ${flags//,/ }"
     # shellcheck disable=SC2086  # flags split on purpose
-    timeout 200 "$BIN" profile --model "$WORK/$m.pt" ${flags//,/ } --json "$OUT/$label-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
+    timeout --foreground 200 "$BIN" profile --device cuda --model "$WORK/$m.pt" ${flags//,/ } --json "$OUT/$label-$m.json" >>"$OUT/tables.txt" 2>>"$OUT/log.txt"
     echo "exit $?"
   done
   for run in $RUNS; do
@@ -62,11 +62,11 @@ done
 check_served() {
   local log=$1 name=$2; shift 2
   "$BIN" serve --model "runtime/tests/fixtures/$name.pt" --shape 3,16,16 --device cuda --bind 127.0.0.1 --port 18081 \
-    --max-batch-size 8 --max-queue-delay-ms 0 "$@" >"$OUT/$log" 2>&1 &
+    --max-batch-size 8 --max-queue-delay-ms 0 --shutdown-delay-seconds 0 "$@" >"$OUT/$log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 120); do curl -sf http://127.0.0.1:18081/v2/health/ready >/dev/null && break; sleep 0.25; done
   echo "serve $name ${*:-(default)}:" | tee -a "$OUT/check-outputs.txt"
-  timeout 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name "$name" \
+  timeout --foreground 60 python3 benchmarks/gpu/check_outputs.py --url http://127.0.0.1:18081 --name "$name" \
     --model "runtime/tests/fixtures/$name.pt" | tee -a "$OUT/check-outputs.txt"
   kill -TERM "$pid"; wait "$pid"
 }
@@ -79,14 +79,14 @@ check_served check-host-sync.log host_sync --cuda-graphs
 grep -c "CUDA graph capture failed" "$OUT/check-host-sync.log" | sed 's/^/capture-failed warnings: /' | tee -a "$OUT/check-outputs.txt"
 
 step "out of memory is a row, not a crash"
-timeout 120 "$BIN" profile --model builtin:resnet18 --shape 3,2048,2048 --candidates 1,1024,2048 --windows 3 \
+timeout --foreground 120 "$BIN" profile --model builtin:resnet18 --shape 3,2048,2048 --candidates 1,1024,2048 --windows 3 \
   --window-seconds 0.2 --warmup-seconds 0 --json "$OUT/oom.json" >"$OUT/oom.txt" 2>&1
 echo "exit $?" | tee -a "$OUT/oom.txt"
 tail -n 8 "$OUT/oom.txt"
 
 step "fp16 and bf16 on CUDA (explicit options): a short profile each"
 for p in fp16 bf16; do
-  timeout 90 "$BIN" profile --model "$WORK/resnet50.pt" --precision "$p" --candidates 1,32 --windows 3 \
+  timeout --foreground 90 "$BIN" profile --model "$WORK/resnet50.pt" --precision "$p" --candidates 1,32 --windows 3 \
     --window-seconds 0.3 --warmup-seconds 0.5 --json "$OUT/$p-resnet50.json" >"$OUT/$p.txt" 2>&1
   echo "$p exit $?"; tail -n 4 "$OUT/$p.txt"
 done

@@ -36,7 +36,7 @@ policy() {
   local name=$1; shift
   local server_grpc=() client_grpc=()
   case $name in *-grpc) server_grpc=(--grpc-port "$GRPC_PORT"); client_grpc=(--grpc "127.0.0.1:$GRPC_PORT");; esac
-  "${SERVER_CPUS[@]}" "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 $EXTRA "${server_grpc[@]}" "$@" \
+  "${SERVER_CPUS[@]}" "$BIN" serve --model "$MODEL" --shape "$SHAPE" --name "$NAME" --bind 127.0.0.1 --port "$PORT" --http-threads 8 --shutdown-delay-seconds 0 $EXTRA "${server_grpc[@]}" "$@" \
     >"$OUT/serve-$name.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 240); do
