@@ -321,9 +321,11 @@ pub fn check_infer_bounds(message: &[u8], sig: &Signature) -> Result<(), V2Error
         .and_then(|n| n.checked_mul(sig.max_batch as usize))
         .unwrap_or(usize::MAX);
     let (mut inputs, mut outputs, mut raw, mut parameters) = (0usize, 0usize, 0usize, 0usize);
+    // A field the walk cannot read ends it, and what it counted so far is judged: a decoder
+    // builds as it reads, so a million entries before a broken tail would cost their memory.
     for field in super::wire::fields(message) {
         let Ok((number, value)) = field else {
-            return Ok(());
+            break;
         };
         match (number, value) {
             (4, _) => parameters += 1,
@@ -377,7 +379,7 @@ fn check_input_bounds(input: &[u8], max_elements: usize, name: &str) -> Result<(
     let (mut dims, mut parameters, mut elements) = (0usize, 0usize, 0usize);
     for field in super::wire::fields(input) {
         let Ok((number, value)) = field else {
-            return Ok(());
+            break;
         };
         match (number, value) {
             (3, v) => dims += values_in(v, 0),
@@ -566,6 +568,11 @@ mod tests {
             &[0x2a, 0x00].repeat(1 << 20),
             "takes 1 input (\"input__0\"), got 1048576",
         );
+        // The same behind a group (which decoders skip) or before a broken tail (decoders
+        // build what they read before they fail).
+        let many = [0x2a, 0x00].repeat(1 << 20);
+        refused(&[&[0x7b, 0x7c][..], &many].concat(), "got 1048576");
+        refused(&[&many[..], &[0x08, 0x80]].concat(), "got 1048576");
         refused(&[0x32, 0x00].repeat(17), "17 requested outputs");
         refused(&[0x3a, 0x00].repeat(2), "2 raw_input_contents");
         refused(&[0x22, 0x00].repeat(65), "65 parameters");

@@ -11,7 +11,12 @@ pub enum Value<'a> {
     /// Bytes, a string, an embedded message or a packed repeated field.
     Bytes(&'a [u8]),
     Fixed32,
+    /// A (proto2) group, skipped whole as decoders skip an unknown one.
+    Group,
 }
+
+/// Most groups nested in one another that a walk follows (prost's recursion limit is 100).
+const MAX_GROUP_DEPTH: usize = 100;
 
 /// The message is not well-formed protobuf (the decoder says how, in its own words).
 #[derive(Debug, PartialEq)]
@@ -35,6 +40,10 @@ pub fn fields(message: &[u8]) -> impl Iterator<Item = Result<(u32, Value<'_>), M
 fn next_field<'a>(rest: &mut &'a [u8]) -> Result<(u32, Value<'a>), Malformed> {
     let key = varint(rest)?;
     let number = u32::try_from(key >> 3).map_err(|_| Malformed)?;
+    if key & 7 == 3 {
+        skip_group(rest, number, 1)?;
+        return Ok((number, Value::Group));
+    }
     let value = match key & 7 {
         0 => Value::Varint(varint(rest)?),
         1 => {
@@ -49,10 +58,39 @@ fn next_field<'a>(rest: &mut &'a [u8]) -> Result<(u32, Value<'a>), Malformed> {
             take(rest, 4)?;
             Value::Fixed32
         }
-        // Groups (3, 4) are not in proto3 messages; 6 and 7 are not wire types.
+        // An end of group outside one; 6 and 7 are not wire types.
         _ => return Err(Malformed),
     };
     Ok((number, value))
+}
+
+/// Past the fields of group `number` (its start read), to and through its end.
+fn skip_group(rest: &mut &[u8], number: u32, depth: usize) -> Result<(), Malformed> {
+    if depth > MAX_GROUP_DEPTH {
+        return Err(Malformed);
+    }
+    loop {
+        let key = varint(rest)?;
+        let inner = u32::try_from(key >> 3).map_err(|_| Malformed)?;
+        match key & 7 {
+            0 => {
+                varint(rest)?;
+            }
+            1 => {
+                take(rest, 8)?;
+            }
+            2 => {
+                let len = usize::try_from(varint(rest)?).map_err(|_| Malformed)?;
+                take(rest, len)?;
+            }
+            3 => skip_group(rest, inner, depth + 1)?,
+            4 if inner == number => return Ok(()),
+            5 => {
+                take(rest, 4)?;
+            }
+            _ => return Err(Malformed),
+        }
+    }
 }
 
 fn take<'a>(rest: &mut &'a [u8], len: usize) -> Result<&'a [u8], Malformed> {
@@ -107,11 +145,17 @@ mod tests {
                 (4, Value::Fixed64)
             ]
         );
-        // Bytes running past the end, a varint without its last byte, a group.
-        for bad in [&[0x12, 5, b'a'][..], &[0x08, 0x80], &[0x0b]] {
+        // Bytes running past the end, a varint without its last byte, a group never ended, an
+        // end of group outside one.
+        for bad in [&[0x12, 5, b'a'][..], &[0x08, 0x80], &[0x0b], &[0x0c]] {
             let read: Vec<_> = fields(bad).collect();
             assert_eq!(read.last(), Some(&Err(Malformed)), "{bad:?}");
         }
+        // A group (field 1, holding a varint and a group of its own) is skipped whole, as
+        // decoders skip it.
+        let grouped = [0x0b, 0x10, 0x01, 0x1b, 0x1c, 0x0c, 0x08, 0x07];
+        let read: Vec<_> = fields(&grouped).collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, vec![(1, Value::Group), (1, Value::Varint(7))]);
     }
 
     #[test]
