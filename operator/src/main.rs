@@ -54,8 +54,8 @@ struct Args {
     /// Pod retries of a profiling Job.
     #[arg(long, env = "GREENBATCH_JOB_BACKOFF_LIMIT", default_value_t = 2)]
     job_backoff_limit: i32,
-    /// Time limit of a profiling pod, seconds from its start on a node (waiting for a GPU does
-    /// not count; the Job may wait a day more).
+    /// Time limit of a measurement, seconds, kept by the runtime from its start (waiting for a
+    /// GPU does not count); the pod's deadline is 600 s more, the Job's a day more than that.
     #[arg(long, env = "GREENBATCH_JOB_DEADLINE_SECONDS", default_value_t = 3600)]
     job_deadline_seconds: i64,
     /// Seconds a finished profiling Job (and its pod, with its log) is kept before it is deleted

@@ -341,15 +341,16 @@ pub fn profiling_job(
                     .into_iter()
                     .chain([
                         "--time-limit-seconds".to_string(),
-                        measuring_time_limit(cfg.job_active_deadline_seconds).to_string(),
+                        cfg.job_active_deadline_seconds.to_string(),
                     ])
                     .collect(),
                 mounts,
                 model.env.iter().cloned().chain([node_name_env()]).collect(),
             )],
-            // The time limit counts from the pod's start on a node: waiting for a GPU (on a full
-            // cluster, for hours) is no measurement running long, and must not fail it.
-            active_deadline_seconds: Some(cfg.job_active_deadline_seconds),
+            // The time limit is the runtime's own (from its start: waiting for a GPU, on a full
+            // cluster for hours, is no measurement running long); the pod's deadline, from its
+            // start on a node, is a backstop past it by the time an image pull may take.
+            active_deadline_seconds: Some(pod_deadline_seconds(cfg.job_active_deadline_seconds)),
             ..Default::default()
         }),
     };
@@ -371,7 +372,7 @@ pub fn profiling_job(
             // A backstop on the whole Job, waiting included: a Job that can never be scheduled
             // (a GPU product the cluster lacks) ends, and frees its --max-profiling-jobs place.
             active_deadline_seconds: Some(
-                cfg.job_active_deadline_seconds
+                pod_deadline_seconds(cfg.job_active_deadline_seconds)
                     .saturating_add(PROFILING_JOB_WAIT_SECONDS),
             ),
             ttl_seconds_after_finished: cfg.job_ttl_seconds_after_finished,
@@ -386,13 +387,15 @@ pub fn profiling_job(
 /// pod's own time limit: a day.
 pub const PROFILING_JOB_WAIT_SECONDS: i64 = 86_400;
 
-/// The runtime's own limit on a measurement, a minute inside the pod's deadline (at least half of
-/// it): it gives up with exit code 8 — which fails the Job at once — and says so in the
-/// EnergyProfile, where the deadline's kill would say nothing and be tried again.
-pub fn measuring_time_limit(pod_deadline_seconds: i64) -> i64 {
-    (pod_deadline_seconds - 60)
-        .max(pod_deadline_seconds / 2)
-        .max(1)
+/// Time a profiling pod may take to start its runtime on its node — pulling a multi-gigabyte
+/// CUDA image on a fresh node — beyond the measurement's limit.
+pub const POD_START_ALLOWANCE_SECONDS: i64 = 600;
+
+/// The profiling pod's deadline for a measurement limited to `limit` seconds: the runtime gives up
+/// first (exit code 8, which fails the Job at once, and says why in the EnergyProfile), where the
+/// deadline's kill would say nothing and be tried again.
+pub fn pod_deadline_seconds(limit: i64) -> i64 {
+    limit.saturating_add(POD_START_ALLOWANCE_SECONDS)
 }
 
 /// A digest of a pod template as the operator builds it (16 hex digits of the SHA-256 of its
@@ -761,22 +764,20 @@ mod tests {
         .unwrap();
         let js = job.spec.unwrap();
         assert_eq!(js.backoff_limit, Some(3));
-        // The time limit is the pod's, counted from its start on a node: a Job waiting an hour
-        // for a GPU failed DeadlineExceeded before it measured anything, for good. The Job's own
-        // deadline allows a day of waiting on top.
-        assert_eq!(js.active_deadline_seconds, Some(3600 + 86_400));
+        // The time limit is the runtime's and its pod's, not the Job's: a Job waiting an hour
+        // for a GPU failed DeadlineExceeded before it measured anything, for good. The pod's
+        // deadline leaves time for an image pull past the runtime's; the Job may wait a day more.
+        assert_eq!(js.active_deadline_seconds, Some(3600 + 600 + 86_400));
         assert_eq!(js.ttl_seconds_after_finished, Some(86_400));
         let pod = js.template.spec.unwrap();
-        assert_eq!(pod.active_deadline_seconds, Some(3600));
-        // The runtime gives up a minute before, saying why (exit 8 fails the Job at once).
+        assert_eq!(pod.active_deadline_seconds, Some(3600 + 600));
+        // The runtime gives up first, saying why (exit 8 fails the Job at once).
         let args = pod.containers[0].args.clone().unwrap();
         let limit = args
             .iter()
             .position(|a| a == "--time-limit-seconds")
             .unwrap();
-        assert_eq!(args[limit + 1], "3540");
-        assert_eq!(measuring_time_limit(60), 30);
-        assert_eq!(measuring_time_limit(1), 1);
+        assert_eq!(args[limit + 1], "3600");
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
             pod.service_account_name.as_deref(),
@@ -827,7 +828,7 @@ mod tests {
         let a = c.args.clone().unwrap();
         assert_eq!(
             a.join(" "),
-            "profile --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cuda --candidates 1,8 --windows 5 --window-seconds 0.5 --warmup-seconds 1 --max-spread 0.1 --output-profile p --namespace ns --time-limit-seconds 3540"
+            "profile --model builtin:resnet50 --shape 3,224,224 --dtype float32 --precision fp32 --device cuda --candidates 1,8 --windows 5 --window-seconds 0.5 --warmup-seconds 1 --max-spread 0.1 --output-profile p --namespace ns --time-limit-seconds 3600"
         );
     }
 
