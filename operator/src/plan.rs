@@ -972,7 +972,10 @@ fn serve_from_table(
                                 note: msg,
                             });
                         }
-                        requeue = Requeue::AwaitChange;
+                        // Looked at again: a namesake is not watched (a hand-made one, a
+                        // disruption budget), and the one in the way may be the garbage of a
+                        // service of the same name deleted a moment ago.
+                        requeue = Requeue::After(RESYNC);
                     }
                     (Ok(built), None) => {
                         (serving, requeue) = roll_out(

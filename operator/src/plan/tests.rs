@@ -467,6 +467,11 @@ fn the_flow_table() {
                     "{}",
                     ready.message
                 );
+                assert_eq!(
+                    p.requeue,
+                    Requeue::After(RESYNC),
+                    "a namesake is not watched"
+                );
             },
         },
     ];
