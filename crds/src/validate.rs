@@ -165,6 +165,8 @@ pub fn validate_spec(spec: &InferenceServiceSpec) -> Result<ValidatedSpec, Vec<F
                     )),
                 Some(path) if uri.starts_with("pvc://") => {
                     // The operator mounts the claim and reads the file at the path in it.
+                    // `pvc:///claim/file` too, as the operator's mount reads it.
+                    let path = path.trim_start_matches('/');
                     let (claim, file) = path.split_once('/').unwrap_or((path, ""));
                     if !crate::runtime_pod::dns_subdomain(claim)
                         || file.is_empty()

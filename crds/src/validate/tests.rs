@@ -55,6 +55,9 @@ fn a_model_file_may_say_it_is_torchscript() {
     s.model.source.uri = Some("pvc://models/resnet50.pt".into());
     s.model.format = Some(crate::ModelFormat::Torchscript);
     assert!(validate_spec(&s).is_ok());
+    // A claim written after a slash, as the operator's mount reads it, is the same claim.
+    s.model.source.uri = Some("pvc:///models/resnet50.pt".into());
+    assert!(validate_spec(&s).is_ok());
     let json = serde_json::to_value(&s.model).unwrap();
     assert_eq!(json["format"], "torchscript");
     // Any other format is refused by the schema's enum, and by serde here.
