@@ -45,16 +45,43 @@ pub fn failure_status(
     }
 }
 
+/// Who ends a run with a time limit: the measurement that finished, or the limit that passed —
+/// exactly one of them, so a table measured a moment before the limit is never overwritten by
+/// the limit's failure (nor the other way round).
+#[derive(Default)]
+struct Outcome(std::sync::atomic::AtomicU8);
+
+impl Outcome {
+    const RUNNING: u8 = 0;
+    const MEASURED: u8 = 1;
+    const GAVE_UP: u8 = 2;
+
+    fn claim(&self, by: u8) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .compare_exchange(Self::RUNNING, by, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
 /// After `limit` seconds, whatever the measurement is doing (a CUDA call that never returns
-/// included): says why — in the EnergyProfile too, with `--output-profile` (a re-profile keeps
-/// its table) — and exits with code 8.
-fn give_up_after(limit: u64, args: &ProfileArgs, existing: Option<EnergyProfileStatus>) {
+/// included), unless it has finished: says why — in the EnergyProfile too, with
+/// `--output-profile` (a re-profile keeps its table) — and exits with code 8.
+fn give_up_after(
+    limit: u64,
+    args: &ProfileArgs,
+    existing: Option<EnergyProfileStatus>,
+    outcome: std::sync::Arc<Outcome>,
+) {
     let output = args
         .output_profile
         .clone()
         .map(|name| (name, args.namespace.clone()));
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(limit));
+        if !outcome.claim(Outcome::GAVE_UP) {
+            return;
+        }
         let why = format!(
             "measuring took longer than the {limit} s time limit (--time-limit-seconds): measure fewer candidate batch sizes or shorter windows, or allow longer (the chart's controller.profilingJob.deadlineSeconds)"
         );
@@ -81,11 +108,18 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         Some(name) => publish::preflight(name, args.namespace.as_deref())?,
         None => None,
     };
+    let ended = std::sync::Arc::new(Outcome::default());
     if let Some(limit) = args.time_limit_seconds {
-        give_up_after(limit, args, existing.clone());
+        give_up_after(limit, args, existing.clone(), ended.clone());
     }
     let outcome = load_model(&args.model.model, &args.model.exec)
         .and_then(|model| measure(&model, &args.protocol));
+    if !ended.claim(Outcome::MEASURED) {
+        // The limit passed first: its thread reports and exits the process.
+        loop {
+            std::thread::park();
+        }
+    }
     let status = match outcome {
         Ok(s) => s,
         Err(e) => {
@@ -130,6 +164,19 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_ended_by_its_measurement_or_its_limit_never_both() {
+        let o = Outcome::default();
+        assert!(o.claim(Outcome::MEASURED));
+        assert!(
+            !o.claim(Outcome::GAVE_UP),
+            "the limit must not report a finished run"
+        );
+        let o = Outcome::default();
+        assert!(o.claim(Outcome::GAVE_UP));
+        assert!(!o.claim(Outcome::MEASURED));
+    }
 
     #[test]
     fn a_failed_re_measurement_keeps_the_table_a_first_one_fails_the_profile() {
