@@ -648,6 +648,15 @@ mod tests {
             redacted("https://u:pa/ss"),
             "https://… (credentials hidden)"
         );
+        // A secret whose part before its `/` is digits reads like a port: the `@` after it says.
+        assert_eq!(
+            redacted("https://user:1234/abcd@host.example/m.pt"),
+            "https://host.example/m.pt (query or credentials hidden)"
+        );
+        assert_eq!(
+            redacted("s3://AKIA:7/x@bucket/key.pt"),
+            "s3://bucket/key.pt (credentials hidden)"
+        );
         // Ports, IPv6 literals and an `@` in a path are no credentials.
         for plain in [
             "https://h.example:8443/m.pt",

@@ -17,7 +17,8 @@ pub fn redacted(url: &str) -> String {
     // the authority early: what is left of it then reads `user:secret-part`, no host or port.
     // Everything up to the first `@` is theirs (a secret never holds one unencoded).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let rest = if cut_credentials(&rest[..authority_end]) {
+    let before_query = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let rest = if cut_credentials(&rest[..authority_end], before_query, scheme == "s3") {
         match rest.split_once('@') {
             Some((_, after)) => after,
             None => return format!("{scheme}://… (credentials hidden)"),
@@ -57,9 +58,11 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// Whether `authority` (a URL's text before its first `/`, `?` or `#`) is the start of
-/// credentials cut short by one of those: a `:` followed by what is no port (an S3 bucket holds
-/// no `:` at all; an IPv6 literal's are inside its brackets).
-fn cut_credentials(authority: &str) -> bool {
+/// credentials cut short by one of those: a `:` followed by what is no port, or by digits with an
+/// `@` further on before any query (`user:1234/5@host`: a secret that starts with digits; a
+/// port with an `@` in the path is hidden too, rather than risk it). An S3 bucket holds no `:`
+/// at all; an IPv6 literal's are inside its brackets.
+fn cut_credentials(authority: &str, before_query: &str, s3: bool) -> bool {
     if authority.contains('@') {
         return false;
     }
@@ -67,9 +70,11 @@ fn cut_credentials(authority: &str) -> bool {
         Some((_, after)) => after,
         None => authority,
     };
-    host_and_port
-        .split_once(':')
-        .is_some_and(|(_, port)| port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+    host_and_port.split_once(':').is_some_and(|(_, port)| {
+        s3 || port.is_empty()
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || before_query.contains('@')
+    })
 }
 
 /// A `--model` argument fit for titles and logs: a URL redacted, anything else as is.
