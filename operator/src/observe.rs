@@ -185,7 +185,7 @@ pub fn runtime_exit_reason(code: i32) -> Option<&'static str> {
         12 => "bad batch sizes",
         13 => "model download failed",
         14 => "model file does not have the digest asked for",
-        15 => "model store unreachable (may pass: the Job tries again with a new pod)",
+        15 => "model store unreachable (may pass)",
         _ => return None,
     })
 }

@@ -73,6 +73,8 @@ impl JsonSink {
             || path.starts_with("/dev/fd")
             || path == Path::new("/dev/stderr")
         {
+            // Checked now like any destination: a closed descriptor fails before measuring.
+            std::fs::metadata(path).map_err(|e| out_err(path, e))?;
             return Ok(JsonSink::InPlace(path.to_path_buf()));
         }
         // A symlink is followed: the file it points to is replaced, the link stays.
@@ -224,6 +226,11 @@ mod tests {
         assert!(matches!(sink, JsonSink::InPlace(_)));
         sink.commit("{}").unwrap();
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "earlier line\n{}");
+        // A descriptor that is not open fails before any work, as a missing directory does.
+        let err = JsonSink::prepare(Path::new("/proc/self/fd/987654"))
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), 9);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::output::JsonSink;
 use crate::profile_input::read_profile;
 use crate::setup::load_model;
 use crate::table;
-use greenbatch_core::{BatchingMode, Policy, ReplicaRange, Selection, Slo};
+use greenbatch_core::{BatchingMode, Percentile, Policy, ReplicaRange, Selection, Slo};
 use greenbatch_crds::ProfilePhase;
 
 pub fn report(selection: &Selection, slo: &Slo) -> String {
@@ -130,11 +130,21 @@ pub fn run(args: &TuneArgs) -> Result<()> {
         .iter()
         .all(|r| r.latency_ms.at(slo.percentile()).is_none())
     {
+        let has: Vec<&str> = [
+            (Percentile::P50, "50"),
+            (Percentile::P95, "95"),
+            (Percentile::P99, "99"),
+        ]
+        .into_iter()
+        .filter(|(p, _)| table.rows.iter().any(|r| r.latency_ms.at(*p).is_some()))
+        .map(|(_, n)| n)
+        .collect();
         return Err(RuntimeError::Usage {
             arg: "--percentile",
             message: format!(
-                "the profile has no {} latencies: choose a percentile it has (95 or 50)",
-                slo.percentile()
+                "the profile has no {} latencies: choose one it has ({})",
+                slo.percentile(),
+                has.join(", ")
             ),
         });
     }
