@@ -1,5 +1,8 @@
 //! The operator's settings that shape the objects it builds (pure data; `main` fills it from flags).
 
+use k8s_openapi::api::apps::v1::RollingUpdateDeployment;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 /// What the pure planner and builders need to know about the installation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
@@ -17,7 +20,8 @@ pub struct OperatorConfig {
     /// Pod retries of a profiling Job before it counts as failed (the Job controller backs off
     /// exponentially between them: 10 s, 20 s, 40 s, ...).
     pub job_backoff_limit: i32,
-    /// Wall-clock limit of a profiling Job.
+    /// Time limit of one measurement, kept by the runtime from its start (the pod's deadline and
+    /// the Job's are backstops past it: `resources::pod_deadline_seconds`).
     pub job_active_deadline_seconds: i64,
     /// Most profiling Jobs running at once in the operator's scope (each holds a GPU, which serving
     /// does not get meanwhile); a service needing one more waits until one ends. `None`: no limit.
@@ -48,6 +52,9 @@ pub struct OperatorConfig {
     /// `spec.pod` leaves a field out: the platform's GPU-node tolerations, a default memory
     /// request, a priority class.
     pub runtime_pod: greenbatch_crds::RuntimePodSpec,
+    /// How a serving Deployment rolls out (`maxSurge`, `maxUnavailable`); `None`: Kubernetes'
+    /// default (25% each: one more pod — one more GPU — for services of 1 to 3 replicas).
+    pub serving_rollout: Option<RollingUpdateDeployment>,
 }
 
 impl Default for OperatorConfig {
@@ -68,8 +75,51 @@ impl Default for OperatorConfig {
             scale_down_delay: std::time::Duration::from_secs(300),
             model_ca_config_map: None,
             runtime_pod: baseline_runtime_pod(),
+            serving_rollout: None,
         }
     }
+}
+
+/// A rolling update's step: a count (`1`) or a percentage of the replicas (`25%`).
+pub fn rollout_step(text: &str) -> Result<IntOrString, String> {
+    let bad = || format!("{text:?} is not a count or a percentage (1, 25%)");
+    match text.strip_suffix('%') {
+        Some(p) => p
+            .parse::<u32>()
+            .ok()
+            .filter(|p| *p <= 100)
+            .map(|_| IntOrString::String(text.to_string()))
+            .ok_or_else(bad),
+        None => text
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(IntOrString::Int)
+            .ok_or_else(bad),
+    }
+}
+
+/// The serving Deployments' rolling update from the operator's flags; `None` when neither is
+/// set. Both zero would never roll out (the API server refuses it): an error.
+pub fn serving_rollout(
+    max_surge: Option<IntOrString>,
+    max_unavailable: Option<IntOrString>,
+) -> Result<Option<RollingUpdateDeployment>, String> {
+    let zero = |s: &Option<IntOrString>| {
+        matches!(s, Some(IntOrString::Int(0)))
+            || matches!(s, Some(IntOrString::String(p)) if p.trim_end_matches('%').parse::<u32>() == Ok(0))
+    };
+    if zero(&max_surge) && zero(&max_unavailable) {
+        return Err(
+            "--serving-max-surge and --serving-max-unavailable cannot both be 0: no pod could be replaced".into(),
+        );
+    }
+    Ok(
+        (max_surge.is_some() || max_unavailable.is_some()).then_some(RollingUpdateDeployment {
+            max_surge,
+            max_unavailable,
+        }),
+    )
 }
 
 /// What runtime pods request when neither the operator's `--runtime-pod-defaults` nor a
@@ -92,5 +142,37 @@ pub fn baseline_runtime_pod() -> greenbatch_crds::RuntimePodSpec {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_steps_are_counts_or_percentages_and_not_both_zero() {
+        assert_eq!(rollout_step("1"), Ok(IntOrString::Int(1)));
+        assert_eq!(rollout_step("0"), Ok(IntOrString::Int(0)));
+        assert_eq!(rollout_step("25%"), Ok(IntOrString::String("25%".into())));
+        for bad in ["-1", "101%", "one", "%", "1.5"] {
+            assert!(rollout_step(bad).is_err(), "{bad}");
+        }
+        assert_eq!(serving_rollout(None, None), Ok(None));
+        // No spare GPU for a surge: replace one pod at a time in place.
+        let in_place = serving_rollout(Some(IntOrString::Int(0)), Some(IntOrString::Int(1)));
+        assert_eq!(
+            in_place,
+            Ok(Some(RollingUpdateDeployment {
+                max_surge: Some(IntOrString::Int(0)),
+                max_unavailable: Some(IntOrString::Int(1)),
+            }))
+        );
+        assert!(
+            serving_rollout(
+                Some(IntOrString::Int(0)),
+                Some(IntOrString::String("0%".into()))
+            )
+            .is_err()
+        );
     }
 }

@@ -14,6 +14,8 @@ pub enum OperatorError {
     },
     #[error("invalid leader-election settings: {reason}")]
     InvalidLeaseSettings { reason: String },
+    #[error("invalid settings: {0}")]
+    Config(String),
     #[error(
         "lost leadership of Lease {lease}: {reason}; exiting so that this replica restarts as a standby"
     )]

@@ -6,6 +6,7 @@ use greenbatch_crds::RuntimePodSpec;
 use greenbatch_operator::controller::{Operator, Scope, Settings};
 use greenbatch_operator::leader::{self, LeaseSettings};
 use greenbatch_operator::{OperatorConfig, OperatorError, server};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -51,6 +52,15 @@ struct Args {
     /// `resources` here, runtime pods request a CPU and 4 GiB (`{"resources": {}}`: nothing).
     #[arg(long, env = "GREENBATCH_RUNTIME_POD_DEFAULTS", value_parser = runtime_pod_defaults)]
     runtime_pod_defaults: Option<RuntimePodSpec>,
+    /// How many serving pods a rollout may add above the count (`1`, `25%`); unset: Kubernetes'
+    /// default (25%: one more pod, one more GPU, for 1 to 3 replicas). `0` with
+    /// `--serving-max-unavailable 1` replaces pods in place, on a cluster without a spare GPU.
+    #[arg(long, env = "GREENBATCH_SERVING_MAX_SURGE", value_parser = greenbatch_operator::config::rollout_step)]
+    serving_max_surge: Option<IntOrString>,
+    /// How many serving pods a rollout may take down below the count (`0`, `1`, `25%`); unset:
+    /// Kubernetes' default (25%).
+    #[arg(long, env = "GREENBATCH_SERVING_MAX_UNAVAILABLE", value_parser = greenbatch_operator::config::rollout_step)]
+    serving_max_unavailable: Option<IntOrString>,
     /// Pod retries of a profiling Job.
     #[arg(long, env = "GREENBATCH_JOB_BACKOFF_LIMIT", default_value_t = 2)]
     job_backoff_limit: i32,
@@ -299,6 +309,11 @@ async fn termination() {
 }
 
 async fn run(args: Args) -> Result<(), OperatorError> {
+    let serving_rollout = greenbatch_operator::config::serving_rollout(
+        args.serving_max_surge.clone(),
+        args.serving_max_unavailable.clone(),
+    )
+    .map_err(OperatorError::Config)?;
     let client = kube::Client::try_default()
         .await
         .map_err(|source| OperatorError::Kube {
@@ -325,6 +340,7 @@ async fn run(args: Args) -> Result<(), OperatorError> {
                 .runtime_pod_defaults
                 .unwrap_or_default()
                 .over(&greenbatch_operator::config::baseline_runtime_pod()),
+            serving_rollout,
         },
         scope: args.namespace.map(Scope::Namespace).unwrap_or(Scope::All),
         concurrency: args.concurrency,

@@ -7,7 +7,7 @@ use crate::names::*;
 use greenbatch_crds::energy_profile::EnergyProfileSpec;
 use greenbatch_crds::inference_service::GpuSpec;
 use greenbatch_crds::{EnergyProfile, ModelSpec, Precision, RuntimePodSpec};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
@@ -549,6 +549,10 @@ pub fn deployment(
         },
         spec: Some(DeploymentSpec {
             replicas: Some(i32::try_from(settings.replicas).unwrap_or(i32::MAX)),
+            strategy: cfg.serving_rollout.clone().map(|r| DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(r),
+            }),
             selector: LabelSelector {
                 match_labels: Some(labels(&[(SERVICE_LABEL, name)])),
                 ..Default::default()
@@ -916,6 +920,54 @@ mod tests {
             &OperatorConfig::default(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_without_a_spare_gpu_replaces_pods_in_place_when_configured() {
+        use k8s_openapi::api::apps::v1::RollingUpdateDeployment;
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let is = service("svc");
+        let build = |cfg: &OperatorConfig| {
+            deployment(
+                "svc",
+                "ns",
+                &is.spec.model,
+                PodPlacement {
+                    gpu: &is.spec.gpu,
+                    pod: &RuntimePodSpec::default(),
+                },
+                &ServeSettings {
+                    batch_size: 8,
+                    max_queue_delay_ms: 1.0,
+                    replicas: 2,
+                    slo_ms: 50.0,
+                    percentile: 95,
+                    precision: Precision::Fp32,
+                    target_utilisation: 0.8,
+                    profile_json: None,
+                    spec_generation: None,
+                },
+                owner(),
+                cfg,
+            )
+            .unwrap()
+            .spec
+            .unwrap()
+            .strategy
+        };
+        // Unset: Kubernetes' default (the field left out).
+        assert_eq!(build(&OperatorConfig::default()), None);
+        let in_place = RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(0)),
+            max_unavailable: Some(IntOrString::Int(1)),
+        };
+        let cfg = OperatorConfig {
+            serving_rollout: Some(in_place.clone()),
+            ..Default::default()
+        };
+        let strategy = build(&cfg).expect("a strategy");
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        assert_eq!(strategy.rolling_update, Some(in_place));
     }
 
     #[test]

@@ -205,6 +205,11 @@ async fn default_render_binds_the_operator_and_passes_flags_it_accepts() {
     );
     assert_eq!(flag(&a, "--runtime-version"), Some("0.1.0"));
     assert_eq!(flag(&a, "--namespace"), None, "all namespaces by default");
+    assert_eq!(
+        flag(&a, "--serving-max-surge"),
+        None,
+        "Kubernetes' rollout by default"
+    );
     // The Lease the Role grants is the one the operator takes, in the release's namespace.
     let role = find(&docs, "Role", "greenbatch-operator-leader-election");
     let lease_names: Vec<&Value> = role["rules"]
@@ -473,6 +478,7 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
         "watchNamespace": "vision",
         "runtime": {"namespaces": ["vision", "ml"], "serviceAccountName": "profiler",
                     "modelCAConfigMap": "corp-ca",
+                    "rollout": {"maxSurge": 0, "maxUnavailable": "50%"},
                     "pod": {"resources": {"requests": {"cpu": 4, "memory": "8Gi"}},
                             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
                     "image": {"repository": "registry.example/gb-runtime", "tag": "1.2.3", "pullPolicy": "Always"}},
@@ -545,6 +551,9 @@ async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     assert_eq!(flag(&pinned_args, "--runtime-version"), Some("2026.11"));
     assert_eq!(flag(&a, "--image-pull-policy"), Some("Always"));
     assert_eq!(flag(&a, "--model-ca-configmap"), Some("corp-ca"));
+    // No spare GPU: pods replaced in place, half at a time (a 0 is a value, not "unset").
+    assert_eq!(flag(&a, "--serving-max-surge"), Some("0"));
+    assert_eq!(flag(&a, "--serving-max-unavailable"), Some("50%"));
     // The platform's pod defaults, as JSON the operator parses (assert_operator_accepts above).
     let pod_defaults: Value =
         serde_json::from_str(flag(&a, "--runtime-pod-defaults").expect("the flag")).expect("JSON");
@@ -1052,6 +1061,11 @@ async fn the_alerts_parse_and_read_only_series_the_operator_exports() {
     // Each reads series this operator exports (with a sample of each labelled family).
     let exported = busy_operator_metrics();
     for expr in rules.iter().filter_map(|r| r["expr"].as_str()) {
+        // An alert that reads no greenbatch series (a misspelt prefix) would be checked by nothing.
+        assert!(
+            !chart::series_names(expr).is_empty(),
+            "the alert `{expr}` reads no greenbatch series"
+        );
         for name in chart::series_names(expr) {
             assert!(
                 exported.contains(&format!("{name}{{")) || exported.contains(&format!("{name} ")),
