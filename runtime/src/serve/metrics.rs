@@ -96,6 +96,13 @@ impl Metrics {
             executor_seconds: Family::default(),
             registry: Registry::with_prefix("greenbatch"),
         };
+        // Exported at 0 from the start: a pod that has run no batch yet is known to be idle, not
+        // unknown (the operator's first window of a new pod would have no busy time at all).
+        for stage in ["assemble", "forward", "respond"] {
+            let _ = m.executor_seconds.get_or_create(&StageLabel {
+                stage: stage.to_string(),
+            });
+        }
         let registry = &mut m.registry;
         registry.register(
             "requests",
@@ -238,5 +245,20 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_ran_no_batch_says_its_model_thread_was_idle() {
+        // Absent, the busy time of a new pod's first window was unknown to the operator.
+        let text = Metrics::new().encode();
+        for stage in ["assemble", "forward", "respond"] {
+            let line = format!("greenbatch_executor_seconds_total{{stage=\"{stage}\"}} 0");
+            assert!(text.lines().any(|l| l.starts_with(&line)), "{line}\n{text}");
+        }
     }
 }
