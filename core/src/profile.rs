@@ -176,6 +176,44 @@ mod tests {
         assert_eq!(Percentile::P99.to_string(), "p99");
     }
 
+    fn row(batch_size: u32, joules: Option<f64>) -> BatchRow {
+        BatchRow {
+            batch_size,
+            latency_ms: LatencyMs {
+                p50: 1.0,
+                p95: 1.0,
+                p99: None,
+            },
+            throughput_per_second: 1.0,
+            avg_watts: None,
+            joules_per_inference: joules,
+            joules_spread: None,
+            windows: 5,
+        }
+    }
+
+    #[test]
+    fn the_most_efficient_row_is_the_least_energy_the_smaller_batch_on_a_tie() {
+        let table = |rows: Vec<BatchRow>| ProfileTable {
+            meter: MeterKind::Synthetic,
+            meter_note: None,
+            idle_watts: None,
+            rows,
+            skipped: vec![],
+        };
+        let t = table(vec![
+            row(1, Some(0.5)),
+            row(32, Some(0.08)),
+            row(8, Some(0.08)),
+            row(64, Some(f64::NAN)),
+            row(128, Some(0.0)),
+            row(256, None),
+        ]);
+        // 8 and 32 tie; NaN, 0 and missing energy are no measurement of the least.
+        assert_eq!(t.most_efficient_row().map(|r| r.batch_size), Some(8));
+        assert_eq!(table(vec![row(4, None)]).most_efficient_row(), None);
+    }
+
     #[test]
     fn meter_kind_serialises_kebab_case() {
         let json = serde_json::to_string(&MeterKind::NvmlCounter).unwrap();

@@ -419,7 +419,12 @@ fn each_bad_input_has_its_own_exit_code_and_leaves_nothing_behind() {
             "--shape",
         ),
     ];
-    for (args, code, message) in cases {
+    // Where an NVIDIA driver is loaded the NVML meter is there: its absence is this host's case.
+    let has_nvml = Path::new("/proc/driver/nvidia/version").exists();
+    for (args, code, message) in cases
+        .into_iter()
+        .filter(|(args, _, _)| !(has_nvml && args.iter().any(|a| a == "nvml")))
+    {
         let o = bin()
             .arg("profile")
             .args(["--shape", "3,16,16", "--candidates", "1", "--json", j])
@@ -552,7 +557,11 @@ fn tune_picks_from_a_known_profile_and_draws_the_plot() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("--percentile"), "{}", text(&o));
+    assert!(
+        text(&o).contains("--percentile") && text(&o).contains("choose one it has (50, 95)"),
+        "{}",
+        text(&o)
+    );
 
     // An SLO past an hour is a usage error (1e308 ms hung the plot), and no plot is left.
     let absurd = dir.path().join("absurd.svg");

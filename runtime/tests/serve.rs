@@ -572,6 +572,26 @@ async fn a_full_queue_answers_429_with_retry_after_and_memory_stays_bounded() {
     assert!(out["error"].as_str().unwrap().contains("queue is full"));
     // Counted as refused for capacity (what the operator learns a pod's real capacity from).
     assert_eq!(metric(&s.base, "greenbatch_refused_items_total").await, 2.0);
+    // Overload: 200 more at once are all refused, held nowhere: the peak memory stays put.
+    let before = peak_kib(s.child.id());
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let base = s.base.clone();
+            tokio::spawn(async move {
+                let body = request(2, &format!("flood-{i}")).to_string().into_bytes();
+                post(&base, "tiny_cnn", body, &[]).await.0
+            })
+        })
+        .collect();
+    for f in flood {
+        assert_eq!(f.await.unwrap(), 429);
+    }
+    let grown = peak_kib(s.child.id()) - before;
+    assert!(
+        grown < 64 * 1024,
+        "peak memory grew {grown} KiB under overload"
+    );
+    assert_eq!(metric(&s.base, "greenbatch_queue_depth").await, 3.0);
     for t in tasks {
         assert_eq!(
             t.await.unwrap().0,
@@ -769,7 +789,12 @@ async fn sigterm_reports_not_ready_serves_on_for_the_delay_then_drains_and_exits
     .await;
     wait_ready(&s.base, true).await;
     let mut tasks = spawn_single_item_requests(&s.base, 3, "d");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Queued before the signal (a fixed sleep would pass with them arriving after it).
+    let queued = Instant::now() + Duration::from_secs(10);
+    while metric(&s.base, "greenbatch_queue_depth").await < 3.0 {
+        assert!(Instant::now() < queued, "the 3 requests were never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };

@@ -70,10 +70,8 @@ struct Agent {
     client: Client,
     bin: PathBuf,
     runtime_kubeconfig: PathBuf,
-    serve_supported: bool,
     logs: PathBuf,
     procs: HashMap<String, Proc>,
-    skipped_serving: Arc<Mutex<u32>>,
     /// The last loopback host number given to a serving pod (127.0.0.N).
     last_host: u8,
     /// Pods left unscheduled (as the scheduler leaves a pod no node fits).
@@ -185,10 +183,6 @@ impl Agent {
         }
         let mut args = c.args.clone().unwrap_or_default();
         let serving = args.first().map(String::as_str) == Some("serve");
-        if serving && !self.serve_supported {
-            *self.skipped_serving.lock().unwrap() += 1;
-            return;
-        }
         let addr = serving.then(|| self.serving_address());
         if let (Some(addr), Some(i)) = (addr, args.iter().position(|a| a == "--port")) {
             args[i + 1] = addr.port().to_string();
@@ -532,6 +526,23 @@ fn describe(is: &InferenceService) -> String {
 
 /// Waits until service `name` is as `ok` wants it; a timeout fails with its last state.
 /// Waits until `profile`'s record of its last profiling Job passes `ok`, and returns it.
+/// Waits until the operator has reconciled `key` (`namespace/name`) twice more than now: a check
+/// after it is a check of what reconciles did, not of how long a sleep was.
+async fn reconciled_twice_more(operator: &Operator, key: &str) {
+    let from = operator.metrics.reconciles_of(key);
+    wait_for(
+        &format!("two more reconciles of {key}"),
+        Duration::from_secs(30),
+        || async {
+            match operator.metrics.reconciles_of(key) {
+                n if n >= from + 2 => Ok(()),
+                n => Err(format!("{} reconciles since", n - from)),
+            }
+        },
+    )
+    .await;
+}
+
 async fn wait_last_job(
     profiles: &Api<EnergyProfile>,
     profile: &str,
@@ -863,14 +874,16 @@ async fn operator_end_to_end() {
         "greenbatch-runtime binary not found at {} — build it first: `source ~/.cache/greenbatch/libtorch.env && cargo build -p greenbatch-runtime` (or set GREENBATCH_RUNTIME_BIN)",
         bin.display()
     );
-    let serve_supported = std::process::Command::new(&bin)
+    // Serving is part of the test, always: a runtime that cannot serve fails it here.
+    let serve_help = std::process::Command::new(&bin)
         .args(["serve", "--help"])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !serve_supported {
-        say("SKIPPING the Serving part: this greenbatch-runtime has no `serve` command yet");
-    }
+        .expect("run greenbatch-runtime");
+    assert!(
+        serve_help.status.success(),
+        "greenbatch-runtime serve --help: {}",
+        String::from_utf8_lossy(&serve_help.stderr)
+    );
     let model = workspace_root().join("runtime/tests/fixtures/tiny_cnn.pt");
     assert!(model.is_file(), "{}", model.display());
 
@@ -968,7 +981,6 @@ async fn operator_end_to_end() {
     // The kubelet agent.
     let logs = cluster.dir().join("agent");
     std::fs::create_dir_all(&logs).expect("agent log dir");
-    let skipped = Arc::new(Mutex::new(0u32));
     let irsa: Arc<Mutex<Option<Irsa>>> = Arc::new(Mutex::new(None));
     let mut agent = Agent {
         client: admin.clone(),
@@ -977,10 +989,8 @@ async fn operator_end_to_end() {
             .kubeconfig_as(RUNTIME_IDENTITY)
             .expect("runtime kubeconfig")
             .to_path_buf(),
-        serve_supported,
         logs,
         procs: HashMap::new(),
-        skipped_serving: skipped.clone(),
         last_host: 1,
         unschedulable: Default::default(),
         config_errors: HashMap::new(),
@@ -1069,11 +1079,7 @@ async fn operator_end_to_end() {
         )
         .await
         .expect("create alpha");
-    let target = if serve_supported {
-        Phase::Serving
-    } else {
-        Phase::Pending
-    };
+    let target = Phase::Serving;
     let alpha = wait_service(
         &services,
         "alpha",
@@ -1211,9 +1217,7 @@ async fn operator_end_to_end() {
         assert_eq!(memory_limit.as_deref(), Some("2Gi"), "{what}");
     }
     svcs.get("alpha").await.expect("alpha's Service");
-    if serve_supported {
-        assert_eq!(status.replicas.as_ref().map(|r| r.ready), Some(1));
-    }
+    assert_eq!(status.replicas.as_ref().map(|r| r.ready), Some(1));
 
     // Scenario 2: a second service with the same model reuses the profile: no second Job.
     services
@@ -1248,9 +1252,7 @@ async fn operator_end_to_end() {
     );
 
     // Scenario 2b: replicas follow the load the operator observes on the serving pods' /metrics.
-    if serve_supported {
-        scale_with_observed_load(&services, &deployments, &admin, &bin, &uri, addr).await;
-    }
+    scale_with_observed_load(&services, &deployments, &admin, &bin, &uri, addr).await;
 
     // Scenario 3: a spec change re-plans (fixed batch size 2 -> a new rollout).
     services
@@ -1306,7 +1308,8 @@ async fn operator_end_to_end() {
         .patch("beta", &PatchParams::default(), &Patch::Merge(&scale))
         .await
         .expect("scale beta's Deployment by hand");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Reconciles that saw the hand-made scale ran (the scale itself triggers one), not just time.
+    reconciled_twice_more(&operator, "e2e/beta").await;
     let held = deployments.get("beta").await.expect("beta's Deployment");
     assert_eq!(
         held.spec.and_then(|s| s.replicas),
@@ -1375,8 +1378,8 @@ async fn operator_end_to_end() {
     jobs.delete(&reprofile_job, &DeleteParams::background())
         .await
         .expect("delete the finished re-profile Job");
-    // beta requeues every second while serving: a few reconciles.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // beta requeues every second while serving: a few reconciles, counted.
+    reconciled_twice_more(&operator, "e2e/beta").await;
     let left: Vec<String> = jobs
         .list(&profile_jobs)
         .await
@@ -1447,37 +1450,36 @@ async fn operator_end_to_end() {
         "{:?}",
         kept.message
     );
-    if serve_supported {
-        // Scenario 4b: one more replica of delta cannot load the removed file: its pod exits with
-        // code 3 and the Ready condition says so, while the first pod serves on.
-        let replicas = serde_json::json!({"spec": {"replicas": {"min": 2, "max": 2}}});
-        services
-            .patch("delta", &PatchParams::default(), &Patch::Merge(&replicas))
-            .await
-            .expect("scale delta");
-        let delta = wait_service(
-            &services,
-            "delta",
-            "delta's new pod failing, said in its Ready condition",
-            Duration::from_secs(90),
-            |is| condition_message(is, "Ready").contains("a serving pod failed"),
-        )
-        .await;
-        let ready = condition_message(&delta, "Ready");
-        say(&format!("delta: {ready}"));
-        assert!(
-            ready.starts_with("True/")
-                && ready.contains("1/2 replicas ready")
-                && ready.contains("exit code 3 (model file missing)")
-                && ready.contains("cannot read model file"),
-            "{ready}"
-        );
-        let one = serde_json::json!({"spec": {"replicas": {"min": 1, "max": 1}}});
-        services
-            .patch("delta", &PatchParams::default(), &Patch::Merge(&one))
-            .await
-            .expect("scale delta back");
-    }
+    // Scenario 4b: one more replica of delta cannot load the removed file: its pod exits with
+    // code 3 and the Ready condition says so, while the first pod serves on.
+    let replicas = serde_json::json!({"spec": {"replicas": {"min": 2, "max": 2}}});
+    services
+        .patch("delta", &PatchParams::default(), &Patch::Merge(&replicas))
+        .await
+        .expect("scale delta");
+    let delta = wait_service(
+        &services,
+        "delta",
+        "delta's new pod failing, said in its Ready condition",
+        Duration::from_secs(90),
+        |is| condition_message(is, "Ready").contains("a serving pod failed"),
+    )
+    .await;
+    let ready = condition_message(&delta, "Ready");
+    say(&format!("delta: {ready}"));
+    assert!(
+        ready.starts_with("True/")
+            && ready.contains("1/2 replicas ready")
+            && ready.contains("exit code 3 (model file missing)")
+            && ready.contains("cannot read model file"),
+        "{ready}"
+    );
+    let one = serde_json::json!({"spec": {"replicas": {"min": 1, "max": 1}}});
+    services
+        .patch("delta", &PatchParams::default(), &Patch::Merge(&one))
+        .await
+        .expect("scale delta back");
+
     // The failed re-measurement's end is recorded with why; the model back and measured again,
     // the record says Succeeded and nothing of the failure stays (on this 1.20 server an object
     // and its status share managedFields per manager: the record has its own manager).
@@ -1864,7 +1866,7 @@ async fn operator_end_to_end() {
                 Duration::from_secs(90),
                 |is| {
                     condition_message(is, "Profiled").starts_with("True/")
-                        && (!serve_supported || status_of(is).0 == Some(Phase::Serving))
+                        && status_of(is).0 == Some(Phase::Serving)
                 },
             )
             .await;
@@ -1914,20 +1916,19 @@ async fn operator_end_to_end() {
                 .create(&pp, &svc)
                 .await
                 .expect("create an s3-model service without a Secret");
-            if serve_supported {
-                let irsa_served = wait_service(
-                    &services,
-                    "stored-irsa",
-                    "the S3 model to be served with the pods' own AWS identity",
-                    Duration::from_secs(90),
-                    |is| status_of(is).0 == Some(Phase::Serving),
-                )
-                .await;
-                say(&format!(
-                    "stored-irsa: {}",
-                    condition_message(&irsa_served, "Ready")
-                ));
-            }
+            let irsa_served = wait_service(
+                &services,
+                "stored-irsa",
+                "the S3 model to be served with the pods' own AWS identity",
+                Duration::from_secs(90),
+                |is| status_of(is).0 == Some(Phase::Serving),
+            )
+            .await;
+            say(&format!(
+                "stored-irsa: {}",
+                condition_message(&irsa_served, "Ready")
+            ));
+
             *irsa.lock().unwrap() = None;
             // Gone before their store is: their serving pods would fail without it.
             for name in ["stored", "stored-irsa"] {
@@ -2081,19 +2082,17 @@ async fn operator_end_to_end() {
             "no {want} Event among {reasons:?}"
         );
     }
-    if serve_supported {
-        for want in ["Serving", "Scaled"] {
-            assert!(
-                reasons.iter().any(|r| r == want),
-                "no {want} Event among {reasons:?}"
-            );
-        }
-        // The pods ran what the profile measured, on the same machine: no drift was reported.
+    for want in ["Serving", "Scaled"] {
         assert!(
-            !reasons.iter().any(|r| r == "PredictionDrift"),
-            "a PredictionDrift Event among {reasons:?}"
+            reasons.iter().any(|r| r == want),
+            "no {want} Event among {reasons:?}"
         );
     }
+    // The pods ran what the profile measured, on the same machine: no drift was reported.
+    assert!(
+        !reasons.iter().any(|r| r == "PredictionDrift"),
+        "a PredictionDrift Event among {reasons:?}"
+    );
 
     // Metrics over HTTP.
     let (code, body) = http_get(addr.port(), "/metrics")
@@ -2108,21 +2107,20 @@ async fn operator_end_to_end() {
     ] {
         assert!(body.contains(want), "{want} missing in\n{body}");
     }
-    if serve_supported {
-        let ok = body
-            .lines()
-            .find_map(|l| l.strip_prefix("greenbatch_operator_pod_scrapes_total{result=\"ok\"} "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-        assert!(ok > 0.0, "no successful pod scrapes counted in\n{body}");
-        // What the operator decided for each service, beside what its pods measured.
-        for want in [
-            "greenbatch_operator_service_max_batch_size{namespace=\"e2e\",name=\"beta\"}",
-            "greenbatch_operator_service_replicas{namespace=\"e2e\",name=\"beta\",state=\"desired\"}",
-        ] {
-            assert!(body.contains(want), "{want} missing in\n{body}");
-        }
+    let ok = body
+        .lines()
+        .find_map(|l| l.strip_prefix("greenbatch_operator_pod_scrapes_total{result=\"ok\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(ok > 0.0, "no successful pod scrapes counted in\n{body}");
+    // What the operator decided for each service, beside what its pods measured.
+    for want in [
+        "greenbatch_operator_service_max_batch_size{namespace=\"e2e\",name=\"beta\"}",
+        "greenbatch_operator_service_replicas{namespace=\"e2e\",name=\"beta\",state=\"desired\"}",
+    ] {
+        assert!(body.contains(want), "{want} missing in\n{body}");
     }
+
     let pruned = body
         .lines()
         .find_map(|l| l.strip_prefix("greenbatch_operator_profiles_pruned_total "))
@@ -2148,17 +2146,16 @@ async fn operator_end_to_end() {
 
     // Plots over HTTP, read with the operator's identity (the chart's RBAC): a served service's
     // profile, SLO and choice; reasons, not pictures, where there is nothing to draw.
-    if serve_supported {
-        let (code, svg) = http_get(addr.port(), "/plots/e2e/gamma")
-            .await
-            .expect("GET a plot");
-        assert_eq!(code, 200, "{svg}");
-        assert!(
-            svg.starts_with("<svg") && svg.contains("chosen: batch") && svg.contains("SLO 1000 ms"),
-            "gamma's plot: {}",
-            &svg[..svg.len().min(300)]
-        );
-    }
+    let (code, svg) = http_get(addr.port(), "/plots/e2e/gamma")
+        .await
+        .expect("GET a plot");
+    assert_eq!(code, 200, "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("chosen: batch") && svg.contains("SLO 1000 ms"),
+        "gamma's plot: {}",
+        &svg[..svg.len().min(300)]
+    );
+
     let (code, body) = http_get(addr.port(), "/plots/e2e/broken")
         .await
         .expect("GET a plot");
@@ -2175,11 +2172,10 @@ async fn operator_end_to_end() {
     let total = operator.metrics.reconciles_total();
     let errors = operator.metrics.errors_total();
     say(&format!(
-        "reconciles: total {total}, errors {errors}; per service: beta {}, broken {}, invalid {}; serving pods skipped: {}; took {:.1}s",
+        "reconciles: total {total}, errors {errors}; per service: beta {}, broken {}, invalid {}; took {:.1}s",
         operator.metrics.reconciles_of("e2e/beta"),
         operator.metrics.reconciles_of("e2e/broken"),
         operator.metrics.reconciles_of("e2e/invalid"),
-        skipped.lock().unwrap(),
         t0.elapsed().as_secs_f64()
     ));
     assert_eq!(
@@ -2207,7 +2203,4 @@ async fn operator_end_to_end() {
     );
     watcher_task.abort();
     agent_task.abort();
-    if !serve_supported {
-        say("the Serving part was SKIPPED: greenbatch-runtime has no `serve` command");
-    }
 }

@@ -89,6 +89,29 @@ fn resnet50_with_p95_10ms_picks_batch_32() {
 }
 
 #[test]
+fn rows_it_cannot_use_are_named_not_chosen() {
+    // A duplicate batch size and a row whose latency is not a number: dropped, and said.
+    let mut t = h200("resnet50");
+    let mut twice = t.rows[3].clone();
+    twice.joules_per_inference = Some(0.001);
+    t.rows.push(twice.clone());
+    t.rows[5].latency_ms.p95 = f64::NAN;
+    let nan_batch = t.rows[5].batch_size;
+    let s = choose(
+        &t,
+        p95(100.0),
+        BatchingMode::Auto,
+        None,
+        ReplicaRange::single(),
+        &Policy::default(),
+    )
+    .unwrap();
+    assert!(s.ignored_batch_sizes.contains(&nan_batch), "{s:?}");
+    assert!(s.ignored_batch_sizes.contains(&twice.batch_size), "{s:?}");
+    assert_ne!(s.choice.batch_size, nan_batch);
+}
+
+#[test]
 fn picks_follow_the_measured_curves() {
     // shufflenet: tiny model, launch-bound; the biggest batch is cheapest and still fast.
     assert_eq!(pick("shufflenet_v2_x0_5", p95(10.0)).choice.batch_size, 256);

@@ -214,9 +214,7 @@ mod tests {
         let mut c = controller();
         let low = c.observe(S(10), 50.0);
         // At 50 req/s batch 1 keeps up; any change must be worth > 5%.
-        if let Some(a) = &low {
-            assert!(a.policy.max_batch >= 1);
-        }
+        assert!(low.is_none(), "{low:?}");
         let high = c.observe(S(20), 5000.0).expect("5000 req/s needs batching");
         assert!(high.policy.max_batch >= 16, "{high:?}");
         let t99 = 1.2 * (1.0 + 0.05 * f64::from(high.policy.max_batch));
