@@ -48,7 +48,7 @@ impl RuntimeError {
     /// builtin, 7 meter unavailable, 8 nothing measured (e.g. out of memory at every size),
     /// 9 output not writable, 10 Kubernetes API failure, 11 unsupported on this device,
     /// 12 invalid candidate batch sizes, 13 model download failed, 14 model file does not have the
-    /// digest asked for.
+    /// digest asked for, 15 model store unreachable through every try (may pass).
     pub fn exit_code(&self) -> u8 {
         match self {
             RuntimeError::Usage { .. } => 2,
