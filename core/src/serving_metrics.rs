@@ -28,6 +28,9 @@ pub const EXECUTOR_SECONDS: &str = "greenbatch_executor_seconds_total";
 pub const BUSY_STAGES: [&str; 3] = ["assemble", "forward", "respond"];
 /// Rows added to batches to reach a warmed-up shape (so batches ran at (items + padding) rows).
 pub const PADDING_ITEMS: &str = "greenbatch_padding_items_total";
+/// 1, labelled `kind` with the meter behind [`ENERGY`] (`nvml-counter`, …, `synthetic`: a test
+/// double, not a measurement; `none`).
+pub const ENERGY_METER_INFO: &str = "greenbatch_energy_meter_info";
 
 /// The counters and gauges of one server at one moment.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +58,8 @@ pub struct ServerCounters {
     pub executor_seconds: Option<f64>,
     /// Padding rows those batches ran with.
     pub padding_items: Option<f64>,
+    /// The meter behind `energy_joules` (its `kind` label), when the server says.
+    pub energy_meter: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -107,6 +112,7 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
     let mut sums: [Option<f64>; 11] = [None; 11];
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     let mut executor_busy: Option<f64> = None;
+    let mut energy_meter: Option<String> = None;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -116,6 +122,12 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
             .find(|c: char| c == '{' || c.is_whitespace())
             .unwrap_or(line.len());
         let name = &line[..name_end];
+        if name == ENERGY_METER_INFO {
+            let rest = &line[name_end..];
+            let labels = rest.find('}').map_or("", |end| &rest[..=end]);
+            energy_meter = label(labels, "kind").map(str::to_string);
+            continue;
+        }
         let Some(slot) = WANTED.iter().position(|w| *w == name) else {
             continue;
         };
@@ -195,6 +207,7 @@ pub fn parse(text: &str) -> Result<ServerCounters, MetricsError> {
         forward_seconds: forward,
         executor_seconds: executor_busy,
         padding_items: padding,
+        energy_meter,
     })
 }
 
@@ -249,6 +262,19 @@ mod tests {
         // requested items.
         let fresh = parse("greenbatch_inferences_total 0").unwrap();
         assert_eq!((fresh.requests, fresh.requested_items), (0.0, None));
+    }
+
+    #[test]
+    fn the_meter_behind_the_energy_is_read_from_its_info_series() {
+        let text =
+            "greenbatch_inferences_total 1\ngreenbatch_energy_meter_info{kind=\"synthetic\"} 1\n";
+        assert_eq!(
+            parse(text).unwrap().energy_meter.as_deref(),
+            Some("synthetic")
+        );
+        // A runtime from before it says nothing: unknown, not a meter.
+        let old = parse("greenbatch_inferences_total 1\n").unwrap();
+        assert_eq!(old.energy_meter, None);
     }
 
     #[test]

@@ -376,6 +376,10 @@ pub struct ObservedServing {
     /// Device energy over items inferred, idle share included; absent without a meter or traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joules_per_inference: Option<f64>,
+    /// The meter the pods' joules come from (`nvml-counter`, `nvml-power`, `rapl`; `synthetic` is
+    /// a test double, not a measurement), or several, comma-separated, when the pods differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_meter: Option<String>,
     /// What the profile predicts for the same rate, batching and pods (`greenbatch_core::
     /// energy_model::predict_config`): a `PredictionDrift` Event fires when the two part by 2x.
     #[serde(default, skip_serializing_if = "Option::is_none")]

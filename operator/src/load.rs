@@ -44,6 +44,9 @@ pub struct LoadObservation {
     /// Energy over the inferences of the pods with a meter; `None` without energy (no meter) or
     /// without inferences.
     pub joules_per_inference: Option<f64>,
+    /// The meters those joules come from, as the pods name them (sorted, comma-separated when
+    /// they differ); `None` when no pod says.
+    pub energy_meter: Option<String>,
     /// `None` without requests in the window.
     pub latency_p99_ms: Option<f64>,
     /// The window's request-duration histogram: (bound in seconds, cumulative count), summed over
@@ -143,6 +146,7 @@ pub fn observe(
     let (mut refused_rate, mut refusing, mut busiest) = (0.0, Vec::new(), 0.0_f64);
     // Energy over the inferences of the pods that measure it: a pod without a meter adds none.
     let (mut metered_inferences, mut energy) = (0.0, 0.0);
+    let mut meters: Vec<String> = Vec::new();
     // Each pod's latency histogram over the window (cumulative counts by bound).
     let mut pod_buckets: Vec<Vec<(f64, f64)>> = Vec::new();
     let (mut pods, mut window) = (0u32, 0.0);
@@ -188,6 +192,11 @@ pub fn observe(
         {
             energy += a - b;
             metered_inferences += served;
+        }
+        if let Some(kind) = &a.energy_meter
+            && !meters.contains(kind)
+        {
+            meters.push(kind.clone());
         }
         let mut own: Vec<(f64, f64)> = a
             .latency_buckets
@@ -258,6 +267,10 @@ pub fn observe(
         busiest_pod_served_per_second: busiest,
         joules_per_inference: (energy > 0.0 && metered_inferences > 0.0)
             .then(|| energy / metered_inferences),
+        energy_meter: (!meters.is_empty()).then(|| {
+            meters.sort();
+            meters.join(",")
+        }),
         latency_p99_ms: histogram_quantile(0.99, &buckets).map(|s| s * 1000.0),
         latency_buckets: buckets,
         // Gauges hold whole batch sizes; the cast only drops a fraction that is not there.

@@ -20,6 +20,7 @@ pub fn observed_serving(load: &LoadObservation, now: &str) -> ObservedServing {
         inferences_per_second: Some(load.inferences_per_second),
         refused_per_second: Some(load.refused_per_second),
         joules_per_inference: load.joules_per_inference,
+        energy_meter: load.energy_meter.clone(),
         // Filled in once the profile and the SLO are known (see `predicted_joules`, `slo_note`).
         predicted_joules_per_inference: None,
         profile_measured_at: None,

@@ -35,6 +35,9 @@ pub struct Report {
     pub server_inferences: Option<f64>,
     pub server_energy_joules: Option<f64>,
     pub joules_per_inference: Option<f64>,
+    /// The meter behind the server's joules, as it says (`synthetic`: a test double, not a
+    /// measurement).
+    pub energy_meter: Option<String>,
 }
 
 fn err(e: impl std::fmt::Display) -> RuntimeError {
@@ -47,6 +50,14 @@ fn err(e: impl std::fmt::Display) -> RuntimeError {
 /// The server's (inferences, energy joules) counters, read as the operator reads them; energy 0
 /// from a server without a meter (the J/inference it gives is then none).
 async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
+    let counters = server_counters(client, url).await?;
+    Some((counters.inferences, counters.energy_joules.unwrap_or(0.0)))
+}
+
+async fn server_counters(
+    client: &reqwest::Client,
+    url: &str,
+) -> Option<greenbatch_core::serving_metrics::ServerCounters> {
     let text = client
         .get(format!("{url}/metrics"))
         .send()
@@ -55,8 +66,7 @@ async fn scrape(client: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
         .text()
         .await
         .ok()?;
-    let counters = greenbatch_core::serving_metrics::parse(&text).ok()?;
-    Some((counters.inferences, counters.energy_joules.unwrap_or(0.0)))
+    greenbatch_core::serving_metrics::parse(&text).ok()
 }
 
 /// A scrape taken just after the server's energy counter moved. The server adds energy once per
@@ -490,6 +500,9 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
         (Some(b), Some(a)) => (Some(a.0 - b.0), Some(a.1 - b.1)),
         _ => (None, None),
     };
+    let energy_meter = server_counters(&client, &base)
+        .await
+        .and_then(|c| c.energy_meter);
     Ok(Report {
         mode: if args.rate.is_some() {
             "open-loop-poisson".into()
@@ -521,6 +534,7 @@ async fn drive(args: &LoadgenArgs) -> Result<Report> {
             (Some(e), Some(n)) if n > 0.0 && e > 0.0 => Some(e / n),
             _ => None,
         },
+        energy_meter,
     })
 }
 

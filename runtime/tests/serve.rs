@@ -451,6 +451,8 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
         "greenbatch_queue_wait_seconds_bucket",
         "greenbatch_request_duration_seconds_bucket",
         "greenbatch_energy_joules_total",
+        // The meter behind it, said: these tests' synthetic one is a test double.
+        "greenbatch_energy_meter_info{kind=\"synthetic\"} 1",
         "greenbatch_power_watts",
         "greenbatch_queue_depth",
         "greenbatch_max_batch_size 8",
@@ -1006,11 +1008,13 @@ async fn loadgen_reports_latency_throughput_and_energy_from_the_servers_metrics(
     assert_eq!(report["ok"].as_u64().unwrap(), requests, "{report}");
     assert!(report["latency_p99_ms"].as_f64().unwrap() > 0.0);
     assert!(report["slo_attainment"].as_f64().unwrap() > 0.9);
-    // Energy from the server's synthetic meter (a labelled test double), per inference.
+    // Energy from the server's synthetic meter (a labelled test double), per inference, and
+    // the report says which meter it was.
     assert!(
         report["joules_per_inference"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    assert_eq!(report["energy_meter"], "synthetic", "{report}");
     assert!(
         std::fs::read_to_string(&csv_path)
             .unwrap()

@@ -749,6 +749,8 @@ async fn scale_with_observed_load(
         "{seen:?}"
     );
     assert!(seen.latency_p99_ms.is_some_and(|ms| ms > 0.0), "{seen:?}");
+    // The pods' joules are their synthetic meter's (a test double), and the status says so.
+    assert_eq!(seen.energy_meter.as_deref(), Some("synthetic"), "{seen:?}");
     // The model's own time per batch (when the window held 20 batches or more: this test's
     // windows are 1 s), beside what the profile measured at that batch size.
     if seen.forward_ms_per_batch.is_some() {

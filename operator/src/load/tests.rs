@@ -16,6 +16,7 @@ fn counters(requests: f64, energy: f64, buckets: &[(f64, f64)]) -> ServerCounter
         forward_seconds: None,
         executor_seconds: None,
         padding_items: None,
+        energy_meter: Some("nvml-counter".into()),
     }
 }
 
@@ -89,6 +90,8 @@ fn two_scrapes_give_rates_energy_latency_and_batching_summed_over_pods() {
     assert_eq!(o.inferences_per_second, 200.0);
     // 500 J over 2000 items.
     assert_eq!(o.joules_per_inference, Some(0.25));
+    // Where those joules come from, as the pods say.
+    assert_eq!(o.energy_meter.as_deref(), Some("nvml-counter"));
     // 1000 requests in the window, 800 under 10 ms: rank 990 is 19/20 into the 10-100 ms bucket.
     let p99 = o.latency_p99_ms.unwrap();
     assert!((p99 - 95.5).abs() < 1e-9, "{p99}");
@@ -411,4 +414,29 @@ fn each_pod_s_model_thread_busy_share_items_per_batch_and_served_per_busy_second
     )
     .unwrap();
     assert_eq!((o.executor_busy, o.threads), (None, vec![]));
+}
+
+#[test]
+fn pods_on_different_meters_are_all_named() {
+    // A synthetic meter (a test double) beside a real one must show in what is reported.
+    let with_meter = |served: f64, energy: f64, kind: &str| ServerCounters {
+        energy_meter: Some(kind.into()),
+        ..counters(served, energy, &[])
+    };
+    let before = snapshot(
+        0.0,
+        &[
+            ("a", with_meter(0.0, 0.0, "synthetic")),
+            ("b", with_meter(0.0, 0.0, "nvml-counter")),
+        ],
+    );
+    let after = snapshot(
+        10.0,
+        &[
+            ("a", with_meter(10.0, 5.0, "synthetic")),
+            ("b", with_meter(10.0, 5.0, "nvml-counter")),
+        ],
+    );
+    let o = observe(&before, &after, 0.0).expect("a window");
+    assert_eq!(o.energy_meter.as_deref(), Some("nvml-counter,synthetic"));
 }

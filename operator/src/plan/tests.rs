@@ -694,6 +694,7 @@ fn load(rate: f64, complete: bool) -> LoadObservation {
         refusing_pod_served_per_second: None,
         busiest_pod_served_per_second: rate,
         joules_per_inference: Some(0.2),
+        energy_meter: Some("nvml-counter".into()),
         latency_p99_ms: Some(31.5),
         latency_buckets: vec![],
         max_batch_size: Some(32),

@@ -51,14 +51,17 @@ pub fn run(shared: Arc<Shared>, choice: MeterChoice, device: tch::Device, tick: 
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("energy accounting disabled: {e}");
+                shared.metrics.set_energy_meter("none");
                 return;
             }
         };
     let Some(mut meter): Option<Box<dyn EnergyMeter>> = meter else {
         tracing::warn!("energy accounting disabled: {}", why.unwrap_or_default());
+        shared.metrics.set_energy_meter("none");
         return;
     };
     tracing::info!(meter = %meter.kind(), "energy accounting");
+    shared.metrics.set_energy_meter(&meter.kind().to_string());
     let mut acc = Accounting::new(Duration::from_secs(10));
     let mut last: Option<(f64, f64, u64)> = None;
     while !shared.stopped.load(Ordering::Relaxed) {

@@ -30,6 +30,11 @@ pub struct ModelLabels {
     pub graph: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeterLabel {
+    pub kind: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<CodeLabel, Counter>,
@@ -56,6 +61,8 @@ pub struct Metrics {
     pub padding_items: Counter,
     /// 1 for the model as it runs now (an info-style metric: the labels carry the value).
     pub model_info: Family<ModelLabels, Gauge>,
+    /// 1 for the meter behind `energy_joules_total` (`none` without one).
+    pub energy_meter_info: Family<MeterLabel, Gauge>,
     /// Executor time per stage: where a batch's time goes when the server, not the device, limits
     /// throughput.
     pub executor_seconds: Family<StageLabel, Counter<f64, AtomicU64>>,
@@ -93,6 +100,7 @@ impl Metrics {
             adjustments: Counter::default(),
             padding_items: Counter::default(),
             model_info: Family::default(),
+            energy_meter_info: Family::default(),
             executor_seconds: Family::default(),
             registry: Registry::with_prefix("greenbatch"),
         };
@@ -203,6 +211,11 @@ impl Metrics {
             m.executor_seconds.clone(),
         );
         registry.register(
+            "energy_meter_info",
+            "The meter behind greenbatch_energy_joules_total (value 1): synthetic is a test double, not a measurement; none, no meter",
+            m.energy_meter_info.clone(),
+        );
+        registry.register(
             "model_info",
             "The model being served: its device and graph preparation (value 1)",
             m.model_info.clone(),
@@ -212,6 +225,16 @@ impl Metrics {
 
     /// Records what is served now, replacing what was recorded before (CUDA graphs can be abandoned
     /// at run time).
+    /// Names the meter behind the energy counter (`none` without one).
+    pub fn set_energy_meter(&self, kind: &str) {
+        self.energy_meter_info.clear();
+        self.energy_meter_info
+            .get_or_create(&MeterLabel {
+                kind: kind.to_string(),
+            })
+            .set(1);
+    }
+
     pub fn set_model_info(&self, labels: ModelLabels) {
         self.model_info.clear();
         self.model_info.get_or_create(&labels).set(1);
