@@ -197,14 +197,22 @@ mod tests {
     }
 
     #[test]
-    fn nvml_absence_is_a_clean_error() {
-        // This machine (and CI) has no NVIDIA driver: opening must fail with a message, not panic.
+    fn nvml_is_read_where_there_is_a_driver_and_a_clean_error_where_there_is_none() {
         if Nvml::init().is_err() {
+            // This machine (and CI): opening fails with a message, not a panic.
             let e = NvmlCounter::open(GpuSelector::Index(0))
                 .err()
                 .expect("no NVML here");
             assert!(e.0.contains("NVML unavailable"), "{e}");
             assert!(NvmlPower::open(GpuSelector::Index(0)).is_err());
+        } else {
+            // A GPU host: the counter reads, and never goes back (idle power alone moves it).
+            let mut m = NvmlCounter::open(GpuSelector::Index(0)).expect("NVML's counter");
+            assert_eq!(m.kind(), MeterKind::NvmlCounter);
+            let first = m.joules().expect("a reading");
+            std::thread::sleep(Duration::from_millis(250));
+            let second = m.joules().expect("a reading");
+            assert!(second >= first, "{first} then {second}");
         }
     }
 }
