@@ -15,6 +15,7 @@
 //! - [`serving_metrics`]: the contract of a serving runtime's `/metrics` (series names, a parser).
 
 pub mod energy_model;
+pub mod exit_codes;
 pub mod exposition;
 pub mod profile;
 pub mod select;

@@ -169,25 +169,10 @@ pub struct DeploymentObservation {
     pub pod_template_hash: Option<String>,
 }
 
-/// Runtime exit codes (see the runtime's README section) in words, for conditions.
+/// Runtime exit codes in words, for conditions (the runtime's own table:
+/// `greenbatch_core::exit_codes`).
 pub fn runtime_exit_reason(code: i32) -> Option<&'static str> {
-    Some(match code {
-        2 => "bad argument",
-        3 => "model file missing",
-        4 => "model not loadable",
-        5 => "model rejects the declared input",
-        6 => "unknown builtin model",
-        7 => "requested meter unavailable",
-        8 => "nothing could be measured",
-        9 => "output not writable",
-        10 => "Kubernetes API error (check the runtime service account's RBAC)",
-        11 => "not supported on this device",
-        12 => "bad batch sizes",
-        13 => "model download failed",
-        14 => "model file does not have the digest asked for",
-        15 => "model store unreachable (may pass)",
-        _ => return None,
-    })
+    greenbatch_core::exit_codes::meaning(code)
 }
 
 /// Why a pod failed, from its runtime container's terminated state (or the pod's own reason).

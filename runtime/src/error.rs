@@ -1,6 +1,7 @@
 //! Runtime errors and the process exit code each maps to. Distinct codes let a Job's controller (and
 //! a person reading `kubectl describe pod`) tell a bad model from a bad argument from a broken GPU.
 
+use greenbatch_core::exit_codes;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +52,20 @@ impl RuntimeError {
     /// digest asked for, 15 model store unreachable through every try (may pass).
     pub fn exit_code(&self) -> u8 {
         match self {
-            RuntimeError::Usage { .. } => 2,
-            RuntimeError::ModelMissing { .. } => 3,
-            RuntimeError::ModelCorrupt { .. } => 4,
-            RuntimeError::InputMismatch { .. } => 5,
-            RuntimeError::UnknownBuiltin { .. } => 6,
-            RuntimeError::Meter { .. } => 7,
-            RuntimeError::NothingMeasured(_) => 8,
-            RuntimeError::Output { .. } => 9,
-            RuntimeError::Cluster(_) => 10,
-            RuntimeError::Unsupported(..) => 11,
-            RuntimeError::Candidates(_) => 12,
-            RuntimeError::ModelFetch { .. } => 13,
-            RuntimeError::DigestMismatch { .. } => 14,
-            RuntimeError::ModelUnreachable { .. } => 15,
+            RuntimeError::Usage { .. } => exit_codes::USAGE,
+            RuntimeError::ModelMissing { .. } => exit_codes::MODEL_MISSING,
+            RuntimeError::ModelCorrupt { .. } => exit_codes::MODEL_CORRUPT,
+            RuntimeError::InputMismatch { .. } => exit_codes::INPUT_MISMATCH,
+            RuntimeError::UnknownBuiltin { .. } => exit_codes::UNKNOWN_BUILTIN,
+            RuntimeError::Meter { .. } => exit_codes::METER_UNAVAILABLE,
+            RuntimeError::NothingMeasured(_) => exit_codes::NOTHING_MEASURED,
+            RuntimeError::Output { .. } => exit_codes::OUTPUT_NOT_WRITABLE,
+            RuntimeError::Cluster(_) => exit_codes::KUBERNETES_API,
+            RuntimeError::Unsupported(..) => exit_codes::UNSUPPORTED,
+            RuntimeError::Candidates(_) => exit_codes::BAD_CANDIDATES,
+            RuntimeError::ModelFetch { .. } => exit_codes::MODEL_FETCH,
+            RuntimeError::DigestMismatch { .. } => exit_codes::DIGEST_MISMATCH,
+            RuntimeError::ModelUnreachable { .. } => exit_codes::MODEL_UNREACHABLE,
         }
     }
 }
@@ -112,6 +113,66 @@ pub fn torch_message(e: &impl std::fmt::Display) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_exits_with_a_code_the_operator_can_say() {
+        let s = || String::from("x");
+        let errors = [
+            RuntimeError::Usage {
+                arg: "--x",
+                message: s(),
+            },
+            RuntimeError::ModelMissing {
+                path: "m".into(),
+                message: s(),
+            },
+            RuntimeError::ModelCorrupt {
+                path: "m".into(),
+                message: s(),
+            },
+            RuntimeError::InputMismatch {
+                shape: vec![1],
+                dtype: s(),
+                message: s(),
+            },
+            RuntimeError::UnknownBuiltin {
+                name: s(),
+                known: s(),
+            },
+            RuntimeError::Meter {
+                kind: s(),
+                message: s(),
+            },
+            RuntimeError::NothingMeasured(s()),
+            RuntimeError::Output {
+                path: s(),
+                message: s(),
+            },
+            RuntimeError::Cluster(s()),
+            RuntimeError::Unsupported(s(), s()),
+            RuntimeError::Candidates(s()),
+            RuntimeError::ModelFetch {
+                url: s(),
+                message: s(),
+            },
+            RuntimeError::ModelUnreachable {
+                url: s(),
+                message: s(),
+            },
+            RuntimeError::DigestMismatch {
+                what: s(),
+                expected: s(),
+                actual: s(),
+            },
+        ];
+        let mut codes: Vec<u8> = errors.iter().map(RuntimeError::exit_code).collect();
+        for code in &codes {
+            assert!(exit_codes::meaning(i32::from(*code)).is_some(), "{code}");
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), errors.len(), "each error its own code");
+    }
 
     #[test]
     fn torch_messages_lose_backtraces_and_debug_wrapping() {
