@@ -118,6 +118,23 @@ struct Context {
     scope_namespace: String,
 }
 
+/// Whether an object `name` of `kind` exists that the service of uid `owner_uid` does not control.
+async fn someone_elses<K>(
+    api: &Api<K>,
+    (ns, name): (&str, &str),
+    owner_uid: &str,
+    kind: &'static str,
+) -> Result<bool, ReconcileError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .get_opt(name)
+        .await
+        .map_err(api_err("get", kind, ns, name))?
+        .is_some_and(|o| !observe::controlled_by(o.meta(), owner_uid)))
+}
+
 /// Which PodDisruptionBudget API the cluster serves, through discovery: `policy/v1` (Kubernetes
 /// 1.21 and later), else `policy/v1beta1`.
 async fn disruption_budget_api(client: &Client) -> Option<ApiResource> {
@@ -730,22 +747,12 @@ async fn reconcile_inner(is: &InferenceService, ctx: &Context) -> Result<Action,
         .map(|d| observe::deployment(&d, &uid));
     // The Service and disruption budget serving would apply under the same name: someone else's
     // are named in the status and never applied over (nor, below, deleted).
-    if services
-        .get_opt(&name)
-        .await
-        .map_err(api_err("get", "Service", &ns, &name))?
-        .is_some_and(|s| !observe::controlled_by(&s.metadata, &uid))
-    {
+    if someone_elses(&services, (&ns, &name), &uid, "Service").await? {
         observed.foreign_namesakes.push("Service");
     }
     if let Some(ar) = &ctx.disruption_budgets {
         let budgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, ar);
-        if budgets
-            .get_opt(&name)
-            .await
-            .map_err(api_err("get", "PodDisruptionBudget", &ns, &name))?
-            .is_some_and(|b| !observe::controlled_by(&b.metadata, &uid))
-        {
+        if someone_elses(&budgets, (&ns, &name), &uid, "PodDisruptionBudget").await? {
             observed.foreign_namesakes.push("PodDisruptionBudget");
         }
     }

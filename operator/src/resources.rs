@@ -907,6 +907,14 @@ mod tests {
 
     /// The serving Deployment of `is` ("svc" in "ns") with the operator's defaults.
     fn serving_deployment(is: &InferenceService, settings: &ServeSettings) -> Deployment {
+        serving_deployment_with(is, settings, &OperatorConfig::default())
+    }
+
+    fn serving_deployment_with(
+        is: &InferenceService,
+        settings: &ServeSettings,
+        cfg: &OperatorConfig,
+    ) -> Deployment {
         deployment(
             "svc",
             "ns",
@@ -917,7 +925,7 @@ mod tests {
             },
             settings,
             owner(),
-            &OperatorConfig::default(),
+            cfg,
         )
         .unwrap()
     }
@@ -928,32 +936,21 @@ mod tests {
         use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
         let is = service("svc");
         let build = |cfg: &OperatorConfig| {
-            deployment(
-                "svc",
-                "ns",
-                &is.spec.model,
-                PodPlacement {
-                    gpu: &is.spec.gpu,
-                    pod: &RuntimePodSpec::default(),
-                },
-                &ServeSettings {
-                    batch_size: 8,
-                    max_queue_delay_ms: 1.0,
-                    replicas: 2,
-                    slo_ms: 50.0,
-                    percentile: 95,
-                    precision: Precision::Fp32,
-                    target_utilisation: 0.8,
-                    profile_json: None,
-                    spec_generation: None,
-                },
-                owner(),
-                cfg,
-            )
-            .unwrap()
-            .spec
-            .unwrap()
-            .strategy
+            let settings = ServeSettings {
+                batch_size: 8,
+                max_queue_delay_ms: 1.0,
+                replicas: 2,
+                slo_ms: 50.0,
+                percentile: 95,
+                precision: Precision::Fp32,
+                target_utilisation: 0.8,
+                profile_json: None,
+                spec_generation: None,
+            };
+            serving_deployment_with(&is, &settings, cfg)
+                .spec
+                .unwrap()
+                .strategy
         };
         // Unset: Kubernetes' default (the field left out).
         assert_eq!(build(&OperatorConfig::default()), None);
