@@ -80,14 +80,14 @@ impl Default for OperatorConfig {
     }
 }
 
-/// A rolling update's step: a count (`1`) or a percentage of the replicas (`25%`).
+/// A rolling update's step: a count (`1`) or a percentage of the replicas (`25%`; a surge may
+/// exceed 100%, what goes unavailable may not: `serving_rollout` checks that).
 pub fn rollout_step(text: &str) -> Result<IntOrString, String> {
     let bad = || format!("{text:?} is not a count or a percentage (1, 25%)");
     match text.strip_suffix('%') {
         Some(p) => p
             .parse::<u32>()
             .ok()
-            .filter(|p| *p <= 100)
             .map(|_| IntOrString::String(text.to_string()))
             .ok_or_else(bad),
         None => text
@@ -113,6 +113,15 @@ pub fn serving_rollout(
         return Err(
             "--serving-max-surge and --serving-max-unavailable cannot both be 0: no pod could be replaced".into(),
         );
+    }
+    if let Some(IntOrString::String(p)) = &max_unavailable
+        && p.trim_end_matches('%')
+            .parse::<u32>()
+            .is_ok_and(|p| p > 100)
+    {
+        return Err(format!(
+            "--serving-max-unavailable {p}: at most 100% of the pods can be unavailable"
+        ));
     }
     Ok(
         (max_surge.is_some() || max_unavailable.is_some()).then_some(RollingUpdateDeployment {
@@ -154,7 +163,8 @@ mod tests {
         assert_eq!(rollout_step("1"), Ok(IntOrString::Int(1)));
         assert_eq!(rollout_step("0"), Ok(IntOrString::Int(0)));
         assert_eq!(rollout_step("25%"), Ok(IntOrString::String("25%".into())));
-        for bad in ["-1", "101%", "one", "%", "1.5"] {
+        assert_eq!(rollout_step("150%"), Ok(IntOrString::String("150%".into())));
+        for bad in ["-1", "one", "%", "1.5"] {
             assert!(rollout_step(bad).is_err(), "{bad}");
         }
         assert_eq!(serving_rollout(None, None), Ok(None));
@@ -174,5 +184,6 @@ mod tests {
             )
             .is_err()
         );
+        assert!(serving_rollout(None, Some(IntOrString::String("101%".into()))).is_err());
     }
 }

@@ -473,6 +473,19 @@ async fn an_upgrade_reusing_the_values_of_chart_0_1_0_renders_what_a_fresh_insta
 }
 
 #[tokio::test]
+async fn a_rollout_key_absent_or_null_is_unset_and_numbers_render_whole() {
+    // A null (or, after --reuse-values from 0.5.0 with one key set, absent) key rendered as the
+    // string "<nil>", which the operator refused at start; a large number as 1e+06.
+    let docs =
+        render(&json!({"runtime": {"rollout": {"maxSurge": 1_000_000, "maxUnavailable": null}}}))
+            .await;
+    let a = args(&docs);
+    assert_operator_accepts(&a);
+    assert_eq!(flag(&a, "--serving-max-surge"), Some("1000000"));
+    assert_eq!(flag(&a, "--serving-max-unavailable"), None);
+}
+
+#[tokio::test]
 async fn values_scope_the_operator_and_set_up_runtime_namespaces() {
     let values = json!({
         "watchNamespace": "vision",
