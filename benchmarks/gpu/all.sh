@@ -27,9 +27,13 @@ WHAT=${1:-all}
 BUDGET=${BUDGET:-560}
 mkdir -p "$R/profile" "$R/serve"
 # Written beside, then renamed: a pack cut short never replaces a whole one.
+# Each pack its own temp file (the periodic one may run beside the last); tar's 1 is "a file
+# changed as it was read" (logs still written), still a whole archive.
 pack() {
   [ -n "${OUT:-}" ] || return 0
-  tar czf "$OUT/gpu-all.tgz.tmp" -C "$R" . 2>/dev/null && mv -f "$OUT/gpu-all.tgz.tmp" "$OUT/gpu-all.tgz"
+  local tmp="$OUT/.gpu-all.tgz.$BASHPID"
+  tar czf "$tmp" -C "$R" . 2>/dev/null
+  if [ $? -le 1 ]; then mv -f "$tmp" "$OUT/gpu-all.tgz"; else rm -f "$tmp"; fi
 }
 trap pack EXIT
 ( while sleep 20; do pack; done ) </dev/null >/dev/null 2>&1 &
@@ -39,7 +43,7 @@ export BIN=${BIN:-.device/greenbatch-runtime}
 export MODEL_DIR=/tmp/greenbatch-models  # outside $R: the traced models stay off the results
 if [ "$WHAT" = all ] || [ "$WHAT" = profile ]; then
   export RUNS=${RUNS:-"rust1: rust2: graphs1:--cuda-graphs"}
-  MODELS=${MODELS:-resnet50} OUT="$R/profile" timeout --foreground 400 bash benchmarks/gpu/run.sh 2>&1 | tee "$R/profile/run.log"
+  MODELS=${MODELS:-resnet50} OUT="$R/profile" timeout -k 10 400 bash benchmarks/gpu/run.sh 2>&1 | tee "$R/profile/run.log"
   pack
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = serve ]; then
@@ -64,7 +68,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = serve ]; then
   echo "serving part: ${SERVE_TIMEOUT} s"
   # --device cuda: a GPU the runtime cannot see is a failure here, not a CPU measurement.
   GRAPHS_PROFILE="$GRAPHS_PROFILE" RATES=${RATES:-"500 2000"} GRPC="$GRPC" EXTRA="--device cuda" \
-  MODEL="$MODEL" OUT="$R/serve" PROFILE="$PROFILE" DURATION=${DURATION:-6} timeout --foreground "$SERVE_TIMEOUT" bash benchmarks/gpu/serve.sh 2>&1 | tee "$R/serve/run.log"
+  MODEL="$MODEL" OUT="$R/serve" PROFILE="$PROFILE" DURATION=${DURATION:-6} timeout -k 10 "$SERVE_TIMEOUT" bash benchmarks/gpu/serve.sh 2>&1 | tee "$R/serve/run.log"
 fi
 kill "$PACKER" 2>/dev/null
 pack
