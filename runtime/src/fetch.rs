@@ -648,11 +648,20 @@ mod tests {
             redacted("https://u:pa/ss"),
             "https://… (credentials hidden)"
         );
-        // A secret whose part before its `/` is digits reads like a port: the `@` after it says.
-        assert_eq!(
-            redacted("https://user:1234/abcd@host.example/m.pt"),
-            "https://host.example/m.pt (query or credentials hidden)"
-        );
+        // A secret whose part before its `/`, `?` or `#` is digits reads like a port: with an `@`
+        // after it nothing is shown (a port with an `@` in its path is hidden too, rather than
+        // shown with the wrong host).
+        for ambiguous in [
+            "https://user:1234/abcd@host.example/m.pt",
+            "https://u:12?ss@h.example/m.pt",
+            "https://h.example:8443/models/v1@2.pt",
+        ] {
+            assert_eq!(
+                redacted(ambiguous),
+                "https://… (credentials hidden)",
+                "{ambiguous}"
+            );
+        }
         assert_eq!(
             redacted("s3://AKIA:7/x@bucket/key.pt"),
             "s3://bucket/key.pt (credentials hidden)"

@@ -17,14 +17,19 @@ pub fn redacted(url: &str) -> String {
     // the authority early: what is left of it then reads `user:secret-part`, no host or port.
     // Everything up to the first `@` is theirs (a secret never holds one unencoded).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let before_query = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
-    let rest = if cut_credentials(&rest[..authority_end], before_query, scheme == "s3") {
-        match rest.split_once('@') {
+    let rest = match cut_credentials(
+        &rest[..authority_end],
+        &rest[authority_end..],
+        scheme == "s3",
+    ) {
+        Credentials::None => rest,
+        Credentials::Cut => match rest.split_once('@') {
             Some((_, after)) => after,
             None => return format!("{scheme}://… (credentials hidden)"),
-        }
-    } else {
-        rest
+        },
+        // A port, or a secret starting with digits: neither the host nor the path is told
+        // apart from the secret, so nothing of it is shown.
+        Credentials::Ambiguous => return format!("{scheme}://… (credentials hidden)"),
     };
     let cut = rest.len() != url.len() - scheme.len() - 3;
     if scheme == "s3" {
@@ -57,24 +62,35 @@ pub fn redacted(url: &str) -> String {
     format!("{scheme}://{host}/{path}{hidden}")
 }
 
-/// Whether `authority` (a URL's text before its first `/`, `?` or `#`) is the start of
-/// credentials cut short by one of those: a `:` followed by what is no port, or by digits with an
-/// `@` further on before any query (`user:1234/5@host`: a secret that starts with digits; a
-/// port with an `@` in the path is hidden too, rather than risk it). An S3 bucket holds no `:`
-/// at all; an IPv6 literal's are inside its brackets.
-fn cut_credentials(authority: &str, before_query: &str, s3: bool) -> bool {
+/// What the text before a URL's first `/`, `?` or `#` says of credentials cut short by one of
+/// those (a secret holding them).
+enum Credentials {
+    /// A host (and port), or credentials ended by their `@` before it.
+    None,
+    /// `user:secret-part`: a `:` followed by what is no port (an S3 bucket holds no `:` at all).
+    Cut,
+    /// `x:1234` with an `@` somewhere after it: a port and an `@` in the path, or a secret that
+    /// starts with digits — not told apart.
+    Ambiguous,
+}
+
+fn cut_credentials(authority: &str, after: &str, s3: bool) -> Credentials {
     if authority.contains('@') {
-        return false;
+        return Credentials::None;
     }
+    // An IPv6 literal's `:`s are inside its brackets.
     let host_and_port = match authority.rsplit_once(']') {
-        Some((_, after)) => after,
+        Some((_, after_bracket)) => after_bracket,
         None => authority,
     };
-    host_and_port.split_once(':').is_some_and(|(_, port)| {
-        s3 || port.is_empty()
-            || !port.bytes().all(|b| b.is_ascii_digit())
-            || before_query.contains('@')
-    })
+    match host_and_port.split_once(':') {
+        None => Credentials::None,
+        Some((_, port)) if s3 || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) => {
+            Credentials::Cut
+        }
+        Some(_) if after.contains('@') => Credentials::Ambiguous,
+        Some(_) => Credentials::None,
+    }
 }
 
 /// A `--model` argument fit for titles and logs: a URL redacted, anything else as is.
