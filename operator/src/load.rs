@@ -192,11 +192,12 @@ pub fn observe(
         {
             energy += a - b;
             metered_inferences += served;
-        }
-        if let Some(kind) = &a.energy_meter
-            && !meters.contains(kind)
-        {
-            meters.push(kind.clone());
+            // The meters of the joules counted (a pod without energy says `none`: no part).
+            if let Some(kind) = &now.counters.energy_meter
+                && !meters.contains(kind)
+            {
+                meters.push(kind.clone());
+            }
         }
         let mut own: Vec<(f64, f64)> = a
             .latency_buckets

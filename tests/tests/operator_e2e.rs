@@ -524,8 +524,6 @@ fn describe(is: &InferenceService) -> String {
     )
 }
 
-/// Waits until service `name` is as `ok` wants it; a timeout fails with its last state.
-/// Waits until `profile`'s record of its last profiling Job passes `ok`, and returns it.
 /// Waits until the operator has reconciled `key` (`namespace/name`) twice more than now: a check
 /// after it is a check of what reconciles did, not of how long a sleep was.
 async fn reconciled_twice_more(operator: &Operator, key: &str) {
@@ -543,6 +541,7 @@ async fn reconciled_twice_more(operator: &Operator, key: &str) {
     .await;
 }
 
+/// Waits until `profile`'s record of its last profiling Job passes `ok`, and returns it.
 async fn wait_last_job(
     profiles: &Api<EnergyProfile>,
     profile: &str,
@@ -560,6 +559,7 @@ async fn wait_last_job(
     .await
 }
 
+/// Waits until service `name` is as `ok` wants it; a timeout fails with its last state.
 async fn wait_service(
     services: &Api<InferenceService>,
     name: &str,

@@ -428,13 +428,16 @@ fn pods_on_different_meters_are_all_named() {
         &[
             ("a", with_meter(0.0, 0.0, "synthetic")),
             ("b", with_meter(0.0, 0.0, "nvml-counter")),
+            ("c", with_meter(0.0, 0.0, "none")),
         ],
     );
+    // c has no meter: its energy stays at 0, and it is no part of where the joules come from.
     let after = snapshot(
         10.0,
         &[
             ("a", with_meter(10.0, 5.0, "synthetic")),
             ("b", with_meter(10.0, 5.0, "nvml-counter")),
+            ("c", with_meter(10.0, 0.0, "none")),
         ],
     );
     let o = observe(&before, &after, 0.0).expect("a window");

@@ -43,6 +43,9 @@ impl Accounting {
     }
 }
 
+/// Reads in a row a meter may fail before the server says it has none (20 ticks: 5 s).
+const METER_FAILURES_TO_NONE: u32 = 20;
+
 /// Runs until the server stops. The meter is opened on this thread (meters need not be `Send`).
 pub fn run(shared: Arc<Shared>, choice: MeterChoice, device: tch::Device, tick: Duration) {
     let clock: Rc<dyn Clock> = Rc::new(SystemClock::new());
@@ -60,13 +63,30 @@ pub fn run(shared: Arc<Shared>, choice: MeterChoice, device: tch::Device, tick: 
         shared.metrics.set_energy_meter("none");
         return;
     };
-    tracing::info!(meter = %meter.kind(), "energy accounting");
-    shared.metrics.set_energy_meter(&meter.kind().to_string());
+    let kind = meter.kind().to_string();
+    tracing::info!(meter = %kind, "energy accounting");
+    shared.metrics.set_energy_meter(&kind);
     let mut acc = Accounting::new(Duration::from_secs(10));
     let mut last: Option<(f64, f64, u64)> = None;
+    let mut failed_in_a_row = 0u32;
     while !shared.stopped.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
-        let Ok(j) = meter.joules() else { continue };
+        let j = match meter.joules() {
+            Ok(j) => j,
+            Err(e) => {
+                // A meter that no longer reads is no meter behind the (still) energy counter.
+                failed_in_a_row += 1;
+                if failed_in_a_row == METER_FAILURES_TO_NONE {
+                    tracing::warn!(meter = %kind, "the energy meter fails to read ({e}): said as none until it reads again");
+                    shared.metrics.set_energy_meter("none");
+                }
+                continue;
+            }
+        };
+        if failed_in_a_row >= METER_FAILURES_TO_NONE {
+            shared.metrics.set_energy_meter(&kind);
+        }
+        failed_in_a_row = 0;
         let t = clock.now().as_secs_f64();
         let inferences = shared.metrics.inferences.get();
         let batches = shared.metrics.batches.get();

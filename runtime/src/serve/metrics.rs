@@ -223,9 +223,7 @@ impl Metrics {
         m
     }
 
-    /// Records what is served now, replacing what was recorded before (CUDA graphs can be abandoned
-    /// at run time).
-    /// Names the meter behind the energy counter (`none` without one).
+    /// Names the meter behind the energy counter (`none` without one, or while it fails).
     pub fn set_energy_meter(&self, kind: &str) {
         self.energy_meter_info.clear();
         self.energy_meter_info
@@ -235,6 +233,8 @@ impl Metrics {
             .set(1);
     }
 
+    /// Records what is served now, replacing what was recorded before (CUDA graphs can be abandoned
+    /// at run time).
     pub fn set_model_info(&self, labels: ModelLabels) {
         self.model_info.clear();
         self.model_info.get_or_create(&labels).set(1);
