@@ -115,6 +115,7 @@ meta = c.get_model_metadata("tiny_cnn")
 assert meta["inputs"][0]["name"] == "input__0", meta
 cfg = c.get_model_config("tiny_cnn")
 assert cfg["max_batch_size"] == 8, cfg
+assert "max_queue_delay_microseconds" in cfg["dynamic_batching"], cfg
 x = np.random.rand(3, 3, 16, 16).astype(np.float32)
 answers = []
 for binary_in in (False, True):
@@ -153,6 +154,8 @@ assert meta.inputs[0].name == "input__0" and list(meta.inputs[0].shape) == [-1, 
 assert list(meta.outputs[0].shape) == [-1, 10], meta
 cfg = c.get_model_config("tiny_cnn").config
 assert cfg.max_batch_size == 8 and list(cfg.input[0].dims) == [3, 16, 16], cfg
+# The dynamic batcher, as over HTTP (perf_analyzer reads the scheduler from it).
+assert cfg.HasField("dynamic_batching"), cfg
 x = np.random.rand(3, 3, 16, 16).astype(np.float32)
 inp = grpc.InferInput("input__0", list(x.shape), "FP32")
 inp.set_data_from_numpy(x)

@@ -10,9 +10,9 @@
 use super::inference::{App, Failure, OUTPUT_NAME};
 use super::v2::Signature;
 use super::v2_grpc::{
-    self, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelInferRequest,
-    ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse, ModelOutputConfig,
-    ModelReadyRequest, ModelReadyResponse, ModelTensorConfig, ServerLiveRequest,
+    self, ModelConfig, ModelConfigRequest, ModelConfigResponse, ModelDynamicBatching,
+    ModelInferRequest, ModelInferResponse, ModelMetadataRequest, ModelMetadataResponse,
+    ModelOutputConfig, ModelReadyRequest, ModelReadyResponse, ModelTensorConfig, ServerLiveRequest,
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse, TensorMetadata,
 };
@@ -128,6 +128,12 @@ impl InferenceService {
                     data_type: v2_grpc::TRITON_FP32,
                     dims: self.app.output_item_shape().map_err(status)?,
                 }],
+                dynamic_batching: Some(ModelDynamicBatching {
+                    max_queue_delay_microseconds: u64::try_from(
+                        self.app.shared.policy().max_queue_delay.as_micros(),
+                    )
+                    .unwrap_or(u64::MAX),
+                }),
             }),
         })
     }

@@ -110,6 +110,16 @@ pub struct ModelConfig {
     pub input: Vec<ModelTensorConfig>,
     #[prost(message, repeated, tag = "6")]
     pub output: Vec<ModelOutputConfig>,
+    /// The dynamic batcher, as the HTTP config says it (Triton's `scheduling_choice`).
+    #[prost(message, optional, tag = "11")]
+    pub dynamic_batching: Option<ModelDynamicBatching>,
+}
+
+/// Triton's `ModelDynamicBatching`: only the delay this server has.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelDynamicBatching {
+    #[prost(uint64, tag = "2")]
+    pub max_queue_delay_microseconds: u64,
 }
 
 /// An input of a Triton model configuration (`ModelInput`): dims without the batch dimension.
@@ -749,7 +759,7 @@ mod tests {
         .concat();
         assert_eq!(response.encode_to_vec(), expected);
         // Triton's ModelConfig{name 1, max_batch_size 4 (varint), input 5: {name 1, data_type 2,
-        // dims 4}, output 6: {dims 3}}.
+        // dims 4}, output 6: {dims 3}, dynamic_batching 11: {max_queue_delay_microseconds 2}}.
         let config = ModelConfig {
             name: "m".into(),
             platform: String::new(),
@@ -764,6 +774,9 @@ mod tests {
                 data_type: 0,
                 dims: vec![10],
             }],
+            dynamic_batching: Some(ModelDynamicBatching {
+                max_queue_delay_microseconds: 500,
+            }),
         };
         let expected = [
             field(1, b"m"),
@@ -773,6 +786,8 @@ mod tests {
                 &[field(1, b"i"), vec![2 << 3, 11], field(4, &[3])].concat(),
             ),
             field(6, &field(3, &[10])),
+            // 500 as a varint: 0xf4 0x03.
+            field(11, &[2 << 3, 0xf4, 0x03]),
         ]
         .concat();
         assert_eq!(config.encode_to_vec(), expected);
