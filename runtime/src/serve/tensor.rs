@@ -82,6 +82,16 @@ pub struct Signature {
     pub max_batch: u32,
 }
 
+impl Signature {
+    /// The refusal of a request carrying `count` inputs: the model takes one.
+    pub fn wrong_input_count(&self, count: usize) -> V2Error {
+        V2Error::bad(format!(
+            "the model takes 1 input ({:?}), got {count}",
+            self.input_name
+        ))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
     F32(Vec<f32>),

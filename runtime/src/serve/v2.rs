@@ -332,10 +332,7 @@ pub fn decode(
         .and_then(|raw| array(raw, 1))
         .ok_or_else(|| V2Error::bad("`inputs` must be a non-empty array"))??;
     let (Some(input), 1) = (inputs.first(), count) else {
-        return Err(V2Error::bad(format!(
-            "the model takes 1 input ({:?}), got {count}",
-            sig.input_name
-        )));
+        return Err(sig.wrong_input_count(count));
     };
     let input: InputFields = object(input.get(), "inputs[0]")?;
     let name = small(input.name, "inputs[0].name")?;

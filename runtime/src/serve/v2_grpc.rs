@@ -361,10 +361,7 @@ pub fn check_infer_bounds(message: &[u8], sig: &Signature) -> Result<(), V2Error
         }
     }
     if inputs > 1 {
-        return Err(V2Error::bad(format!(
-            "the model takes 1 input ({:?}), got {inputs}",
-            sig.input_name
-        )));
+        return Err(sig.wrong_input_count(inputs));
     }
     if raw > 1 {
         return Err(V2Error::bad(format!(
@@ -422,11 +419,7 @@ fn check_input_bounds(input: &[u8], max_elements: usize, name: &str) -> Result<(
 /// and as many elements as its shape says. Outputs come back raw whatever is asked.
 pub fn decode_infer(r: &ModelInferRequest, sig: &Signature) -> Result<InferRequest, V2Error> {
     if r.inputs.len() != 1 {
-        return Err(V2Error::bad(format!(
-            "the model takes 1 input ({:?}), got {}",
-            sig.input_name,
-            r.inputs.len()
-        )));
+        return Err(sig.wrong_input_count(r.inputs.len()));
     }
     let input = &r.inputs[0];
     let (items, elements) = v2::check_input(&input.name, &input.datatype, &input.shape, sig)?;
