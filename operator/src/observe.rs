@@ -297,6 +297,13 @@ pub fn controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == owner_uid)
 }
 
+impl DeploymentObservation {
+    /// Its ready pods as a count (the API's number is signed).
+    pub fn ready(&self) -> u32 {
+        u32::try_from(self.ready_replicas.max(0)).unwrap_or(0)
+    }
+}
+
 pub fn deployment(d: &Deployment, owner_uid: &str) -> DeploymentObservation {
     let status = d.status.clone().unwrap_or_default();
     DeploymentObservation {

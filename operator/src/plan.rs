@@ -504,7 +504,7 @@ fn kept_replicas(old: &InferenceServiceStatus, observed: &Observed) -> Option<Re
         .deployment
         .as_ref()
         .filter(|d| d.controlled_by_us)
-        .map_or(0, |d| u32::try_from(d.ready_replicas.max(0)).unwrap_or(0));
+        .map_or(0, DeploymentObservation::ready);
     old.replicas.clone().map(|r| ReplicaStatus {
         scale_down: None,
         ready,
@@ -1295,8 +1295,7 @@ fn roll_out(
     let ready = observed
         .deployment
         .as_ref()
-        .map(|d| d.ready_replicas.max(0) as u32)
-        .unwrap_or(0);
+        .map_or(0, DeploymentObservation::ready);
     let done = observed
         .deployment
         .as_ref()
@@ -1475,8 +1474,7 @@ fn hold_unattainable(
             );
             out.status.selected = Some(was);
             out.status.replicas = Some(ReplicaStatus {
-                ready: deployment
-                    .map_or(0, |d| u32::try_from(d.ready_replicas.max(0)).unwrap_or(0)),
+                ready: deployment.map_or(0, DeploymentObservation::ready),
                 ..replicas
             });
             // Nothing new is served: no ConfigSelected for the unattainable
