@@ -536,13 +536,18 @@ async fn serves_the_v2_protocol_with_dynamic_batching() {
 
 /// A ready server whose batches of 4 wait up to 3 s to fill, in a queue of 4 items.
 async fn start_waiting_for_4() -> Server {
+    start_waiting_for_4_up_to("3000").await
+}
+
+/// A ready server whose batch of 4 waits up to `delay_ms` to fill, in a queue of 4 items.
+async fn start_waiting_for_4_up_to(delay_ms: &str) -> Server {
     let s = start(
         &fixture("tiny_cnn.pt"),
         &[
             "--max-batch-size",
             "4",
             "--max-queue-delay-ms",
-            "3000",
+            delay_ms,
             "--queue-capacity",
             "4",
         ],
@@ -1183,19 +1188,7 @@ async fn memory_stays_flat_while_a_full_queue_refuses_large_requests() {
     // Three items wait in a queue of 4 (their batch of 4 waits 30 s); then 100 requests of two
     // items, 512 KB each (51 MB in all, 8 at a time), find no room and are refused: none is held,
     // so the peak memory barely moves.
-    let s = start(
-        &fixture("tiny_cnn.pt"),
-        &[
-            "--max-batch-size",
-            "4",
-            "--max-queue-delay-ms",
-            "30000",
-            "--queue-capacity",
-            "4",
-        ],
-    )
-    .await;
-    wait_ready(&s.base, true).await;
+    let s = start_waiting_for_4_up_to("30000").await;
     let _held = spawn_single_item_requests(&s.base, 3, "held");
     let queued = Instant::now() + Duration::from_secs(10);
     while metric(&s.base, "greenbatch_queue_depth").await < 3.0 {
